@@ -1,0 +1,24 @@
+"""The `agent` command: one typer app, one module per subcommand."""
+
+from __future__ import annotations
+
+import typer
+
+from agent import cmd_batch, cmd_fix, cmd_infill, cmd_test
+
+app = typer.Typer(
+    name="agent",
+    help="greenpatch: a diffusion model drafts patches, a sandboxed test runner validates them, "
+    "until the ticket's tests are green.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("fix")(cmd_fix.fix)
+app.command("batch")(cmd_batch.batch)
+app.command("test")(cmd_test.test)
+app.command("infill")(cmd_infill.infill)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,78 @@
+"""Options every command shares, and the one error convention: a line, then an exit code."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from agent.errors import EXIT_USAGE, AgentError
+from model.errors import ModelError
+from runner.errors import RunnerError
+from sandboxes.base import SandboxError
+
+USER_ERRORS = (AgentError, ModelError, RunnerError, SandboxError)
+
+RepoOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--repo", help="Target git repository (default: the repository around the current directory)."
+    ),
+]
+JsonOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--json",
+        metavar="OUT",
+        help="Write machine-readable results to OUT ('-' for standard output, then nothing else "
+        "goes there).",
+    ),
+]
+VerboseOpt = Annotated[
+    bool, typer.Option("-v", "--verbose", help="More detail; show tracebacks on errors.")
+]
+QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="No progress or human output.")]
+SandboxOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sandbox",
+        metavar="bwrap|docker|process",
+        help="Isolation for candidate code (default from config: bwrap). 'process' is no isolation.",
+    ),
+]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", min=1, help="Parallel sandboxed test workers.")
+]
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--model",
+        metavar="PATH",
+        help="Model directory (ours, or a local Dream/DiffuCoder/LLaDA checkpoint); default: the "
+        "embedded model.",
+    ),
+]
+BudgetOpt = Annotated[
+    float | None,
+    typer.Option("--budget", metavar="SECONDS", min=1, help="Wall-clock budget per ticket."),
+]
+
+
+def run(verbose: bool, body: Callable[[], int]) -> NoReturn:
+    """Run a command body; user errors become one line on stderr and their exit code."""
+    try:
+        code = body()
+    except USER_ERRORS as exc:
+        if verbose:
+            traceback.print_exc()
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(getattr(exc, "code", EXIT_USAGE)) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)

@@ -1,0 +1,66 @@
+"""`agent infill FILE --lines A:B`: the model alone: K candidate rewrites of a line range."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agent.cli_common import JsonOpt, ModelOpt, QuietOpt, VerboseOpt, run
+from agent.errors import AgentError
+
+
+def parse_lines(spec: str) -> tuple[int, int]:
+    """`A:B` (1-based, inclusive) or a single line `A`."""
+    first, _, last = spec.partition(":")
+    try:
+        a, b = int(first), int(last or first)
+    except ValueError:
+        raise AgentError(f"--lines must look like A:B with line numbers, got '{spec}'") from None
+    if a < 1 or b < a:
+        raise AgentError(f"--lines {spec}: need 1 <= A <= B")
+    return a, b
+
+
+def read_source(path: Path, lines: tuple[int, int]) -> list[str]:
+    """The file's lines, checked: exists, is text, is not empty, and holds the range."""
+    if not path.exists():
+        raise AgentError(f"file not found: {path}")
+    if not path.is_file():
+        raise AgentError(f"not a file: {path}")
+    data = path.read_bytes()
+    if b"\0" in data:
+        raise AgentError(f"binary file, not source: {path}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise AgentError(f"not UTF-8 text: {path}") from None
+    if not text.strip():
+        raise AgentError(f"file is empty: {path}")
+    source_lines = text.splitlines(keepends=True)
+    if lines[1] > len(source_lines):
+        raise AgentError(f"--lines {lines[0]}:{lines[1]} is beyond the end of {path} "
+                         f"({len(source_lines)} lines)")
+    return source_lines
+
+
+def infill(
+    file: Annotated[Path, typer.Argument(help="Python source file to rewrite part of.")],
+    lines: Annotated[
+        str, typer.Option("--lines", metavar="A:B", help="Line range to rewrite (1-based, inclusive).")
+    ],
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of candidates to return.")] = 5,
+    model: ModelOpt = None,
+    json_out: JsonOpt = None,
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Draft K candidate rewrites of lines A..B with the diffusion model, best first."""
+
+    def body() -> int:
+        span = parse_lines(lines)
+        read_source(file, span)
+        raise AgentError("the model sampler is not built yet: agent infill cannot draft")
+
+    run(verbose, body)

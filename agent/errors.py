@@ -1,0 +1,16 @@
+"""Exit codes and the error that carries one up to the command line."""
+
+from __future__ import annotations
+
+EXIT_GREEN = 0
+EXIT_NO_FIX = 1
+EXIT_USAGE = 2
+EXIT_CANNOT_REPRODUCE = 3
+
+
+class AgentError(Exception):
+    """A problem the user can act on: printed as one line, then the process exits with `code`."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code

@@ -1,0 +1,72 @@
+"""The one interface every sandbox backend implements.
+
+A backend starts a long-lived worker process in an isolated environment. The worker talks over
+its stdin/stdout pipes. Its worktree is mounted read-write at the same absolute path it has on the
+host (so file paths in tracebacks and coverage data mean the same thing inside and out); everything
+else it sees is read-only or absent.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+
+class SandboxError(Exception):
+    """A sandbox cannot be set up (backend missing, engine unreachable, bad spec)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits applied to a worker and everything it spawns."""
+
+    memory_mb: int = 2048
+    cpu_seconds: int | None = None
+    processes: int = 256
+    file_size_mb: int = 256
+    wall_seconds: float | None = None
+    output_bytes: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What to run, where, and with what.
+
+    `argv[0]` is normally the target repository's interpreter; `readonly` lists extra host paths the
+    worker needs to read (its script, the interpreter's prefix, site-packages).
+    """
+
+    argv: list[str]
+    worktree: Path
+    env: dict[str, str] = field(default_factory=dict)
+    readonly: tuple[Path, ...] = ()
+    limits: Limits = Limits()
+
+
+class Worker(abc.ABC):
+    """A running sandboxed process with pipes to its stdin and stdout."""
+
+    stdin: IO[bytes]
+    stdout: IO[bytes]
+
+    @abc.abstractmethod
+    def alive(self) -> bool: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Kill the worker and everything it started; idempotent."""
+
+
+class Backend(abc.ABC):
+    """A way of isolating workers; registered by name."""
+
+    name: str
+    isolated: bool = True
+
+    @abc.abstractmethod
+    def start(self, spec: WorkerSpec) -> Worker: ...
+
+    def close(self) -> None:
+        """Release backend-wide resources (containers, images kept warm)."""
