@@ -21,7 +21,8 @@ USER_ERRORS = (AgentError, ModelError, RunnerError, SandboxError)
 RepoOpt = Annotated[
     Path | None,
     typer.Option(
-        "--repo", help="Target git repository (default: the repository around the current directory)."
+        "--repo",
+        help="Target git repository (default: the repository around the current directory).",
     ),
 ]
 JsonOpt = Annotated[
@@ -42,7 +43,7 @@ SandboxOpt = Annotated[
     typer.Option(
         "--sandbox",
         metavar="bwrap|docker|process",
-        help="Isolation for candidate code (default from config: bwrap). 'process' is no isolation.",
+        help="Isolation for candidate code (default from config: bwrap); 'process' = none.",
     ),
 ]
 WorkersOpt = Annotated[

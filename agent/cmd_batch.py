@@ -26,9 +26,7 @@ from agent.repo import resolve_repo
 def batch(
     backlog: Annotated[
         str,
-        typer.Argument(
-            help="A folder of ticket files, a JSONL file, or gh:OWNER/REPO label:NAME."
-        ),
+        typer.Argument(help="A folder of ticket files, a JSONL file, or gh:OWNER/REPO label:NAME."),
     ],
     repo: RepoOpt = None,
     budget: BudgetOpt = None,
@@ -36,7 +34,9 @@ def batch(
     sandbox: SandboxOpt = None,
     workers: WorkersOpt = None,
     json_out: JsonOpt = None,
-    pr: Annotated[bool, typer.Option("--pr", help="Open one pull request per green ticket.")] = False,
+    pr: Annotated[
+        bool, typer.Option("--pr", help="Open one pull request per green ticket.")
+    ] = False,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted batch from its journal.")
     ] = False,
@@ -47,8 +47,9 @@ def batch(
 
     def body() -> int:
         git_repo = resolve_repo(repo)
-        load_settings(Path(git_repo.working_tree_dir), sandbox=sandbox, workers=workers,
-                      budget=budget)
+        load_settings(
+            Path(git_repo.working_tree_dir), sandbox=sandbox, workers=workers, budget=budget
+        )
         if not backlog.startswith("gh:") and not Path(backlog).exists():
             raise AgentError(f"backlog not found: {backlog}")
         raise AgentError("batch processing is not built yet: agent batch cannot run tickets")

@@ -39,7 +39,9 @@ def fix(
     json_out: JsonOpt = None,
     branch: Annotated[
         str | None,
-        typer.Option("--branch", help="Branch to commit the fix on (default: greenpatch/<ticket>)."),
+        typer.Option(
+            "--branch", help="Branch to commit the fix on (default: greenpatch/<ticket>)."
+        ),
     ] = None,
     pr: Annotated[
         bool, typer.Option("--pr", help="Push the branch and open a pull request.")
@@ -62,6 +64,8 @@ def fix(
             budget=budget,
         )
         load_ticket(ticket)
-        raise AgentError("the fix loop is not built yet: agent fix cannot draft or validate patches")
+        raise AgentError(
+            "the fix loop is not built yet: agent fix cannot draft or validate patches"
+        )
 
     run(verbose, body)

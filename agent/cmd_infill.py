@@ -40,15 +40,17 @@ def read_source(path: Path, lines: tuple[int, int]) -> list[str]:
         raise AgentError(f"file is empty: {path}")
     source_lines = text.splitlines(keepends=True)
     if lines[1] > len(source_lines):
-        raise AgentError(f"--lines {lines[0]}:{lines[1]} is beyond the end of {path} "
-                         f"({len(source_lines)} lines)")
+        raise AgentError(
+            f"--lines {lines[0]}:{lines[1]} is beyond the end of {path} ({len(source_lines)} lines)"
+        )
     return source_lines
 
 
 def infill(
     file: Annotated[Path, typer.Argument(help="Python source file to rewrite part of.")],
     lines: Annotated[
-        str, typer.Option("--lines", metavar="A:B", help="Line range to rewrite (1-based, inclusive).")
+        str,
+        typer.Option("--lines", metavar="A:B", help="Line range to rewrite (1-based, inclusive)."),
     ],
     n: Annotated[int, typer.Option("--n", min=1, help="Number of candidates to return.")] = 5,
     model: ModelOpt = None,

@@ -17,7 +17,9 @@ def test(
     repo: RepoOpt = None,
     changed: Annotated[
         str | None,
-        typer.Option("--changed", metavar="REF", help="Run the tests affected by changes since REF."),
+        typer.Option(
+            "--changed", metavar="REF", help="Run the tests affected by changes since REF."
+        ),
     ] = None,
     patch: Annotated[
         Path | None,

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
-from rich.progress import TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from agent.errors import AgentError
 
@@ -59,4 +66,6 @@ class Reporter:
         try:
             Path(self.json_out).write_text(text + "\n")
         except OSError as exc:
-            raise AgentError(f"cannot write JSON report to {self.json_out}: {exc.strerror}") from None
+            raise AgentError(
+                f"cannot write JSON report to {self.json_out}: {exc.strerror}"
+            ) from None

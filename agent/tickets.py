@@ -11,7 +11,7 @@ from agent.errors import AgentError
 
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
 _TESTS_LINE = re.compile(r"^\s*(?:[-*]\s*)?tests?\s*:\s*(.*)$", re.I | re.M)
-_NODE_ID = re.compile(r"[\w./-]+\.py(?:::[\w\[\]\-.,=]+)*")
+_NODE_ID = re.compile(r"[\w./-]+\.py(?:::[\w\[\]\-.=]+)*")
 
 
 @dataclass

@@ -68,5 +68,5 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def start(self, spec: WorkerSpec) -> Worker: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release backend-wide resources (containers, images kept warm)."""
