@@ -20,6 +20,8 @@ class Ticket:
     title: str
     body: str
     tests: list[str] = field(default_factory=list)
+    # Where the ticket lives when it is not a local file (a GitHub issue's html_url).
+    url: str = ""
 
     @property
     def slug(self) -> str:
