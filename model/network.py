@@ -1,0 +1,238 @@
+"""The bidirectional transformer: LLaMA/Qwen2 family (RMSNorm, RoPE, SwiGLU, grouped-query
+attention) without a causal mask, so every position sees the whole canvas.
+
+One module for our own models and for real open diffusion LMs: Qwen2-layout checkpoints (Dream,
+DiffuCoder, Open-dCoder) predict token i from hidden state i-1 ("shifted"); `forward` undoes that,
+so callers always get logits where position i predicts token i.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.errors import ModelError
+from model.kernels import rms_norm
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    ffn_dim: int
+    max_seq_len: int = 2048
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    qkv_bias: bool = False
+    tie_embeddings: bool = True
+    shift_logits: bool = False
+    mask_id: int = 0
+    # Which tensor names a checkpoint uses: "greenpatch" (ours), "qwen2" or "llada".
+    layout: str = "greenpatch"
+
+    def __post_init__(self) -> None:
+        if self.dim % self.n_heads:
+            raise ModelError(f"dim {self.dim} is not a multiple of n_heads {self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ModelError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads "
+                             f"{self.n_kv_heads}")
+        if (self.dim // self.n_heads) % 2:
+            raise ModelError("head dimension must be even for rotary embeddings")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelError(f"unknown model config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    # -- named sizes ----------------------------------------------------------------------------
+
+    @classmethod
+    def tiny(cls, vocab_size: int = 512, **overrides) -> ModelConfig:
+        """For tests: trains in seconds on a CPU."""
+        base = dict(vocab_size=vocab_size, dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                    ffn_dim=192, max_seq_len=256)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def small(cls, vocab_size: int = 8192, **overrides) -> ModelConfig:
+        """The embedded default's shape: ~8M parameters, runs on 2 CPU cores."""
+        base = dict(vocab_size=vocab_size, dim=256, n_layers=6, n_heads=8, n_kv_heads=4,
+                    ffn_dim=768, max_seq_len=1024)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def open_dcoder_0_5b(cls) -> ModelConfig:
+        return cls(vocab_size=151936, dim=896, n_layers=24, n_heads=14, n_kv_heads=2,
+                   ffn_dim=4864, max_seq_len=32768, rope_theta=1e6, norm_eps=1e-6,
+                   qkv_bias=True, tie_embeddings=True, shift_logits=True, mask_id=151665,
+                   layout="qwen2")
+
+    @classmethod
+    def dream_7b(cls) -> ModelConfig:
+        return cls(vocab_size=152064, dim=3584, n_layers=28, n_heads=28, n_kv_heads=4,
+                   ffn_dim=18944, max_seq_len=131072, rope_theta=1e6, norm_eps=1e-6,
+                   qkv_bias=True, tie_embeddings=False, shift_logits=True, mask_id=151666,
+                   layout="qwen2")
+
+    @classmethod
+    def llada_8b(cls) -> ModelConfig:
+        return cls(vocab_size=126464, dim=4096, n_layers=32, n_heads=32, n_kv_heads=32,
+                   ffn_dim=12288, max_seq_len=4096, rope_theta=500000.0, norm_eps=1e-5,
+                   qkv_bias=False, tie_embeddings=False, shift_logits=False, mask_id=126336,
+                   layout="llada")
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.weight, self.eps)
+
+
+def rope_tables(head_dim: int, length: int, theta: float, device: torch.device
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of shape [length, head_dim] in the rotate-half (LLaMA/Qwen2/LLaDA) layout."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim)
+    angles = torch.outer(torch.arange(length, device=device).float(), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                key_mask: torch.Tensor | None) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=key_mask, is_causal=False,
+            enable_gqa=self.n_kv_heads != self.n_heads,
+        )
+        return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.up_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.ffn = SwiGLU(cfg)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                key_mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, key_mask)
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class DiffusionLM(nn.Module):
+    """Token ids -> logits for every position (unshifted: logit i predicts token i)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.dim)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                # Residual projections scaled down with depth (GPT-2), for stable early training.
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * config.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _rope_for(self, length: int, device: torch.device, dtype: torch.dtype
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        cached = self._rope
+        if cached is None or cached[0].shape[0] < length or cached[0].device != device:
+            cached = rope_tables(self.config.head_dim, max(length, 256), self.config.rope_theta,
+                                 device)
+            self._rope = cached
+        cos, sin = cached
+        return cos[:length].to(dtype), sin[:length].to(dtype)
+
+    def hidden_states(self, input_ids: torch.Tensor,
+                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Final normed hidden states [B, T, D]. `attention_mask` [B, T]: 1 for real tokens, 0
+        for padding that no position may attend to."""
+        _, t = input_ids.shape
+        x = self.embed(input_ids)
+        cos, sin = self._rope_for(t, x.device, x.dtype)
+        key_mask = None
+        if attention_mask is not None:
+            key_mask = attention_mask.bool()[:, None, None, :]
+        for block in self.blocks:
+            x = block(x, cos, sin, key_mask)
+        return self.norm(x)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, T, V]; with `positions` [B, P] (indices into T), only those: [B, P, V].
+        Asking for the few positions being denoised skips most of the vocabulary projection."""
+        h = self.hidden_states(input_ids, attention_mask)
+        if self.config.shift_logits:
+            # Hidden state i-1 predicts token i; position 0 borrows its own (as Dream does).
+            h = torch.cat([h[:, :1], h[:, :-1]], dim=1)
+        if positions is not None:
+            h = torch.gather(h, 1, positions[..., None].expand(-1, -1, h.shape[-1]))
+        return self.lm_head(h)
