@@ -46,7 +46,12 @@ class WorkerSpec:
 
 
 class Worker(abc.ABC):
-    """A running sandboxed process with pipes to its stdin and stdout."""
+    """A running sandboxed process with pipes to its stdin and stdout.
+
+    `stdout` carries only what the worker wrote to its standard output, capped at
+    `limits.output_bytes` (past that the worker is killed and `stdout` reaches EOF). Standard error
+    is drained by the backend; its last few KiB are kept for `stderr_tail()`.
+    """
 
     stdin: IO[bytes]
     stdout: IO[bytes]
@@ -58,12 +63,36 @@ class Worker(abc.ABC):
     def stop(self) -> None:
         """Kill the worker and everything it started; idempotent."""
 
+    @abc.abstractmethod
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for the worker to exit; its exit status, or None if still running at `timeout`."""
+
+    @abc.abstractmethod
+    def exit_reason(self) -> str | None:
+        """Why the worker ended, None while it runs.
+
+        One of: "timeout" (wall clock), "output limit", "memory", "cpu time", "file size",
+        "stopped" (by `stop()`), "killed by signal N", "exit N".
+        """
+
+    @abc.abstractmethod
+    def stderr_tail(self) -> str:
+        """The last few KiB the worker wrote to standard error (diagnostics only)."""
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 class Backend(abc.ABC):
     """A way of isolating workers; registered by name."""
 
     name: str
     isolated: bool = True
+    # One line to show the user (and put in JSON reports) when this backend is chosen, if any.
+    warning: str | None = None
 
     @abc.abstractmethod
     def start(self, spec: WorkerSpec) -> Worker: ...

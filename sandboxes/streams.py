@@ -1,0 +1,189 @@
+"""Shared plumbing of every worker: capped stdout pipe, stderr tail, wall clock, exit reasons.
+
+The backend's raw output is copied by pump threads into a pipe of our own, whose read end is the
+worker's `stdout`. Counting there (not in the caller's reads) enforces `output_bytes` however the
+caller reads, and a flood on stderr counts too.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Callable
+from typing import IO
+
+from sandboxes.base import Limits, Worker
+
+STDERR_TAIL_BYTES = 16 * 1024
+PUMP_GRACE_SECONDS = 0.5
+_SIGNAL_REASONS = {signal.SIGXCPU: "cpu time", signal.SIGXFSZ: "file size"}
+
+# A pump source: returns (1 for stdout or 2 for stderr, data); empty data at end of stream.
+Reader = Callable[[], tuple[int, bytes]]
+
+
+class StreamWorker(Worker):
+    """A worker whose output arrives through `feed_stdout`/`feed_stderr` from backend threads."""
+
+    def __init__(self, limits: Limits, stdin: IO[bytes]) -> None:
+        self.limits = limits
+        self.stdin = stdin
+        read_fd, self._out_fd = os.pipe()
+        self.stdout = os.fdopen(read_fd, "rb")
+        self._lock = threading.Lock()
+        self._written = 0
+        self._open_streams = 0
+        self._stderr = bytearray()
+        self._reason: str | None = None
+        self._pumps: list[threading.Thread] = []
+        self._timer: threading.Timer | None = None
+        if limits.wall_seconds is not None:
+            self._timer = threading.Timer(limits.wall_seconds, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    # --- what backends implement -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _kill(self) -> None:
+        """Kill the worker and everything it started (no bookkeeping)."""
+
+    @abc.abstractmethod
+    def _status(self, timeout: float | None) -> int | None:
+        """The worker's raw exit status (negative: killed by that signal), None if running."""
+
+    def _memory_killed(self) -> bool:
+        """Whether the backend itself killed the worker for memory (e.g. the cgroup OOM killer)."""
+        return False
+
+    # --- pumps -------------------------------------------------------------------------------
+
+    def start_pump(self, read: Reader, name: str) -> None:
+        """Copy from `read` until end of stream, in a thread."""
+        with self._lock:
+            self._open_streams += 1
+        thread = threading.Thread(target=self._pump, args=(read,), name=name, daemon=True)
+        self._pumps.append(thread)
+        thread.start()
+
+    def _pump(self, read: Reader) -> None:
+        cut = False  # past the output limit: drain and discard until the killed worker's EOF
+        try:
+            while True:
+                try:
+                    stream, data = read()
+                except OSError:
+                    break
+                if not data:
+                    break
+                if cut:
+                    continue
+                if not self._account(len(data)):
+                    fit = len(data) - (self._written - self.limits.output_bytes)
+                    if stream == 1:
+                        self._deliver(data[: max(fit, 0)])
+                    cut = True
+                    self._limit_exceeded()
+                elif stream == 1:
+                    self._deliver(data)
+                else:
+                    self._keep_stderr(data)
+        finally:
+            self._stream_closed()
+
+    def _account(self, n: int) -> bool:
+        with self._lock:
+            self._written += n
+            return self._written <= self.limits.output_bytes
+
+    def _deliver(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self._out_fd, view)
+            except OSError:  # the caller closed its end; drop the rest
+                return
+            view = view[n:]
+
+    def _keep_stderr(self, data: bytes) -> None:
+        with self._lock:
+            self._stderr += data
+            del self._stderr[:-STDERR_TAIL_BYTES]
+
+    def _stream_closed(self) -> None:
+        with self._lock:
+            self._open_streams -= 1
+            last = self._open_streams == 0
+        if last:
+            with contextlib.suppress(OSError):
+                os.close(self._out_fd)
+
+    # --- limits ------------------------------------------------------------------------------
+
+    def _stop_with(self, reason: str) -> None:
+        with self._lock:
+            if self._reason is None and self._status(0) is None:
+                self._reason = reason
+        self._kill()
+
+    def _expire(self) -> None:
+        self._stop_with("timeout")
+
+    def _limit_exceeded(self) -> None:
+        self._stop_with("output limit")
+
+    # --- Worker ------------------------------------------------------------------------------
+
+    def alive(self) -> bool:
+        return self._status(0) is None
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        return self._status(timeout)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._stop_with("stopped")
+        self._status(None)
+        with contextlib.suppress(OSError):
+            self.stdin.close()
+        for thread in self._pumps:
+            thread.join(PUMP_GRACE_SECONDS)
+        if any(thread.is_alive() for thread in self._pumps):
+            # A pump blocked on a full pipe nobody reads: closing our end unblocks it (EPIPE).
+            with contextlib.suppress(OSError):
+                self.stdout.close()
+
+    def exit_reason(self) -> str | None:
+        status = self._status(0)
+        if status is None:
+            return None
+        if self._reason is not None:
+            return self._reason
+        if self._memory_killed() or (status != 0 and b"MemoryError" in self.stderr_tail_bytes()):
+            return "memory"
+        if status < 0:
+            return _SIGNAL_REASONS.get(-status, f"killed by signal {-status}")
+        return f"exit {status}"
+
+    def stderr_tail_bytes(self) -> bytes:
+        with self._lock:
+            return bytes(self._stderr)
+
+    def stderr_tail(self) -> str:
+        return self.stderr_tail_bytes().decode("utf-8", "replace")
+
+
+def fd_reader(fd: int, stream: int) -> Reader:
+    """A pump source reading a file descriptor, tagged as stream 1 (stdout) or 2 (stderr)."""
+
+    def read() -> tuple[int, bytes]:
+        data = os.read(fd, 65536)
+        if not data:
+            os.close(fd)
+        return stream, data
+
+    return read
