@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent import github
 from agent.errors import AgentError
 
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
@@ -52,10 +53,24 @@ def parse_ticket(text: str, ticket_id: str) -> Ticket:
     return Ticket(id=ticket_id, title=title, body=text, tests=_named_tests(text))
 
 
+def github_ticket(source: str) -> Ticket:
+    """A GitHub issue as a ticket, id `OWNER-REPO-N`; tests named in its body become targets."""
+    owner, repo, number = github.parse_issue_ref(source)
+    issue = github.fetch_issue(owner, repo, number, github.token_from_env())
+    text = f"# {issue.title}\n\n{issue.body}"
+    return Ticket(
+        id=f"{owner}-{repo}-{number}",
+        title=issue.title,
+        body=text,
+        tests=_named_tests(issue.body),
+        url=issue.html_url,
+    )
+
+
 def load_ticket(source: str) -> Ticket:
-    """A ticket from a file path or `-` (stdin). GitHub issues are fetched by `agent.github`."""
-    if source.startswith("gh:") or source.startswith("https://github.com/"):
-        raise AgentError("GitHub tickets are not supported yet: pass a ticket file or '-'")
+    """A ticket from a file path, `-` (stdin), `gh:OWNER/REPO#N` or a GitHub issue URL."""
+    if github.is_issue_ref(source):
+        return github_ticket(source)
     if source == "-":
         text = sys.stdin.read()
         ticket_id = "stdin"

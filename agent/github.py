@@ -1,0 +1,287 @@
+"""GitHub: issues as tickets, pushing the fix branch, opening the pull request (REST API).
+
+The API base is `GITHUB_API_URL` (as in GitHub Actions; default https://api.github.com) and the
+web base `GITHUB_SERVER_URL` (default https://github.com), so GitHub Enterprise and local test
+servers work unchanged. The token comes from `GITHUB_TOKEN`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+import git
+import httpx
+
+from agent.errors import AgentError
+
+if TYPE_CHECKING:
+    from agent.tickets import Ticket
+
+API_VERSION = "2022-11-28"
+_TIMEOUT = httpx.Timeout(20.0, connect=10.0)
+_NAME = r"[A-Za-z0-9_.-]+"
+_GH_REF = re.compile(rf"^gh:({_NAME})/({_NAME})#(\d+)$")
+_MAX_BODY_DIFF = 20_000  # GitHub caps a PR body at 65,536 characters.
+
+
+@dataclass(frozen=True)
+class Issue:
+    owner: str
+    repo: str
+    number: int
+    title: str
+    body: str
+    html_url: str
+
+
+def api_url() -> str:
+    return os.environ.get("GITHUB_API_URL", "https://api.github.com").rstrip("/")
+
+
+def server_url() -> str:
+    return os.environ.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+
+
+def token_from_env() -> str | None:
+    return os.environ.get("GITHUB_TOKEN") or None
+
+
+def _hosts() -> set[str]:
+    return {"github.com", urlsplit(server_url()).hostname or "github.com"}
+
+
+def is_issue_ref(source: str) -> bool:
+    """Whether `source` is meant as a GitHub issue (`gh:...` or an https URL to one)."""
+    return source.startswith("gh:") or any(
+        source.startswith(f"https://{host}/") for host in _hosts()
+    )
+
+
+def parse_issue_ref(source: str) -> tuple[str, str, int]:
+    """(owner, repo, number) from `gh:OWNER/REPO#N` or `https://github.com/OWNER/REPO/issues/N`."""
+    match = _GH_REF.match(source)
+    if match:
+        return match.group(1), match.group(2), int(match.group(3))
+    parts = urlsplit(source)
+    path = re.fullmatch(rf"/({_NAME})/({_NAME})/issues/(\d+)/?", parts.path)
+    if parts.scheme == "https" and parts.hostname in _hosts() and path:
+        return path.group(1), path.group(2), int(path.group(3))
+    raise AgentError(
+        f"not a GitHub issue reference: {source} "
+        "(use gh:OWNER/REPO#N or https://github.com/OWNER/REPO/issues/N)"
+    )
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    headers = {
+        "Accept": "application/vnd.github+json",
+        "X-GitHub-Api-Version": API_VERSION,
+        "User-Agent": "greenpatch",
+    }
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def _github_message(response: httpx.Response) -> str:
+    """GitHub's own explanation: `message`, plus the `errors[].message` details of a 422."""
+    try:
+        data = response.json()
+    except ValueError:
+        return response.reason_phrase or "no details"
+    if not isinstance(data, dict):
+        return response.reason_phrase or "no details"
+    message = str(data.get("message") or response.reason_phrase or "no details")
+    details = []
+    for err in data.get("errors") or []:
+        if isinstance(err, dict):
+            detail = err.get("message") or " ".join(
+                str(err[k]) for k in ("resource", "field", "code") if err.get(k)
+            )
+            if detail:
+                details.append(str(detail))
+        elif isinstance(err, str):
+            details.append(err)
+    return f"{message}: {'; '.join(details)}" if details else message
+
+
+def _request(
+    method: str, path: str, token: str | None, json: dict[str, Any] | None = None
+) -> httpx.Response:
+    url = f"{api_url()}{path}"
+    try:
+        with httpx.Client(timeout=_TIMEOUT, follow_redirects=True) as client:
+            return client.request(method, url, headers=_headers(token), json=json)
+    except httpx.HTTPError as exc:
+        raise AgentError(f"cannot reach the GitHub API at {api_url()}: {exc}") from None
+
+
+def fetch_issue(owner: str, repo: str, number: int, token: str | None = None) -> Issue:
+    """GET /repos/{owner}/{repo}/issues/{number}; errors become one-line AgentErrors."""
+    ref = f"{owner}/{repo}#{number}"
+    response = _request("GET", f"/repos/{quote(owner)}/{quote(repo)}/issues/{number}", token)
+    if response.status_code == 404:
+        hint = "" if token else "; set GITHUB_TOKEN for a private repository"
+        raise AgentError(f"GitHub issue {ref} not found ({_github_message(response)}){hint}")
+    if response.status_code != 200:
+        raise AgentError(
+            f"cannot fetch GitHub issue {ref}: "
+            f"HTTP {response.status_code}: {_github_message(response)}"
+        )
+    try:
+        data = response.json()
+        title = str(data["title"])
+    except (ValueError, KeyError, TypeError):
+        raise AgentError(f"GitHub's answer for issue {ref} is not an issue") from None
+    return Issue(
+        owner=owner,
+        repo=repo,
+        number=number,
+        title=title,
+        body=str(data.get("body") or ""),
+        html_url=str(data.get("html_url") or f"{server_url()}/{owner}/{repo}/issues/{number}"),
+    )
+
+
+def open_pull_request(
+    owner: str, repo: str, head: str, base: str, title: str, body: str, token: str
+) -> str:
+    """POST /repos/{owner}/{repo}/pulls; returns the pull request's html_url."""
+    response = _request(
+        "POST",
+        f"/repos/{quote(owner)}/{quote(repo)}/pulls",
+        token,
+        json={"title": title, "head": head, "base": base, "body": body},
+    )
+    if response.status_code != 201:
+        raise AgentError(
+            f"GitHub refused the pull request {head} -> {base} on {owner}/{repo}: "
+            f"HTTP {response.status_code}: {_github_message(response)}"
+        )
+    try:
+        return str(response.json()["html_url"])
+    except (ValueError, KeyError, TypeError):
+        raise AgentError("GitHub created the pull request but returned no html_url") from None
+
+
+def parse_remote(url: str) -> tuple[str, str] | None:
+    """(owner, repo) of a GitHub remote URL (https, ssh or scp-like), else None."""
+    scp = re.fullmatch(rf"(?:[\w.-]+@)?([\w.-]+):({_NAME})/({_NAME}?)(?:\.git)?/?", url)
+    if scp and "://" not in url:
+        host, owner, name = scp.groups()
+    else:
+        parts = urlsplit(url)
+        path = re.fullmatch(rf"/({_NAME})/({_NAME}?)(?:\.git)?/?", parts.path)
+        if parts.scheme not in ("https", "http", "ssh", "git") or not path:
+            return None
+        host, (owner, name) = parts.hostname or "", path.groups()
+    if host not in _hosts() or not name:
+        return None
+    return owner, name
+
+
+def compare_url(owner: str, repo: str, base: str, head: str) -> str:
+    """The web page that offers to open a pull request from `head` into `base`."""
+    return f"{server_url()}/{owner}/{repo}/compare/{quote(base)}...{quote(head)}?expand=1"
+
+
+def push_branch(repo: git.Repo | str | Path, branch: str, remote: str = "origin") -> None:
+    """Push local branch `branch` to the same name on `remote`; never prompts for credentials."""
+    repo = repo if isinstance(repo, git.Repo) else git.Repo(repo)
+    if remote not in {r.name for r in repo.remotes}:
+        raise AgentError(f"no git remote named '{remote}' to push {branch} to")
+    if f"refs/heads/{branch}" not in {ref.path for ref in repo.branches}:
+        raise AgentError(f"cannot push {branch}: no such local branch")
+    try:
+        repo.git.push(
+            "--porcelain",
+            remote,
+            f"refs/heads/{branch}:refs/heads/{branch}",
+            env={"GIT_TERMINAL_PROMPT": "0"},
+        )
+    except git.GitCommandError as exc:
+        raise AgentError(f"git push of {branch} to {remote} failed: {_push_error(exc)}") from None
+
+
+def _push_error(exc: git.GitCommandError) -> str:
+    text = f"{exc.stdout or ''}\n{exc.stderr or ''}"
+    lines = [ln.strip().strip("'").strip() for ln in text.splitlines()]
+    wanted = [ln for ln in lines if ln.startswith(("!", "fatal:", "error:", "remote:"))]
+    for line in wanted or lines:
+        if line and not line.startswith(("stdout:", "stderr:")):
+            return re.sub(r"\s+", " ", line)
+    return "unknown error"
+
+
+def diff_summary(diff: str) -> list[tuple[str, int, int]]:
+    """(path, lines added, lines removed) per file of a unified git diff."""
+    summary: list[tuple[str, int, int]] = []
+    for line in diff.splitlines():
+        if line.startswith("diff --git "):
+            summary.append((line.split(" b/", 1)[-1], 0, 0))
+        elif summary and line.startswith("+") and not line.startswith("+++"):
+            path, added, removed = summary[-1]
+            summary[-1] = (path, added + 1, removed)
+        elif summary and line.startswith("-") and not line.startswith("---"):
+            path, added, removed = summary[-1]
+            summary[-1] = (path, added, removed + 1)
+    return summary
+
+
+def pr_body(
+    ticket: Ticket,
+    diff: str,
+    results: Mapping[str, str],
+    failing_before: Sequence[str],
+    tests_run: int,
+    rounds: int,
+    candidates: int,
+    seconds: float,
+    model: str,
+) -> str:
+    """Markdown body of the pull request: the ticket, the change, the evidence, the search."""
+    cite = ticket.url or f"ticket `{ticket.id}`"
+    ref = _issue_cite(ticket.url)
+    lines = [
+        f"Fixes {ref}" if ref else f"Ticket: {cite}",
+        "",
+        f"**{ticket.title}**",
+        "",
+        "## Change",
+        "",
+    ]
+    for path, added, removed in diff_summary(diff):
+        lines.append(f"- `{path}`: +{added} -{removed}")
+    shown = diff if len(diff) <= _MAX_BODY_DIFF else diff[:_MAX_BODY_DIFF] + "\n... (truncated)\n"
+    lines += ["", "```diff", shown.rstrip("\n"), "```", "", "## Tests", ""]
+    lines.append(f"{tests_run} tests run; {len(failing_before)} failing before the fix.")
+    if results:
+        lines += ["", "| test | before | after |", "|---|---|---|"]
+        before = set(failing_before)
+        for test_id in sorted(results):
+            was = "failed" if test_id in before else "passed"
+            lines.append(f"| `{test_id}` | {was} | {results[test_id]} |")
+    lines += [
+        "",
+        "## How it was found",
+        "",
+        f"- rounds: {rounds}",
+        f"- candidates drafted: {candidates}",
+        f"- time: {seconds:.1f} s",
+        f"- model: `{model}`",
+        "",
+        "Drafted by a masked-diffusion model and validated in a sandbox by greenpatch; "
+        "confirmed on a clean worktree before committing.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _issue_cite(url: str) -> str:
+    match = re.search(rf"/({_NAME})/({_NAME})/issues/(\d+)", url)
+    return f"{match.group(1)}/{match.group(2)}#{match.group(3)}" if match else ""
