@@ -1,0 +1,267 @@
+"""One git worktree per worker: created from HEAD, reset to pristine between jobs, always removed.
+
+The user's working tree, index and branch are never touched: `git worktree add --detach` only adds
+an entry under `.git/worktrees/`. Every worktree lives in a cache directory next to an `.owner`
+file naming the process that made it; worktrees of this process are removed at exit (normal exit,
+Ctrl-C, SIGTERM/SIGHUP), and `cleanup_stale()` removes those whose owner died (crash, SIGKILL).
+
+Files in a worktree belong to the owner of its root directory: a sandbox that runs as another user
+(bwrap as root drops to an unprivileged uid) owns its worktree, and `write()`/`reset()` keep it so.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+from sandboxes.base import SandboxError
+
+OWNER_SUFFIX = ".owner"
+_live: dict[Path, Worktree] = {}
+_live_lock = threading.Lock()
+_hooks_installed = False
+
+
+def default_base_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "greenpatch" / "worktrees"
+
+
+def _git(cwd: Path, *args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", "-c", f"safe.directory={cwd}", *args],
+            cwd=cwd,
+            capture_output=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise SandboxError("git is not installed (apt-get install git)") from None
+    if done.returncode != 0:
+        line = done.stderr.decode(errors="replace").strip().splitlines()
+        raise SandboxError(f"git {args[0]} failed in {cwd}: {line[-1] if line else 'no output'}")
+    return done.stdout.decode("utf-8", "surrogateescape")
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks (tells a live owner from a reused pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def chown_tree(path: Path, uid: int, gid: int) -> None:
+    """Give `path` and everything under it to uid:gid, without following symlinks."""
+    os.lchown(path, uid, gid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, gid)
+
+
+def _remove_path(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class Worktree:
+    """A detached checkout of a repository's HEAD in a directory of its own."""
+
+    def __init__(self, path: Path, repo_root: Path) -> None:
+        self.path = path
+        self.repo_root = repo_root
+        self._git_dir: str | None = None  # the admin dir under the repo's .git, once known
+        self._dot_git = ""
+
+    @classmethod
+    def create(cls, repo_root: Path, base_dir: Path | None = None) -> Worktree:
+        """A fresh worktree of `repo_root`'s HEAD under `base_dir` (default: the user's cache)."""
+        repo_root = Path(repo_root).resolve()
+        top = Path(_git(repo_root, "rev-parse", "--show-toplevel").strip())
+        base = Path(base_dir or default_base_dir()).resolve()
+        base.mkdir(parents=True, exist_ok=True)
+        path = base / f"{top.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        owner = {"pid": os.getpid(), "start": _start_time(os.getpid()), "repo": str(top)}
+        # The owner file comes first, so a crash at any later point leaves something to clean.
+        Path(f"{path}{OWNER_SUFFIX}").write_text(json.dumps(owner))
+        tree = cls(path, top)
+        _register(tree)
+        _git(top, "worktree", "add", "--detach", "--quiet", str(path), "HEAD")
+        tree._dot_git = (path / ".git").read_text()
+        tree._git_dir = _git(path, "rev-parse", "--absolute-git-dir").strip()
+        return tree
+
+    def git(self, *args: str) -> str:
+        """Run git on the worktree; its stdout.
+
+        The git dir is named explicitly: the worktree's own `.git` file is writable by sandboxed
+        code, which could point it at a repository whose config runs commands (core.fsmonitor).
+        """
+        assert self._git_dir is not None
+        return _git(self.path, f"--git-dir={self._git_dir}", f"--work-tree={self.path}", *args)
+
+    def _owner(self) -> tuple[int, int] | None:
+        """The (uid, gid) files must have, when it is not ours."""
+        st = self.path.stat()
+        if st.st_uid == os.geteuid():
+            return None
+        return st.st_uid, st.st_gid
+
+    def _give(self, rel: Path, owner: tuple[int, int]) -> None:
+        """Hand a path (and the directories leading to it) to the worktree's owner."""
+        chown_tree(self.path / rel, *owner)
+        for parent in rel.parents:
+            if parent != Path("."):
+                os.lchown(self.path / parent, *owner)
+
+    def write(self, files: Mapping[str, str]) -> None:
+        """Write files (paths relative to the worktree; never outside it)."""
+        owner = self._owner()
+        root = self.path.resolve()
+        for rel, text in files.items():
+            target = (root / rel).resolve()
+            if not target.is_relative_to(root) or target == root:
+                raise SandboxError(f"refusing to write outside the worktree: {rel}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+            if owner:
+                self._give(target.relative_to(root), owner)
+
+    def changed(self) -> list[tuple[str, str]]:
+        """(status code, path) of everything differing from HEAD, untracked and ignored included."""
+        out = self.git("status", "--porcelain", "-z", "--untracked-files=all", "--ignored")
+        entries, items = [], out.split("\0")
+        i = 0
+        while i < len(items):
+            item = items[i]
+            i += 1
+            if not item:
+                continue
+            code, rel = item[:2], item[3:]
+            if code[0] in "RC":  # a rename carries its source as the next item
+                i += 1
+            entries.append((code, rel))
+        return entries
+
+    def reset(self) -> int:
+        """Back to HEAD, touching only what changed; the number of paths restored or removed."""
+        dot_git = self.path / ".git"
+        fixed_dot_git = 0
+        if dot_git.is_symlink() or not dot_git.is_file() or dot_git.read_text() != self._dot_git:
+            _remove_path(dot_git)
+            dot_git.write_text(self._dot_git)
+            fixed_dot_git = 1
+        changes = self.changed()
+        if not changes:
+            return fixed_dot_git
+        restore = []
+        for code, rel in changes:
+            if code in ("??", "!!"):
+                _remove_path(self.path / rel.rstrip("/"))
+                self._prune_empty_parents(Path(rel.rstrip("/")))
+            else:
+                restore.append(rel)
+        if restore:
+            for rel in restore:
+                # A parent may have become a symlink (possibly leading outside) or a file: clear
+                # those first, so that nothing below follows them.
+                for parent in reversed(Path(rel).parents):
+                    p = self.path / parent
+                    if parent != Path(".") and (p.is_symlink() or p.is_file()):
+                        _remove_path(p)
+                        break
+                _remove_path(self.path / rel)
+            self.git("checkout", "--quiet", "HEAD", "--", *restore)
+            owner = self._owner()
+            if owner:
+                for rel in restore:
+                    self._give(Path(rel), owner)
+        return len(changes) + fixed_dot_git
+
+    def _prune_empty_parents(self, rel: Path) -> None:
+        # git does not list empty directories; a directory emptied here was the candidate's.
+        for parent in rel.parents:
+            if parent == Path("."):
+                return
+            try:
+                os.rmdir(self.path / parent)
+            except OSError:
+                return
+
+    def remove(self) -> None:
+        """Delete the worktree and its git bookkeeping; idempotent."""
+        with _live_lock:
+            _live.pop(self.path, None)
+        _remove_worktree(self.path, self.repo_root)
+
+    def __enter__(self) -> Worktree:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def _remove_worktree(path: Path, repo_root: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(SandboxError, FileNotFoundError, NotADirectoryError):
+        _git(repo_root, "worktree", "prune")
+    with contextlib.suppress(FileNotFoundError):
+        Path(f"{path}{OWNER_SUFFIX}").unlink()
+
+
+def cleanup_stale(base_dir: Path | None = None) -> list[Path]:
+    """Remove worktrees left behind by processes that no longer exist; the paths removed."""
+    base = Path(base_dir or default_base_dir())
+    removed = []
+    for owner_file in base.glob(f"*{OWNER_SUFFIX}"):
+        try:
+            owner = json.loads(owner_file.read_text())
+            alive = _start_time(int(owner["pid"])) == owner["start"]
+        except (OSError, ValueError, KeyError, TypeError):
+            owner, alive = {}, False
+        if alive:
+            continue
+        path = Path(str(owner_file)[: -len(OWNER_SUFFIX)])
+        _remove_worktree(path, Path(owner.get("repo", path)))
+        removed.append(path)
+    return removed
+
+
+def remove_all() -> None:
+    """Remove every worktree this process made (the exit hook)."""
+    with _live_lock:
+        trees = list(_live.values())
+    for tree in trees:
+        tree.remove()
+
+
+def _register(tree: Worktree) -> None:
+    global _hooks_installed
+    with _live_lock:
+        _live[tree.path] = tree
+        if _hooks_installed:
+            return
+        _hooks_installed = True
+    atexit.register(remove_all)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                # Turn the signal into SystemExit so finally blocks and atexit hooks run.
+                signal.signal(sig, _exit_on_signal)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)

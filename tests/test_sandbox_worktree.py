@@ -1,0 +1,206 @@
+"""Worktrees: made from HEAD without touching the user's tree, reset to pristine, always removed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from sandboxes.base import SandboxError
+from sandboxes.worktree import Worktree, cleanup_stale
+from tests.conftest import git, make_repo
+
+FILES = {
+    "pkg/__init__.py": "",
+    "pkg/core.py": "def f():\n    return 1\n",
+    "tests/test_core.py": "from pkg.core import f\n\ndef test_f():\n    assert f() == 1\n",
+    ".gitignore": "*.pyc\n__pycache__/\n",
+}
+
+
+@pytest.fixture
+def user_repo(tmp_path: Path) -> Path:
+    repo = make_repo(tmp_path / "repo", FILES)
+    # The user's own uncommitted work, staged and unstaged, must survive everything.
+    (repo / "pkg" / "core.py").write_text("def f():\n    return 2  # user's edit\n")
+    (repo / "notes.txt").write_text("mine\n")
+    git(repo, "add", "notes.txt")
+    return repo
+
+
+def user_state(repo: Path) -> tuple[str, str, str]:
+    return (
+        git(repo, "status", "--porcelain"),
+        (repo / "pkg" / "core.py").read_text(),
+        git(repo, "rev-parse", "HEAD"),
+    )
+
+
+def test_create_from_head_leaves_user_tree_alone(user_repo: Path, tmp_path: Path) -> None:
+    before = user_state(user_repo)
+    tree = Worktree.create(user_repo, tmp_path / "cache")
+    assert tree.path.parent == (tmp_path / "cache").resolve()
+    assert (tree.path / "pkg" / "core.py").read_text() == FILES["pkg/core.py"]
+    assert not (tree.path / "notes.txt").exists()
+    tree.write({"pkg/core.py": "def f():\n    return 3\n", "pkg/new.py": "x = 1\n"})
+    tree.reset()
+    tree.remove()
+    assert not tree.path.exists()
+    assert user_state(user_repo) == before
+    assert git(user_repo, "worktree", "list").count("\n") == 1
+
+
+def test_reset_restores_everything(user_repo: Path, tmp_path: Path) -> None:
+    with Worktree.create(user_repo, tmp_path / "cache") as tree:
+        p = tree.path
+        assert tree.reset() == 0
+        (p / "pkg" / "core.py").write_text("broken")
+        (p / "tests" / "test_core.py").unlink()
+        (p / "pkg" / "extra.py").write_text("planted")
+        (p / "pkg" / "evil.pyc").write_bytes(b"\0planted")  # ignored by .gitignore
+        (p / "pkg" / "__pycache__").mkdir()
+        (p / "pkg" / "__pycache__" / "core.cpython-311.pyc").write_bytes(b"planted")
+        (p / "newdir" / "deep").mkdir(parents=True)
+        (p / "newdir" / "deep" / "conftest.py").write_text("planted")
+        os.chmod(p / "pkg" / "__init__.py", 0o755)
+        assert tree.reset() >= 6
+        assert tree.changed() == []
+        assert (p / "pkg" / "core.py").read_text() == FILES["pkg/core.py"]
+        assert (p / "tests" / "test_core.py").read_text() == FILES["tests/test_core.py"]
+        for gone in ("pkg/extra.py", "pkg/evil.pyc", "pkg/__pycache__", "newdir"):
+            assert not (p / gone).exists(), gone
+
+
+def test_reset_does_not_follow_symlinks_out(user_repo: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "core.py").write_text("precious")
+    (outside / "test_core.py").write_text("precious")
+    with Worktree.create(user_repo, tmp_path / "cache") as tree:
+        # Candidate replaces a tracked directory by a symlink to somewhere outside.
+        import shutil
+
+        shutil.rmtree(tree.path / "pkg")
+        (tree.path / "pkg").symlink_to(outside)
+        (tree.path / "tests").rename(tree.path / "tests_moved")
+        (tree.path / "tests").symlink_to(outside)
+        tree.reset()
+        assert tree.changed() == []
+        assert not (tree.path / "pkg").is_symlink()
+        assert (tree.path / "pkg" / "core.py").read_text() == FILES["pkg/core.py"]
+    assert (outside / "core.py").read_text() == "precious"
+    assert (outside / "test_core.py").read_text() == "precious"
+
+
+def test_tampered_dot_git_is_ignored_and_restored(user_repo: Path, tmp_path: Path) -> None:
+    evil = make_repo(tmp_path / "evil", {"a": "a\n"})
+    marker = tmp_path / "pwned"
+    git(evil, "config", "core.fsmonitor", f"touch {marker}; false")
+    with Worktree.create(user_repo, tmp_path / "cache") as tree:
+        original = (tree.path / ".git").read_text()
+        (tree.path / ".git").write_text(f"gitdir: {evil}/.git\n")
+        (tree.path / "pkg" / "core.py").write_text("changed")
+        tree.reset()
+        assert (tree.path / ".git").read_text() == original
+        assert (tree.path / "pkg" / "core.py").read_text() == FILES["pkg/core.py"]
+    assert not marker.exists()
+
+
+def test_write_refuses_to_escape(user_repo: Path, tmp_path: Path) -> None:
+    with Worktree.create(user_repo, tmp_path / "cache") as tree:
+        with pytest.raises(SandboxError, match="outside the worktree"):
+            tree.write({"../escape.py": "x"})
+        (tree.path / "link").symlink_to(tmp_path)
+        with pytest.raises(SandboxError, match="outside the worktree"):
+            tree.write({"link/escape.py": "x"})
+    assert not (tmp_path / "escape.py").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing file owners needs root")
+def test_files_keep_the_worktree_owner(user_repo: Path, tmp_path: Path) -> None:
+    from sandboxes.worktree import chown_tree
+
+    with Worktree.create(user_repo, tmp_path / "cache") as tree:
+        chown_tree(tree.path, 65534, 65534)
+        (tree.path / "pkg" / "core.py").unlink()
+        tree.write({"pkg/sub/new.py": "x = 1\n"})
+        tree.reset()
+        for rel in ("pkg/core.py", "pkg"):
+            assert (tree.path / rel).stat().st_uid == 65534
+        tree.write({"pkg/sub/new.py": "x = 1\n"})
+        assert (tree.path / "pkg" / "sub" / "new.py").stat().st_uid == 65534
+        assert (tree.path / "pkg" / "sub").stat().st_uid == 65534
+
+
+def test_not_a_repository(tmp_path: Path) -> None:
+    with pytest.raises(SandboxError, match="git rev-parse failed"):
+        Worktree.create(tmp_path, tmp_path / "cache")
+
+
+def _spawn_owner(repo: Path, cache: Path, then: str) -> subprocess.Popen[str]:
+    code = textwrap.dedent(
+        f"""
+        import os, signal, sys, time
+        from pathlib import Path
+        from sandboxes.worktree import Worktree
+        tree = Worktree.create(Path({str(repo)!r}), Path({str(cache)!r}))
+        print(tree.path, flush=True)
+        {then}
+        """
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=Path.cwd()
+    )
+
+
+@pytest.mark.parametrize(
+    "then, how",
+    [
+        ("pass", None),
+        ("time.sleep(60)", signal.SIGTERM),
+        ("time.sleep(60)", signal.SIGINT),
+        ("time.sleep(60)", signal.SIGHUP),
+    ],
+    ids=["normal-exit", "sigterm", "ctrl-c", "sighup"],
+)
+def test_removed_on_exit(user_repo: Path, tmp_path: Path, then: str, how: int | None) -> None:
+    proc = _spawn_owner(user_repo, tmp_path / "cache", then)
+    path = Path(proc.stdout.readline().strip())
+    assert path.is_dir()
+    if how is not None:
+        proc.send_signal(how)
+    proc.wait(30)
+    assert not path.exists()
+    assert list((tmp_path / "cache").iterdir()) == []
+    assert git(user_repo, "worktree", "list").count("\n") == 1
+
+
+def test_crash_leftovers_cleaned_by_a_later_run(user_repo: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    proc = _spawn_owner(user_repo, cache, "time.sleep(60)")
+    path = Path(proc.stdout.readline().strip())
+    live = Worktree.create(user_repo, cache)  # ours: alive, must survive the cleanup
+    proc.kill()  # SIGKILL: no exit hook runs
+    proc.wait(30)
+    assert path.is_dir()
+    assert cleanup_stale(cache) == [path]
+    assert not path.exists() and live.path.is_dir()
+    assert str(path) not in git(user_repo, "worktree", "list")
+    live.remove()
+
+
+def test_reset_is_fast_on_a_large_repo(tmp_path: Path) -> None:
+    files = {f"pkg{i // 100}/m{i}.py": f"x = {i}\n" for i in range(2000)}
+    repo = make_repo(tmp_path / "big", files)
+    with Worktree.create(repo, tmp_path / "cache") as tree:
+        tree.write({f"pkg{i}/m{i * 100}.py": "changed\n" for i in range(10)})
+        start = time.perf_counter()
+        assert tree.reset() == 10
+        assert time.perf_counter() - start < 2.0
+        assert tree.changed() == []
