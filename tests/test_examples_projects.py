@@ -1,4 +1,4 @@
-"""Example projects: each bug fails exactly its ticket's tests; the reference fix turns all green."""
+"""Example projects: each bug fails exactly its ticket's tests; the reference fix greens all."""
 
 from __future__ import annotations
 
@@ -34,14 +34,21 @@ def _env() -> dict[str, str]:
 def _prepare(name: str, dest: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(PREPARE), name, str(dest)],
-        capture_output=True, text=True, timeout=60, env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
     )
 
 
 def _pytest(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
-        cwd=repo, capture_output=True, text=True, timeout=120, env=_env(),
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
     )
 
 
