@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXAMPLE ?= inventory
+EXAMPLE ?= stockroom
 DEMO_DIR ?= /tmp/greenpatch-demo
 
 .PHONY: setup system docker-engine demo test lint
