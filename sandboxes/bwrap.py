@@ -1,0 +1,163 @@
+"""`bwrap` (default on Linux): bubblewrap namespaces around each worker.
+
+What the worker sees: /usr (and the /bin, /lib... links) and a few /etc files read-only, the
+interpreter's prefixes and site-packages and `spec.readonly` read-only at their host paths, the
+worktree read-write at its host path, a private tmpfs /tmp (also HOME), a fresh /proc and a minimal
+/dev. Nothing else: no /home, no /root contents, no network (new, empty net namespace), its own
+pid/ipc/uts/cgroup namespaces; `--die-with-parent` and a new session.
+
+Limits: rlimits (memory as address space, CPU, processes, file size) are set inside, by `prlimit`.
+RLIMIT_NPROC counts processes per real uid and never applies to root, so:
+- run by an ordinary user, the worker runs in a new user namespace, where the kernel counts its
+  processes per namespace;
+- run by root, the worker gets an unprivileged uid of its own (from `uid_base` up) via `setpriv`,
+  with every capability dropped; bubblewrap itself needs no user namespace then. The worktree is
+  handed to that uid (see `worktree.Worktree`, which keeps it so).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from sandboxes import rlimits
+from sandboxes.base import Backend, SandboxError, Worker, WorkerSpec
+from sandboxes.environment import worker_env
+from sandboxes.interpreter import minimal_roots, python_paths
+from sandboxes.popen import PopenWorker
+from sandboxes.worktree import chown_tree
+
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+ETC_FILES = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "localtime",
+    "timezone",
+    "passwd",
+    "group",
+    "nsswitch.conf",
+    "hosts",
+    "ssl",
+    "ca-certificates",
+    "mime.types",
+    "os-release",
+    "locale.alias",
+)
+SANDBOX_HOME = "/tmp"
+NAMESPACES_WITHOUT_USER = (
+    "--unshare-pid",
+    "--unshare-net",
+    "--unshare-ipc",
+    "--unshare-uts",
+    "--unshare-cgroup-try",
+)
+MISSING = "bubblewrap is not installed: apt-get install bubblewrap (or your distribution's package)"
+
+# PR_SET_PDEATHSIG (--die-with-parent) fires when the *thread* that forked bwrap ends, so every
+# bwrap is forked from this one thread, which lives as long as the process.
+_spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bwrap-spawner")
+
+
+class BwrapBackend(Backend):
+    name = "bwrap"
+    isolated = True
+
+    def __init__(self, bwrap: str | None = None, uid_base: int = 3_000_000) -> None:
+        found = shutil.which(bwrap or "bwrap")
+        if found is None:
+            raise SandboxError(MISSING)
+        self.bwrap = found
+        self.as_root = os.geteuid() == 0
+        for tool in ("prlimit", "setpriv") if self.as_root else ("prlimit",):
+            if shutil.which(tool) is None:
+                raise SandboxError(f"{tool} is not installed: apt-get install util-linux")
+        self._uids = itertools.count(uid_base + (os.getpid() % 10_000) * 100)
+        self._uid_lock = threading.Lock()
+
+    def _next_uid(self) -> int:
+        with self._uid_lock:
+            return next(self._uids)
+
+    def command(self, spec: WorkerSpec, uid: int | None, info_fd: int) -> list[str]:
+        """The bwrap command line for `spec`, run as `uid` inside (root mode) or as is.
+
+        bwrap writes the sandboxed child's pid to `info_fd` once the sandbox is set up.
+        """
+        worktree = str(spec.worktree)
+        argv = [self.bwrap, "--info-fd", str(info_fd)]
+        argv += NAMESPACES_WITHOUT_USER if uid is not None else ("--unshare-all",)
+        argv += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
+        for path in SYSTEM_DIRS:
+            if os.path.islink(path):
+                argv += ["--symlink", os.readlink(path), path]
+            elif os.path.isdir(path):
+                argv += ["--ro-bind", path, path]
+        for name in ETC_FILES:
+            if os.path.exists(f"/etc/{name}"):
+                argv += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        readonly = minimal_roots([*python_paths(spec.argv[0]), *spec.readonly])
+        made = {"/", "/usr", "/etc", "/tmp", "/proc", "/dev"}
+        for path in [*readonly, spec.worktree]:
+            # Directories bwrap would create on the way are root-only; make them traversable.
+            for parent in reversed(Path(path).parents):
+                if str(parent) not in made:
+                    made.add(str(parent))
+                    argv += ["--perms", "0755", "--dir", str(parent)]
+        for path in readonly:
+            if not Path(worktree).is_relative_to(path):
+                argv += ["--ro-bind", str(path), str(path)]
+        argv += ["--bind", worktree, worktree, "--chdir", worktree]
+        argv += ["--", *rlimits.prlimit_argv(spec.limits)]
+        if uid is not None:
+            argv += [
+                "setpriv",
+                f"--reuid={uid}",
+                f"--regid={uid}",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                "--",
+            ]
+        return argv + spec.argv
+
+    def start(self, spec: WorkerSpec) -> Worker:
+        if not spec.worktree.is_dir():
+            raise SandboxError(f"worktree {spec.worktree} does not exist")
+        for path in spec.readonly:
+            if not path.exists():
+                raise SandboxError(f"read-only path {path} does not exist")
+        uid = None
+        if self.as_root:
+            uid = self._next_uid()
+            chown_tree(spec.worktree, uid, uid)
+        env = worker_env(spec.env, SANDBOX_HOME)
+        status_read, status_write = os.pipe()
+        argv = self.command(spec, uid, status_write)
+        try:
+            worker = _spawner.submit(
+                PopenWorker,
+                argv,
+                env,
+                "/",
+                spec.limits,
+                pass_fds=(status_write,),
+                status_offset_signals=True,
+            ).result()
+        finally:
+            os.close(status_write)
+        with os.fdopen(status_read, "rb") as status:
+            # EOF before the info line means bwrap failed to set up; its reason is on stderr.
+            started = status.read()
+        if not started:
+            worker.wait(10)
+            worker.stop()
+            lines = worker.stderr_tail().strip().splitlines()
+            raise SandboxError(f"bwrap could not start: {lines[-1] if lines else 'no message'}")
+        return worker
