@@ -1,0 +1,123 @@
+"""agent.mutations: substitution fills for canvas sites, and that they can fix real small bugs."""
+
+from __future__ import annotations
+
+import warnings
+
+from agent.canvases import Site, apply, parses, rank_sites, sites_for_line
+from agent.mutations import mutation_fills
+
+SRC = """\
+LIMIT = 10
+
+
+def count_valid(items, limit=3):
+    count = 0
+    for item in items:
+        if item is not None and count < limit:
+            count += 1
+    return not is_done(count)
+
+
+def is_done(n):
+    return n in (LIMIT, None)
+"""
+
+
+def line_of(text: str) -> int:
+    return next(i for i, ln in enumerate(SRC.splitlines(), 1) if text in ln)
+
+
+def site(line_text: str, kind: str, original: str) -> Site:
+    sites = sites_for_line("m.py", SRC, line_of(line_text))
+    return next(s for s in sites if s.kind == kind and s.original_text == original)
+
+
+def test_operator_swaps() -> None:
+    cond = "if item is not None"
+    assert mutation_fills(SRC, site(cond, "operator", "<")) == ["<=", ">", ">=", "==", "!="]
+    assert mutation_fills(SRC, site(cond, "operator", "is not")) == ["is"]
+    assert mutation_fills(SRC, site(cond, "operator", "and")) == ["or"]
+    assert mutation_fills(SRC, site("count += 1", "operator", "+=")) == [
+        "-=", "*=", "/=", "//=", "%=",
+    ]  # fmt: skip
+    assert mutation_fills(SRC, site("return n in", "operator", "in")) == ["not in"]
+    assert mutation_fills(SRC, site("return not", "operator", "not")) == [""]
+
+
+def test_constants() -> None:
+    assert mutation_fills(SRC, site("count += 1", "token", "1")) == ["2", "0"]
+    assert mutation_fills(SRC, site("count = 0", "token", "0")) == ["1", "-1"]
+    assert mutation_fills(SRC, site("if item is not None", "token", "None")) == ["True", "False"]
+    assert mutation_fills(SRC, site("limit=3", "token", "3")) == ["4", "2", "0", "1"]
+
+
+def test_identifiers_come_from_the_function_then_the_file() -> None:
+    fills = mutation_fills(SRC, site("count < limit", "token", "limit"))
+    assert fills[:6] == ["count_valid", "items", "count", "item", "is_done", "LIMIT"]
+    assert "limit" not in fills and "n" in fills  # other functions' names come last
+    assert fills.index("n") > fills.index("LIMIT")
+    # A name on the left of `+=` cannot become `not (...)`: every fill parses.
+    lhs = site("count += 1", "token", "count")
+    assert all(parses(apply(SRC, lhs, f)) for f in mutation_fills(SRC, lhs))
+    assert not any(f.startswith("not") for f in mutation_fills(SRC, lhs))
+
+
+def test_negating_conditions_and_expressions() -> None:
+    line = site("if item is not None", "line", "if item is not None and count < limit:")
+    assert mutation_fills(SRC, line) == ["if not (item is not None and count < limit):"]
+    node = site("if item is not None", "node", "count < limit")
+    assert mutation_fills(SRC, node) == ["not (count < limit)"]
+    assert mutation_fills(SRC, site("return not", "node", "not is_done(count)")) == [
+        "is_done(count)"
+    ]
+    call = mutation_fills(SRC, site("return not", "node", "is_done(count)"))
+    assert call == ["not (is_done(count))", "is_done(count) + 1", "is_done(count) - 1"]
+
+
+def test_deleting_statements() -> None:
+    assert mutation_fills(SRC, site("count = 0", "delete", "    count = 0\n")) == [""]
+    # Alone in its block, the statement is replaced by `pass` so the file still parses.
+    alone = site("count += 1", "delete", "            count += 1\n")
+    assert mutation_fills(SRC, alone) == ["            pass\n"]
+
+
+def test_no_fills_for_inserted_lines_and_deterministic_order() -> None:
+    inserted = next(
+        s for s in sites_for_line("m.py", SRC, line_of("count += 1")) if s.kind == "insert_after"
+    )
+    assert mutation_fills(SRC, inserted) == []
+    every = sites_for_line("m.py", SRC, line_of("if item is not None"))
+    assert [mutation_fills(SRC, s) for s in every] == [mutation_fills(SRC, s) for s in every]
+
+
+def first_fix(source: str, check) -> str | None:
+    """Try every mutation of every line in ranked site order; the first source passing `check`."""
+    for line in range(1, source.count("\n") + 1):
+        for s in rank_sites(sites_for_line("m.py", source, line)):
+            for fill in mutation_fills(source, s):
+                candidate = apply(source, s, fill)
+                namespace: dict = {}
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # e.g. `18[...]` is legal but silly
+                        exec(compile(candidate, "m.py", "exec"), namespace)
+                    if check(namespace):
+                        return candidate
+                except Exception:
+                    continue
+    return None
+
+
+def test_mutations_fix_small_real_bugs() -> None:
+    boundary = "def is_adult(age):\n    return age > 18\n"
+    fixed = first_fix(boundary, lambda ns: ns["is_adult"](18) and not ns["is_adult"](17))
+    assert fixed == "def is_adult(age):\n    return age >= 18\n"
+
+    off_by_one = "def last(xs):\n    return xs[len(xs)]\n"
+    fixed = first_fix(off_by_one, lambda ns: ns["last"]([1, 2, 3]) == 3)
+    assert fixed == "def last(xs):\n    return xs[len(xs) - 1]\n"
+
+    wrong_name = "def area(width, height):\n    return width * width\n"
+    fixed = first_fix(wrong_name, lambda ns: ns["area"](2, 5) == 10)
+    assert fixed == "def area(width, height):\n    return height * width\n"
