@@ -136,6 +136,8 @@ def commit_on_branch(
                 sha = repo.git.hash_object("-w", f"--path={relpath}", str(staged), env=env)
                 repo.git.update_index("--add", "--cacheinfo", f"{mode},{sha},{relpath}", env=env)
             tree = repo.git.write_tree(env=env)
+            if tree == commit.tree.hexsha:
+                raise AgentError("nothing to commit: the fix leaves every file as it was")
             new = repo.git.commit_tree(tree, "-p", commit.hexsha, "-m", message, env=env)
         except git.GitCommandError as exc:
             raise AgentError(f"git failed while committing the fix: {_one_line(exc)}") from None

@@ -125,7 +125,9 @@ def test_paths_outside_repo_and_unknown_base_are_refused(repo: Path) -> None:
         commit_on_branch(repo, base, {".git/config": "x"}, "b2", "fix")
     with pytest.raises(AgentError, match="base commit not found"):
         commit_on_branch(repo, "0" * 40, FIX, "b3", "fix")
-    assert "b1" not in git(repo, "branch")
+    with pytest.raises(AgentError, match="nothing to commit"):
+        commit_on_branch(repo, base, {"pkg/other.py": "X = 1\n"}, "b4", "fix")
+    assert git(repo, "branch", "--format=%(refname:short)").split() == ["main"]
 
 
 def test_mode_kept_and_new_files_added(repo: Path) -> None:

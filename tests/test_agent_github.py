@@ -238,6 +238,14 @@ def test_issue_errors_are_one_clear_line(fake: FakeGitHub, monkeypatch: pytest.M
         load_ticket("gh:acme/lib#7")
 
 
+def test_cli_reports_a_missing_issue_in_one_line(fake: FakeGitHub, run_agent, repo: Path) -> None:
+    result = run_agent("fix", "gh:acme/lib#99", "--repo", repo)
+    assert result.returncode == 2, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "GitHub issue acme/lib#99 not found (Not Found)" in lines[0]
+    assert fake.requests[-1]["path"] == "/repos/acme/lib/issues/99"
+
+
 def test_unreachable_api(monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
 
