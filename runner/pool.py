@@ -1,0 +1,509 @@
+"""The controller: warm sandboxed workers, one worktree each, many candidates in flight at once.
+
+    with Pool(repo, python, "bwrap", workers=2) as pool:
+        pool.submit(Job("c1", {"pkg/mod.py": text}, tests, fail_fast=True, targets=failing))
+        for event in pool.events():      # TestResult as they arrive, JobDone when a job is over
+            ...
+
+All bookkeeping happens under one lock, from whichever thread has news: a reader thread per
+worker (results), or the caller (submit, cancel). Idle workers take the next chunk from the
+scheduling policy as soon as they report a chunk done, so work flows to whoever is free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import queue
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.cache import ResultCache, changes_digest, result_key
+from runner.env import probe, source_path
+from runner.errors import RunnerError
+from runner.results import JobDone, TestResult
+from runner.scheduling import POLICIES, Chunk, Stats
+from sandboxes import Limits, SandboxError, WorkerSpec, get_backend
+from sandboxes.worktree import Worktree
+
+WORKER_DIR = Path(__file__).resolve().parent / "worker"
+RESTARTS_PER_WORKER = 5
+# A long-lived worker streams every result it ever produces; the per-worker output cap of the
+# sandbox must allow for a long session, not one job.
+DEFAULT_LIMITS = Limits(output_bytes=1 << 30)
+
+Event = TestResult | JobDone
+
+
+@dataclass(frozen=True)
+class Job:
+    """One candidate: files to replace (relpath -> text, None deletes) and the tests to run.
+
+    `targets` (the ticket's failing tests) run first; with `fail_fast` the job stops at its first
+    failing test.
+    """
+
+    id: str
+    files: dict[str, str | None]
+    tests: list[str]
+    fail_fast: bool = True
+    targets: tuple[str, ...] = ()
+
+
+@dataclass
+class _JobState:
+    job: Job
+    started: float
+    digest: str
+    results: list[TestResult] = field(default_factory=list)
+    inflight: int = 0
+    aliases: list[str] = field(default_factory=list)
+    stopped: str | None = None  # "fail_fast", "cancelled", "timeout"
+
+
+@dataclass
+class _Slot:
+    index: int
+    tree: Worktree
+    worker: object = None
+    ready: threading.Event = field(default_factory=threading.Event)
+    chunk: Chunk | None = None
+    chunk_id: str = ""
+    current: str | None = None
+    reported: set[str] = field(default_factory=set)
+    restarts: int = 0
+    alive: bool = False
+    error: str = ""
+
+
+class Pool:
+    def __init__(
+        self,
+        repo_root: Path,
+        python: str,
+        backend_name: str = "process",
+        workers: int = 2,
+        limits: Limits = DEFAULT_LIMITS,
+        test_timeout: float = 30.0,
+        job_timeout: float = 300.0,
+        *,
+        pytest_args: Iterable[str] = (),
+        policy: str = "steal",
+        cache: ResultCache | None = None,
+        dependencies: Callable[[str], Iterable[str] | None] | None = None,
+        durations: dict[str, float] | None = None,
+        start_timeout: float = 180.0,
+    ) -> None:
+        if policy not in POLICIES:
+            raise RunnerError(
+                f"unknown scheduling policy '{policy}' (known: {', '.join(POLICIES)})"
+            )
+        self.repo_root = Path(repo_root).resolve()
+        self.env = probe(python)
+        self.backend_name = backend_name
+        self.n_workers = workers
+        self.limits = limits
+        self.test_timeout = test_timeout
+        self.job_timeout = job_timeout
+        self.pytest_args = list(pytest_args)
+        self.cache = cache
+        self.dependencies = dependencies
+        self.start_timeout = start_timeout
+        self.stats = Stats(durations=dict(durations or {}))
+        self.scheduler = POLICIES[policy](workers, self.stats)
+        self.commit = _head(self.repo_root)
+        self.backend = None
+        self.warning: str | None = None
+        self._slots: list[_Slot] = []
+        self._lock = threading.RLock()
+        self._events: queue.Queue[Event] = queue.Queue()
+        self._jobs: dict[str, _JobState] = {}
+        self._by_digest: dict[str, str] = {}
+        self._finished: dict[str, JobDone] = {}
+        self._open = 0
+        self._chunk_ids = itertools.count()
+        self._chunks: dict[str, tuple[_Slot, Chunk]] = {}
+        self._closed = False
+
+    # --- life cycle --------------------------------------------------------------------------
+
+    def __enter__(self) -> Pool:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Create the worktrees, start the workers, wait until every one is warm."""
+        self.backend = get_backend(self.backend_name)
+        self.warning = getattr(self.backend, "warning", None)
+        try:
+            for index in range(self.n_workers):
+                self._slots.append(_Slot(index, Worktree.create(self.repo_root)))
+            for slot in self._slots:
+                self._launch(slot)
+            deadline = time.monotonic() + self.start_timeout
+            for slot in self._slots:
+                if not slot.ready.wait(max(0.0, deadline - time.monotonic())) or not slot.alive:
+                    why = slot.error or f"not ready after {self.start_timeout:g} s"
+                    raise RunnerError(f"test worker {slot.index} did not start: {why}")
+        except BaseException:
+            self.close()
+            raise
+
+    def _launch(self, slot: _Slot) -> None:
+        spec = WorkerSpec(
+            argv=[self.env.python, str(WORKER_DIR / "worker.py"), str(slot.tree.path)]
+            + self.pytest_args,
+            worktree=slot.tree.path,
+            env={"PYTHONPATH": source_path(slot.tree.path)},
+            readonly=(WORKER_DIR, *self.env.readonly_paths()),
+            limits=self.limits,
+        )
+        slot.ready.clear()
+        slot.error = ""
+        slot.worker = self.backend.start(spec)
+        slot.alive = True
+        reader = threading.Thread(
+            target=self._read, args=(slot, slot.worker), name=f"gp-worker-{slot.index}", daemon=True
+        )
+        reader.start()
+
+    def close(self) -> None:
+        """Stop the workers and remove their worktrees; idempotent."""
+        with self._lock:
+            self._closed = True
+            slots, self._slots = self._slots, []
+        for slot in slots:
+            if slot.worker is not None:
+                with contextlib.suppress(Exception):
+                    slot.worker.stop()
+            slot.tree.remove()
+        if self.backend is not None:
+            with contextlib.suppress(Exception):
+                self.backend.close()
+            self.backend = None
+
+    # --- the caller's side -------------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        """Queue a candidate. Cached results and duplicates are answered without running."""
+        with self._lock:
+            if self._closed:
+                raise RunnerError("the test pool is closed")
+            if job.id in self._jobs or job.id in self._finished:
+                raise RunnerError(f"duplicate job id: {job.id}")
+            digest = changes_digest(job.files) + json.dumps(
+                [sorted(job.tests), list(job.targets), job.fail_fast]
+            )
+            self._open += 1
+            original = self._by_digest.get(digest)
+            if original in self._finished:
+                self._replay(self._finished[original], job.id)
+                return
+            if original in self._jobs:
+                self._jobs[original].aliases.append(job.id)
+                return
+            state = _JobState(job, time.monotonic(), digest)
+            self._jobs[job.id] = state
+            self._by_digest[digest] = job.id
+            targets = [t for t in dict.fromkeys(job.targets) if not self._answer(state, t)]
+            tests = [
+                t
+                for t in dict.fromkeys(job.tests)
+                if t not in set(job.targets) and not self._answer(state, t)
+            ]
+            if state.stopped is None and (targets or tests):
+                self.scheduler.add(job.id, targets, tests, job.fail_fast)
+            self._dispatch()
+            self._maybe_finish(state)
+
+    def cancel(self, job_id: str) -> None:
+        """Stop a job: pending tests are dropped, running ones killed; its JobDone follows."""
+        with self._lock:
+            state = self._jobs.get(job_id)
+            if state is not None:
+                self._stop(state, "cancelled")
+
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
+        """Results and job completions as they arrive, until every submitted job is done.
+
+        With `timeout`, stops after that many seconds without news.
+        """
+        while True:
+            with self._lock:
+                if self._open == 0 and self._events.empty():
+                    return
+            try:
+                event = self._events.get(timeout=timeout if timeout is not None else 1.0)
+            except queue.Empty:
+                if timeout is not None:
+                    return
+                self._check_workers()
+                continue
+            if isinstance(event, JobDone):
+                with self._lock:
+                    self._open -= 1
+            yield event
+
+    def run(self, job: Job) -> JobDone:
+        """Submit one job and wait for it (other jobs' events are consumed too)."""
+        self.submit(job)
+        for event in self.events():
+            if isinstance(event, JobDone) and event.job_id == job.id:
+                return event
+        raise RunnerError(
+            f"job {job.id} vanished"
+        )  # pragma: no cover - events() ends only when done
+
+    # --- bookkeeping (under the lock) ---------------------------------------------------------
+
+    def _cache_key(self, job: Job, test: str) -> str:
+        visible = self.dependencies(test) if self.dependencies is not None else None
+        return result_key(
+            test, self.env.hash, self.commit, job.files, job.files if visible is None else visible
+        )
+
+    def _answer(self, state: _JobState, test: str) -> bool:
+        """Answer `test` from the cache; True if it was."""
+        if self.cache is None or state.stopped is not None:
+            return False
+        hit = self.cache.get(self._cache_key(state.job, test))
+        if hit is None:
+            return False
+        outcome, seconds, message, frames = hit
+        self._record(state, TestResult(state.job.id, test, outcome, seconds, message, frames, True))
+        return True
+
+    def _record(self, state: _JobState, result: TestResult) -> None:
+        state.results.append(result)
+        if result.failed:
+            self.stats.failures[result.test_id] += 1
+        if self.cache is not None and not result.cached:
+            self.cache.put(self._cache_key(state.job, result.test_id), result)
+        self._events.put(result)
+        for alias in state.aliases:
+            self._events.put(_renamed(result, alias))
+        if result.failed and state.job.fail_fast:
+            self._stop(state, "fail_fast")
+
+    def _stop(self, state: _JobState, reason: str) -> None:
+        if state.stopped is not None:
+            return
+        state.stopped = reason
+        self.scheduler.drop(state.job.id)
+        for chunk_id, (slot, chunk) in list(self._chunks.items()):
+            if chunk.job_id == state.job.id and slot.alive:
+                self._send(slot, {"cancel": chunk_id})
+        self._maybe_finish(state)
+
+    def _maybe_finish(self, state: _JobState) -> None:
+        job_id = state.job.id
+        if job_id not in self._jobs or state.inflight or self.scheduler.has_pending(job_id):
+            return
+        del self._jobs[job_id]
+        done = JobDone(
+            job_id, state.stopped or "ok", tuple(state.results), time.monotonic() - state.started
+        )
+        self._finished[job_id] = done
+        self._events.put(done)
+        for alias in state.aliases:
+            self._replay(done, alias, results=False)
+
+    def _replay(self, done: JobDone, job_id: str, results: bool = True) -> None:
+        renamed = tuple(_renamed(r, job_id) for r in done.results)
+        if results:
+            for result in renamed:
+                self._events.put(result)
+        self._finished[job_id] = JobDone(job_id, done.reason, renamed, 0.0)
+        self._events.put(self._finished[job_id])
+
+    def _dispatch(self) -> None:
+        for slot in self._slots:
+            if slot.chunk is not None or not slot.alive or not slot.ready.is_set():
+                continue
+            chunk = self.scheduler.next_chunk()
+            if chunk is None:
+                return
+            state = self._jobs[chunk.job_id]
+            chunk_id = f"{chunk.job_id}#{next(self._chunk_ids)}"
+            slot.chunk, slot.chunk_id, slot.current, slot.reported = chunk, chunk_id, None, set()
+            self._chunks[chunk_id] = (slot, chunk)
+            state.inflight += 1
+            self._send(
+                slot,
+                {
+                    "job": chunk_id,
+                    "files": state.job.files,
+                    "tests": chunk.tests,
+                    "fail_fast": chunk.fail_fast,
+                    "test_timeout": self.test_timeout,
+                    "job_timeout": self.job_timeout,
+                },
+            )
+
+    def _send(self, slot: _Slot, message: dict) -> None:
+        try:
+            slot.worker.stdin.write((json.dumps(message) + "\n").encode())
+            slot.worker.stdin.flush()
+        except (OSError, ValueError):
+            pass  # the reader thread sees the worker's end and requeues its chunk
+
+    # --- worker side --------------------------------------------------------------------------
+
+    def _read(self, slot: _Slot, worker: object) -> None:
+        for raw in worker.stdout:
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            with self._lock:
+                self._handle(slot, record)
+        with self._lock:
+            if slot.worker is worker:
+                self._worker_died(slot)
+
+    def _handle(self, slot: _Slot, record: dict) -> None:
+        event = record.get("event")
+        if event == "ready":
+            slot.ready.set()
+            self._dispatch()
+            return
+        entry = self._chunks.get(record.get("job", ""))
+        if entry is None:
+            return
+        chunk = entry[1]
+        state = self._jobs.get(chunk.job_id)
+        if event == "start":
+            slot.current = record["id"]
+        elif event == "result" and state is not None:
+            slot.current = None
+            slot.reported.add(record["id"])
+            if state.stopped in ("cancelled",):
+                return
+            frames = tuple((str(p), int(n)) for p, n in record.get("frames") or ())
+            self._record(
+                state,
+                TestResult(
+                    chunk.job_id,
+                    record["id"],
+                    record["outcome"],
+                    float(record.get("seconds") or 0.0),
+                    record.get("message") or "",
+                    frames,
+                ),
+            )
+        elif event == "done":
+            self._chunk_over(slot)
+            if state is not None and record.get("reason") == "timeout":
+                self._stop(state, "timeout")
+            if state is not None:
+                self._maybe_finish(state)
+            self._dispatch()
+
+    def _chunk_over(self, slot: _Slot) -> None:
+        self._chunks.pop(slot.chunk_id, None)
+        if slot.chunk is not None and slot.chunk.job_id in self._jobs:
+            self._jobs[slot.chunk.job_id].inflight -= 1
+        slot.chunk, slot.chunk_id, slot.current = None, "", None
+
+    def _worker_died(self, slot: _Slot) -> None:
+        worker = slot.worker
+        slot.alive = False
+        with contextlib.suppress(Exception):
+            worker.wait(5)
+        why = _exit_reason(worker)
+        if not slot.ready.is_set():
+            slot.error = f"{why}: {_tail(worker)}"
+            slot.ready.set()  # wake start(); it reads slot.error
+        chunk, current, reported = slot.chunk, slot.current, slot.reported
+        state = self._jobs.get(chunk.job_id) if chunk is not None else None
+        if chunk is not None:
+            self._chunk_over(slot)
+        if state is not None and state.stopped is None:
+            if current is not None:
+                self._record(
+                    state,
+                    TestResult(
+                        chunk.job_id, current, "failed", 0.0, f"crashed: worker died ({why})"
+                    ),
+                )
+            rest = [t for t in chunk.tests if t not in reported and t != current]
+            if rest and state.stopped is None:
+                self.scheduler.add(chunk.job_id, [], rest, chunk.fail_fast)
+        if state is not None:
+            self._maybe_finish(state)
+        if self._closed:
+            return
+        if slot.restarts >= RESTARTS_PER_WORKER:
+            slot.error = f"worker {slot.index} died {slot.restarts + 1} times (last: {why})"
+            if not any(s.alive for s in self._slots):
+                self._fail_everything(slot.error)
+            return
+        slot.restarts += 1
+        threading.Thread(target=self._restart, args=(slot,), daemon=True).start()
+        self._dispatch()
+
+    def _restart(self, slot: _Slot) -> None:
+        with contextlib.suppress(Exception):
+            slot.worker.stop()
+        try:
+            slot.tree.reset()
+            with self._lock:
+                if self._closed:
+                    return
+                self._launch(slot)
+        except (SandboxError, RunnerError, OSError) as exc:
+            with self._lock:
+                slot.error = str(exc)
+                if not any(s.alive for s in self._slots):
+                    self._fail_everything(slot.error)
+
+    def _fail_everything(self, why: str) -> None:
+        for state in list(self._jobs.values()):
+            self.scheduler.drop(state.job.id)
+            state.inflight = 0
+            state.stopped = state.stopped or "error"
+            self._events.put(
+                TestResult(state.job.id, "<pool>", "error", 0.0, f"no test worker left: {why}")
+            )
+            self._maybe_finish(state)
+
+    def _check_workers(self) -> None:
+        with self._lock:
+            if self._slots and not any(s.alive for s in self._slots) and self._jobs:
+                self._fail_everything(self._slots[0].error or "all workers died")
+
+
+def _renamed(result: TestResult, job_id: str) -> TestResult:
+    return TestResult(
+        job_id, result.test_id, result.outcome, result.seconds, result.message, result.frames, True
+    )
+
+
+def _exit_reason(worker: object) -> str:
+    with contextlib.suppress(Exception):
+        return worker.exit_reason() or "running"
+    return "unknown"
+
+
+def _tail(worker: object) -> str:
+    with contextlib.suppress(Exception):
+        lines = worker.stderr_tail().strip().splitlines()
+        return lines[-1] if lines else "no output"
+    return "no output"
+
+
+def _head(repo_root: Path) -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo_root, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RunnerError(f"not a git repository with commits: {repo_root}")
+    return done.stdout.strip()

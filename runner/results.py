@@ -1,0 +1,52 @@
+"""What a run reports: one result per test, one summary per job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+OUTCOMES = ("passed", "failed", "error", "skipped")
+FAILING = ("failed", "error")
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """One test of one job. `frames` are (path, line) of the failure, innermost last."""
+
+    __test__ = False  # not a pytest test class
+
+    job_id: str
+    test_id: str
+    outcome: str
+    seconds: float
+    message: str = ""
+    frames: tuple[tuple[str, int], ...] = ()
+    cached: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in FAILING
+
+
+@dataclass(frozen=True)
+class JobDone:
+    """A job is finished: every result it will produce has been delivered.
+
+    `reason`: "ok" (all requested tests ran), "fail_fast" (stopped at the first failure),
+    "cancelled", "timeout" (the job's time ran out), "duplicate" (answered by an identical job).
+    """
+
+    job_id: str
+    reason: str
+    results: tuple[TestResult, ...] = field(default=())
+    seconds: float = 0.0
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for r in self.results if r.outcome == outcome)
+
+    @property
+    def failed(self) -> bool:
+        return any(r.failed for r in self.results)
+
+    @property
+    def green(self) -> bool:
+        return bool(self.results) and not self.failed and self.reason == "ok"

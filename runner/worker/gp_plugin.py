@@ -1,0 +1,149 @@
+"""A pytest plugin that reports one JSON line per test, and optionally per-test line coverage.
+
+Standalone on purpose: it is loaded by the TARGET project's interpreter (the warm worker and the
+baseline run), so it imports only the standard library, pytest and, for coverage, coverage.py.
+
+Each line is `{"event": "start", "id": ...}` when a test begins and
+`{"event": "result", "id", "outcome", "seconds", "message", "frames"}` when it ends; collection
+problems are `{"event": "collect_error", "id", "message"}`. Outcomes: passed, failed, error
+(setup/teardown), skipped (xfail included: plain pytest counts it neither passed nor failed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+MESSAGE_CHARS = 2000
+FRAMES = 30
+
+
+def _trim(text: str) -> str:
+    # The end of a traceback (the assertion, the innermost frames) is what localizes a failure.
+    if len(text) <= MESSAGE_CHARS:
+        return text
+    return "...\n" + text[-MESSAGE_CHARS:]
+
+
+class Reporter:
+    """Aggregates setup/call/teardown reports into one record per test and writes it out."""
+
+    def __init__(self, write, coverage=None) -> None:
+        self._write = write
+        self._coverage = coverage
+        self._state: dict[str, dict] = {}
+
+    def _emit(self, record: dict) -> None:
+        self._write(json.dumps(record) + "\n")
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        nodeid = item.nodeid
+        self._state[nodeid] = {"outcome": "passed", "seconds": 0.0, "message": "", "frames": []}
+        self._emit({"event": "start", "id": nodeid})
+        if self._coverage is not None:
+            self._coverage.switch_context(nodeid)
+        start = time.perf_counter()
+        yield
+        if self._coverage is not None:
+            self._coverage.switch_context("")
+        state = self._state.pop(nodeid)
+        state["seconds"] = round(time.perf_counter() - start, 6)
+        self._emit({"event": "result", "id": nodeid, **state})
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        state = self._state.get(item.nodeid)
+        if state is None or call.excinfo is None or state["frames"]:
+            return
+        # The project's frames of the failure, innermost last, for fault localization.
+        root = str(item.config.rootpath) + os.sep
+        frames = []
+        for entry in call.excinfo.traceback:
+            path = str(getattr(entry, "path", ""))
+            if path.startswith(root):
+                frames.append([path, entry.lineno + 1])
+        state["frames"] = frames[-FRAMES:]
+        del outcome
+
+    def pytest_runtest_logreport(self, report) -> None:
+        state = self._state.get(report.nodeid)
+        if state is None:
+            return
+        if report.when == "call":
+            if hasattr(report, "wasxfail"):
+                state["outcome"] = "passed" if report.passed else "skipped"
+                if report.skipped:
+                    state["message"] = f"xfail: {report.wasxfail}"
+                return
+            if report.failed:
+                state["outcome"] = "failed"
+                state["message"] = _trim(report.longreprtext)
+            elif report.skipped:
+                state["outcome"] = "skipped"
+                state["message"] = _skip_reason(report)
+        elif report.failed and state["outcome"] != "failed":
+            state["outcome"] = "error"
+            state["message"] = _trim(f"error in {report.when}:\n{report.longreprtext}")
+        elif report.skipped and report.when == "setup":
+            state["outcome"] = "skipped"
+            state["message"] = _skip_reason(report)
+
+    def pytest_collectreport(self, report) -> None:
+        if report.failed:
+            message = _trim(report.longreprtext)
+            self._emit({"event": "collect_error", "id": report.nodeid, "message": message})
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def _file_writer(path: str):
+    handle = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives with the run
+
+    def write(text: str) -> None:
+        handle.write(text)
+
+    return write
+
+
+# --- baseline mode: loaded with `-p gp_plugin` and configured through the environment ----------
+
+
+def pytest_configure(config) -> None:
+    out_dir = os.environ.get("GP_BASELINE_DIR")
+    if not out_dir or config.pluginmanager.hasplugin("gp-reporter"):
+        return
+    # Under xdist the controller only relays reports; tests (and coverage) run in the workers.
+    under_xdist = getattr(config.option, "numprocesses", None)
+    if under_xdist and not hasattr(config, "workerinput"):
+        return
+    tag = f"{os.getpid()}"
+    cov = None
+    if os.environ.get("GP_COVERAGE_SOURCE"):
+        import coverage
+
+        cov = coverage.Coverage(
+            data_file=os.path.join(out_dir, f"cov.{tag}"),
+            source=[os.environ["GP_COVERAGE_SOURCE"]],
+            config_file=False,
+        )
+        cov.start()
+        config._gp_coverage = cov
+    reporter = Reporter(_file_writer(os.path.join(out_dir, f"results.{tag}.jsonl")), cov)
+    config.pluginmanager.register(reporter, "gp-reporter")
+
+
+def pytest_unconfigure(config) -> None:
+    cov = getattr(config, "_gp_coverage", None)
+    if cov is not None:
+        cov.stop()
+        cov.save()

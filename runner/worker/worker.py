@@ -1,0 +1,518 @@
+"""The warm test worker: runs in the TARGET project's interpreter, inside a sandbox.
+
+Standalone: the standard library, the target's pytest and the sibling `gp_plugin` only; it never
+imports greenpatch, so a project's own `runner` or `model` package cannot collide with ours.
+
+    python worker.py WORKTREE [PYTEST_ARG ...]
+
+Start-up: pre-imports pytest and the third-party modules the suite imports (found by a collection
+run in a throw-away child) but none of the project's own modules, then prints
+`{"event": "ready", ...}`. Then, for each job line on stdin
+`{"job", "files": {relpath: text | null}, "tests": [...], "fail_fast", "test_timeout",
+"job_timeout"}` it forks a child that writes the candidate's files into the worktree and runs the
+tests in-process, streaming `{"event": "start"|"result", "job", ...}` lines; then the parent
+restores the worktree and prints `{"event": "done", "job", "reason"}`. While a job runs,
+`{"cancel": JOB}` on stdin stops it.
+A test that outlives `test_timeout`, or a job that outlives `job_timeout`, gets its child's process
+group killed; a child that dies (signal, `os._exit`) has its current test reported as crashed and
+the remaining tests go on in a new child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib
+import json
+import os
+import select
+import signal
+import sys
+import tempfile
+import time
+
+ROOT = os.path.realpath(sys.argv[1])
+PYTEST_ARGS = sys.argv[2:]
+BASE_ARGS = ["-p", "no:cacheprovider", "-q", "--tb=short", "-o", "console_output_style=classic"]
+LOG_TAIL = 3000
+
+
+class Stdin:
+    """Lines from fd 0 read unbuffered, so `select` on the descriptor never misses one."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.eof = False
+
+    def pending(self) -> bool:
+        return b"\n" in self.buffer
+
+    def fill(self) -> None:
+        chunk = os.read(0, 1 << 16)
+        self.buffer += chunk
+        self.eof = not chunk
+
+    def readline(self) -> str | None:
+        """The next line (blocking); None at end of input."""
+        while not self.pending() and not self.eof:
+            self.fill()
+        if not self.pending():
+            return None
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode("utf-8")
+
+
+STDIN = Stdin()
+
+
+def emit(record: dict) -> None:
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+def under_root(path: str | None) -> bool:
+    return bool(path) and os.path.realpath(path).startswith(ROOT + os.sep)
+
+
+def project_top_names() -> set[str]:
+    """Top-level module names the project itself defines (in the root and in src/)."""
+    names = set()
+    for base in (ROOT, os.path.join(ROOT, "src")):
+        with contextlib.suppress(OSError):
+            for entry in os.listdir(base):
+                full = os.path.join(base, entry)
+                if entry.endswith(".py"):
+                    names.add(entry[:-3])
+                elif os.path.isfile(os.path.join(full, "__init__.py")):
+                    names.add(entry)
+    return names
+
+
+def is_project_module(name: str, module, tops: set[str]) -> bool:
+    return name.split(".")[0] in tops or under_root(getattr(module, "__file__", None))
+
+
+# --- start-up ----------------------------------------------------------------------------------
+
+
+def collect_module_names() -> list[str]:
+    """Which modules a collection of the suite imports; run in a child so the parent stays clean.
+
+    The child also leaves bytecode caches behind (project modules, rewritten test modules), so
+    jobs import from .pyc instead of compiling.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        code = 1
+        try:
+            import pytest
+
+            pytest.main([*BASE_ARGS, "--collect-only", *PYTEST_ARGS])
+            names = [n for n, m in list(sys.modules.items()) if m is not None]
+            os.write(write_fd, json.dumps(names).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    chunks = []
+    while chunk := os.read(read_fd, 1 << 16):
+        chunks.append(chunk)
+    os.close(read_fd)
+    os.waitpid(pid, 0)
+    try:
+        return json.loads(b"".join(chunks) or b"[]")
+    except ValueError:
+        return []
+
+
+def cache_entry_points() -> None:
+    """Scan installed distributions for plugin entry points once, not in every job.
+
+    pytest asks pluggy to load its `pytest11` entry points at every `pytest.main`; walking all
+    distributions' metadata costs tens of milliseconds a time. Same semantics, scanned once.
+    """
+    from importlib import metadata
+
+    import pluggy
+
+    found: dict[str, list] = {}
+    for dist in list(metadata.distributions()):
+        for ep in dist.entry_points:
+            found.setdefault(ep.group, []).append((dist, ep))
+
+    def load_setuptools_entrypoints(self, group: str, name: str | None = None) -> int:
+        count = 0
+        for dist, ep in found.get(group, ()):
+            if (name is not None and ep.name != name) or self.has_plugin(ep.name):
+                continue
+            if self.is_blocked(ep.name):
+                continue
+            plugin = ep.load()
+            self.register(plugin, name=ep.name)
+            self._plugin_distinfo.append((plugin, dist))
+            count += 1
+        return count
+
+    pluggy.PluginManager.load_setuptools_entrypoints = load_setuptools_entrypoints
+
+
+def preload() -> int:
+    import gp_plugin  # noqa: F401
+    import pytest  # noqa: F401 - the point is to have it imported before any fork
+
+    cache_entry_points()
+    tops = project_top_names()
+    loaded = 0
+    for name in collect_module_names():
+        if name in sys.modules or name.split(".")[0] in tops or name.startswith("__main__"):
+            continue
+        if name.startswith(("conftest", "test_")) or "." not in name and name.endswith("_test"):
+            continue
+        spec = None
+        with contextlib.suppress(Exception):
+            spec = importlib.util.find_spec(name)
+        if spec is None or under_root(spec.origin):
+            continue
+        try:
+            importlib.import_module(name)
+            loaded += 1
+        except BaseException:  # noqa: BLE001 - a module that will not import warm imports later
+            continue
+    # A third-party module may have pulled in project code (a plugin, a dependency cycle): drop it
+    # so every job imports the project fresh from its worktree.
+    for name, module in list(sys.modules.items()):
+        if module is not None and is_project_module(name, module, tops):
+            del sys.modules[name]
+    # Objects that exist now live for the worker's lifetime: keeping them out of the collector
+    # spares every child pytest's gc.collect() calls over them (and copy-on-write of their pages).
+    gc.collect()
+    gc.freeze()
+    return loaded
+
+
+# --- one job -----------------------------------------------------------------------------------
+
+
+class Files:
+    """The worktree files a job replaces, with their original bytes and times for restoring."""
+
+    def __init__(self, files: dict[str, str | None]) -> None:
+        self.new = files
+        self.old: dict[str, tuple[bytes, int, int] | None] = {}
+        for rel in files:
+            path = self.path(rel)
+            try:
+                st = os.stat(path)
+                with open(path, "rb") as handle:
+                    self.old[rel] = (handle.read(), st.st_atime_ns, st.st_mtime_ns)
+            except FileNotFoundError:
+                self.old[rel] = None
+
+    @staticmethod
+    def path(rel: str) -> str:
+        path = os.path.realpath(os.path.join(ROOT, rel))
+        if not path.startswith(ROOT + os.sep):
+            raise ValueError(f"path outside the worktree: {rel}")
+        return path
+
+    def write_candidate(self) -> None:
+        for rel, text in self.new.items():
+            path = self.path(rel)
+            if text is None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                continue
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            # A .pyc is valid while the source's (mtime in seconds, size) match; a candidate of
+            # the same size written within the same second must not pass for the original.
+            old = self.old[rel]
+            if old is not None:
+                stamp = old[2] - 7_000_000_000
+                os.utime(path, ns=(stamp, stamp))
+
+    def restore(self) -> None:
+        for rel, old in self.old.items():
+            path = self.path(rel)
+            if old is None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                continue
+            with open(path, "wb") as handle:
+                handle.write(old[0])
+            os.utime(path, ns=(old[1], old[2]))
+
+
+def run_child(
+    job: dict, tests: list[str], done: set[str], files: Files, write_fd: int, log_path: str
+) -> None:
+    """In the forked child: own process group, candidate files in place, pytest in-process."""
+    code = 70
+    try:
+        os.setpgid(0, 0)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        sys.dont_write_bytecode = True
+        files.write_candidate()
+        importlib.invalidate_caches()
+        out = os.fdopen(write_fd, "w", buffering=1, encoding="utf-8")
+
+        import gp_plugin
+        import pytest
+
+        # After a crash, a whole-file entry runs again without the tests already reported.
+        deselect = [a for d in done if d not in tests for a in ("--deselect", d)]
+        args = [
+            *BASE_ARGS,
+            *PYTEST_ARGS,
+            *(["-x"] if job.get("fail_fast") else []),
+            *deselect,
+            *tests,
+        ]
+        code = int(pytest.main(args, plugins=[gp_plugin.Reporter(out.write)]))
+        out.write(json.dumps({"event": "exit", "code": code}) + "\n")
+        out.flush()
+    except BaseException as exc:  # noqa: BLE001 - report whatever broke, then leave
+        with contextlib.suppress(Exception):
+            line = json.dumps({"event": "child_error", "message": repr(exc)}) + "\n"
+            os.write(write_fd, line.encode())
+    finally:
+        os._exit(code)
+
+
+def read_tail(path: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - LOG_TAIL))
+            return handle.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        with contextlib.suppress(ValueError):
+            return f"killed by signal {sig} ({signal.Signals(sig).name})"
+        return f"killed by signal {sig}"
+    return f"exited with code {os.WEXITSTATUS(status)}"
+
+
+class JobRun:
+    """The parent's side of one job: children, watchdogs, cancellation, result relay."""
+
+    def __init__(self, job: dict) -> None:
+        self.job = job
+        self.id = job["job"]
+        self.test_timeout = float(job.get("test_timeout") or 60.0)
+        self.deadline = time.monotonic() + float(job.get("job_timeout") or 600.0)
+        self.fail_fast = bool(job.get("fail_fast"))
+        self.done: set[str] = set()
+        self.failed = False
+        self.reason = "ok"
+
+    def result(self, test: str, outcome: str, message: str, seconds: float = 0.0) -> None:
+        self.done.add(test)
+        self.failed = self.failed or outcome in ("failed", "error")
+        emit(
+            {
+                "event": "result",
+                "job": self.id,
+                "id": test,
+                "outcome": outcome,
+                "seconds": round(seconds, 6),
+                "message": message,
+                "frames": [],
+            }
+        )
+
+    def run(self) -> None:
+        try:
+            files = Files(self.job.get("files") or {})
+        except ValueError as exc:
+            for test in self.job["tests"]:
+                self.result(test, "error", str(exc))
+            self.reason = "bad job"
+            return
+        tests = list(self.job["tests"])
+        try:
+            while tests and self.reason == "ok":
+                if not self.run_once(tests, files):
+                    break
+                tests = [t for t in tests if t not in self.done]
+                if self.fail_fast and self.failed:
+                    self.reason = "fail_fast"
+        finally:
+            files.restore()
+
+    def cancelled(self) -> bool:
+        """Whether stdin asked to cancel this job (other lines wait for the main loop)."""
+        keep = []
+        found = False
+        for line in STDIN.buffer.split(b"\n")[:-1]:
+            with contextlib.suppress(ValueError):
+                if json.loads(line).get("cancel") == self.id:
+                    found = True
+                    continue
+            keep.append(line + b"\n")
+        if found:
+            STDIN.buffer = b"".join(keep) + STDIN.buffer.rsplit(b"\n", 1)[-1]
+        return found
+
+    def is_done(self, entry: str) -> bool:
+        # A whole-file entry is done once any of its tests reported.
+        if entry in self.done:
+            return True
+        return "::" not in entry and any(d.startswith(entry + "::") for d in self.done)
+
+    def run_once(self, tests: list[str], files: Files) -> bool:
+        """One child over `tests`; True if it died mid-test and the rest should go on."""
+        read_fd, write_fd = os.pipe()
+        log_fd, log_path = tempfile.mkstemp(prefix="gp-job-", suffix=".log")
+        os.close(log_fd)
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_fd)
+            run_child(self.job, tests, self.done, files, write_fd, log_path)
+        os.close(write_fd)
+        current: str | None = None
+        current_start = 0.0
+        exit_code: int | None = None
+        killed: str | None = None
+        child_error = ""
+        buffer = b""
+        try:
+            while True:
+                now = time.monotonic()
+                limit = self.deadline
+                if current is not None:
+                    limit = min(limit, current_start + self.test_timeout)
+                if now >= limit:
+                    killed = "test" if current is not None and limit < self.deadline else "job"
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(pid, signal.SIGKILL)
+                    break
+                watch = [read_fd] if STDIN.eof else [read_fd, 0]
+                ready, _, _ = select.select(watch, [], [], limit - now)
+                if 0 in ready:
+                    STDIN.fill()
+                if self.cancelled():
+                    killed = "cancel"
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(pid, signal.SIGKILL)
+                    break
+                if read_fd not in ready:
+                    continue
+                chunk = os.read(read_fd, 1 << 16)
+                if not chunk:
+                    break
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for raw in lines:
+                    record = json.loads(raw)
+                    event = record.get("event")
+                    if event == "start":
+                        current, current_start = record["id"], time.monotonic()
+                        emit({"event": "start", "job": self.id, "id": current})
+                    elif event == "result":
+                        current = None
+                        self.done.add(record["id"])
+                        self.failed = self.failed or record["outcome"] in ("failed", "error")
+                        emit({**record, "job": self.id})
+                    elif event == "collect_error":
+                        emit({**record, "job": self.id})
+                    elif event == "exit":
+                        exit_code = record["code"]
+                    elif event == "child_error":
+                        child_error = record["message"]
+        finally:
+            os.close(read_fd)
+            _, status = os.waitpid(pid, 0)
+            # Whatever the child started in its group (subprocesses, forks) dies with it.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            tail = read_tail(log_path)
+            with contextlib.suppress(OSError):
+                os.unlink(log_path)
+        return self.settle(
+            tests, current, current_start, killed, exit_code, status, child_error, tail
+        )
+
+    def settle(
+        self, tests, current, current_start, killed, exit_code, status, child_error, tail
+    ) -> bool:
+        """Account for tests the child did not report: timed out, crashed, or never reached."""
+        elapsed = time.monotonic() - current_start
+        if killed == "cancel":
+            self.reason = "cancelled"
+            return False
+        if killed == "test":
+            self.result(
+                current, "failed", f"timeout: test ran longer than {self.test_timeout:g} s", elapsed
+            )
+            return True
+        if killed == "job":
+            self.reason = "timeout"
+            if current is not None:
+                self.result(current, "failed", "timeout: the job ran out of time", elapsed)
+            return False
+        if current is not None:
+            self.result(
+                current, "failed", f"crashed: the test process {describe_status(status)}", elapsed
+            )
+            return True
+        remaining = [t for t in tests if not self.is_done(t)]
+        if not remaining or (exit_code in (1, 2) and self.fail_fast and self.failed):
+            if remaining:
+                self.reason = "fail_fast"
+            return False
+        # pytest finished without running these: collection errors, usage errors, an import-time
+        # crash. Each is an error with pytest's own words.
+        why = child_error or (
+            f"not run: pytest {describe_status(status)}"
+            if exit_code is None
+            else f"not run: pytest exit code {exit_code}"
+        )
+        message = why + ("\n" + tail if tail else "")
+        for test in remaining:
+            self.result(test, "error", message[-LOG_TAIL:])
+        return False
+
+
+def main() -> None:
+    os.chdir(ROOT)
+    started = time.monotonic()
+    loaded = preload()
+    emit(
+        {
+            "event": "ready",
+            "pid": os.getpid(),
+            "preloaded": loaded,
+            "seconds": round(time.monotonic() - started, 3),
+        }
+    )
+    while (line := STDIN.readline()) is not None:
+        if not line.strip():
+            continue
+        job = json.loads(line)
+        if "cancel" in job:
+            continue  # for a job that already finished
+        run = JobRun(job)
+        run.run()
+        emit({"event": "done", "job": run.id, "reason": run.reason})
+
+
+if __name__ == "__main__":
+    main()
