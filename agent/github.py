@@ -209,6 +209,56 @@ def push_branch(repo: git.Repo | str | Path, branch: str, remote: str = "origin"
         raise AgentError(f"git push of {branch} to {remote} failed: {_push_error(exc)}") from None
 
 
+@dataclass(frozen=True)
+class Published:
+    """Where a pushed fix can be seen: the pull request, or the page to open one by hand."""
+
+    branch: str
+    base: str
+    remote_url: str
+    pull_request_url: str | None  # set when a pull request was opened
+    compare_url: str | None  # a GitHub remote without a token: open the PR here
+
+
+def pull_request_base(repo: git.Repo, remote: str = "origin") -> str:
+    """The branch a PR should target: the current branch if the remote has it, else the
+    remote's default branch, else `main`."""
+    remote_refs = {ref.remote_head for ref in repo.remote(remote).refs}
+    if not repo.head.is_detached and repo.active_branch.name in remote_refs:
+        return repo.active_branch.name
+    try:
+        target = repo.git.symbolic_ref("--quiet", f"refs/remotes/{remote}/HEAD")
+        return target.removeprefix(f"refs/remotes/{remote}/")
+    except git.GitCommandError:
+        return "main"
+
+
+def publish_branch(
+    repo: git.Repo | str | Path,
+    branch: str,
+    title: str,
+    body: str,
+    remote: str = "origin",
+    base: str | None = None,
+    token: str | None = None,
+) -> Published:
+    """Push `branch`, then open a pull request when the remote is on GitHub and a token is
+    given; otherwise report the compare URL (GitHub) or nothing (other hosts) for the caller to
+    print with the body."""
+    repo = repo if isinstance(repo, git.Repo) else git.Repo(repo)
+    push_branch(repo, branch, remote)
+    url = repo.remote(remote).url
+    base = base or pull_request_base(repo, remote)
+    owner_repo = parse_remote(url)
+    if owner_repo is None:
+        return Published(branch, base, url, None, None)
+    owner, name = owner_repo
+    if not token:
+        return Published(branch, base, url, None, compare_url(owner, name, base, branch))
+    pr_url = open_pull_request(owner, name, branch, base, title, body, token)
+    return Published(branch, base, url, pr_url, None)
+
+
 def _push_error(exc: git.GitCommandError) -> str:
     text = f"{exc.stdout or ''}\n{exc.stderr or ''}"
     lines = [ln.strip().strip("'").strip() for ln in text.splitlines()]

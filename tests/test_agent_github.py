@@ -418,3 +418,59 @@ def test_pr_body_gives_the_evidence() -> None:
     assert "`embedded-small`" in body
     local = github.pr_body(Ticket(id="t1", title="T", body=""), diff, {}, [], 3, 1, 1, 1.0, "m")
     assert local.startswith("Ticket: ticket `t1`\n")
+
+
+def test_publish_to_a_plain_remote_pushes_and_gives_no_urls(
+    repo_with_remote: tuple[Path, Path],
+) -> None:
+    root, bare = repo_with_remote
+    base = git(root, "rev-parse", "HEAD").strip()
+    sha = commit_on_branch(root, base, {"calc.py": "A = 1\n"}, "greenpatch/a", "fix")
+    published = github.publish_branch(root, "greenpatch/a", "Fix", "body", token=TOKEN)
+    assert (published.pull_request_url, published.compare_url) == (None, None)
+    assert published.base == "main" and published.remote_url == str(bare)
+    assert git(bare, "rev-parse", "refs/heads/greenpatch/a").strip() == sha
+
+
+def github_looking_remote(root: Path, bare: Path) -> None:
+    """origin says github.com/acme/lib, but git's insteadOf sends pushes to the local bare repo."""
+    git(root, "remote", "set-url", "origin", "https://github.com/acme/lib.git")
+    git(root, "config", f"url.{bare}.insteadOf", "https://github.com/acme/lib.git")
+
+
+def test_publish_without_token_gives_the_compare_url(
+    repo_with_remote: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GITHUB_SERVER_URL", raising=False)
+    root, bare = repo_with_remote
+    github_looking_remote(root, bare)
+    git(root, "checkout", "-q", "--detach")  # detached: the base is the remote's default or main
+    base = git(root, "rev-parse", "HEAD").strip()
+    sha = commit_on_branch(root, base, {"calc.py": "A = 1\n"}, "greenpatch/fix-add", "fix")
+    published = github.publish_branch(root, "greenpatch/fix-add", "Fix", "body")
+    assert published.pull_request_url is None
+    assert published.compare_url == (
+        "https://github.com/acme/lib/compare/main...greenpatch/fix-add?expand=1"
+    )
+    assert git(bare, "rev-parse", "refs/heads/greenpatch/fix-add").strip() == sha
+
+
+def test_publish_with_token_pushes_then_opens_the_pull_request(
+    fake: FakeGitHub, repo_with_remote: tuple[Path, Path]
+) -> None:
+    root, bare = repo_with_remote
+    github_looking_remote(root, bare)
+    git(root, "checkout", "-q", "-b", "feature")
+    git(root, "push", "-q", "origin", "feature")  # the current branch exists on the remote
+    base = git(root, "rev-parse", "HEAD").strip()
+    sha = commit_on_branch(root, base, {"calc.py": "A = 1\n"}, "greenpatch/fix-add", "fix")
+    published = github.publish_branch(root, "greenpatch/fix-add", "Fix add", "Body", token=TOKEN)
+    assert published.pull_request_url == "https://github.com/acme/lib/pull/1"
+    assert git(bare, "rev-parse", "refs/heads/greenpatch/fix-add").strip() == sha
+    sent = json.loads(fake.requests[-1]["body"])
+    assert sent == {
+        "title": "Fix add",
+        "head": "greenpatch/fix-add",
+        "base": "feature",
+        "body": "Body",
+    }
