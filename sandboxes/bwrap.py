@@ -17,38 +17,18 @@ RLIMIT_NPROC counts processes per real uid and never applies to root, so:
 
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sandboxes import rlimits
+from sandboxes import hostfs, rlimits
 from sandboxes.base import Backend, SandboxError, Worker, WorkerSpec
 from sandboxes.environment import worker_env
+from sandboxes.identity import UID_BASE, UidPool
 from sandboxes.interpreter import minimal_roots, python_paths
 from sandboxes.popen import PopenWorker
-from sandboxes.worktree import chown_tree
 
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-ETC_FILES = (
-    "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "alternatives",
-    "localtime",
-    "timezone",
-    "passwd",
-    "group",
-    "nsswitch.conf",
-    "hosts",
-    "ssl",
-    "ca-certificates",
-    "mime.types",
-    "os-release",
-    "locale.alias",
-)
 SANDBOX_HOME = "/tmp"
 NAMESPACES_WITHOUT_USER = (
     "--unshare-pid",
@@ -68,7 +48,7 @@ class BwrapBackend(Backend):
     name = "bwrap"
     isolated = True
 
-    def __init__(self, bwrap: str | None = None, uid_base: int = 3_000_000) -> None:
+    def __init__(self, bwrap: str | None = None, uid_base: int = UID_BASE) -> None:
         found = shutil.which(bwrap or "bwrap")
         if found is None:
             raise SandboxError(MISSING)
@@ -77,12 +57,7 @@ class BwrapBackend(Backend):
         for tool in ("prlimit", "setpriv") if self.as_root else ("prlimit",):
             if shutil.which(tool) is None:
                 raise SandboxError(f"{tool} is not installed: apt-get install util-linux")
-        self._uids = itertools.count(uid_base + (os.getpid() % 10_000) * 100)
-        self._uid_lock = threading.Lock()
-
-    def _next_uid(self) -> int:
-        with self._uid_lock:
-            return next(self._uids)
+        self._uids = UidPool(uid_base)
 
     def command(self, spec: WorkerSpec, uid: int | None, info_fd: int) -> list[str]:
         """The bwrap command line for `spec`, run as `uid` inside (root mode) or as is.
@@ -93,14 +68,10 @@ class BwrapBackend(Backend):
         argv = [self.bwrap, "--info-fd", str(info_fd)]
         argv += NAMESPACES_WITHOUT_USER if uid is not None else ("--unshare-all",)
         argv += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
-        for path in SYSTEM_DIRS:
-            if os.path.islink(path):
-                argv += ["--symlink", os.readlink(path), path]
-            elif os.path.isdir(path):
-                argv += ["--ro-bind", path, path]
-        for name in ETC_FILES:
-            if os.path.exists(f"/etc/{name}"):
-                argv += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+        for path, target in hostfs.system_links().items():
+            argv += ["--symlink", target, path]
+        for path in hostfs.system_dirs() + hostfs.etc_files():
+            argv += ["--ro-bind", path, path]
         argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
         readonly = minimal_roots([*python_paths(spec.argv[0]), *spec.readonly])
         made = {"/", "/usr", "/etc", "/tmp", "/proc", "/dev"}
@@ -133,10 +104,8 @@ class BwrapBackend(Backend):
         for path in spec.readonly:
             if not path.exists():
                 raise SandboxError(f"read-only path {path} does not exist")
-        uid = None
-        if self.as_root:
-            uid = self._next_uid()
-            chown_tree(spec.worktree, uid, uid)
+        owner = self._uids.claim(spec.worktree)
+        uid = owner[0] if owner else None
         env = worker_env(spec.env, SANDBOX_HOME)
         status_read, status_write = os.pipe()
         argv = self.command(spec, uid, status_write)

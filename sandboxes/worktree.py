@@ -52,7 +52,7 @@ def _git(cwd: Path, *args: str) -> str:
     return done.stdout.decode("utf-8", "surrogateescape")
 
 
-def _start_time(pid: int) -> str | None:
+def process_start_time(pid: int) -> str | None:
     """The process's start time in clock ticks (tells a live owner from a reused pid)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -94,7 +94,7 @@ class Worktree:
         base = Path(base_dir or default_base_dir()).resolve()
         base.mkdir(parents=True, exist_ok=True)
         path = base / f"{top.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        owner = {"pid": os.getpid(), "start": _start_time(os.getpid()), "repo": str(top)}
+        owner = {"pid": os.getpid(), "start": process_start_time(os.getpid()), "repo": str(top)}
         # The owner file comes first, so a crash at any later point leaves something to clean.
         Path(f"{path}{OWNER_SUFFIX}").write_text(json.dumps(owner))
         tree = cls(path, top)
@@ -229,7 +229,7 @@ def cleanup_stale(base_dir: Path | None = None) -> list[Path]:
     for owner_file in base.glob(f"*{OWNER_SUFFIX}"):
         try:
             owner = json.loads(owner_file.read_text())
-            alive = _start_time(int(owner["pid"])) == owner["start"]
+            alive = process_start_time(int(owner["pid"])) == owner["start"]
         except (OSError, ValueError, KeyError, TypeError):
             owner, alive = {}, False
         if alive:
