@@ -1,0 +1,181 @@
+"""Generating the frozen task list: propose mutants with a fixed seed, keep those the suite
+detects, and verify each (suite fails with the bug, passes with the reference fix). Every
+attempt is appended to a checkpoint JSONL, so an interrupted generation resumes where it was."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from agent.bench.inject import KINDS, Mutation, Validator, candidates, enclosing_function
+from agent.bench.libraries import LIBRARIES, Library, pristine_repo
+from agent.bench.splits import split_of
+from agent.bench.suite import Failure, run_pytest
+from agent.bench.tasks import (
+    Task,
+    build_task_repo,
+    difficulty_class,
+    reference_diff,
+    token_count,
+)
+from agent.bench.ticket_text import defined_names, ticket_ready, write_ticket
+
+
+def plan(lib: Library, per_kind: int, seed: int) -> Iterator[tuple[str, Mutation]]:
+    """Up to `per_kind` valid mutants of each kind, drawn from all of the library's modules."""
+    root = pristine_repo(lib)
+    sources = {module: (root / module).read_bytes() for module in lib.modules}
+    validators = {module: Validator(source) for module, source in sources.items()}
+    for kind in KINDS:
+        pool = [(m, mut) for m in lib.modules for mut in candidates(sources[m], kind, seed)]
+        random.Random(f"{seed}:{lib.name}:{kind}").shuffle(pool)
+        picked = 0
+        for module, mutation in pool:
+            if picked == per_kind:
+                break
+            if validators[module].accept(mutation):
+                picked += 1
+                yield module, mutation
+
+
+def _distance(
+    failure: Failure, module: str, lines: tuple[int, int], function: tuple | None
+) -> int:
+    here = [line for path, line in failure.frames if path == module]
+    if any(lines[0] <= line <= lines[1] for line in here):
+        return 0
+    if function and any(function[1] <= line <= function[2] for line in here):
+        return 1
+    return 2 if here else 3
+
+
+def attempt(lib: Library, module: str, mutation: Mutation, workdir: Path) -> dict:
+    """One mutant, checked end to end; returns the checkpoint record (verified or rejected)."""
+    source = (pristine_repo(lib) / module).read_bytes()
+    start_line = source.count(b"\n", 0, mutation.start) + 1
+    end_line = source.count(b"\n", 0, max(mutation.start, mutation.end - 1)) + 1
+    stem = Path(module).stem.strip("_") or "init"
+    task = Task(
+        id=f"{lib.name}-{stem}-{mutation.kind}-L{start_line}-{mutation.key}",
+        library=lib.name, version=lib.version, file=module,
+        start_byte=mutation.start, end_byte=mutation.end,
+        start_line=start_line, end_line=end_line,
+        original=mutation.original, buggy=mutation.buggy, kind=mutation.kind,
+        failing_tests=[], ticket_test="", ticket="", reference_fix="", difficulty="",
+        split=split_of(""),
+    )
+    record = {"key": f"{lib.name}:{module}:{mutation.key}", "id": task.id, "kind": task.kind}
+
+    def reject(reason: str) -> dict:
+        return {**record, "status": "rejected", "reason": reason}
+
+    function = enclosing_function(source, mutation.start)
+    repo = build_task_repo(task, Path(tempfile.mkdtemp(dir=workdir)) / "repo")
+    try:
+        quick = None
+        if function and function[0].strip("_"):
+            # Tests named after the function catch most mutants in a fraction of the suite.
+            named = [*lib.relevant_tests(module), "-k", function[0].strip("_")]
+            quick = run_pytest(repo, named, exitfirst=True, timeout=30)
+        if quick is None or not quick.failed_tests:
+            quick = run_pytest(repo, lib.relevant_tests(module), exitfirst=True, timeout=30)
+        if quick.timed_out:
+            return reject("timeout")
+        if quick.passed:
+            return reject("undetected")
+        if not quick.failed_tests:
+            return reject(f"pytest exit {quick.returncode}")
+        full = run_pytest(repo, timeout=120)
+        if not full.failed_tests:
+            return reject(f"full suite: exit {full.returncode}, timeout {full.timed_out}")
+        buggy = (repo / module).read_bytes()
+        (repo / module).write_bytes(source)
+        fixed = run_pytest(repo, timeout=120)
+        if not fixed.passed:
+            return reject(f"reference fix does not pass: exit {fixed.returncode}")
+    finally:
+        shutil.rmtree(repo.parent, ignore_errors=True)
+    usable = sorted((f for f in full.failures if ticket_ready(f.nodeid)), key=lambda f: f.nodeid)
+    if not usable:
+        return reject("no failing test a ticket can name")
+    chosen = usable[0]
+    texts = [(pristine_repo(lib) / m).read_text() for m in lib.modules]
+    distance = _distance(chosen, module, (start_line, end_line), function)
+    failing = sorted(f.nodeid for f in full.failures)
+    tokens = token_count(mutation.original)
+    task.failing_tests = failing
+    task.ticket_test = chosen.nodeid
+    task.ticket = write_ticket(chosen.nodeid, chosen.message, defined_names(texts))
+    task.reference_fix = reference_diff(module, buggy, source)
+    task.distance = distance
+    task.fix_tokens = tokens
+    task.difficulty = difficulty_class(distance, len(failing), tokens)
+    task.split = split_of(task.id)
+    task.extra = {"message": chosen.message, "frames": chosen.frames}
+    return {**record, "status": "verified", "task": task.to_dict()}
+
+
+def generate(
+    out: Path,
+    checkpoint: Path,
+    libraries: list[str],
+    per_kind: int,
+    seed: int,
+    jobs: int,
+) -> int:
+    """Run (or resume) generation; write the verified tasks, sorted by id, to `out`."""
+    done: dict[str, dict] = {}
+    if checkpoint.exists():
+        for line in checkpoint.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                done[record["key"]] = record
+    lock = threading.Lock()
+    workdir = Path(tempfile.mkdtemp(prefix="gp-bench-gen-"))
+    todo = []
+    for name in libraries:
+        lib = LIBRARIES[name]
+        copy = workdir / f"baseline-{name}"
+        shutil.copytree(pristine_repo(lib), copy, symlinks=True)
+        baseline = run_pytest(copy, timeout=300)
+        if not baseline.passed:  # once more: a loaded machine can make a timing test flaky
+            baseline = run_pytest(copy, timeout=300)
+        if not baseline.passed:
+            failing = ", ".join(f.nodeid for f in baseline.failures[:3]) or baseline.output[-300:]
+            print(f"{name}: pristine suite does not pass ({failing}), skipped", file=sys.stderr)
+            continue
+        todo += [
+            (lib, module, mutation)
+            for module, mutation in plan(lib, per_kind, seed)
+            if f"{lib.name}:{module}:{mutation.key}" not in done
+        ]
+    print(f"{len(done)} attempts done before, {len(todo)} to go", file=sys.stderr, flush=True)
+
+    def work(item: tuple[Library, str, Mutation]) -> None:
+        record = attempt(*item, workdir)
+        with lock:
+            done[record["key"]] = record
+            with checkpoint.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            print(f"[{len(done)}] {record['id']}: {record['status']} {record.get('reason', '')}",
+                  file=sys.stderr, flush=True)
+
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(work, todo))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    verified = sorted(
+        (r["task"] for r in done.values() if r["status"] == "verified"
+         and r["task"]["library"] in libraries),
+        key=lambda t: t["id"],
+    )
+    out.write_text("".join(json.dumps(t, sort_keys=True) + "\n" for t in verified))
+    return len(verified)

@@ -1,0 +1,295 @@
+"""Running a fixer (`agent fix` by default) over tasks, one subprocess per task and configuration,
+then judging its result against the task's own suite and the hidden reference fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.bench.inject import same_code
+from agent.bench.libraries import get_library, git, pristine_repo
+from agent.bench.suite import run_pytest
+from agent.bench.tasks import Task, build_task_repo
+from agent.errors import AgentError
+
+STATUS_BY_EXIT = {0: "green", 1: "no_fix", 3: "cannot_reproduce"}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One configuration of the fixer: a name and extra flags passed through to it."""
+
+    name: str
+    flags: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Config:
+        name, sep, flags = text.partition("=")
+        if not sep or not name.strip():
+            raise AgentError(f"--compare wants NAME=FLAGS, got '{text}'")
+        try:
+            return cls(name.strip(), tuple(shlex.split(flags)))
+        except ValueError as exc:
+            raise AgentError(f"--compare {name}: cannot split flags: {exc}") from None
+
+
+def hard_timeout(budget: float) -> float:
+    """A fixer gets its budget plus slack for start-up and the final confirmation run."""
+    return budget * 1.25 + 15
+
+
+def fixer_command(spec: str) -> list[str]:
+    """The fixer command line; a bare `agent` resolves next to this interpreter if not on PATH."""
+    try:
+        argv = shlex.split(spec)
+    except ValueError as exc:
+        raise AgentError(f"--fixer: cannot split '{spec}': {exc}") from None
+    if not argv:
+        raise AgentError("--fixer is empty")
+    found = shutil.which(argv[0])
+    if found is None:
+        local = Path(sys.executable).parent / argv[0]
+        if not local.exists():
+            raise AgentError(f"--fixer: command not found: {argv[0]}")
+        found = str(local)
+    argv[0] = os.path.abspath(found)
+    return argv
+
+
+def _run_fixer(argv: list[str], timeout: float, log_path: Path) -> tuple[int | None, str, float]:
+    """Exit code (None on timeout), the tail of its output and wall seconds."""
+    started = time.monotonic()
+    with open(log_path, "w+b") as log:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
+        try:
+            code: int | None = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            code = None
+        log.seek(0)
+        tail = log.read()[-4000:].decode("utf-8", "replace")
+    return code, tail, time.monotonic() - started
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _apply_fix(repo: Path, report: dict) -> str | None:
+    """Put the fixer's result in `repo`'s working tree; returns why not, or None when done."""
+    commit = report.get("commit")
+    if isinstance(commit, str) and commit:
+        try:
+            git(repo, "checkout", "-q", "--detach", commit)
+        except AgentError as exc:
+            return f"cannot check out the fix commit: {exc}"
+        return None
+    diff = report.get("diff")
+    if isinstance(diff, str) and diff.strip():
+        (repo.parent / "fix.diff").write_text(diff if diff.endswith("\n") else diff + "\n")
+        try:
+            git(repo, "apply", "--whitespace=nowarn", str(repo.parent / "fix.diff"))
+        except AgentError as exc:
+            return f"the fix diff does not apply: {exc}"
+        return None
+    return "reported green without a commit or a diff"
+
+
+def _judge(task: Task, repo: Path, report: dict) -> dict:
+    """plausible: the task's full suite (its own, untouched test files) passes on the fix;
+    exact: the only changed file is the bug's, and it equals the pristine one as an AST."""
+    buggy = git(repo, "rev-parse", "HEAD").strip()
+    problem = _apply_fix(repo, report)
+    if problem:
+        return {"plausible": False, "exact": False, "judge": problem}
+    lib = get_library(task.library)
+    git(repo, "checkout", "-q", buggy, "--", *lib.tests, "pytest.ini")
+    changed = set(git(repo, "diff", "--name-only", buggy).split())
+    suite = run_pytest(repo, timeout=300)
+    pristine = (pristine_repo(lib) / task.file).read_bytes()
+    fixed = repo / task.file
+    exact = changed == {task.file} and fixed.exists() and same_code(fixed.read_bytes(), pristine)
+    judge = "" if suite.passed else f"suite after the fix: {len(suite.failures)} failing"
+    if suite.timed_out:
+        judge = "suite after the fix timed out"
+    return {"plausible": suite.passed, "exact": suite.passed and exact, "judge": judge,
+            "changed_files": sorted(changed)}
+
+
+def run_task(
+    task: Task,
+    config: Config,
+    fixer: list[str],
+    budget: float,
+    workdir: Path,
+    timeout: float | None = None,
+) -> dict:
+    """Rebuild the task, run the fixer on it under a hard timeout, judge what it returns. Any
+    failure of the fixer becomes a recorded status, never an exception."""
+    base = workdir / config.name / task.id
+    if base.exists():
+        shutil.rmtree(base)
+    base.mkdir(parents=True)
+    repo = build_task_repo(task, base / "repo")
+    ticket = base / "ticket.md"
+    ticket.write_text(task.ticket)
+    out = base / "fix.json"
+    argv = [*fixer, str(ticket), "--repo", str(repo), "--budget", f"{budget:g}",
+            "--json", str(out), *config.flags]
+    limit = timeout or hard_timeout(budget)
+    try:
+        code, tail, wall = _run_fixer(argv, limit, base / "fixer.log")
+    except OSError as exc:
+        raise AgentError(f"cannot start the fixer: {exc}") from None
+    result = {
+        "task": task.id, "config": config.name, "library": task.library, "kind": task.kind,
+        "difficulty": task.difficulty, "exit_code": code, "wall_seconds": round(wall, 2),
+        "plausible": False, "exact": False, "candidates": None, "tests_run": None,
+        "seconds": None, "rounds": None, "reason": "",
+    }
+    if code is None:
+        return {**result, "status": "timeout",
+                "reason": f"killed after {limit:g} s (budget {budget:g} s)"}
+    try:
+        report = json.loads(out.read_text())
+        if not isinstance(report, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        why = _last_line(tail) or str(exc)
+        return {**result, "status": "error",
+                "reason": f"exit {code}, no JSON report: {why}"}
+    for key in ("candidates", "tests_run", "seconds", "rounds"):
+        value = report.get(key)
+        result[key] = value if isinstance(value, int | float) and not isinstance(value, bool) \
+            else None
+    status = STATUS_BY_EXIT.get(code)
+    if status is None:
+        return {**result, "status": "error", "reason": f"exit {code}: {_last_line(tail)}"}
+    result["status"] = status
+    if status == "green":
+        result.update(_judge(task, repo, report))
+        result["reason"] = result.pop("judge")
+    return result
+
+
+def run_bench(
+    tasks: list[Task],
+    configs: list[Config],
+    fixer: list[str],
+    budget: float,
+    jobs: int,
+    workdir: Path,
+    on_result: Callable[[dict], None] | None = None,
+    timeout: float | None = None,
+) -> list[dict]:
+    """Every task under every configuration, `jobs` at a time, in task-major order so that the
+    configurations of one task run close together in time (side by side, same machine load)."""
+    for lib in {task.library for task in tasks}:
+        pristine_repo(get_library(lib))  # build caches once, before the threads race for them
+    work = [(task, config) for task in tasks for config in configs]
+    lock = threading.Lock()
+
+    def one(item: tuple[Task, Config]) -> dict:
+        task, config = item
+        try:
+            result = run_task(task, config, fixer, budget, workdir, timeout)
+        except AgentError as exc:  # the task itself could not be rebuilt or judged
+            result = {"task": task.id, "config": config.name, "library": task.library,
+                      "kind": task.kind, "difficulty": task.difficulty, "status": "error",
+                      "reason": str(exc), "plausible": False, "exact": False}
+        if on_result is not None:
+            with lock:
+                on_result(result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, work))
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return round(ordered[index], 2)
+
+
+def _mean(values: list) -> float | None:
+    numbers = [v for v in values if isinstance(v, int | float)]
+    return round(statistics.fmean(numbers), 2) if numbers else None
+
+
+def summarize(results: list[dict]) -> dict:
+    """fixed/total, time to green (fixer's `seconds`, else wall time) and cost per bug."""
+    green = [r for r in results if r.get("plausible")]
+    times = [r.get("seconds") or r.get("wall_seconds") or 0.0 for r in green]
+    statuses: dict[str, int] = {}
+    for r in results:
+        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    median = statistics.median(times) if times else None
+    return {
+        "total": len(results),
+        "plausible": len(green),
+        "exact": sum(1 for r in results if r.get("exact")),
+        "statuses": dict(sorted(statuses.items())),
+        "median_seconds_to_green": round(median, 2) if median is not None else None,
+        "p90_seconds_to_green": _percentile(times, 0.9),
+        "candidates_per_bug": _mean([r.get("candidates") for r in results]),
+        "tests_run_per_bug": _mean([r.get("tests_run") for r in results]),
+    }
+
+
+def report(results: list[dict], configs: list[Config]) -> dict:
+    """Per configuration: overall and by bug kind, plus every task's result."""
+    out: dict = {}
+    for config in configs:
+        mine = [r for r in results if r["config"] == config.name]
+        kinds = sorted({r["kind"] for r in mine})
+        out[config.name] = {
+            "flags": list(config.flags),
+            "summary": summarize(mine),
+            "by_kind": {kind: summarize([r for r in mine if r["kind"] == kind]) for kind in kinds},
+            "tasks": mine,
+        }
+    return out
+
+
+def _cell(value: float | None, unit: str = "") -> str:
+    return "-" if value is None else f"{value:g}{unit}"
+
+
+def markdown_table(configs_report: dict) -> str:
+    header = (
+        "| config | kind | fixed (plausible) | exact | errors | timeouts | median s to green "
+        "| p90 s to green | candidates/bug | tests/bug |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = []
+    for name, data in configs_report.items():
+        for kind, summary in [*data["by_kind"].items(), ("**all**", data["summary"])]:
+            statuses = summary["statuses"]
+            rows.append(
+                f"| {name} | {kind} | {summary['plausible']}/{summary['total']} "
+                f"| {summary['exact']}/{summary['total']} | {statuses.get('error', 0)} "
+                f"| {statuses.get('timeout', 0)} | {_cell(summary['median_seconds_to_green'])} "
+                f"| {_cell(summary['p90_seconds_to_green'])} "
+                f"| {_cell(summary['candidates_per_bug'])} "
+                f"| {_cell(summary['tests_run_per_bug'])} |"
+            )
+    return header + "\n".join(rows) + "\n"

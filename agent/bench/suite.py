@@ -1,0 +1,102 @@
+"""Running a task repo's pytest suite in a plain subprocess and reading which tests failed."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_FRAME = re.compile(r"^([^\s:][^:]*\.py):(\d+): ", re.M)
+MEMORY_LIMIT = 2 << 30
+
+
+@dataclass
+class Failure:
+    nodeid: str
+    message: str
+    frames: list[tuple[str, int]] = field(default_factory=list)  # (path, line), outermost first
+
+
+@dataclass
+class SuiteRun:
+    returncode: int
+    failures: list[Failure]
+    timed_out: bool = False
+    output: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.returncode == 0 and not self.timed_out
+
+    @property
+    def failed_tests(self) -> bool:
+        """pytest ran and some tests failed (exit 1), as opposed to an error or a timeout."""
+        return self.returncode == 1 and not self.timed_out and bool(self.failures)
+
+
+def _nodeid(case: ET.Element) -> str:
+    path = case.get("file", "")
+    classname = case.get("classname", "")
+    module = path[:-3].replace("/", ".") if path.endswith(".py") else ""
+    inner = classname[len(module) :].lstrip(".") if classname.startswith(module) else ""
+    parts = [path, *(inner.split(".") if inner else []), case.get("name", "")]
+    return "::".join(parts)
+
+
+def _parse_junit(path: Path) -> list[Failure]:
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return []
+    failures: dict[str, Failure] = {}
+    for case in root.iter("testcase"):
+        for problem in list(case.findall("failure")) + list(case.findall("error")):
+            nodeid = _nodeid(case)
+            if nodeid in failures or not case.get("file"):
+                continue
+            text = problem.text or ""
+            frames = [(m.group(1), int(m.group(2))) for m in _FRAME.finditer(text)]
+            failures[nodeid] = Failure(nodeid, problem.get("message", ""), frames)
+    return list(failures.values())
+
+
+def run_pytest(
+    repo: Path,
+    targets: list[str] | None = None,
+    *,
+    exitfirst: bool = False,
+    timeout: float = 120.0,
+    python: str | None = None,
+) -> SuiteRun:
+    """`python -m pytest` in `repo` (its pytest.ini names the suite); a hang is killed with its
+    whole process group and reported as timed out."""
+    with tempfile.TemporaryDirectory(prefix="gp-junit-") as tmp:
+        junit = Path(tmp) / "junit.xml"
+        # prlimit rather than preexec_fn: callers run suites from several threads.
+        limit = ["prlimit", f"--as={MEMORY_LIMIT}", "--"] if shutil.which("prlimit") else []
+        cmd = [
+            *limit,
+            python or sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            "--tb=short", "-o", "junit_family=xunit1", f"--junitxml={junit}",
+            *(["-x"] if exitfirst else []), *(targets or []),
+        ]
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
+        env.pop("PYTHONPATH", None)
+        proc = subprocess.Popen(
+            cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            output, _ = proc.communicate()
+            return SuiteRun(proc.returncode, [], timed_out=True, output=output[-2000:])
+        return SuiteRun(proc.returncode, _parse_junit(junit), output=output[-2000:])

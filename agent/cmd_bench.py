@@ -1,0 +1,145 @@
+"""`agent bench`: the fixer over a split of the bug benchmark, as a JSON report and a markdown
+table (fixed/total, time to green, candidates and tests per bug, by bug kind)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agent.bench.run import Config, fixer_command, markdown_table, report, run_bench
+from agent.bench.splits import SPLITS, sample
+from agent.bench.tasks import TASKS_FILE, load_tasks
+from agent.cli_common import JsonOpt, QuietOpt, VerboseOpt, run
+from agent.errors import AgentError
+from agent.output import Reporter
+
+
+def bench(
+    split: Annotated[
+        str, typer.Option("--split", metavar="dev|test|all", help="Which tasks to run.")
+    ] = "dev",
+    sample_n: Annotated[
+        int | None,
+        typer.Option("--sample", metavar="N", min=1, help="Run N tasks drawn with --seed."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of --sample.")] = 0,
+    task_ids: Annotated[
+        list[str] | None, typer.Option("--task", metavar="ID", help="Run only these task ids.")
+    ] = None,
+    budget: Annotated[
+        float, typer.Option("--budget", metavar="SECONDS", min=1, help="Budget per bug.")
+    ] = 120.0,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            metavar="SECONDS",
+            min=1,
+            help="Kill a fixer after this long (default: budget x 1.25 + 15 s).",
+        ),
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Tasks run in parallel.")] = 1,
+    compare: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--compare",
+            metavar="NAME=FLAGS",
+            help="A configuration to run side by side: extra flags for the fixer "
+            "(repeat; e.g. --compare full= --compare one-shot='--max-rounds 1').",
+        ),
+    ] = None,
+    fixer: Annotated[
+        str,
+        typer.Option(
+            "--fixer",
+            metavar="CMD",
+            help="Fixer command, called as CMD TICKET --repo R --budget S --json OUT.",
+        ),
+    ] = "agent fix",
+    tasks_file: Annotated[
+        Path, typer.Option("--tasks", metavar="PATH", help="Task list (JSONL).")
+    ] = TASKS_FILE,
+    workdir: Annotated[
+        Path | None,
+        typer.Option("--workdir", metavar="DIR", help="Keep task repos and fixer logs here."),
+    ] = None,
+    json_out: JsonOpt = None,
+    markdown_out: Annotated[
+        Path | None, typer.Option("--markdown", metavar="OUT", help="Write the table here too.")
+    ] = None,
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the fixer on every task of a split and report how many it fixed, and how fast.
+
+    Exit codes: 0 the bench ran (whatever the fixer scored), 2 bad input.
+    """
+
+    def body() -> int:
+        if split not in (*SPLITS, "all"):
+            raise AgentError(f"--split must be dev, test or all, got '{split}'")
+        configs = [Config.parse(text) for text in compare or []] or [Config("default")]
+        names = [c.name for c in configs]
+        if len(set(names)) != len(names):
+            raise AgentError("--compare names must be distinct")
+        argv = fixer_command(fixer)
+        everything = load_tasks(tasks_file)
+        by_id = {t.id: t for t in everything}
+        if task_ids:
+            unknown = [i for i in task_ids if i not in by_id]
+            if unknown:
+                raise AgentError(f"unknown task id: {unknown[0]}")
+            pool = [by_id[i] for i in task_ids]
+        else:
+            pool = [t for t in everything if split == "all" or t.split == split]
+        chosen = [by_id[i] for i in sample([t.id for t in pool], sample_n, seed)]
+        if not chosen:
+            raise AgentError(f"no tasks in split '{split}' of {tasks_file}")
+        reporter = Reporter(json_out, verbose=verbose, quiet=quiet)
+        root = workdir or Path(tempfile.mkdtemp(prefix="gp-bench-"))
+        root.mkdir(parents=True, exist_ok=True)
+        reporter.info(
+            f"bench: {len(chosen)} tasks x {len(configs)} config(s), budget {budget:g} s, "
+            f"{jobs} job(s), fixer: {fixer}"
+        )
+        started = time.monotonic()
+        try:
+            with reporter.progress() as progress:
+                bar = progress.add_task("fixing", total=len(chosen) * len(configs))
+
+                def done(result: dict) -> None:
+                    progress.advance(bar)
+                    note = f" ({result['reason']})" if result.get("reason") else ""
+                    reporter.debug(f"{result['config']} {result['task']}: {result['status']}{note}")
+
+                results = run_bench(
+                    chosen, configs, argv, budget, jobs, root, done, timeout
+                )
+        finally:
+            if workdir is None:
+                shutil.rmtree(root, ignore_errors=True)
+        by_config = report(results, configs)
+        table = markdown_table(by_config)
+        reporter.out.print(table, markup=False, highlight=False, soft_wrap=True)
+        if markdown_out is not None:
+            try:
+                markdown_out.write_text(table)
+            except OSError as exc:
+                raise AgentError(f"cannot write {markdown_out}: {exc.strerror}") from None
+        reporter.write_json({
+            "split": split if not task_ids else "tasks",
+            "tasks": [t.id for t in chosen],
+            "budget": budget,
+            "jobs": jobs,
+            "fixer": fixer,
+            "seconds": round(time.monotonic() - started, 2),
+            "configs": by_config,
+        })
+        return 0
+
+    run(verbose, body)

@@ -1,0 +1,44 @@
+"""Generate (or resume generating) the frozen bug tasks: benchmarks/bugs/tasks.jsonl.
+
+    .venv/bin/python benchmarks/bugs/make_tasks.py --per-kind 8 --seed 0 --jobs 2
+
+Attempts are checkpointed in benchmarks/bugs/attempts.jsonl; re-running resumes from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from agent.bench.generate import generate
+from agent.bench.libraries import LIBRARIES
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-kind", type=int, default=8, help="mutants tried per library/kind")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--libraries", nargs="*", default=list(LIBRARIES))
+    parser.add_argument("--out", type=Path, default=HERE / "tasks.jsonl")
+    parser.add_argument("--checkpoint", type=Path, default=HERE / "attempts.jsonl")
+    args = parser.parse_args()
+    started = time.monotonic()
+    count = generate(args.out, args.checkpoint, args.libraries, args.per_kind, args.seed, args.jobs)
+    (HERE / "libraries.json").write_text(json.dumps(
+        {name: {"version": lib.version, "licence": lib.licence, "sdist": lib.sdist,
+                "sha256": lib.sha256, "modules": list(lib.modules), "tests": list(lib.tests)}
+         for name, lib in LIBRARIES.items() if name in args.libraries},
+        indent=2) + "\n")
+    print(f"{count} verified tasks in {args.out} ({time.monotonic() - started:.0f} s)",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
