@@ -1,0 +1,339 @@
+"""Training the embedded default model on CPU: resumable, time-budgeted, safe under nohup.
+
+The corpus's train split is tokenized once into a flat token stream (files separated by eos) and
+cut into fixed windows, visited in a seeded per-epoch permutation, so the data position is one
+integer and a resumed run sees exactly the batches it would have seen. The learning rate warms
+up, then follows a cosine over the *time* budget (the machine is shared, steps per minute vary).
+A checkpoint holds model, optimizer, step, data position, elapsed time and RNG states, written
+atomically (tmp + rename) every few minutes and at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.data import read_split
+from model.diffusion import diffusion_loss
+from model.errors import ModelError
+from model.network import DiffusionLM, ModelConfig
+from model.tokenizer import CodeTokenizer, train_tokenizer
+
+CHECKPOINT = "last.pt"
+LOG = "train.log"
+
+
+@dataclass
+class TrainConfig:
+    seq_len: int = 256
+    batch_size: int = 8
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 150
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    substitution_rate: float = 0.05
+    span_rate: float = 0.5
+    minutes: float = 60.0
+    checkpoint_minutes: float = 5.0
+    log_every: int = 10
+    seed: int = 1234
+    threads: int = 2
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def model_config(size: str, vocab_size: int, seq_len: int, mask_id: int) -> ModelConfig:
+    """Named sizes measured for this machine (see model/README.md)."""
+    shapes = {
+        "tiny": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=192),
+        "mini": dict(dim=192, n_layers=4, n_heads=6, n_kv_heads=2, ffn_dim=512),
+        "small": dict(dim=256, n_layers=6, n_heads=8, n_kv_heads=4, ffn_dim=768),
+        "base": dict(dim=384, n_layers=8, n_heads=8, n_kv_heads=4, ffn_dim=1024),
+    }
+    if size not in shapes:
+        raise ModelError(f"unknown model size '{size}': choose one of {', '.join(shapes)}")
+    return ModelConfig(vocab_size=vocab_size, max_seq_len=seq_len, mask_id=mask_id,
+                       **shapes[size])
+
+
+def prepare_tokens(corpus_dir: Path, out_dir: Path, vocab_size: int,
+                   log: Callable[[str], None]) -> tuple[CodeTokenizer, np.ndarray]:
+    """The tokenizer (trained on the train split unless out_dir already has one) and the
+    train split as one token stream, cached in out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok_path = out_dir / "tokenizer.json"
+    stream_path = out_dir / "train_tokens.npy"
+    if tok_path.is_file():
+        tokenizer = CodeTokenizer.load(tok_path)
+    else:
+        log(f"training tokenizer (vocab {vocab_size}) on {corpus_dir}/train.jsonl")
+        tokenizer = train_tokenizer((f.text for f in read_split(corpus_dir, "train")), vocab_size)
+        tmp = out_dir / "tokenizer.tmp"
+        tokenizer.save(tmp)
+        (tmp / "tokenizer.json").replace(tok_path)
+        tmp.rmdir()
+    if stream_path.is_file():
+        return tokenizer, np.load(stream_path, mmap_mode="r")
+    log("tokenizing the train split")
+    stream = encode_split(tokenizer, corpus_dir, "train")
+    tmp_path = out_dir / "train_tokens.tmp.npy"
+    np.save(tmp_path, stream)
+    tmp_path.replace(stream_path)
+    return tokenizer, stream
+
+
+def encode_split(tokenizer: CodeTokenizer, corpus_dir: Path, split: str) -> np.ndarray:
+    """One split as a flat token stream, each file framed as the sampler frames canvases:
+    [bos] file [eos]."""
+    head = [tokenizer.bos_id] if tokenizer.bos_id is not None else []
+    tail = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
+    if tokenizer.vocab_size > 65535:
+        raise ModelError("vocabulary too large for a uint16 token stream")
+    parts: list[np.ndarray] = []
+    for f in read_split(corpus_dir, split):
+        parts.append(np.asarray(head + tokenizer.encode(f.text) + tail, dtype=np.uint16))
+    if not parts:
+        raise ModelError(f"split {split} of {corpus_dir} is empty")
+    return np.concatenate(parts)
+
+
+class WindowSampler:
+    """Fixed-length windows of a token stream in a seeded permutation per epoch; `position`
+    (windows consumed so far) is the whole data state."""
+
+    def __init__(self, stream: np.ndarray, seq_len: int, seed: int, position: int = 0) -> None:
+        self.stream, self.seq_len, self.seed, self.position = stream, seq_len, seed, position
+        self.windows = (len(stream) - seq_len) // seq_len
+        if self.windows < 1:
+            raise ModelError(f"token stream of {len(stream)} is shorter than two windows")
+        self._epoch = -1
+        self._order: np.ndarray | None = None
+        self._offset = 0
+
+    def _plan(self, epoch: int) -> None:
+        rng = np.random.default_rng([self.seed, epoch])
+        self._order = rng.permutation(self.windows)
+        self._offset = int(rng.integers(self.seq_len))  # a new cut of the stream each epoch
+        self._epoch = epoch
+
+    def next_batch(self, batch_size: int) -> torch.Tensor:
+        rows = []
+        for _ in range(batch_size):
+            epoch, index = divmod(self.position, self.windows)
+            if epoch != self._epoch:
+                self._plan(epoch)
+            assert self._order is not None
+            start = self._offset + int(self._order[index]) * self.seq_len
+            rows.append(np.asarray(self.stream[start:start + self.seq_len], dtype=np.int64))
+            self.position += 1
+        return torch.from_numpy(np.stack(rows))
+
+    @property
+    def epoch_fraction(self) -> float:
+        return self.position / self.windows
+
+
+def newline_ids(tokenizer: CodeTokenizer) -> list[int]:
+    """Tokens holding a line break (byte-level BPE merges newline + indentation), so span
+    masking can pick whole lines."""
+    ids = []
+    for i in range(tokenizer.vocab_size):
+        text = tokenizer.token_text(i)
+        if text and "\u010a" in text:  # byte-level BPE's picture of b"\n"
+            ids.append(i)
+    return ids
+
+
+def noise_options(cfg: TrainConfig, tokenizer: CodeTokenizer) -> dict:
+    """The masking curriculum: half the rows are noised only inside one span (1-3 whole
+    lines or a token span, as infill canvases are), with up to 8 pad fillers after it so the
+    model learns to end a fill early; a few visible tokens are substituted at random."""
+    return dict(substitution_rate=cfg.substitution_rate, span_masking=cfg.span_rate,
+                max_span=48, newline_ids=newline_ids(tokenizer), fill_id=tokenizer.pad_id,
+                max_fill=8)
+
+
+def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warmup over steps, then cosine over the time budget down to min_lr_ratio * lr."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(max(progress, 0.0), 1.0)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: DiffusionLM, cfg: TrainConfig) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.dim() >= 2 and "norm" not in name else no_decay).append(p)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8,
+    )
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Atomic: a crash mid-write leaves the previous checkpoint intact."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a truncated or foreign file
+        raise ModelError(f"cannot read checkpoint {path}: {exc}") from None
+
+
+class Logger:
+    def __init__(self, path: Path, echo: bool = True) -> None:
+        self.path, self.echo = path, echo
+
+    def __call__(self, message: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {message}"
+        with self.path.open("a") as fh:
+            fh.write(line + "\n")
+        if self.echo:
+            print(line, file=sys.stderr, flush=True)
+
+
+def validation_batches(tokenizer: CodeTokenizer, corpus_dir: Path, seq_len: int,
+                       count: int, seed: int) -> list[torch.Tensor]:
+    """A fixed handful of validation windows for a cheap loss curve."""
+    try:
+        stream = encode_split(tokenizer, corpus_dir, "validation")
+    except ModelError:
+        return []
+    sampler = WindowSampler(stream, seq_len, seed)
+    return [sampler.next_batch(8) for _ in range(min(count, max(1, sampler.windows // 8)))]
+
+
+@torch.no_grad()
+def validation_loss(model: DiffusionLM, batches: list[torch.Tensor], mask_id: int,
+                    options: dict, seed: int) -> float | None:
+    """The diffusion loss on fixed windows with fixed noise (no substitution)."""
+    if not batches:
+        return None
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    opts = {**options, "substitution_rate": 0.0}
+    losses = [float(diffusion_loss(model, b, mask_id, generator=gen, **opts)) for b in batches]
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def train(
+    corpus_dir: Path,
+    out_dir: Path,
+    size: str = "small",
+    cfg: TrainConfig | None = None,
+    vocab_size: int = 4096,
+    resume: bool = True,
+    echo: bool = True,
+    max_steps: int | None = None,
+) -> dict:
+    """Train (or resume) until the time budget or `max_steps` is spent; returns a summary."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = Logger(out_dir / LOG, echo)
+    ckpt_path = out_dir / CHECKPOINT
+    state = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
+    if state is not None:
+        # The budget may be extended on resume; everything else comes from the checkpoint.
+        minutes = cfg.minutes if cfg is not None else state["train_config"]["minutes"]
+        cfg = TrainConfig.from_dict({**state["train_config"], "minutes": minutes})
+    cfg = cfg or TrainConfig()
+    torch.set_num_threads(cfg.threads)
+    tokenizer, stream = prepare_tokens(corpus_dir, out_dir, vocab_size, log)
+    if state is not None:
+        mcfg = ModelConfig.from_dict(state["model_config"])
+    else:
+        mcfg = model_config(size, tokenizer.vocab_size, cfg.seq_len, tokenizer.mask_id)
+    torch.manual_seed(cfg.seed)
+    model = DiffusionLM(mcfg)
+    optimizer = make_optimizer(model, cfg)
+    step, tokens_seen, train_seconds, position = 0, 0, 0.0, 0
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, tokens_seen = state["step"], state["tokens_seen"]
+        train_seconds, position = state["train_seconds"], state["data_position"]
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        log(f"resumed at step {step}, {tokens_seen:,} tokens, {train_seconds / 60:.1f} min")
+    else:
+        log(f"new {size} model: {model.num_parameters():,} parameters, vocab "
+            f"{mcfg.vocab_size}, seq {cfg.seq_len}, batch {cfg.batch_size}, "
+            f"{cfg.minutes:g} min budget")
+    sampler = WindowSampler(stream, cfg.seq_len, cfg.seed, position)
+    val = validation_batches(tokenizer, corpus_dir, cfg.seq_len, 4, cfg.seed)
+    budget = cfg.minutes * 60.0
+    options = noise_options(cfg, tokenizer)
+
+    def snapshot() -> None:
+        save_checkpoint(ckpt_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "model_config": mcfg.to_dict(), "train_config": asdict(cfg), "step": step,
+            "tokens_seen": tokens_seen, "train_seconds": train_seconds,
+            "data_position": sampler.position, "generator": gen.get_state(),
+            "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+        })
+
+    model.train()
+    last_ckpt = time.monotonic()
+    window_start, window_tokens, window_loss, window_n = time.monotonic(), 0, 0.0, 0
+    loss_value = float("nan")
+    while train_seconds < budget and (max_steps is None or step < max_steps):
+        t0 = time.monotonic()
+        lr = learning_rate(cfg, step, train_seconds / budget)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = sampler.next_batch(cfg.batch_size)
+        loss = diffusion_loss(model, batch, mcfg.mask_id, generator=gen, **options)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise ModelError(f"loss became {loss_value} at step {step}: lower the learning rate")
+        step += 1
+        tokens_seen += batch.numel()
+        train_seconds += time.monotonic() - t0
+        window_tokens += batch.numel()
+        window_loss += loss_value
+        window_n += 1
+        if step % cfg.log_every == 0:
+            elapsed = time.monotonic() - window_start
+            log(f"step {step} loss {window_loss / window_n:.4f} lr {lr:.2e} "
+                f"tok/s {window_tokens / max(elapsed, 1e-9):.0f} tokens {tokens_seen:,} "
+                f"epoch {sampler.epoch_fraction:.3f} min {train_seconds / 60:.1f}")
+            window_start, window_tokens, window_loss, window_n = time.monotonic(), 0, 0.0, 0
+        if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
+            vloss = validation_loss(model, val, mcfg.mask_id, options, cfg.seed)
+            snapshot()
+            last_ckpt = time.monotonic()
+            log(f"checkpoint step {step} val_loss {vloss if vloss is None else round(vloss, 4)}")
+    snapshot()
+    vloss = validation_loss(model, val, mcfg.mask_id, options, cfg.seed)
+    summary = {"step": step, "tokens_seen": tokens_seen, "train_minutes": train_seconds / 60,
+               "loss": loss_value, "val_loss": vloss, "parameters": model.num_parameters()}
+    log("done " + json.dumps(summary))
+    return summary
