@@ -72,7 +72,11 @@ class BwrapBackend(Backend):
             argv += ["--symlink", target, path]
         for path in hostfs.system_dirs() + hostfs.etc_files():
             argv += ["--ro-bind", path, path]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        argv += ["--proc", "/proc", "--dev", "/dev"]
+        # tmpfs pages escape RLIMIT_AS: each tmpfs is capped at the memory limit instead.
+        size = str(spec.limits.memory_mb * 1024 * 1024)
+        for tmp in ("/tmp", "/dev/shm"):
+            argv += ["--perms", "1777", "--size", size, "--tmpfs", tmp]
         readonly = minimal_roots([*python_paths(spec.argv[0]), *spec.readonly])
         made = {"/", "/usr", "/etc", "/tmp", "/proc", "/dev"}
         for path in [*readonly, spec.worktree]:

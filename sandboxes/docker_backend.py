@@ -24,6 +24,7 @@ import tarfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from sandboxes import hostfs, rlimits
@@ -87,6 +88,7 @@ class DockerBackend(Backend):
         self._owners: dict[str, str] = {}
         self._spares: dict[tuple[Any, ...], Future[Any]] = {}
         self._live: set[str] = set()
+        self._closed = False
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="docker-spare")
         self._label = f"{os.getpid()}:{process_start_time(os.getpid())}"
@@ -138,10 +140,9 @@ class DockerBackend(Backend):
                 volumes[str(path)] = {"bind": str(path), "mode": "ro"}
         volumes[str(spec.worktree)] = {"bind": str(spec.worktree), "mode": "rw"}
         try:
-            container = self.client.containers.run(
+            container = self.client.containers.create(
                 self.image,
                 ["sleep", "infinity"],
-                detach=True,
                 init=True,
                 user=user,
                 network_mode="none",
@@ -159,9 +160,14 @@ class DockerBackend(Backend):
                 environment={"PATH": "/usr/local/bin:/usr/bin:/bin"},
             )
         except self._errors.DockerException as exc:
-            raise SandboxError(f"cannot start a container: {exc}") from None
+            raise SandboxError(f"cannot create a container: {exc}") from None
         with self._lock:
             self._live.add(container.id)
+        try:
+            container.start()
+        except self._errors.DockerException as exc:
+            self._remove(container)
+            raise SandboxError(f"cannot start a container: {exc}") from None
         return container
 
     def _container(self, spec: WorkerSpec, user: str) -> Any:
@@ -179,7 +185,7 @@ class DockerBackend(Backend):
     def _prepare_spare(self, spec: WorkerSpec, user: str) -> None:
         key = _key(spec, user)
         with self._lock:
-            if key not in self._spares:
+            if key not in self._spares and not self._closed and spec.worktree.is_dir():
                 self._spares[key] = self._pool.submit(self._create, spec, user)
 
     def _remove(self, container: Any) -> None:
@@ -209,6 +215,7 @@ class DockerBackend(Backend):
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             spares, self._spares = list(self._spares.values()), {}
         for spare in spares:
             with contextlib.suppress(Exception):
@@ -238,6 +245,28 @@ class _SocketWriter(io.RawIOBase):
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_WR)
         super().close()
+
+
+# Where the engine keeps a container's memory cgroup (v1 cgroupfs, v2 systemd or cgroupfs).
+_OOM_FILES = (
+    "/sys/fs/cgroup/memory/docker/{id}/memory.oom_control",
+    "/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.events",
+    "/sys/fs/cgroup/docker/{id}/memory.events",
+)
+
+
+def oom_kills(container_id: str) -> int | None:
+    """How many processes the container's memory cgroup killed, if the host shows it."""
+    for pattern in _OOM_FILES:
+        try:
+            text = Path(pattern.format(id=container_id)).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+    return None
 
 
 def _frames(sock: socket.socket) -> Reader:
@@ -282,6 +311,7 @@ class DockerWorker(StreamWorker):
         self._backend = backend
         self._on_stop = on_stop
         self._code: int | None = None
+        self._oom = False
         self._stopped = False
         # The pids limit is the container's cgroup; RLIMIT_NPROC could not be raised here anyway.
         cmd = [*rlimits.prlimit_argv(spec.limits, nproc=False), *spec.argv]
@@ -296,7 +326,11 @@ class DockerWorker(StreamWorker):
         raw = api.exec_start(self._exec, socket=True)
         self._sock = getattr(raw, "_sock", raw)
         super().__init__(spec.limits, io.BufferedWriter(_SocketWriter(self._sock)))
-        self.start_pump(_frames(self._sock), f"docker-{container.short_id}")
+        self.start_pump(_frames(self._sock), f"docker-{container.short_id}", self._close_socket)
+
+    def _close_socket(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
 
     def _kill(self) -> None:
         # Removing the container kills everything in it at once and leaves nothing behind.
@@ -309,6 +343,8 @@ class DockerWorker(StreamWorker):
                 info = self._api.exec_inspect(self._exec)
                 if not info["Running"] and info["ExitCode"] is not None:
                     code = info["ExitCode"]
+                    # Read while the container (and its cgroup) still exists.
+                    self._oom = bool(code == 137 and oom_kills(self.container.id))
                     self._code = -(code - 128) if code > 128 else code
                     break
             except self._errors.NotFound:  # the container is gone: it was killed
@@ -318,6 +354,9 @@ class DockerWorker(StreamWorker):
                 return None
             time.sleep(0.02)
         return self._code
+
+    def _memory_killed(self) -> bool:
+        return self._oom
 
     def stop(self) -> None:
         super().stop()

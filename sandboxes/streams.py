@@ -61,16 +61,20 @@ class StreamWorker(Worker):
 
     # --- pumps -------------------------------------------------------------------------------
 
-    def start_pump(self, read: Reader, name: str) -> None:
-        """Copy from `read` until end of stream, in a thread."""
+    def start_pump(self, read: Reader, name: str, close: Callable[[], None] | None = None) -> None:
+        """Copy from `read` until end of stream, in a thread.
+
+        Past the output limit the source is closed with `close` if given, else drained (and
+        discarded) until the killed worker's end of stream.
+        """
         with self._lock:
             self._open_streams += 1
-        thread = threading.Thread(target=self._pump, args=(read,), name=name, daemon=True)
+        thread = threading.Thread(target=self._pump, args=(read, close), name=name, daemon=True)
         self._pumps.append(thread)
         thread.start()
 
-    def _pump(self, read: Reader) -> None:
-        cut = False  # past the output limit: drain and discard until the killed worker's EOF
+    def _pump(self, read: Reader, close: Callable[[], None] | None) -> None:
+        cut = False
         try:
             while True:
                 try:
@@ -87,6 +91,9 @@ class StreamWorker(Worker):
                         self._deliver(data[: max(fit, 0)])
                     cut = True
                     self._limit_exceeded()
+                    if close is not None:
+                        close()
+                        break
                 elif stream == 1:
                     self._deliver(data)
                 else:
@@ -133,7 +140,8 @@ class StreamWorker(Worker):
         self._stop_with("timeout")
 
     def _limit_exceeded(self) -> None:
-        self._stop_with("output limit")
+        # Killed from another thread: a backend may need this one to keep reading meanwhile.
+        threading.Thread(target=self._stop_with, args=("output limit",), daemon=True).start()
 
     # --- Worker ------------------------------------------------------------------------------
 

@@ -133,3 +133,18 @@ def test_memory_limit(backend_name: str, tmp_path: Path) -> None:
     )
     assert worker.wait(20) is not None
     assert worker.exit_reason() == "memory"
+
+
+@ALL_BACKENDS
+def test_tmp_and_home_are_private_and_writable(backend_name: str, tmp_path: Path) -> None:
+    backend = use_backend(backend_name)
+    code = (
+        "import multiprocessing, os, tempfile\n"
+        "fd, path = tempfile.mkstemp(); os.write(fd, b'x')\n"
+        "open(os.path.expanduser('~/.probe'), 'w').write('x')\n"
+        "lock = multiprocessing.Lock()\n"
+        "with multiprocessing.Pool(2) as pool: print(sum(pool.map(abs, [-1, -2])), flush=True)\n"
+    )
+    with backend.start(spec(tmp_path, code, wall_seconds=30)) as worker:
+        assert worker.stdout.readline() == b"3\n", worker.stderr_tail()
+        assert worker.wait(20) == 0
