@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +12,19 @@ import typer
 from agent.cli_common import JsonOpt, QuietOpt, RepoOpt, SandboxOpt, VerboseOpt, WorkersOpt, run
 from agent.config import load_settings
 from agent.errors import AgentError
+from agent.output import Reporter
 from agent.repo import resolve_repo
+from runner.baseline import build_baseline, default_cache_dir
+from runner.cache import ResultCache
+from runner.changes import patch_changes, working_changes
+from runner.junit import write_junit
+from runner.pool import DEFAULT_LIMITS, Job, Pool
+from runner.results import TestResult
+from runner.selection import select_tests
+from sandboxes import Limits
+
+STAGES = {"collect": "collecting tests", "run": "baseline run", "rerun": "re-running failures",
+          "store": "storing baseline"}  # fmt: skip
 
 
 def test(
@@ -29,18 +43,149 @@ def test(
     sandbox: SandboxOpt = None,
     workers: WorkersOpt = None,
     json_out: JsonOpt = None,
+    junit: Annotated[
+        Path | None,
+        typer.Option("--junit", metavar="OUT", help="Also write the results as JUnit XML to OUT."),
+    ] = None,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run the tests a change can affect, sharded across warm sandboxed workers, cached."""
+    """Run the tests a change can affect, sharded across warm sandboxed workers, cached.
+
+    Without --changed/--patch/--all: the uncommitted changes of the working tree.
+    Exit 0 all selected tests pass, 1 some fail, 2 bad input.
+    """
 
     def body() -> int:
         git_repo = resolve_repo(repo)
-        load_settings(Path(git_repo.working_tree_dir), sandbox=sandbox, workers=workers)
+        root = Path(git_repo.working_tree_dir)
+        settings = load_settings(root, sandbox=sandbox, workers=workers)
         if sum([changed is not None, patch is not None, all_tests]) > 1:
             raise AgentError("give at most one of --changed, --patch, --all")
         if patch is not None and not patch.is_file():
             raise AgentError(f"patch file not found: {patch}")
-        raise AgentError("the test runner is not built yet: agent test cannot run tests")
+        out = Reporter(json_out, verbose, quiet)
+        python = settings.python or sys.executable
+        started = time.monotonic()
+
+        # What to run against: the baseline's commit, the candidate files for a HEAD worktree,
+        # and the change that selection reasons about (relative to the baseline's commit).
+        base = changed or "HEAD"
+        if patch is not None:
+            try:
+                text = patch.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise AgentError(f"cannot read patch {patch}: {exc}") from None
+            files = patch_changes(root, text)
+            selection_changes = files
+        else:
+            files = working_changes(root, "HEAD")
+            selection_changes = working_changes(root, base) if base != "HEAD" else files
+
+        with out.progress() as progress:
+            task = progress.add_task("baseline", total=None)
+
+            def on_baseline(stage: str, done: int, total: int) -> None:
+                progress.update(task, description=STAGES.get(stage, stage), completed=done,
+                                total=total)  # fmt: skip
+
+            baseline = build_baseline(
+                root,
+                python,
+                pytest_args=settings.pytest_args,
+                workers=settings.workers,
+                progress=on_baseline,
+                commit=base,
+            )
+            progress.remove_task(task)
+        if all_tests:
+            tests, reason = baseline.tests, "--all"
+        else:
+            selection = select_tests(baseline, selection_changes)
+            tests, reason = selection.tests, selection.conservative
+        out.info(
+            f"{len(tests)} of {len(baseline.tests)} tests selected"
+            + (f" (everything: {reason})" if reason else "")
+        )
+        results = _run(out, root, python, settings, baseline, files, tests)
+        seconds = time.monotonic() - started
+        counts = {k: sum(r.outcome == k for r in results) for k in ("passed", "failed", "error")}
+        skipped = sum(r.outcome == "skipped" for r in results)
+        out.info(
+            f"{counts['passed']} passed, {counts['failed']} failed, {counts['error']} errors, "
+            f"{skipped} skipped, {sum(r.cached for r in results)} from cache in {seconds:.1f} s"
+        )
+        out.write_json(
+            {
+                "selected": len(tests),
+                "passed": counts["passed"],
+                "failed": counts["failed"],
+                "errors": counts["error"],
+                "skipped": skipped,
+                "seconds": round(seconds, 3),
+                "conservative": reason,
+                "sandbox": settings.sandbox,
+                "tests": [
+                    {
+                        "id": r.test_id,
+                        "outcome": r.outcome,
+                        "seconds": r.seconds,
+                        "message": r.message,
+                        "cached": r.cached,
+                    }  # fmt: skip
+                    for r in results
+                ],
+            }
+        )
+        if junit is not None:
+            try:
+                write_junit(junit, results, seconds)
+            except OSError as exc:
+                raise AgentError(f"cannot write JUnit XML to {junit}: {exc.strerror}") from None
+        return 1 if counts["failed"] or counts["error"] else 0
 
     run(verbose, body)
+
+
+def _run(out: Reporter, root, python, settings, baseline, files, tests) -> list[TestResult]:
+    if not tests:
+        return []
+    limits = Limits(memory_mb=settings.memory_mb, output_bytes=DEFAULT_LIMITS.output_bytes)
+    cache = ResultCache(default_cache_dir().parent / "results.sqlite")
+    results: list[TestResult] = []
+    try:
+        with out.progress() as progress:
+            task = progress.add_task(f"starting {settings.workers} {settings.sandbox} workers")
+            pool = Pool(
+                root,
+                python,
+                settings.sandbox,
+                workers=settings.workers,
+                limits=limits,
+                test_timeout=settings.test_timeout,
+                # `agent test` may run a whole suite: only the per-test limit applies.
+                job_timeout=24 * 3600.0,
+                pytest_args=settings.pytest_args,
+                cache=cache,
+                dependencies=baseline.dependencies,
+                durations=baseline.durations,
+            )
+            with pool:
+                if pool.warning:
+                    out.warn(pool.warning)
+                progress.update(task, description="running tests", total=len(tests))
+                pool.submit(Job("agent-test", files, tests, fail_fast=False))
+                for event in pool.events():
+                    if not isinstance(event, TestResult):
+                        continue
+                    results.append(event)
+                    progress.update(task, advance=1)
+                    if event.failed:
+                        first = (event.message.strip().splitlines() or [""])[-1]
+                        progress.console.print(
+                            f"[red]{event.outcome.upper()}[/red] {event.test_id}: {first}",
+                            highlight=False,
+                        )
+    finally:
+        cache.close()
+    return results

@@ -115,10 +115,30 @@ def _file_writer(path: str):
     return write
 
 
-# --- baseline mode: loaded with `-p gp_plugin` and configured through the environment ----------
+class Collector:
+    """Writes the collected test ids and collection errors as one JSON document."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.errors: list[dict] = []
+
+    def pytest_collectreport(self, report) -> None:
+        if report.failed:
+            self.errors.append({"id": report.nodeid, "message": _trim(report.longreprtext)})
+
+    def pytest_collection_finish(self, session) -> None:
+        with open(self.path, "w", encoding="utf-8") as handle:
+            json.dump({"tests": [i.nodeid for i in session.items], "errors": self.errors}, handle)
+
+
+# --- loaded with `-p gp_plugin`, configured through the environment: -------------------------
+# GP_COLLECT_OUT=file: write what was collected; GP_BASELINE_DIR=dir: results (and, with
+# GP_COVERAGE_SOURCE=root, per-test coverage) of every process that runs tests.
 
 
 def pytest_configure(config) -> None:
+    if os.environ.get("GP_COLLECT_OUT") and not config.pluginmanager.hasplugin("gp-collector"):
+        config.pluginmanager.register(Collector(os.environ["GP_COLLECT_OUT"]), "gp-collector")
     out_dir = os.environ.get("GP_BASELINE_DIR")
     if not out_dir or config.pluginmanager.hasplugin("gp-reporter"):
         return

@@ -1,0 +1,355 @@
+"""Runner benchmark: per-candidate validation (selection + warm workers) vs `pytest -n 2`.
+
+On python-dateutil's own test suite (sdist from PyPI, cached under ~/.cache/greenpatch/), in one
+run, side by side:
+1. the unpatched suite: plain `pytest -n 2 -rA` vs every test through the warm workers (same
+   pass/fail per test id?);
+2. N random single-line mutants of the library's source (fixed seed, lines some test executes):
+   the full suite under `pytest -n 2` vs selection + warm workers (fail fast); caught/total for
+   both, time ratio per mutant, median;
+3. warm-worker overhead per job on a trivial test vs a fresh `pytest` process.
+
+    .venv/bin/python benchmarks/runner_mutants.py [--mutants 20] [--seed 0] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import io
+import json
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tokenize
+import venv
+from pathlib import Path
+
+from runner.baseline import build_baseline
+from runner.collect import pytest_env
+from runner.pool import Job, Pool
+from runner.selection import select_tests
+
+CACHE = Path.home() / ".cache" / "greenpatch"
+LIBRARY = "python-dateutil"
+VERSION = "4.0.0"
+# What the library's requirements-dev.txt asks of its test environment (minus build tools).
+TEST_DEPS = ["pytest", "pytest-xdist", "pytest-cov", "coverage", "freezegun", "hypothesis", "attrs"]
+SWAPS = {
+    "==": "!=",
+    "!=": "==",
+    "<": ">=",
+    ">=": "<",
+    ">": "<=",
+    "<=": ">",
+    "+": "-",
+    "-": "+",
+    "*": "/",
+    "and": "or",
+    "or": "and",
+    "True": "False",
+    "False": "True",
+    "is": "is not",
+    "in": "not in",
+    "0": "1",
+    "1": "0",
+    "2": "3",
+}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
+    return done.stdout
+
+
+def prepare() -> tuple[Path, str]:
+    """The library as a git repository, and a virtualenv with its test dependencies."""
+    bench = CACHE / "bench"
+    downloads = CACHE / "dl"
+    downloads.mkdir(parents=True, exist_ok=True)
+    sdist = downloads / f"python_dateutil-{VERSION}.tar.gz"
+    if not sdist.exists():
+        log(f"downloading {LIBRARY}=={VERSION} (sdist)")
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"{LIBRARY}=={VERSION}",
+                "-d",
+                str(downloads),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    env_dir = bench / "dateutil-venv"
+    python = env_dir / "bin" / "python"
+    if not python.exists():
+        log("creating the library's test environment")
+        venv.create(env_dir, with_pip=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", *TEST_DEPS], check=True, capture_output=True
+        )
+    repo = bench / "dateutil-repo"
+    if not (repo / ".git").exists():
+        shutil.rmtree(repo, ignore_errors=True)
+        repo.mkdir(parents=True)
+        subprocess.run(
+            ["tar", "xzf", str(sdist), "-C", str(repo), "--strip-components=1"], check=True
+        )
+        git(repo, "init", "-q")
+        git(repo, "add", "-A")
+        git(repo, "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "v")
+    return repo, str(python)
+
+
+def plain_pytest(python: str, root: Path, workers: int) -> tuple[float, dict[str, str]]:
+    """`pytest -n W -rA` in a fresh process: (seconds, {test id: PASSED/FAILED/ERROR/...})."""
+    env = pytest_env(root)
+    env["PYTHONPATH"] = env["PYTHONPATH"].split(":", 1)[1]  # the library only, not our plugin
+    start = time.perf_counter()
+    done = subprocess.run(
+        [
+            python,
+            "-m",
+            "pytest",
+            "-n",
+            str(workers),
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-rA",
+            "-o",
+            "console_output_style=classic",
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - start
+    outcomes: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        match = re.match(r"^(PASSED|FAILED|ERROR|XFAIL|XPASS) (\S+)", line)
+        if match:
+            outcomes.setdefault(match.group(2), match.group(1))
+    return seconds, outcomes
+
+
+def mutants(repo: Path, baseline, count: int, seed: int) -> list[tuple[str, int, str, str]]:
+    """(path, line, old line, new line): one token swapped on a line some passing test executes."""
+    rng = random.Random(seed)
+    sources = sorted(
+        p for p in baseline.files if p.startswith("src/dateutil/") and "/test" not in p
+    )
+    found: list[tuple[str, int, str, str]] = []
+    attempts = 0
+    while len(found) < count and attempts < count * 200:
+        attempts += 1
+        path = rng.choice(sources)
+        text = baseline.source(path)
+        lines = text.splitlines(keepends=True)
+        covered = sorted(n for n in range(1, len(lines) + 1) if baseline.tests_covering(path, [n]))
+        if not covered:
+            continue
+        number = rng.choice(covered)
+        line = lines[number - 1]
+        try:
+            tokens = list(tokenize.generate_tokens(io.StringIO(line.lstrip()).readline))
+        except (tokenize.TokenError, IndentationError, SyntaxError):
+            continue
+        options = [t for t in tokens if t.string in SWAPS]
+        if not options:
+            continue
+        token = rng.choice(options)
+        indent = len(line) - len(line.lstrip())
+        col = indent + token.start[1]
+        new_line = line[:col] + SWAPS[token.string] + line[col + len(token.string) :]
+        mutated = "".join(lines[: number - 1] + [new_line] + lines[number:])
+        try:
+            ast.parse(mutated)
+        except SyntaxError:
+            continue
+        if any(f[:2] == (path, number) for f in found):
+            continue
+        found.append((path, number, line.strip(), new_line.strip()))
+    return found
+
+
+def apply(text: str, number: int, new_line: str) -> str:
+    lines = text.splitlines(keepends=True)
+    old = lines[number - 1]
+    indent = old[: len(old) - len(old.lstrip())]
+    lines[number - 1] = indent + new_line + "\n"
+    return "".join(lines)
+
+
+def overhead(workers_python: str, runs: int = 30) -> tuple[float, float]:
+    """Median seconds per job on one trivial test: warm worker vs a fresh pytest process."""
+    with tempfile.TemporaryDirectory(prefix="gp-overhead-") as tmp:
+        root = Path(tmp)
+        (root / "tests").mkdir()
+        (root / "tests" / "test_trivial.py").write_text("def test_trivial():\n    pass\n")
+        git(root, "init", "-q")
+        git(root, "add", "-A")
+        git(root, "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "t")
+        test = "tests/test_trivial.py::test_trivial"
+        fresh = []
+        for _ in range(max(5, runs // 3)):
+            start = time.perf_counter()
+            subprocess.run(
+                [workers_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+                cwd=root,
+                capture_output=True,
+                check=True,
+            )
+            fresh.append(time.perf_counter() - start)
+        warm = []
+        with Pool(root, workers_python, "process", workers=1) as pool:
+            for i in range(runs):
+                start = time.perf_counter()
+                done = pool.run(Job(f"t{i}", {}, [test], fail_fast=True))
+                warm.append(time.perf_counter() - start)
+                assert done.results and done.results[0].outcome == "passed", done
+    return statistics.median(warm), statistics.median(fresh)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mutants", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+
+    repo, python = prepare()
+    t0 = time.perf_counter()
+    baseline = build_baseline(
+        repo,
+        python,
+        workers=args.workers,
+        progress=lambda stage, done, total: (
+            log(f"baseline: {stage} {done}/{total}") if stage != "run" or done == total else None
+        ),
+    )
+    log(f"baseline: {len(baseline.tests)} tests ({time.perf_counter() - t0:.1f} s, cached after)")
+    figures: dict = {"library": f"{LIBRARY}=={VERSION}", "tests": len(baseline.tests)}
+
+    warm, fresh = overhead(python)
+    figures["overhead"] = {"warm_job_ms": warm * 1000, "fresh_pytest_ms": fresh * 1000}
+    print(
+        f"per-job overhead, trivial test: warm worker {warm * 1000:.1f} ms, "
+        f"fresh pytest {fresh * 1000:.1f} ms ({fresh / warm:.1f}x)"
+    )
+
+    start = time.perf_counter()
+    with Pool(repo, python, "process", workers=args.workers, test_timeout=60) as pool:
+        log(f"pool warm in {time.perf_counter() - start:.1f} s")
+        figures["pool_start_s"] = time.perf_counter() - start
+
+        # 1. Unpatched: plain pytest vs the warm workers, per test id.
+        plain_s, plain = plain_pytest(python, repo, args.workers)
+        start = time.perf_counter()
+        done = pool.run(Job("unpatched", {}, baseline.tests, fail_fast=False))
+        ours_s = time.perf_counter() - start
+        ours = {r.test_id: r.outcome for r in done.results}
+        verdict = {
+            "PASSED": "passed",
+            "XPASS": "passed",
+            "FAILED": "failed",
+            "ERROR": "failed",
+            "XFAIL": "skipped",
+        }
+        compared = [t for t in plain if t in ours]
+        differ = [
+            t for t in compared if {"error": "failed"}.get(ours[t], ours[t]) != verdict[plain[t]]
+        ]
+        print(
+            f"unpatched suite: plain pytest -n {args.workers} {plain_s:.1f} s, warm workers "
+            f"{ours_s:.1f} s; {len(compared)} test ids compared, {len(differ)} differ"
+        )
+        for t in differ[:10]:
+            print(f"  differs: {t}: pytest {plain[t]}, ours {ours[t]}")
+        figures["identity"] = {
+            "compared": len(compared),
+            "differ": differ,
+            "plain_s": plain_s,
+            "ours_s": ours_s,
+        }
+        failing_before = {t for t, o in plain.items() if o in ("FAILED", "ERROR")}
+
+        # 2. Mutants.
+        rows = []
+        for index, (path, number, old, new) in enumerate(
+            mutants(repo, baseline, args.mutants, args.seed)
+        ):
+            text = apply(baseline.source(path), number, new)
+            # Full suite, fresh, on a copy of the repo with the mutant.
+            with tempfile.TemporaryDirectory(prefix="gp-mutant-") as tmp:
+                copy = Path(tmp, "repo")
+                shutil.copytree(repo, copy, ignore=shutil.ignore_patterns(".git", "__pycache__"))
+                (copy / path).write_text(text)
+                full_s, full = plain_pytest(python, copy, args.workers)
+            full_failed = {t for t, o in full.items() if o in ("FAILED", "ERROR")} - failing_before
+            start = time.perf_counter()
+            selection = select_tests(baseline, {path: text})
+            result = pool.run(Job(f"m{index}", {path: text}, selection.tests, fail_fast=True))
+            ours_s = time.perf_counter() - start
+            ours_failed = {r.test_id for r in result.results if r.failed} - failing_before
+            row = {
+                "mutant": f"{path}:{number}: {old!r} -> {new!r}",
+                "selected": len(selection.tests),
+                "full_s": full_s,
+                "ours_s": ours_s,
+                "ratio": full_s / ours_s,
+                "full_caught": bool(full_failed),
+                "ours_caught": bool(ours_failed),
+            }
+            rows.append(row)
+            print(
+                f"mutant {index:2d} {row['mutant'][:70]:70s} selected {row['selected']:5d} "
+                f"full {full_s:6.1f} s caught={int(row['full_caught'])}  ours {ours_s:6.2f} s "
+                f"caught={int(row['ours_caught'])}  {row['ratio']:6.1f}x",
+                flush=True,
+            )
+    ratios = [r["ratio"] for r in rows]
+    full_caught = sum(r["full_caught"] for r in rows)
+    ours_caught = sum(r["ours_caught"] for r in rows)
+    missed = [r["mutant"] for r in rows if r["full_caught"] and not r["ours_caught"]]
+    print(
+        f"mutants: {len(rows)}; caught by the full suite {full_caught}/{len(rows)}, by "
+        f"selection + warm workers {ours_caught}/{len(rows)}; missed by selection: "
+        f"{len(missed)}"
+    )
+    print(
+        f"median speedup per candidate vs pytest -n {args.workers} on the full suite: "
+        f"{statistics.median(ratios):.1f}x (min {min(ratios):.1f}x, max {max(ratios):.1f}x); "
+        f"median full {statistics.median(r['full_s'] for r in rows):.1f} s, median ours "
+        f"{statistics.median(r['ours_s'] for r in rows):.2f} s"
+    )
+    figures.update(
+        mutants=rows,
+        median_ratio=statistics.median(ratios),
+        missed=missed,
+        full_caught=full_caught,
+        ours_caught=ours_caught,
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

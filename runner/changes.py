@@ -1,0 +1,74 @@
+"""A change as {relpath: new text or None (deleted)}, from the working tree or from a patch.
+
+Read-only towards the user's repository: a patch is applied to a private index file, never to
+the working tree or the real index.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from runner.errors import RunnerError
+
+
+def _git(root: Path, *args: str, env: dict | None = None, stdin: bytes | None = None) -> bytes:
+    done = subprocess.run(
+        ["git", *args], cwd=root, input=stdin, capture_output=True, env=env, check=False
+    )
+    if done.returncode != 0:
+        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise RunnerError(f"git {args[0]}: {lines[0] if lines else 'failed'}")
+    return done.stdout
+
+
+def _names(raw: bytes) -> list[str]:
+    return [n for n in raw.decode("utf-8", "surrogateescape").split("\0") if n]
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_bytes().decode("utf-8", "surrogateescape")
+    except FileNotFoundError:
+        return None
+
+
+def working_changes(root: Path, base: str = "HEAD") -> dict[str, str | None]:
+    """Files of the working tree that differ from `base` (untracked, non-ignored files included)."""
+    try:
+        _git(root, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
+    except RunnerError:
+        raise RunnerError(f"unknown revision: {base}") from None
+    names = _names(_git(root, "diff", "--name-only", "--no-renames", "-z", base, "--"))
+    names += _names(_git(root, "ls-files", "--others", "--exclude-standard", "-z"))
+    return {name: _read(root / name) for name in dict.fromkeys(names)}
+
+
+def patch_changes(root: Path, patch: str) -> dict[str, str | None]:
+    """The files a unified diff changes, as they are after applying it to HEAD."""
+    with tempfile.TemporaryDirectory(prefix="gp-patch-") as tmp:
+        env = dict(os.environ, GIT_INDEX_FILE=str(Path(tmp, "index")))
+        _git(root, "read-tree", "HEAD", env=env)
+        try:
+            _git(
+                root, "apply", "--cached", "--whitespace=nowarn", "-", env=env, stdin=patch.encode()
+            )
+        except RunnerError as exc:
+            why = str(exc).replace("git apply: ", "")
+            raise RunnerError(f"the patch does not apply to HEAD: {why}") from None
+        names = _names(
+            _git(root, "diff", "--cached", "--name-only", "--no-renames", "-z", "HEAD", env=env)
+        )
+        if not names:
+            raise RunnerError("the patch changes nothing")
+        changes: dict[str, str | None] = {}
+        staged = set(_names(_git(root, "ls-files", "-z", "--", *names, env=env)))
+        for name in names:
+            if name in staged:
+                blob = _git(root, "show", f":{name}", env=env)
+                changes[name] = blob.decode("utf-8", "surrogateescape")
+            else:
+                changes[name] = None
+        return changes
