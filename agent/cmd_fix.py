@@ -19,8 +19,12 @@ from agent.cli_common import (
     run,
 )
 from agent.config import load_settings
-from agent.errors import AgentError
+from agent.errors import EXIT_GREEN, EXIT_NO_FIX, AgentError
+from agent.fix import FixRequest, run_fix
+from agent.loop import Options
+from agent.output import Reporter
 from agent.repo import resolve_repo
+from agent.signals import terminate_as_interrupt
 from agent.tickets import load_ticket
 
 
@@ -46,6 +50,21 @@ def fix(
     pr: Annotated[
         bool, typer.Option("--pr", help="Push the branch and open a pull request.")
     ] = False,
+    max_rounds: Annotated[
+        int, typer.Option("--max-rounds", min=1, help="Feedback rounds at most (1 = one-shot).")
+    ] = 4,
+    max_candidates: Annotated[
+        int, typer.Option("--max-candidates", min=1, help="Candidates validated at most.")
+    ] = 2000,
+    drafter: Annotated[
+        str,
+        typer.Option(
+            "--drafter",
+            metavar="model|mutations",
+            help="Who drafts candidates: the diffusion model, or model-free mutations (ablation).",
+        ),
+    ] = "model",
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -56,16 +75,53 @@ def fix(
     """
 
     def body() -> int:
+        if drafter not in ("model", "mutations"):
+            raise AgentError(f"--drafter must be 'model' or 'mutations', got '{drafter}'")
         git_repo = resolve_repo(repo)
-        load_settings(
-            Path(git_repo.working_tree_dir),
-            sandbox=sandbox,
-            workers=workers,
-            budget=budget,
+        settings = load_settings(
+            Path(git_repo.working_tree_dir), sandbox=sandbox, workers=workers, budget=budget
         )
-        load_ticket(ticket)
-        raise AgentError(
-            "the fix loop is not built yet: agent fix cannot draft or validate patches"
+        request = FixRequest(
+            ticket=load_ticket(ticket),
+            repo=git_repo,
+            settings=settings,
+            model=model,
+            drafter=drafter,
+            branch=branch,
+            pr=pr,
+            options=Options(
+                budget=settings.budget,
+                max_rounds=max_rounds,
+                max_candidates=max_candidates,
+                seed=seed,
+            ),
         )
+        reporter = Reporter(json_out, verbose=verbose, quiet=quiet)
+        report = run_fix(request, reporter)
+        reporter.write_json(report)
+        show_summary(reporter, report)
+        return EXIT_GREEN if report["status"] == "green" else EXIT_NO_FIX
 
-    run(verbose, body)
+    with terminate_as_interrupt():
+        run(verbose, body)
+
+
+def show_summary(reporter: Reporter, report: dict) -> None:
+    out = reporter.out
+    if report["status"] == "green":
+        out.print(
+            f"[green]green[/green]: {report['ticket']} fixed on branch "
+            f"[bold]{report['branch']}[/bold] ({report['commit'][:10]}) after "
+            f"{report['candidates']} candidates, "
+            f"{report['tests_run']} tests, {report['seconds']:.1f}s"
+        )
+        out.print(report["diff"], markup=False, highlight=False)
+    else:
+        out.print(
+            f"[red]no fix[/red] for {report['ticket']} within the budget: "
+            f"{report['candidates']} candidates, {report['tests_run']} tests, "
+            f"{report['seconds']:.1f}s"
+        )
+    if reporter.verbose:
+        for item in report.get("localization", [])[:10]:
+            reporter.info(f"  suspicious {item['path']}:{item['line']}  {item['score']:.3f}")

@@ -1,0 +1,150 @@
+"""One ticket, end to end: reproduce, fix loop, confirm, commit on a branch, optionally a PR."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from agent.branch import (
+    check_branch_name,
+    commit_message,
+    commit_on_branch,
+    default_branch_name,
+    minimal_diff,
+)
+from agent.config import Settings
+from agent.draft import Drafter
+from agent.errors import AgentError
+from agent.github import pr_body, publish_branch, token_from_env
+from agent.live import FixState, LiveView
+from agent.loop import FixLoop, Options
+from agent.output import Reporter
+from agent.reproduce import reproduce
+from agent.tickets import Ticket
+
+
+@dataclass
+class FixRequest:
+    ticket: Ticket
+    repo: git.Repo
+    settings: Settings
+    model: Path | None = None
+    drafter: str = "model"  # model | mutations
+    branch: str | None = None
+    pr: bool = False
+    options: Options | None = None
+
+
+def _python(settings: Settings, root: Path) -> str:
+    if not settings.python:
+        return sys.executable
+    path = Path(settings.python)
+    return str(path if path.is_absolute() else root / path)
+
+
+def _drafter(request: FixRequest) -> Drafter:
+    if request.drafter == "mutations":
+        return Drafter(None, request.settings.never_edit)
+    from model.checkpoint import load_model  # torch is heavy: load it only when drafting
+
+    return Drafter(load_model(request.model), request.settings.never_edit)
+
+
+def run_fix(request: FixRequest, reporter: Reporter) -> dict:
+    """The JSON report of one fix (the CLI contract's fields and a few more)."""
+    started = time.monotonic()
+    repo = request.repo
+    root = Path(repo.working_tree_dir)
+    base = repo.head.commit.hexsha
+    settings = request.settings
+    branch = request.branch or default_branch_name(request.ticket)
+    check_branch_name(repo, branch)
+    python = _python(settings, root)
+    if not Path(python).exists():
+        raise AgentError(f"python interpreter not found: {python}")
+    if settings.sandbox == "process":
+        reporter.warn("sandbox 'process' does not isolate candidate code from this machine")
+    state = FixState(ticket=request.ticket.id)
+    with reporter.progress() as progress:
+        task = progress.add_task("baseline: collecting tests", total=None)
+
+        def on_baseline(stage: str, done: int, total: int) -> None:
+            progress.update(task, description=f"baseline: {stage}", completed=done, total=total)
+
+        repro = reproduce(root, python, settings, request.ticket, on_baseline)
+        progress.update(task, description="loading the model")
+        drafter = _drafter(request)
+    state.targets = len(repro.targets)
+    reporter.info(
+        f"reproduced: {len(repro.targets)} target test(s) fail at {base[:10]}; "
+        f"drafting with {drafter.name}"
+    )
+    options = request.options or Options(budget=settings.budget)
+    options.budget = max(1.0, options.budget - (time.monotonic() - started))
+    loop = FixLoop(root, python, settings, repro, drafter, options, state)
+    report = {
+        "status": "no-fix",
+        "ticket": request.ticket.id,
+        "branch": None,
+        "commit": None,
+        "diff": "",
+        "rounds": 0,
+        "candidates": 0,
+        "tests_run": 0,
+        "seconds": 0.0,
+        "failing_before": repro.failing_before,
+        "failing_after": repro.failing_before,
+        "targets": repro.targets,
+        "model": drafter.name,
+        "sandbox": settings.sandbox,
+    }
+    with LiveView(state, reporter.err, enabled=not reporter.quiet):
+        with loop.pool() as pool:
+            outcome = loop.run(pool)
+        report.update(
+            rounds=outcome.rounds,
+            candidates=outcome.candidates,
+            busy=outcome.busy,
+            localization=[
+                {"path": s.path, "line": s.line, "score": round(s.score, 4)}
+                for s in outcome.localization[:20]
+            ],
+        )
+        winner = outcome.green
+        if winner is not None:
+            state.stage = "confirming in a fresh sandbox"
+            ok, confirmed = loop.confirm(winner)
+            state.tests_run += sum(1 for r in confirmed.results if not r.cached)
+            if ok:
+                outcomes = {r.test_id: r.outcome for r in confirmed.results}
+                failing_after = [t for t in repro.failing_before if outcomes.get(t) != "passed"]
+                diff = minimal_diff(repo, base, winner.files)
+                commit = commit_on_branch(
+                    repo, base, winner.files, branch, commit_message(request.ticket)
+                )
+                report.update(
+                    status="green", branch=branch, commit=commit, diff=diff,
+                    failing_after=failing_after, tests_confirmed=outcomes,
+                )  # fmt: skip
+            else:
+                report["reason"] = "the winning candidate failed its confirmation run"
+    report["tests_run"] = state.tests_run
+    if report["status"] == "green" and request.pr:
+        body = pr_body(
+            request.ticket, report["diff"], report["tests_confirmed"], repro.failing_before,
+            report["tests_run"], report["rounds"], report["candidates"],
+            time.monotonic() - started, drafter.name,
+        )  # fmt: skip
+        published = publish_branch(
+            repo, branch, f"Fix: {request.ticket.title}", body, token=token_from_env()
+        )
+        report["pull_request"] = published.pull_request_url
+        report["compare_url"] = published.compare_url
+        if published.pull_request_url is None:
+            reporter.out.print(body, markup=False)
+    report["seconds"] = round(time.monotonic() - started, 3)
+    return report

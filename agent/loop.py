@@ -1,0 +1,335 @@
+"""The fix loop: localize, draft, validate, feed back, until a candidate is green and confirmed.
+
+Drafting runs on this thread; the test pool runs candidates in sandboxed workers meanwhile, and a
+consumer thread reads its results as they stream in. A candidate that makes progress (more target
+tests pass, or the failure moves) is put at the front of the drafting queue: its fill is re-noised
+and re-denoised, and new sites are drawn on its version of the file, localized again with the
+frames of its remaining failure.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.canvases import Site, sites_for
+from agent.config import Settings
+from agent.draft import Draft, Drafter
+from agent.live import FixState
+from agent.localize import SuspiciousLine, rank_lines
+from agent.reproduce import Reproduction
+from runner.baseline import Baseline
+from runner.cache import ResultCache
+from runner.pool import Job, Pool
+from runner.results import JobDone, TestResult
+from runner.selection import select_tests
+from sandboxes import Limits
+
+# Suspicious lines turned into sites per work unit, and units queued ahead of the pool: enough
+# to keep the workers busy, few enough that a feedback round is not stuck behind a long queue.
+LINES_PER_UNIT = 3
+MAX_QUEUED_JOBS = 24
+FAILURE_TEXT_CHARS = 600
+
+
+@dataclass
+class Options:
+    budget: float
+    max_rounds: int = 4
+    max_candidates: int = 2000
+    feedback: bool = True
+    seed: int = 0
+
+
+@dataclass
+class Verdict:
+    draft: Draft
+    done: JobDone
+    targets_passed: int
+    failure: TestResult | None
+
+    @property
+    def green(self) -> bool:
+        return self.done.green
+
+
+@dataclass
+class Outcome:
+    green: Draft | None
+    confirmed: JobDone | None
+    rounds: int
+    candidates: int
+    tests_run: int
+    localization: list[SuspiciousLine]
+    busy: dict[str, float]
+    failing_after: list[str] = field(default_factory=list)
+
+
+def _frames(results: Sequence[TestResult]) -> dict[str, list[tuple[str, int]]]:
+    return {r.test_id: list(r.frames) for r in results if r.failed}
+
+
+@dataclass
+class _Unit:
+    """One piece of drafting work: sites on a version of the files, or a draft to refine."""
+
+    sources: dict[str, str]
+    sites: list[Site]
+    depth: int
+    parent: Draft | None = None
+    cond: str = ""
+
+
+class FixLoop:
+    def __init__(
+        self,
+        repo_root: Path,
+        python: str,
+        settings: Settings,
+        reproduction: Reproduction,
+        drafter: Drafter,
+        options: Options,
+        state: FixState,
+    ) -> None:
+        self.root = repo_root
+        self.python = python
+        self.settings = settings
+        self.repro = reproduction
+        self.baseline: Baseline = reproduction.baseline
+        self.drafter = drafter
+        self.options = options
+        self.state = state
+        self.targets = reproduction.targets
+        self.passing = set(self.baseline.passing)
+        self.deadline = time.monotonic() + options.budget
+        self._lock = threading.Lock()
+        self._inflight: dict[str, Draft] = {}
+        self._depth_of: dict[str, int] = {}
+        self._results: dict[str, list[TestResult]] = {}
+        self._verdicts: deque[Verdict] = deque()
+        self._green: Verdict | None = None
+        self._testing_busy = 0.0
+        self.validated = 0
+        self._stop = threading.Event()
+        self._coverage = {t: self.baseline.coverage(t) for t in self.baseline.tests}
+        self._base_frames = {t: list(self.baseline.records[t].frames) for t in self.targets}
+        self._base_failure = {t: self.baseline.records[t].message for t in self.targets}
+
+    # --- localization ------------------------------------------------------------------------
+
+    def localize(
+        self, frames: dict[str, list[tuple[str, int]]] | None = None
+    ) -> list[SuspiciousLine]:
+        tracebacks = dict(self._base_frames)
+        tracebacks.update(frames or {})
+        return rank_lines(
+            self._coverage,
+            failing=self.targets,
+            passing=self.passing,
+            tracebacks=tracebacks,
+            never_edit=self.settings.never_edit,
+        )
+
+    def _sources(self, lines: Sequence[SuspiciousLine]) -> dict[str, str]:
+        sources = {}
+        for path in dict.fromkeys(s.path for s in lines):
+            text = self.baseline.source(path)
+            if text is None and (self.root / path).is_file():
+                text = (self.root / path).read_text(encoding="utf-8")
+            if text is not None:
+                sources[path] = text
+        return sources
+
+    # --- validation --------------------------------------------------------------------------
+
+    def _job(self, draft: Draft) -> Job:
+        selection = select_tests(self.baseline, draft.files)
+        regression = [t for t in selection.tests if t in self.passing and t not in self.targets]
+        return Job(draft.id, draft.files, [*self.targets, *regression], True, tuple(self.targets))
+
+    def _consume(self, pool: Pool) -> None:
+        last = time.monotonic()
+        while not self._stop.is_set():
+            got = False
+            for event in pool.events(timeout=0.1):
+                got = True
+                self._handle(event)
+            now = time.monotonic()
+            with self._lock:
+                if self._inflight:
+                    self._testing_busy += now - last
+            last = now
+            if not got:
+                time.sleep(0.02)
+
+    def _handle(self, event: TestResult | JobDone) -> None:
+        if isinstance(event, TestResult):
+            if not event.cached:
+                self.state.tests_run += 1
+            return
+        with self._lock:
+            draft = self._inflight.pop(event.job_id, None)
+        if draft is None:
+            return
+        results = list(event.results)
+        passed = sum(1 for r in results if r.test_id in self.targets and r.outcome == "passed")
+        failure = next((r for r in results if r.failed), None)
+        verdict = Verdict(draft, event, passed, failure)
+        self.state.validated += 1
+        self.validated += 1
+        if passed > self.state.best_passing or self.state.best == "-":
+            self.state.best, self.state.best_passing = draft.id, passed
+        with self._lock:
+            self._verdicts.append(verdict)
+            if verdict.green and self._green is None:
+                self._green = verdict
+
+    def _progress(self, verdict: Verdict, best: int) -> bool:
+        """More target tests pass than the best so far, or the first failure moved."""
+        if verdict.targets_passed > best:
+            return True
+        failure = verdict.failure
+        if failure is None or failure.test_id not in self._base_failure:
+            return False
+        moved_frames = list(failure.frames) != self._base_frames.get(failure.test_id, [])
+        first_line = (failure.message or "").strip().splitlines()[:1]
+        base_line = (self._base_failure[failure.test_id] or "").strip().splitlines()[:1]
+        return moved_frames and first_line != base_line and verdict.targets_passed == best
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def _units(self, lines: Sequence[SuspiciousLine], depth: int, parent: Draft | None,
+               cond: str) -> list[_Unit]:  # fmt: skip
+        sources = dict(parent.files) if parent else {}
+        sources = {**self._sources(lines), **sources}
+        units = []
+        for start in range(0, len(lines), LINES_PER_UNIT):
+            chunk = lines[start : start + LINES_PER_UNIT]
+            sites = sites_for(sources, chunk, count_tokens=self.drafter.count_tokens)
+            if sites:
+                units.append(_Unit(sources, sites, depth, parent, cond))
+        return units
+
+    def _feedback_units(self, verdict: Verdict, depth: int) -> list[_Unit]:
+        failure = verdict.failure
+        cond = ""
+        frames: dict[str, list[tuple[str, int]]] = {}
+        if failure is not None:
+            cond = (failure.message or "")[-FAILURE_TEXT_CHARS:]
+            frames = _frames([failure])
+        lines = self.localize(frames)[: 2 * LINES_PER_UNIT]
+        refine = _Unit({}, [], depth, verdict.draft, cond)
+        return [refine, *self._units(lines, depth, verdict.draft, cond)]
+
+    def _submit(self, pool: Pool, drafts: list[Draft], depth: int) -> None:
+        for draft in drafts:
+            if self.state.drafted >= self.options.max_candidates:
+                return
+            with self._lock:
+                self._inflight[draft.id] = draft
+                self._depth_of[draft.id] = depth
+            self.state.drafted += 1
+            pool.submit(self._job(draft))
+
+    def _time_left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def run(self, pool: Pool) -> Outcome:
+        started = time.monotonic()
+        localization = self.localize()
+        queue: deque[_Unit] = deque(self._units(localization, 1, None, ""))
+        consumer = threading.Thread(target=self._consume, args=(pool,), daemon=True)
+        consumer.start()
+        best = 0
+        rounds = 1
+        try:
+            while self._time_left() > 0 and self._green is None:
+                with self._lock:
+                    fresh = list(self._verdicts)
+                    self._verdicts.clear()
+                for verdict in sorted(fresh, key=lambda v: -v.targets_passed):
+                    depth = self._depth_of.get(verdict.draft.id, 1)
+                    if (
+                        self.options.feedback
+                        and depth < self.options.max_rounds
+                        and self._progress(verdict, best)
+                    ):
+                        best = max(best, verdict.targets_passed)
+                        rounds = max(rounds, depth + 1)
+                        queue.extendleft(reversed(self._feedback_units(verdict, depth + 1)))
+                with self._lock:
+                    inflight = len(self._inflight)
+                if not queue or inflight >= MAX_QUEUED_JOBS:
+                    if not queue and inflight == 0:
+                        break  # everything drafted has been validated: the search is exhausted
+                    time.sleep(0.05)
+                    continue
+                if self.state.drafted >= self.options.max_candidates:
+                    if inflight == 0:
+                        break
+                    time.sleep(0.05)
+                    continue
+                unit = queue.popleft()
+                self.state.round = max(self.state.round, unit.depth)
+                self.state.stage = "drafting" if unit.parent is None else "feedback"
+                if unit.parent is not None and not unit.sites:
+                    self._submit(pool, self.drafter.refine(unit.parent, unit.cond), unit.depth)
+                    continue
+                for drafts in self.drafter.draft(
+                    unit.sources, unit.sites, unit.cond, unit.parent and unit.parent.id,
+                    round_seed=unit.depth * 1000,
+                ):  # fmt: skip
+                    self._submit(pool, drafts, unit.depth)
+                    if self._green is not None or self._time_left() <= 0:
+                        break
+        finally:
+            self._stop.set()
+            consumer.join(timeout=5)
+            with self._lock:
+                leftover = list(self._inflight)
+            for job_id in leftover:
+                pool.cancel(job_id)
+        wall = max(time.monotonic() - started, 1e-9)
+        busy = {
+            "drafting": round(self.drafter.busy / wall, 3),
+            "testing": round(min(self._testing_busy, wall) / wall, 3),
+        }
+        green = self._green.draft if self._green else None
+        return Outcome(green, None, rounds, self.state.drafted, self.state.tests_run,
+                       localization, busy)  # fmt: skip
+
+    # --- confirmation ------------------------------------------------------------------------
+
+    def confirm(self, draft: Draft) -> tuple[bool, JobDone]:
+        """Run the winner again in a fresh sandbox on a clean worktree, without the cache:
+        targets, every affected test, and the other failing tests (to report what still fails)."""
+        job = self._job(draft)
+        others = [t for t in self.repro.failing_before if t not in self.targets]
+        job = Job(job.id + "-confirm", job.files, [*job.tests, *others], False, job.targets)
+        with self.pool(workers=1, cache=None) as fresh:
+            done = fresh.run(job)
+        outcome = {r.test_id: r.outcome for r in done.results}
+        required = [t for t in job.tests if t not in others]
+        ok = all(outcome.get(t) == "passed" for t in required)
+        return ok, done
+
+    def pool(self, workers: int | None = None, cache: ResultCache | None | bool = True) -> Pool:
+        if cache is True:
+            cache = ResultCache(self.baseline.path.parent / "results.sqlite")
+        return Pool(
+            self.root,
+            self.python,
+            self.settings.sandbox,
+            workers=workers or self.settings.workers,
+            limits=Limits(memory_mb=self.settings.memory_mb, output_bytes=1 << 30),
+            test_timeout=self.settings.test_timeout,
+            job_timeout=self.settings.candidate_timeout,
+            pytest_args=self.settings.pytest_args,
+            cache=cache or None,
+            dependencies=self.baseline.dependencies,
+            durations=self.baseline.durations,
+        )

@@ -1,0 +1,54 @@
+"""Reproduce: the baseline run of the pristine tree, and the ticket's failing tests in it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config import Settings
+from agent.errors import EXIT_CANNOT_REPRODUCE, AgentError
+from agent.tickets import Ticket
+from runner.baseline import Baseline, Progress, build_baseline
+
+
+@dataclass
+class Reproduction:
+    baseline: Baseline
+    targets: list[str]  # failing tests the fix must turn green, in suite order
+    failing_before: list[str]  # every test failing at the base commit (flaky ones excluded)
+
+
+def _matches(named: str, test_id: str) -> bool:
+    """A named id matches itself, its parametrizations, and (for a file or class) its tests."""
+    return test_id == named or test_id.startswith((named + "::", named + "["))
+
+
+def reproduce(
+    repo_root: Path, python: str, settings: Settings, ticket: Ticket, progress: Progress | None
+) -> Reproduction:
+    baseline = build_baseline(
+        repo_root,
+        python,
+        pytest_args=settings.pytest_args,
+        workers=settings.workers,
+        progress=progress,
+    )
+    failing = baseline.failing
+    if ticket.tests:
+        named: list[str] = []
+        for name in ticket.tests:
+            found = [t for t in baseline.tests if _matches(name, t)]
+            if not found:
+                raise AgentError(f"the ticket names a test that does not exist: {name}")
+            named += found
+        targets = [t for t in dict.fromkeys(named) if t in set(failing)]
+        ran = ", ".join(dict.fromkeys(named))
+    else:
+        targets = list(failing)
+        ran = f"the whole suite ({len(baseline.tests)} tests)"
+    if not targets:
+        raise AgentError(
+            f"cannot reproduce: nothing fails at {baseline.commit[:10]}; ran {ran}",
+            code=EXIT_CANNOT_REPRODUCE,
+        )
+    return Reproduction(baseline, targets, failing)
