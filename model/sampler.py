@@ -1,0 +1,449 @@
+"""The infill sampler: fill masked spans between a prefix and a suffix, many canvases and samples
+at once, by iterative unmasking; score candidates; say which existing tokens the model disbelieves.
+
+Decoding, per forward pass over the whole batch (every canvas x every sample is a row):
+- the model predicts every still-masked position of the span;
+- confidence-threshold parallel unmasking (Fast-dLLM): commit every masked position whose
+  confidence p(token) reaches `threshold`, always at least the most confident one; with
+  `threshold=None`, exactly one token per step (the baseline the benchmark compares against);
+  with `steps`, enough per step to finish each block within that many passes;
+- semi-autoregressive blocks: with `block_size`, the span is decoded block by block, left to right;
+- low-confidence re-masking: with `remask_low_confidence`, an earlier committed token whose
+  probability has since dropped below that value is masked again (once per position);
+- a committed end token (eos/pad) ends the fill: later positions become end tokens too, and all
+  end tokens are stripped from the text. Several span lengths per site give variable lengths.
+
+A canvas is laid out as training documents are: [bos] file tokens [eos], bos only when the prefix
+starts the file and eos only when the suffix ends it; conditioning text goes first, between
+<|cond|> tokens, for tokenizers that have them.
+
+Sample 0 of every canvas is greedy (temperature 0), so the model's mode is always a candidate;
+the others are sampled with `temperature`, `top_k`, `top_p`. Everything is deterministic under
+`seed`. Candidate scores are mean log-likelihoods per token (see `Candidate`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from model.checkpoint import LoadedModel
+from model.errors import ModelError
+from model.kernels import greedy_confidence
+from model.tokenizer import CodeTokenizer
+
+
+@dataclass(frozen=True)
+class Canvas:
+    """One site to fill: `span_len` masked tokens between `prefix` and `suffix`."""
+    prefix: str
+    suffix: str
+    span_len: int
+    cond: str = ""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A fill. `score` is the mean log-likelihood per token of the fill's tokens plus the end
+    token that closed it (if any), each taken when it was committed; higher is better."""
+    text: str
+    score: float
+    span_len: int = 0
+
+
+@dataclass
+class DecodeStats:
+    """What a decoding call cost (for benchmarks): forward passes over the batch, passes summed
+    over rows (a row stops costing once its span is filled), rows, and span tokens filled."""
+    passes: int = 0
+    row_passes: int = 0
+    rows: int = 0
+    tokens: int = 0
+
+
+# -- canvas layout ------------------------------------------------------------------------------
+
+def frame(tok: CodeTokenizer, prefix_ids: list[int], middle_ids: list[int],
+          suffix_ids: list[int], cond_ids: Sequence[int] = (), *, starts_file: bool = True,
+          ends_file: bool = True) -> tuple[list[int], int]:
+    """The token layout shared by training and sampling; returns (ids, index of the middle)."""
+    head: list[int] = []
+    cond_id = tok.special_id("cond")
+    if cond_ids and cond_id is not None:
+        head += [cond_id, *cond_ids, cond_id]
+    if starts_file and tok.bos_id is not None:
+        head.append(tok.bos_id)
+    tail = [tok.eos_id] if ends_file and tok.eos_id is not None else []
+    ids = head + prefix_ids + middle_ids + suffix_ids + tail
+    return ids, len(head) + len(prefix_ids)
+
+
+def _context_budget(lm: LoadedModel, context: int | None, span: int) -> int:
+    limit = lm.config.max_seq_len if context is None else min(context, lm.config.max_seq_len)
+    budget = limit - span - 4
+    if budget < 0:
+        raise ModelError(f"span of {span} tokens does not fit the model's {limit}-token window")
+    return budget
+
+
+def _layout(lm: LoadedModel, prefix: str, middle_ids: list[int], suffix: str, cond: str,
+            context: int | None) -> tuple[list[int], int]:
+    """Frame a canvas, keeping the prefix's tail and the suffix's head within the window
+    (two thirds of the room for the prefix, whatever one side leaves to the other)."""
+    tok = lm.tokenizer
+    pre, suf = tok.encode(prefix), tok.encode(suffix)
+    cond_ids = tok.encode(cond)[-256:] if cond else []
+    budget = _context_budget(lm, context, len(middle_ids)) - (len(cond_ids) + 2 if cond else 0)
+    budget = max(budget, 0)
+    keep_suf = min(len(suf), max(budget // 3, budget - len(pre)))
+    keep_pre = min(len(pre), budget - keep_suf)
+    return frame(tok, pre[len(pre) - keep_pre:], middle_ids, suf[:keep_suf], cond_ids,
+                 starts_file=keep_pre == len(pre), ends_file=keep_suf == len(suf))
+
+
+# -- the decoding loop --------------------------------------------------------------------------
+
+@dataclass
+class _Rows:
+    """The batch being denoised: every row is one sample of one canvas."""
+    ids: torch.Tensor        # [R, T] tokens, pad on the right
+    attn: torch.Tensor       # [R, T] 1 for real tokens
+    pos: torch.Tensor        # [R, S] positions of span slots in ids (0 for unused slots)
+    slot: torch.Tensor       # [R, S] bool: slot is part of the span
+    masked: torch.Tensor     # [R, S] bool: still masked
+    logp: torch.Tensor       # [R, S] log p of the committed token when committed
+    filled: torch.Tensor     # [R, S] bool: set to an end token because an earlier one ended it
+    remasked: torch.Tensor   # [R, S] bool: has been re-masked once already
+    greedy: torch.Tensor     # [R] bool
+    block: torch.Tensor      # [R, S] block index of each slot
+    block_steps: torch.Tensor  # [R] passes spent in the current block
+
+
+def _build_rows(lm: LoadedModel, layouts: list[tuple[list[int], int, list[int] | None]],
+                span_lens: list[int], greedy: list[bool], block_size: int | None) -> _Rows:
+    """layouts: (ids, middle start, known middle tokens or None) per row; known tokens that are
+    not the mask id start committed (partial re-masking)."""
+    tok, dev = lm.tokenizer, lm.device
+    r = len(layouts)
+    t = max(len(ids) for ids, _, _ in layouts)
+    s = max(max(span_lens), 1)
+    ids = torch.full((r, t), tok.pad_id, dtype=torch.long)
+    attn = torch.zeros((r, t), dtype=torch.long)
+    pos = torch.zeros((r, s), dtype=torch.long)
+    slot = torch.zeros((r, s), dtype=torch.bool)
+    for i, (row, start, _) in enumerate(layouts):
+        ids[i, : len(row)] = torch.tensor(row)
+        attn[i, : len(row)] = 1
+        pos[i, : span_lens[i]] = torch.arange(start, start + span_lens[i])
+        slot[i, : span_lens[i]] = True
+    masked = slot & (torch.gather(ids, 1, pos) == lm.mask_id)
+    block = torch.arange(s).expand(r, s) // (block_size or s)
+    return _Rows(ids.to(dev), attn.to(dev), pos.to(dev), slot.to(dev), masked.to(dev),
+                 torch.zeros((r, s), device=dev), torch.zeros((r, s), dtype=torch.bool,
+                                                              device=dev),
+                 torch.zeros((r, s), dtype=torch.bool, device=dev),
+                 torch.tensor(greedy, device=dev), block.to(dev),
+                 torch.zeros(r, dtype=torch.long, device=dev))
+
+
+def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # Drop a token when the tokens before it already reach top_p (the first always stays).
+        drop_sorted = probs.cumsum(-1) - probs >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, -math.inf)
+    return logits
+
+
+def _predict(logits: torch.Tensor, greedy_rows: torch.Tensor, temperature: float,
+             top_k: int | None, top_p: float | None, generator: torch.Generator
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per position: the token to commit and its log-probability under the model (temperature
+    1, unfiltered: the model's own belief, comparable across samples)."""
+    r, s, v = logits.shape
+    flat = logits.reshape(r * s, v)
+    token, _, lse = greedy_confidence(flat)
+    sampled_rows = ~greedy_rows if temperature > 0 else torch.zeros_like(greedy_rows)
+    if sampled_rows.any():
+        which = sampled_rows.repeat_interleave(s)
+        chosen = _filter_logits(flat[which].float() / temperature, top_k, top_p)
+        draws = torch.multinomial(torch.softmax(chosen, -1).cpu(), 1, generator=generator)
+        token = token.clone()
+        token[which] = draws.flatten().to(token.device)
+    logp = flat.float().gather(1, token[:, None]).flatten() - lse
+    return token.view(r, s), logp.view(r, s)
+
+
+def _commit_mask(conf: torch.Tensor, eligible: torch.Tensor, threshold: float | None,
+                 at_least: torch.Tensor) -> torch.Tensor:
+    """Which eligible positions to commit: all at or above threshold, and at least the
+    `at_least` [R] most confident per row (at least one for rows with anything eligible)."""
+    scored = conf.masked_fill(~eligible, -1.0)
+    commit = eligible & (scored >= threshold) if threshold is not None else torch.zeros_like(
+        eligible)
+    k_max = int(at_least.max()) if len(at_least) else 0
+    if k_max > 0:
+        top = torch.topk(scored, min(k_max, scored.shape[1]), dim=1).indices
+        rank_ok = torch.arange(top.shape[1], device=conf.device)[None, :] < at_least[:, None]
+        best = torch.zeros_like(eligible).scatter(1, top, rank_ok)
+        commit |= best & eligible
+    return commit
+
+
+def _banned(tok: CodeTokenizer) -> list[int]:
+    """Tokens a fill may never contain: the mask itself and the layout markers."""
+    roles = ("mask", "bos", "prefix", "suffix", "middle", "cond")
+    ids = {tok.special_id(r) for r in roles} - tok.stop_ids
+    return sorted(i for i in ids if i is not None)
+
+
+def _denoise(lm: LoadedModel, rows: _Rows, *, threshold: float | None, steps: int | None,
+             temperature: float, top_k: int | None, top_p: float | None,
+             remask_low_confidence: float | None, generator: torch.Generator
+             ) -> tuple[int, int]:
+    """Unmask every span slot of every row; returns (forward passes, passes summed over
+    rows)."""
+    stop = torch.tensor(sorted(lm.tokenizer.stop_ids), device=lm.device, dtype=torch.long)
+    banned = torch.tensor(_banned(lm.tokenizer), device=lm.device, dtype=torch.long)
+    passes = row_passes = 0
+    max_passes = 4 * rows.slot.shape[1] + 8  # re-masking is bounded; this is a safety net
+    while rows.masked.any() and passes < max_passes:
+        active = rows.masked.any(1).nonzero().flatten()
+        ids, attn, pos = rows.ids[active], rows.attn[active], rows.pos[active]
+        # Trim columns past the longest active row: finished long rows cost nothing.
+        width = int(attn.sum(1).max())
+        logits = lm.net(ids[:, :width], attn[:, :width], positions=pos)
+        logits[..., banned] = -math.inf
+        token, logp = _predict(logits, rows.greedy[active], temperature, top_k, top_p, generator)
+        passes += 1
+        row_passes += len(active)
+
+        masked = rows.masked[active]
+        current_block = rows.block[active].masked_fill(~masked, 1 << 30).min(1).values
+        eligible = masked & (rows.block[active] == current_block[:, None])
+        remaining = eligible.sum(1)
+        if steps is not None:
+            left = (steps - rows.block_steps[active]).clamp(min=1)
+            at_least = (remaining + left - 1) // left
+        else:
+            at_least = (remaining > 0).long()
+        commit = _commit_mask(logp.exp(), eligible, threshold, at_least)
+
+        # An end token ends the fill: every later slot becomes an end token too.
+        is_stop = torch.isin(token, stop) & commit
+        after_stop = (is_stop.long().cumsum(1) - is_stop.long()) > 0
+        fill = after_stop & rows.slot[active] & ~is_stop
+        first_stop = torch.where(is_stop.any(1), is_stop.float().argmax(1), 0)
+        fill_token = token.gather(1, first_stop[:, None]).expand_as(token)
+        new_token = torch.where(fill, fill_token, token)
+        commit = (commit & ~fill) | (fill & (masked | ~rows.filled[active]))
+
+        remask = torch.zeros_like(commit)
+        if remask_low_confidence is not None:
+            span_tokens = ids.gather(1, pos)
+            now = logits.float().log_softmax(-1).gather(2, span_tokens[..., None]).squeeze(2)
+            remask = (rows.slot[active] & ~masked & ~rows.filled[active] & ~commit
+                      & ~rows.remasked[active] & (now.exp() < remask_low_confidence))
+
+        new_ids = ids.scatter(1, pos, torch.where(commit, new_token, ids.gather(1, pos)))
+        new_ids = new_ids.scatter(1, pos, torch.where(remask, lm.mask_id, new_ids.gather(1, pos)))
+        rows.ids[active] = new_ids
+        rows.masked[active] = (masked & ~commit) | remask
+        rows.logp[active] = torch.where(commit & ~fill, logp, rows.logp[active])
+        rows.filled[active] = (rows.filled[active] | fill) & ~remask
+        rows.remasked[active] |= remask
+        block_changed = rows.block[active].masked_fill(~rows.masked[active], 1 << 30).min(1)
+        rows.block_steps[active] = torch.where(block_changed.values != current_block, 0,
+                                               rows.block_steps[active] + 1)
+    return passes, row_passes
+
+
+def _candidates(lm: LoadedModel, rows: _Rows, span_lens: list[int]) -> list[Candidate]:
+    stop = lm.tokenizer.stop_ids
+    span_tokens = rows.ids.gather(1, rows.pos).tolist()
+    logps = rows.logp.tolist()
+    out = []
+    for i, n in enumerate(span_lens):
+        tokens = span_tokens[i][:n]
+        end = next((j for j, t in enumerate(tokens) if t in stop), n)
+        counted = logps[i][: min(end + 1, n)]
+        score = sum(counted) / len(counted) if counted else 0.0
+        out.append(Candidate(lm.tokenizer.decode(tokens[:end]), score, n))
+    return out
+
+
+def _best_first(cands: Iterable[Candidate]) -> list[Candidate]:
+    best: dict[str, Candidate] = {}
+    for c in cands:
+        if c.text not in best or c.score > best[c.text].score:
+            best[c.text] = c
+    return sorted(best.values(), key=lambda c: -c.score)
+
+
+def _generator(seed: int) -> torch.Generator:
+    g = torch.Generator(device="cpu")  # multinomial draws happen on the CPU for determinism
+    g.manual_seed(seed)
+    return g
+
+
+@torch.inference_mode()
+def infill(lm: LoadedModel, canvases: list[Canvas], samples: int = 4, *,
+           steps: int | None = None, threshold: float | None = 0.9, temperature: float = 0.8,
+           top_k: int | None = None, top_p: float | None = 0.95,
+           remask_low_confidence: float | None = None, block_size: int | None = None,
+           context: int | None = 512, seed: int = 0, stats: DecodeStats | None = None
+           ) -> list[list[Candidate]]:
+    """Fill every canvas `samples` times in one batch; per canvas, distinct fills best first.
+    `stats`, when given, is updated with the cost of the call."""
+    if samples < 1:
+        raise ModelError("samples must be at least 1")
+    if not canvases:
+        return []
+    layouts, span_lens, greedy = [], [], []
+    for canvas in canvases:
+        if canvas.span_len < 1:
+            raise ModelError(f"span_len must be at least 1, got {canvas.span_len}")
+        ids, start = _layout(lm, canvas.prefix, [lm.mask_id] * canvas.span_len, canvas.suffix,
+                             canvas.cond, context)
+        for k in range(samples):
+            layouts.append((ids, start, None))
+            span_lens.append(canvas.span_len)
+            greedy.append(k == 0)
+    rows = _build_rows(lm, layouts, span_lens, greedy, block_size)
+    passes, row_passes = _denoise(
+        lm, rows, threshold=threshold, steps=steps, temperature=temperature, top_k=top_k,
+        top_p=top_p, remask_low_confidence=remask_low_confidence, generator=_generator(seed))
+    if stats is not None:
+        stats.passes += passes
+        stats.row_passes += row_passes
+        stats.rows += len(span_lens)
+        stats.tokens += sum(span_lens)
+    flat = _candidates(lm, rows, span_lens)
+    return [_best_first(flat[i * samples:(i + 1) * samples]) for i in range(len(canvases))]
+
+
+def span_lengths(lm: LoadedModel, original: str, extra: Sequence[int] = (0, 3, 8)) -> list[int]:
+    """Span lengths worth trying for a site whose current text is `original`: its token count
+    plus some slack (fills may end early, so longer spans cover shorter rewrites)."""
+    n = len(lm.tokenizer.encode(original))
+    return sorted({max(1, n + e) for e in extra})
+
+
+def infill_site(lm: LoadedModel, prefix: str, suffix: str, lengths: Iterable[int],
+                samples: int = 4, cond: str = "", **options) -> list[Candidate]:
+    """One site, several span lengths, decoded in one batch; distinct fills best first."""
+    canvases = [Canvas(prefix, suffix, n, cond) for n in lengths]
+    return _best_first(c for per in infill(lm, canvases, samples, **options) for c in per)
+
+
+def middle_offsets(lm: LoadedModel, middle: str) -> list[tuple[int, int]]:
+    """Character range of every token of `middle`, to build a `keep` mask for `remask`."""
+    return lm.tokenizer.encode_with_offsets(middle)[1]
+
+
+@torch.inference_mode()
+def remask(lm: LoadedModel, prefix: str, middle: str, suffix: str,
+           keep: Sequence[bool] | Sequence[tuple[int, int]], samples: int = 4, *,
+           cond: str = "", context: int | None = 512, seed: int = 0,
+           **options) -> list[Candidate]:
+    """Feedback round: keep some tokens of an existing fill, re-noise and re-fill the rest.
+    `keep` is one bool per token of `middle` (see `middle_offsets`) or character ranges of
+    `middle` to keep (a token is kept when it lies inside one)."""
+    ids, offsets = lm.tokenizer.encode_with_offsets(middle)
+    if not ids:
+        raise ModelError("remask needs a non-empty middle")
+    if keep and isinstance(keep[0], tuple):
+        ranges = list(keep)
+        keep_tok = [any(a <= s and e <= b for a, b in ranges) for s, e in offsets]
+    else:
+        keep_tok = [bool(k) for k in keep]
+    if len(keep_tok) != len(ids):
+        raise ModelError(f"keep has {len(keep_tok)} entries but the middle has {len(ids)} tokens")
+    noisy = [t if k else lm.mask_id for t, k in zip(ids, keep_tok, strict=True)]
+    layout, start = _layout(lm, prefix, noisy, suffix, cond, context)
+    rows = _build_rows(lm, [(layout, start, noisy)] * samples, [len(ids)] * samples,
+                       [k == 0 for k in range(samples)], options.pop("block_size", None))
+    defaults = dict(threshold=0.9, steps=None, temperature=0.8, top_k=None, top_p=0.95,
+                    remask_low_confidence=None)
+    _denoise(lm, rows, **{**defaults, **options}, generator=_generator(seed))
+    # Kept tokens were never scored while decoding: score complete candidates the same way.
+    texts = {c.text for c in _candidates(lm, rows, [len(ids)] * samples)}
+    return _best_first(Candidate(t, score(lm, prefix, t, suffix, cond=cond, context=context),
+                                 len(ids)) for t in texts)
+
+
+@torch.inference_mode()
+def score(lm: LoadedModel, prefix: str, middle: str, suffix: str, *, cond: str = "",
+          context: int | None = 512) -> float:
+    """Mean log-likelihood per token of `middle` between prefix and suffix: each token is
+    masked in turn (one batched pass), pseudo-log-likelihood. An empty middle scores 0."""
+    ids = lm.tokenizer.encode(middle)
+    if not ids:
+        return 0.0
+    layout, start = _layout(lm, prefix, ids, suffix, cond, context)
+    n = len(ids)
+    batch = torch.tensor(layout, device=lm.device).repeat(n, 1)
+    where = torch.arange(n, device=lm.device)
+    batch[where, start + where] = lm.mask_id
+    logits = lm.net(batch, positions=(start + where)[:, None]).float()[:, 0]
+    logp = logits.log_softmax(-1).gather(1, torch.tensor(ids, device=lm.device)[:, None])
+    return float(logp.mean())
+
+
+@torch.inference_mode()
+def disbelief(lm: LoadedModel, text: str, *, window: int = 512, masked: bool = False
+              ) -> list[tuple[int, int, float]]:
+    """(char start, char end, 1 - p(token)) for every token of `text`: how much the model
+    disbelieves each existing token. Default: one pass with every token visible, meaningful
+    for models trained with substitution noise. `masked=True` masks each token in turn
+    (costly: one row per token) for models trained without it. Long text is scored in
+    overlapping windows, each token from the window where it is most central."""
+    ids, offsets = lm.tokenizer.encode_with_offsets(text)
+    n = len(ids)
+    if n == 0:
+        return []
+    window = min(window, lm.config.max_seq_len - 2)
+    stride = max(1, window // 2)
+    starts = list(range(0, max(n - window, 0) + 1, stride))
+    if starts[-1] + window < n:
+        starts.append(n - window)
+    centers = torch.tensor([s + min(window, n) / 2 for s in starts])
+    owner = (torch.arange(n)[:, None] - centers[None, :]).abs().argmin(1).tolist()
+    probs = [0.0] * n
+    tok = lm.tokenizer
+    for w, s in enumerate(starts):
+        mine = [i for i in range(s, min(s + window, n)) if owner[i] == w]
+        if not mine:
+            continue
+        chunk, begin = frame(tok, [], ids[s:s + window], [], starts_file=s == 0,
+                             ends_file=s + window >= n)
+        for i, p in zip(mine, _token_probs(lm, chunk, begin, [i - s for i in mine], masked),
+                        strict=True):
+            probs[i] = p
+    return [(a, b, 1.0 - p) for (a, b), p in zip(offsets, probs, strict=True)]
+
+
+def _token_probs(lm: LoadedModel, chunk: list[int], begin: int, local: list[int],
+                 masked: bool) -> list[float]:
+    base = torch.tensor(chunk, device=lm.device)
+    where = torch.tensor(local, device=lm.device) + begin
+    targets = base[where]
+    if not masked:
+        logits = lm.net(base[None], positions=where[None]).float()[0]
+        return logits.log_softmax(-1).gather(1, targets[:, None]).exp().flatten().tolist()
+    out: list[float] = []
+    for part in torch.split(torch.arange(len(local), device=lm.device), 64):
+        batch = base.repeat(len(part), 1)
+        batch[torch.arange(len(part)), where[part]] = lm.mask_id
+        logits = lm.net(batch, positions=where[part][:, None]).float()[:, 0]
+        p = logits.log_softmax(-1).gather(1, targets[part][:, None]).exp()
+        out += p.flatten().tolist()
+    return out

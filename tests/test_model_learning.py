@@ -1,0 +1,147 @@
+"""A tiny model trained here on a synthetic language learns it: the loss falls and the sampler
+fills masked spans exactly. Proof that loss and sampler agree; the sampler's modes are checked
+on the trained model."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from model import sampler as S
+from model import synthetic
+from model.checkpoint import LoadedModel, wrap
+from model.network import ModelConfig
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[LoadedModel, list[float]]:
+    rng = random.Random(0)
+    texts = [synthetic.alphabet_run(rng, 12) for _ in range(3000)]
+    tok = synthetic.tokenizer_for(texts, 300)
+    config = ModelConfig.tiny(vocab_size=tok.vocab_size, max_seq_len=64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CI box is shared: one thread wastes less time waiting
+    try:
+        net, losses = synthetic.train(tok, texts, config, steps=300, batch=32, lr=1e-2)
+    finally:
+        torch.set_num_threads(threads)
+    return wrap(net, tok), losses
+
+
+def tasks(n: int = 30, seed: int = 5) -> list[tuple[str, str, str]]:
+    """(prefix, middle, suffix) with 1-6 masked letters inside a run of 12."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        words = synthetic.alphabet_run(rng, 12).split(" ")
+        a, length = rng.randrange(1, 5), rng.randrange(1, 7)
+        out.append((" ".join(words[:a]), " " + " ".join(words[a:a + length]),
+                    " " + " ".join(words[a + length:])))
+    return out
+
+
+def accuracy(lm: LoadedModel, **options) -> tuple[float, S.DecodeStats]:
+    items = tasks()
+    canvases = [S.Canvas(p, s, len(lm.tokenizer.encode(m))) for p, m, s in items]
+    stats = S.DecodeStats()
+    results = S.infill(lm, canvases, samples=1, stats=stats, **options)
+    hits = sum(r[0].text == m for r, (_, m, _) in zip(results, items, strict=True))
+    return hits / len(items), stats
+
+
+def test_loss_falls(trained) -> None:
+    _, losses = trained
+    first, last = sum(losses[:30]) / 30, sum(losses[-30:]) / 30
+    assert last < 0.4 * first
+
+
+@pytest.mark.parametrize("options", [
+    dict(threshold=0.9), dict(threshold=None), dict(threshold=0.9, block_size=1),
+    dict(threshold=None, steps=1), dict(threshold=0.9, remask_low_confidence=0.2),
+], ids=["threshold", "one-per-step", "blocks", "all-at-once", "remask"])
+def test_infill_is_exact(trained, options) -> None:
+    lm, _ = trained
+    acc, stats = accuracy(lm, **options)
+    assert acc >= 0.95
+    if options.get("threshold") is None and options.get("steps") is None:
+        # One token per pass: as many passes as the longest span.
+        assert stats.passes == max(len(lm.tokenizer.encode(m)) for _, m, _ in tasks())
+
+
+def test_threshold_decoding_needs_fewer_passes(trained) -> None:
+    lm, _ = trained
+    _, parallel = accuracy(lm, threshold=0.9)
+    _, serial = accuracy(lm, threshold=None)
+    assert parallel.row_passes < serial.row_passes
+    assert serial.row_passes == serial.tokens
+
+
+def test_samples_are_deterministic_distinct_and_ranked(trained) -> None:
+    lm, _ = trained
+    canvas = [S.Canvas("c d e", " i j k", 3)]
+    a = S.infill(lm, canvas, samples=6, temperature=2.0, top_p=None, seed=3)
+    b = S.infill(lm, canvas, samples=6, temperature=2.0, top_p=None, seed=3)
+    assert a == b
+    texts = [c.text for c in a[0]]
+    assert len(texts) == len(set(texts)) and texts[0] == " f g h"
+    assert [c.score for c in a[0]] == sorted((c.score for c in a[0]), reverse=True)
+    c = S.infill(lm, canvas, samples=6, temperature=2.0, top_p=None, seed=4)
+    assert c != a  # another seed, other draws
+
+
+def test_infill_site_merges_span_lengths(trained) -> None:
+    lm, _ = trained
+    lengths = S.span_lengths(lm, " f g", extra=(0, 1))
+    assert lengths == [2, 3]
+    cands = S.infill_site(lm, "c d e", " h i j", lengths, samples=2)
+    assert {c.span_len for c in cands} == {2, 3}
+    assert max((c for c in cands if c.span_len == 2), key=lambda c: c.score).text == " f g"
+    assert len({c.text for c in cands}) == len(cands)
+
+
+def test_score_prefers_the_right_middle(trained) -> None:
+    lm, _ = trained
+    right = S.score(lm, "c d e", " f g", " h i")
+    wrong = S.score(lm, "c d e", " q g", " h i")
+    assert right > wrong and right > -1.0
+
+
+def test_disbelief_points_at_the_wrong_token(trained) -> None:
+    lm, _ = trained
+    text = "b c d e f x h i j k l"
+    wrong_at = text.index("x")
+    scores = S.disbelief(lm, text, masked=True)
+    worst = max(scores, key=lambda s: s[2])
+    assert worst[0] <= wrong_at < worst[1]
+    # Windows: every token of a long text gets one score, in order, the same ranges as one pass.
+    for masked in (False, True):
+        long = S.disbelief(lm, text, window=6, masked=masked)
+        assert [s[:2] for s in long] == [s[:2] for s in scores]
+        assert all(0.0 <= s[2] <= 1.0 for s in long)
+
+
+def test_remask_refills_the_noised_tokens(trained) -> None:
+    lm, _ = trained
+    middle = " f q h"  # q is wrong
+    offsets = S.middle_offsets(lm, middle)
+    keep = [middle[a:b] != " q" for a, b in offsets]
+    cands = S.remask(lm, "c d e", middle, " i j k", keep=keep, samples=3)
+    assert cands[0].text == " f g h"
+    by_range = S.remask(lm, "c d e", middle, " i j k", keep=[(0, 2), (4, 6)], samples=1)
+    assert by_range[0].text == " f g h"
+
+
+def test_bad_sampler_inputs(trained) -> None:
+    lm, _ = trained
+    with pytest.raises(S.ModelError, match="span_len"):
+        S.infill(lm, [S.Canvas("a", "b", 0)])
+    with pytest.raises(S.ModelError, match="does not fit"):
+        S.infill(lm, [S.Canvas("a", "b", 500)])
+    with pytest.raises(S.ModelError, match="keep has"):
+        S.remask(lm, "a", " b c", " d", keep=[True])
+    assert S.infill(lm, []) == []
+    assert torch.is_inference_mode_enabled() is False
