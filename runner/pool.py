@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import queue
 import subprocess
 import threading
@@ -387,7 +388,11 @@ class Pool:
             slot.reported.add(record["id"])
             if state.stopped in ("cancelled",):
                 return
-            frames = tuple((str(p), int(n)) for p, n in record.get("frames") or ())
+            # Frames name files in the worker's worktree; callers want repository paths.
+            prefix = os.path.realpath(slot.tree.path) + os.sep
+            frames = tuple(
+                (str(p).removeprefix(prefix), int(n)) for p, n in record.get("frames") or ()
+            )
             self._record(
                 state,
                 TestResult(
@@ -409,6 +414,8 @@ class Pool:
 
     def _chunk_over(self, slot: _Slot) -> None:
         self._chunks.pop(slot.chunk_id, None)
+        if slot.chunk is not None:
+            self.scheduler.finished(slot.chunk)
         if slot.chunk is not None and slot.chunk.job_id in self._jobs:
             self._jobs[slot.chunk.job_id].inflight -= 1
         slot.chunk, slot.chunk_id, slot.current = None, "", None

@@ -56,3 +56,6 @@ class Scheduler(abc.ABC):
 
     @abc.abstractmethod
     def has_pending(self, job_id: str) -> bool: ...
+
+    def finished(self, chunk: Chunk) -> None:  # noqa: B027 - most policies need no news
+        """A chunk handed out earlier is over (the job may still fail fast after this)."""

@@ -33,7 +33,18 @@ import time
 
 ROOT = os.path.realpath(sys.argv[1])
 PYTEST_ARGS = sys.argv[2:]
-BASE_ARGS = ["-p", "no:cacheprovider", "-q", "--tb=short", "-o", "console_output_style=classic"]
+BASE_ARGS = [
+    "-p",
+    "no:cacheprovider",
+    "-q",
+    "--tb=short",
+    "-o",
+    "console_output_style=classic",
+    # Plugins are imported before pytest can mark them for assertion rewriting (that is the point
+    # of a warm worker); the warning says so, and `filterwarnings = error` would make it fatal.
+    "-W",
+    "ignore::pytest.PytestAssertRewriteWarning",
+]
 LOG_TAIL = 3000
 
 
