@@ -36,20 +36,28 @@ def default_base_dir() -> Path:
     return Path(cache) / "greenpatch" / "worktrees"
 
 
-def _git(cwd: Path, *args: str) -> str:
+def _spawn(cwd: Path, *args: str) -> subprocess.Popen[bytes]:
     try:
-        done = subprocess.run(
+        return subprocess.Popen(
             ["git", "-c", f"safe.directory={cwd}", *args],
             cwd=cwd,
-            capture_output=True,
-            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
     except FileNotFoundError:
         raise SandboxError("git is not installed (apt-get install git)") from None
-    if done.returncode != 0:
-        line = done.stderr.decode(errors="replace").strip().splitlines()
-        raise SandboxError(f"git {args[0]} failed in {cwd}: {line[-1] if line else 'no output'}")
-    return done.stdout.decode("utf-8", "surrogateescape")
+
+
+def _output(proc: subprocess.Popen[bytes], cwd: Path, what: str) -> str:
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        line = err.decode(errors="replace").strip().splitlines()
+        raise SandboxError(f"git {what} failed in {cwd}: {line[-1] if line else 'no output'}")
+    return out.decode("utf-8", "surrogateescape")
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return _output(_spawn(cwd, *args), cwd, args[0])
 
 
 def process_start_time(pid: int) -> str | None:
@@ -104,14 +112,15 @@ class Worktree:
         tree._git_dir = _git(path, "rev-parse", "--absolute-git-dir").strip()
         return tree
 
-    def git(self, *args: str) -> str:
-        """Run git on the worktree; its stdout.
-
-        The git dir is named explicitly: the worktree's own `.git` file is writable by sandboxed
-        code, which could point it at a repository whose config runs commands (core.fsmonitor).
-        """
+    def _git_args(self, *args: str) -> tuple[str, ...]:
+        # The git dir is named explicitly: the worktree's own `.git` file is writable by sandboxed
+        # code, which could point it at a repository whose config runs commands (core.fsmonitor).
         assert self._git_dir is not None
-        return _git(self.path, f"--git-dir={self._git_dir}", f"--work-tree={self.path}", *args)
+        return (f"--git-dir={self._git_dir}", f"--work-tree={self.path}", *args)
+
+    def git(self, *args: str) -> str:
+        """Run git on the worktree; its stdout."""
+        return _git(self.path, *self._git_args(*args))
 
     def _owner(self) -> tuple[int, int] | None:
         """The (uid, gid) files must have, when it is not ours."""
@@ -164,16 +173,15 @@ class Worktree:
             _remove_path(dot_git)
             dot_git.write_text(self._dot_git)
             fixed_dot_git = 1
-        changes = self.changed()
-        if not changes:
-            return fixed_dot_git
-        restore = []
-        for code, rel in changes:
-            if code in ("??", "!!"):
-                _remove_path(self.path / rel.rstrip("/"))
-                self._prune_empty_parents(Path(rel.rstrip("/")))
-            else:
-                restore.append(rel)
+        # Two cheap scans at once instead of `git status`: tracked files that differ from the
+        # index (stat, then content when racy), and everything untracked or ignored.
+        modified = _spawn(self.path, *self._git_args("diff-files", "--name-only", "-z"))
+        others = _spawn(self.path, *self._git_args("ls-files", "-o", "-z", "--directory"))
+        restore = [p for p in _output(modified, self.path, "diff-files").split("\0") if p]
+        remove = [p for p in _output(others, self.path, "ls-files").split("\0") if p]
+        for rel in remove:
+            _remove_path(self.path / rel.rstrip("/"))
+            self._prune_empty_parents(Path(rel.rstrip("/")))
         if restore:
             for rel in restore:
                 # A parent may have become a symlink (possibly leading outside) or a file: clear
@@ -183,13 +191,16 @@ class Worktree:
                     if parent != Path(".") and (p.is_symlink() or p.is_file()):
                         _remove_path(p)
                         break
-                _remove_path(self.path / rel)
-            self.git("checkout", "--quiet", "HEAD", "--", *restore)
+                target = self.path / rel
+                if target.is_symlink() or target.is_dir():
+                    _remove_path(target)
+            # --index refreshes the restored entries' stat data, so the next diff-files is quick.
+            self.git("checkout-index", "--index", "--force", "--quiet", "--", *restore)
             owner = self._owner()
             if owner:
                 for rel in restore:
                     self._give(Path(rel), owner)
-        return len(changes) + fixed_dot_git
+        return len(restore) + len(remove) + fixed_dot_git
 
     def _prune_empty_parents(self, rel: Path) -> None:
         # git does not list empty directories; a directory emptied here was the candidate's.
