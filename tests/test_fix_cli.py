@@ -1,0 +1,162 @@
+"""`agent fix` end to end on real example repos: exit codes, JSON contract, the user's repo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import git
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTRACT = {
+    "status", "ticket", "branch", "commit", "diff", "rounds", "candidates", "tests_run",
+    "seconds", "failing_before", "failing_after",
+}  # fmt: skip
+
+
+def prepare(name: str, dest: Path) -> Path:
+    subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "prepare.py"), name, str(dest)],
+        check=True,
+        capture_output=True,
+    )
+    return dest
+
+
+def snapshot(repo: Path) -> tuple:
+    """Everything of the user's that a run must not change."""
+    files = {
+        p.relative_to(repo).as_posix(): p.read_bytes()
+        for p in sorted(repo.rglob("*"))
+        if p.is_file() and ".git" not in p.parts and "__pycache__" not in p.parts
+    }
+    return (
+        git(repo, "status", "--porcelain"),
+        git(repo, "rev-parse", "HEAD"),
+        git(repo, "symbolic-ref", "-q", "HEAD") if _on_branch(repo) else "detached",
+        (repo / ".git" / "index").read_bytes(),
+        files,
+    )
+
+
+def _on_branch(repo: Path) -> bool:
+    return subprocess.run(["git", "symbolic-ref", "-q", "HEAD"], cwd=repo).returncode == 0
+
+
+def fix(run_agent, repo: Path, *extra: str, ticket: str = "stockroom", timeout: float = 300):
+    return run_agent(
+        "fix", ROOT / "examples" / "tickets" / f"{ticket}.md", "--repo", repo,
+        "--drafter", "mutations", "--sandbox", "process", "--budget", "240",
+        "--json", "-", "-q", *extra, timeout=timeout,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_green_fix_commits_on_a_branch_and_leaves_the_user_tree(run_agent, tmp_path: Path) -> None:
+    repo = prepare("stockroom", tmp_path / "stockroom")
+    # A dirty tree and a staged change are the user's business: allowed, untouched.
+    readme = repo / "pyproject.toml"
+    readme.write_text(readme.read_text() + "\n# local notes\n")
+    (repo / "scratch.txt").write_text("work in progress\n")
+    git(repo, "add", "scratch.txt")
+    before = snapshot(repo)
+    result = fix(run_agent, repo)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) >= CONTRACT
+    assert report["status"] == "green"
+    assert report["branch"] == "greenpatch/stockroom"
+    assert report["failing_after"] == []
+    assert len(report["failing_before"]) == 2
+    assert report["tests_run"] > 0 and report["candidates"] > 0
+    assert snapshot(repo) == before
+    # The branch holds exactly the fix, on top of the user's HEAD.
+    assert git(repo, "rev-parse", f"{report['commit']}^").strip() == before[1].strip()
+    changed = git(repo, "diff", "--name-only", before[1].strip(), report["commit"]).split()
+    assert changed == ["src/stockroom/pricing.py"]
+    fixed = git(repo, "show", f"{report['commit']}:src/stockroom/pricing.py")
+    assert "if quantity >= tier.min_quantity:" in fixed
+    # No worktree is left behind.
+    assert git(repo, "worktree", "list").count("\n") == 1
+    # The branch now exists: a second run refuses, changing nothing.
+    again = fix(run_agent, repo)
+    assert again.returncode == 2
+    assert "already exists" in again.stderr
+
+
+def test_cannot_reproduce_exits_3(run_agent, tmp_path: Path) -> None:
+    repo = prepare("stockroom", tmp_path / "stockroom")
+    subprocess.run(
+        ["git", "apply", str(ROOT / "examples" / "fixes" / "stockroom.patch")], cwd=repo, check=True
+    )
+    git(repo, "commit", "-qam", "fixed already")
+    result = fix(run_agent, repo)
+    assert result.returncode == 3, result.stderr
+    assert "cannot reproduce" in result.stderr
+    assert "test_discount_starts_exactly_at_tier_minimum" in result.stderr
+
+
+def test_ticket_naming_a_missing_test_exits_2(run_agent, tmp_path: Path) -> None:
+    repo = prepare("stockroom", tmp_path / "stockroom")
+    before = snapshot(repo)
+    ticket = tmp_path / "t.md"
+    ticket.write_text("Totals are off.\n\ntests: tests/test_pricing.py::test_does_not_exist\n")
+    result = run_agent("fix", ticket, "--repo", repo, "--drafter", "mutations", "--sandbox",
+                       "process")  # fmt: skip
+    assert result.returncode == 2
+    assert "does not exist: tests/test_pricing.py::test_does_not_exist" in result.stderr
+    assert snapshot(repo) == before
+
+
+def test_collection_error_exits_2(run_agent, tmp_path: Path) -> None:
+    repo = prepare("stockroom", tmp_path / "stockroom")
+    (repo / "tests" / "test_broken.py").write_text("import no_such_module_anywhere\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "broken test module")
+    result = fix(run_agent, repo)
+    assert result.returncode == 2, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip() and "warning:" not in ln]
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert "collection error in tests/test_broken.py" in lines[0]
+
+
+def test_detached_head_is_fixed_from_its_commit(run_agent, tmp_path: Path) -> None:
+    repo = prepare("stockroom", tmp_path / "stockroom")
+    head = git(repo, "rev-parse", "HEAD").strip()
+    git(repo, "checkout", "-q", "--detach", head)
+    before = snapshot(repo)
+    result = fix(run_agent, repo, "--branch", "fix/detached")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert git(repo, "rev-parse", f"{report['commit']}^").strip() == head
+    assert snapshot(repo) == before
+
+
+def test_sigterm_cleans_up_and_leaves_repo_as_it_was(tmp_path: Path) -> None:
+    repo = prepare("stockroom", tmp_path / "stockroom")
+    before = snapshot(repo)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "fix", str(ROOT / "examples/tickets/stockroom.md"),
+         "--repo", str(repo), "--drafter", "mutations", "--sandbox", "process", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+    )  # fmt: skip
+    # Wait until the run has worktrees of its own, then stop it.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and git(repo, "worktree", "list").count("\n") < 2:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode in (0, 130), err
+    git(repo, "worktree", "prune")
+    assert git(repo, "worktree", "list").count("\n") == 1
+    assert snapshot(repo) == before
