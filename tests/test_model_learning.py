@@ -4,48 +4,23 @@ on the trained model."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
 from model import sampler as S
-from model import synthetic
-from model.checkpoint import LoadedModel, wrap
-from model.network import ModelConfig
+from model.checkpoint import LoadedModel
+from tests.model_support import alphabet_tasks, trained_alphabet_model
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained() -> tuple[LoadedModel, list[float]]:
-    rng = random.Random(0)
-    texts = [synthetic.alphabet_run(rng, 12) for _ in range(3000)]
-    tok = synthetic.tokenizer_for(texts, 300)
-    config = ModelConfig.tiny(vocab_size=tok.vocab_size, max_seq_len=64)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CI box is shared: one thread wastes less time waiting
-    try:
-        net, losses = synthetic.train(tok, texts, config, steps=300, batch=32, lr=1e-2)
-    finally:
-        torch.set_num_threads(threads)
-    return wrap(net, tok), losses
-
-
-def tasks(n: int = 30, seed: int = 5) -> list[tuple[str, str, str]]:
-    """(prefix, middle, suffix) with 1-6 masked letters inside a run of 12."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        words = synthetic.alphabet_run(rng, 12).split(" ")
-        a, length = rng.randrange(1, 5), rng.randrange(1, 7)
-        out.append((" ".join(words[:a]), " " + " ".join(words[a:a + length]),
-                    " " + " ".join(words[a + length:])))
-    return out
+def trained() -> tuple[LoadedModel, tuple[float, ...]]:
+    return trained_alphabet_model()
 
 
 def accuracy(lm: LoadedModel, **options) -> tuple[float, S.DecodeStats]:
-    items = tasks()
+    items = alphabet_tasks()
     canvases = [S.Canvas(p, s, len(lm.tokenizer.encode(m))) for p, m, s in items]
     stats = S.DecodeStats()
     results = S.infill(lm, canvases, samples=1, stats=stats, **options)
@@ -69,7 +44,7 @@ def test_infill_is_exact(trained, options) -> None:
     assert acc >= 0.95
     if options.get("threshold") is None and options.get("steps") is None:
         # One token per pass: as many passes as the longest span.
-        assert stats.passes == max(len(lm.tokenizer.encode(m)) for _, m, _ in tasks())
+        assert stats.passes == max(len(lm.tokenizer.encode(m)) for _, m, _ in alphabet_tasks())
 
 
 def test_threshold_decoding_needs_fewer_passes(trained) -> None:
@@ -82,12 +57,12 @@ def test_threshold_decoding_needs_fewer_passes(trained) -> None:
 
 def test_samples_are_deterministic_distinct_and_ranked(trained) -> None:
     lm, _ = trained
-    canvas = [S.Canvas("c d e", " i j k", 3)]
+    canvas = [S.Canvas("c d e f g", " k l m n o", 3)]
     a = S.infill(lm, canvas, samples=6, temperature=2.0, top_p=None, seed=3)
     b = S.infill(lm, canvas, samples=6, temperature=2.0, top_p=None, seed=3)
     assert a == b
     texts = [c.text for c in a[0]]
-    assert len(texts) == len(set(texts)) and texts[0] == " f g h"
+    assert len(texts) == len(set(texts)) and texts[0] == " h i j"
     assert [c.score for c in a[0]] == sorted((c.score for c in a[0]), reverse=True)
     c = S.infill(lm, canvas, samples=6, temperature=2.0, top_p=None, seed=4)
     assert c != a  # another seed, other draws
@@ -95,24 +70,24 @@ def test_samples_are_deterministic_distinct_and_ranked(trained) -> None:
 
 def test_infill_site_merges_span_lengths(trained) -> None:
     lm, _ = trained
-    lengths = S.span_lengths(lm, " f g", extra=(0, 1))
+    lengths = S.span_lengths(lm, " i j", extra=(0, 1))
     assert lengths == [2, 3]
-    cands = S.infill_site(lm, "c d e", " h i j", lengths, samples=2)
+    cands = S.infill_site(lm, "c d e f g h", " k l m n o", lengths, samples=2)
     assert {c.span_len for c in cands} == {2, 3}
-    assert max((c for c in cands if c.span_len == 2), key=lambda c: c.score).text == " f g"
+    assert max((c for c in cands if c.span_len == 2), key=lambda c: c.score).text == " i j"
     assert len({c.text for c in cands}) == len(cands)
 
 
 def test_score_prefers_the_right_middle(trained) -> None:
     lm, _ = trained
-    right = S.score(lm, "c d e", " f g", " h i")
-    wrong = S.score(lm, "c d e", " q g", " h i")
+    right = S.score(lm, "c d e", " f g", " h i j k l m n")
+    wrong = S.score(lm, "c d e", " q g", " h i j k l m n")
     assert right > wrong and right > -1.0
 
 
 def test_disbelief_points_at_the_wrong_token(trained) -> None:
     lm, _ = trained
-    text = "b c d e f x h i j k l"
+    text = "b c d e f x h i j k l m"
     wrong_at = text.index("x")
     scores = S.disbelief(lm, text, masked=True)
     worst = max(scores, key=lambda s: s[2])
@@ -126,13 +101,14 @@ def test_disbelief_points_at_the_wrong_token(trained) -> None:
 
 def test_remask_refills_the_noised_tokens(trained) -> None:
     lm, _ = trained
-    middle = " f q h"  # q is wrong
+    middle = " h q j"  # q is wrong
     offsets = S.middle_offsets(lm, middle)
     keep = [middle[a:b] != " q" for a, b in offsets]
-    cands = S.remask(lm, "c d e", middle, " i j k", keep=keep, samples=3)
-    assert cands[0].text == " f g h"
-    by_range = S.remask(lm, "c d e", middle, " i j k", keep=[(0, 2), (4, 6)], samples=1)
-    assert by_range[0].text == " f g h"
+    cands = S.remask(lm, "c d e f g", middle, " k l m n o", keep=keep, samples=3)
+    assert cands[0].text == " h i j"
+    by_range = S.remask(lm, "c d e f g", middle, " k l m n o", keep=[(0, 2), (4, 6)],
+                        samples=1)
+    assert by_range[0].text == " h i j"
 
 
 def test_bad_sampler_inputs(trained) -> None:
