@@ -59,13 +59,14 @@ class BwrapBackend(Backend):
                 raise SandboxError(f"{tool} is not installed: apt-get install util-linux")
         self._uids = UidPool(uid_base)
 
-    def command(self, spec: WorkerSpec, uid: int | None, info_fd: int) -> list[str]:
+    def command(self, spec: WorkerSpec, uid: int | None, ready_fd: int) -> list[str]:
         """The bwrap command line for `spec`, run as `uid` inside (root mode) or as is.
 
-        bwrap writes the sandboxed child's pid to `info_fd` once the sandbox is set up.
+        Once inside the finished sandbox, a shell writes one byte to `ready_fd` before exec'ing
+        the worker (bwrap's own --info-fd is written before the mounts are made).
         """
         worktree = str(spec.worktree)
-        argv = [self.bwrap, "--info-fd", str(info_fd)]
+        argv = [self.bwrap]
         argv += NAMESPACES_WITHOUT_USER if uid is not None else ("--unshare-all",)
         argv += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
         for path, target in hostfs.system_links().items():
@@ -89,7 +90,9 @@ class BwrapBackend(Backend):
             if not Path(worktree).is_relative_to(path):
                 argv += ["--ro-bind", str(path), str(path)]
         argv += ["--bind", worktree, worktree, "--chdir", worktree]
-        argv += ["--", *rlimits.prlimit_argv(spec.limits)]
+        # (dash cannot redirect fds above 9, hence /proc; the write end stays open, unread.)
+        ready = f'printf x >/proc/self/fd/{ready_fd} && exec "$@"'
+        argv += ["--", "/bin/sh", "-c", ready, "sh", *rlimits.prlimit_argv(spec.limits)]
         if uid is not None:
             argv += [
                 "setpriv",
@@ -105,14 +108,12 @@ class BwrapBackend(Backend):
     def start(self, spec: WorkerSpec) -> Worker:
         if not spec.worktree.is_dir():
             raise SandboxError(f"worktree {spec.worktree} does not exist")
-        for path in spec.readonly:
-            if not path.exists():
-                raise SandboxError(f"read-only path {path} does not exist")
+        hostfs.check_readonly(spec.readonly)
         owner = self._uids.claim(spec.worktree)
         uid = owner[0] if owner else None
         env = worker_env(spec.env, SANDBOX_HOME)
-        status_read, status_write = os.pipe()
-        argv = self.command(spec, uid, status_write)
+        ready_read, ready_write = os.pipe()
+        argv = self.command(spec, uid, ready_write)
         try:
             worker = _spawner.submit(
                 PopenWorker,
@@ -120,14 +121,14 @@ class BwrapBackend(Backend):
                 env,
                 "/",
                 spec.limits,
-                pass_fds=(status_write,),
+                pass_fds=(ready_write,),
                 status_offset_signals=True,
             ).result()
         finally:
-            os.close(status_write)
-        with os.fdopen(status_read, "rb") as status:
-            # EOF before the info line means bwrap failed to set up; its reason is on stderr.
-            started = status.read()
+            os.close(ready_write)
+        with os.fdopen(ready_read, "rb") as ready:
+            # End of file without the byte: bwrap failed to set up; its reason is on stderr.
+            started = ready.read(1)
         if not started:
             worker.wait(10)
             worker.stop()

@@ -206,9 +206,7 @@ class DockerBackend(Backend):
     def start(self, spec: WorkerSpec) -> Worker:
         if not spec.worktree.is_dir():
             raise SandboxError(f"worktree {spec.worktree} does not exist")
-        for path in spec.readonly:
-            if not path.exists():
-                raise SandboxError(f"read-only path {path} does not exist")
+        hostfs.check_readonly(spec.readonly)
         user = self._owner(spec)
         container = self._container(spec, user)
         env = worker_env(spec.env, SANDBOX_HOME)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+from sandboxes.base import SandboxError
 
 # Top-level system directories; on merged-/usr systems most are symlinks into /usr.
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -40,3 +43,15 @@ def system_dirs() -> list[str]:
 def etc_files() -> list[str]:
     """The allowlisted /etc entries present on this host."""
     return [f"/etc/{n}" for n in ETC_FILES if os.path.exists(f"/etc/{n}")]
+
+
+def check_readonly(paths: tuple[Path, ...]) -> None:
+    """Refuse extra read-only paths that do not exist or would show the user's home."""
+    home = Path.home().resolve()
+    for path in paths:
+        if not os.path.exists(path):
+            raise SandboxError(f"read-only path {path} does not exist")
+        if home.is_relative_to(path.resolve()):
+            raise SandboxError(
+                f"refusing to expose {path} to a sandbox: it holds your home directory"
+            )
