@@ -144,6 +144,7 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
         )
         report["pull_request"] = published.pull_request_url
         report["compare_url"] = published.compare_url
+        report["pr_body"] = body
         if published.pull_request_url is None:
             reporter.out.print(body, markup=False)
     report["seconds"] = round(time.monotonic() - started, 3)

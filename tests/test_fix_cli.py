@@ -127,16 +127,23 @@ def test_collection_error_exits_2(run_agent, tmp_path: Path) -> None:
     assert "collection error in tests/test_broken.py" in lines[0]
 
 
-def test_detached_head_is_fixed_from_its_commit(run_agent, tmp_path: Path) -> None:
+def test_detached_head_fix_is_pushed_with_pr(run_agent, tmp_path: Path) -> None:
     repo = prepare("stockroom", tmp_path / "stockroom")
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(repo, "remote", "add", "origin", str(remote))
     head = git(repo, "rev-parse", "HEAD").strip()
     git(repo, "checkout", "-q", "--detach", head)
     before = snapshot(repo)
-    result = fix(run_agent, repo, "--branch", "fix/detached")
+    result = fix(run_agent, repo, "--branch", "fix/detached", "--pr")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert git(repo, "rev-parse", f"{report['commit']}^").strip() == head
     assert snapshot(repo) == before
+    # Not a GitHub remote: the branch is pushed and the PR body printed for a human to use.
+    assert git(remote, "rev-parse", "refs/heads/fix/detached").strip() == report["commit"]
+    assert report["pull_request"] is None
+    assert "test_discount_starts_exactly_at_tier_minimum" in report["pr_body"]
 
 
 def test_sigterm_cleans_up_and_leaves_repo_as_it_was(tmp_path: Path) -> None:
