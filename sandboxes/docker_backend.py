@@ -68,14 +68,18 @@ class DockerBackend(Backend):
     name = "docker"
     isolated = True
 
-    def __init__(self, image: str = DEFAULT_IMAGE, client: Any = None) -> None:
+    def __init__(self, image: str = DEFAULT_IMAGE, base_url: str | None = None) -> None:
+        """`base_url`: the engine's address (default: DOCKER_HOST or the local socket)."""
         try:
             import docker
         except ImportError:
             raise SandboxError("the docker SDK is not installed: pip install docker") from None
         self._errors = docker.errors
         try:
-            self.client = client or docker.from_env(timeout=30)
+            if base_url is None:
+                self.client = docker.from_env(timeout=30)
+            else:
+                self.client = docker.DockerClient(base_url=base_url, timeout=30)
             self.client.ping()
         except docker.errors.DockerException as exc:
             raise SandboxError(
