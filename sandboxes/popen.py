@@ -25,7 +25,6 @@ class PopenWorker(StreamWorker):
         env: Mapping[str, str],
         cwd: str,
         limits: Limits,
-        preexec: Callable[[], None] | None = None,
         pass_fds: tuple[int, ...] = (),
         status_offset_signals: bool = False,
         after_kill: Callable[[], None] | None = None,
@@ -39,7 +38,6 @@ class PopenWorker(StreamWorker):
                 env=dict(env),
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=preexec,
                 pass_fds=pass_fds,
                 close_fds=True,
             )

@@ -10,7 +10,6 @@ What it cannot do: hide files, block the network, or protect other processes of 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import shutil
 import signal
@@ -46,6 +45,10 @@ class ProcessBackend(Backend):
         "network and touch other processes"
     )
 
+    def __init__(self) -> None:
+        if shutil.which("prlimit") is None:
+            raise SandboxError("prlimit is not installed: apt-get install util-linux")
+
     def start(self, spec: WorkerSpec) -> Worker:
         if not spec.worktree.is_dir():
             raise SandboxError(f"worktree {spec.worktree} does not exist")
@@ -59,10 +62,9 @@ class ProcessBackend(Backend):
             shutil.rmtree(home, ignore_errors=True)
 
         return PopenWorker(
-            spec.argv,
+            [*rlimits.prlimit_argv(spec.limits), *spec.argv],
             env,
             str(spec.worktree),
             spec.limits,
-            preexec=functools.partial(rlimits.apply, spec.limits),
             after_kill=after_kill,
         )

@@ -26,12 +26,6 @@ def rlimit_values(limits: Limits, nproc: bool = True) -> dict[int, tuple[int, in
     return values
 
 
-def apply(limits: Limits) -> None:
-    """Set the limits on the calling process (used between fork and exec)."""
-    for res, value in rlimit_values(limits).items():
-        resource.setrlimit(res, value)
-
-
 def prlimit_argv(limits: Limits, nproc: bool = True) -> list[str]:
     """The same limits as a `prlimit` (util-linux) command prefix."""
     names = {

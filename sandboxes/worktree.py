@@ -29,6 +29,7 @@ OWNER_SUFFIX = ".owner"
 _live: dict[Path, Worktree] = {}
 _live_lock = threading.Lock()
 _hooks_installed = False
+_swept: set[Path] = set()  # cache dirs already cleared of stale worktrees by this process
 
 
 def default_base_dir() -> Path:
@@ -101,6 +102,9 @@ class Worktree:
         top = Path(_git(repo_root, "rev-parse", "--show-toplevel").strip())
         base = Path(base_dir or default_base_dir()).resolve()
         base.mkdir(parents=True, exist_ok=True)
+        if base not in _swept:
+            _swept.add(base)
+            cleanup_stale(base)
         path = base / f"{top.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         owner = {"pid": os.getpid(), "start": process_start_time(os.getpid()), "repo": str(top)}
         # The owner file comes first, so a crash at any later point leaves something to clean.

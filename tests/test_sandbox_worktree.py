@@ -195,6 +195,19 @@ def test_crash_leftovers_cleaned_by_a_later_run(user_repo: Path, tmp_path: Path)
     live.remove()
 
 
+def test_next_run_sweeps_leftovers_by_itself(user_repo: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    crashed = _spawn_owner(user_repo, cache, "time.sleep(60)")
+    path = Path(crashed.stdout.readline().strip())
+    crashed.kill()
+    crashed.wait(30)
+    later = _spawn_owner(user_repo, cache, "pass")  # a new run, in a new process
+    fresh = Path(later.stdout.readline().strip())
+    later.wait(30)
+    assert not path.exists() and not fresh.exists()
+    assert git(user_repo, "worktree", "list").count("\n") == 1
+
+
 def test_reset_is_fast_on_a_large_repo(tmp_path: Path) -> None:
     files = {f"pkg{i // 100}/m{i}.py": f"x = {i}\n" for i in range(2000)}
     repo = make_repo(tmp_path / "big", files)
