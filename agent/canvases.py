@@ -99,6 +99,7 @@ def _parser() -> Parser:
     return Parser(Language(tsp.language()))
 
 
+@lru_cache(maxsize=16)  # sites, mutations and dedupe of one round all parse the same files
 def parse_tree(source: str) -> Tree:
     return _parser().parse(source.encode("utf-8"))
 
@@ -162,6 +163,11 @@ class _Text:
         return text[: len(text) - len(text.lstrip(" \t"))]
 
 
+@lru_cache(maxsize=16)
+def _text(source: str) -> _Text:
+    return _Text(source)
+
+
 def _nodes_starting_on(node: Node, row: int) -> Iterable[Node]:
     if node.start_point.row > row or node.end_point.row < row:
         return
@@ -219,7 +225,7 @@ def sites_for_line(
     tree: Tree | None = None,
 ) -> list[Site]:
     """Every canvas site of one line (1-based) of `source`, in discovery order."""
-    text = _Text(source)
+    text = _text(source)
     line_text = text.line_text(line)
     if not line_text.strip():
         return []
@@ -350,4 +356,99 @@ def dedupe(
         if key not in seen:
             seen.add(key)
             kept.append(item)
+    return kept
+
+
+_REGION_TYPES = {"function_definition", "class_definition"}
+ProgramKey = tuple[str, int, int, str]
+
+
+def _region(source: str, site: Site) -> tuple[int, int] | None:
+    """Char span of the smallest function/class (else top-level statement) around the site, or
+    None when the site is outside every region (then only the whole file can tell)."""
+    text = _text(source)
+    start_b = len(source[: site.start_char].encode("utf-8"))
+    end_b = start_b + len(source[site.start_char : site.end_char].encode("utf-8"))
+    node = parse_tree(source).root_node.descendant_for_byte_range(start_b, end_b)
+    while node is not None and node.parent is not None:
+        if node.type in _REGION_TYPES or node.parent.type == "module":
+            break
+        node = node.parent
+    if node is None or node.parent is None:
+        return None
+    if node.parent.type == "decorated_definition":  # the decorators belong with the definition
+        node = node.parent
+    start, end = text.span(node)
+    inside = start <= site.start_char <= site.end_char <= end
+    if "\n" in site.lead + site.trail:  # an inserted line must have region lines on both sides
+        inside = start < site.start_char <= site.end_char < end
+    return (start, end) if inside else None
+
+
+def _region_source(source: str, region: tuple[int, int], site: Site | None, fill: str) -> str:
+    """The region's text with the fill spliced in, wrapped so its indentation parses alone."""
+    start, end = region
+    line_start = source.rfind("\n", 0, start) + 1
+    indent = source[line_start:start]
+    body = source[start:end]
+    if site is not None:
+        body = (
+            source[start : site.start_char] + site.lead + fill + site.trail
+            + source[site.end_char : end]
+        )  # fmt: skip
+    # `pass` pins the block at the region's own column: deeper lines must then open a block.
+    return f"if 1:\n{indent}pass\n{indent}{body}\n" if indent else body + "\n"
+
+
+def program_key(source: str, site: Site, fill: str) -> ProgramKey | None:
+    """Equal for candidates that are the same program (compared by AST); None if the candidate
+    does not parse. A single-line fill is checked on its enclosing function or class only, which
+    is much cheaper than the whole file; it may reject what the file would accept (a trailing
+    backslash joining the next statement), never the reverse. Other fills: the whole file."""
+    region = _region(source, site) if "\n" not in fill else None
+    if region is not None and fill.strip():
+        # A fill that starts a line left of the region's column would leave the region's block.
+        line_start = source.rfind("\n", 0, site.start_char) + 1
+        before = source[line_start : site.start_char] + site.lead
+        column = len(before) + len(fill) - len(fill.lstrip(" \t"))
+        region_column = region[0] - (source.rfind("\n", 0, region[0]) + 1)
+        if not before.strip() and column < region_column:
+            region = None
+    if region is None:
+        key = _ast_key(apply(source, site, fill))
+        return None if key is None else (site.path, 0, -1, key)
+    key = _ast_key(_region_source(source, region, site, fill))
+    return None if key is None else (site.path, region[0], region[1], key)
+
+
+@lru_cache(maxsize=256)
+def _original_keys(source: str, path: str, region: tuple[int, int] | None) -> ProgramKey | None:
+    if region is None:
+        key = _ast_key(source)
+        return None if key is None else (path, 0, -1, key)
+    key = _ast_key(_region_source(source, region, None, ""))
+    return None if key is None else (path, region[0], region[1], key)
+
+
+def dedupe_fills(
+    sources: Mapping[str, str],
+    items: Iterable[T],
+    site_of: Callable[[T], Site],
+    fill_of: Callable[[T], str],
+) -> list[T]:
+    """Items (e.g. model samples) whose fill parses, one per distinct program, no-ops dropped;
+    first occurrence kept, so pass them best first. `sources` maps site paths to their text."""
+    seen: set[ProgramKey] = set()
+    kept = []
+    for item in items:
+        site, fill = site_of(item), fill_of(item)
+        source = sources[site.path]
+        key = program_key(source, site, fill)
+        if key is None or key in seen:
+            continue
+        region = None if key[2] == -1 else (key[1], key[2])
+        if key == _original_keys(source, site.path, region):
+            continue
+        seen.add(key)
+        kept.append(item)
     return kept

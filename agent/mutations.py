@@ -2,7 +2,7 @@
 
 An ablation: it answers "how far do operator/constant/identifier substitutions get on their own?".
 For a site, `mutation_fills` lists replacement texts in a fixed order; every fill parses when
-applied and differs from the original text.
+applied and makes a distinct program that differs from the original.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 
 from tree_sitter import Node
 
-from agent.canvases import Site, apply, parse_tree, parses
+from agent.canvases import Site, dedupe_fills, parse_tree
 
 OPERATOR_GROUPS = (
     ("<", "<=", ">", ">=", "==", "!="),
@@ -136,5 +136,5 @@ def mutation_fills(source: str, site: Site) -> list[str]:
         fills += _node_fills(nodes, text)
     else:  # inserted lines need new code, which substitution cannot invent
         fills = []
-    valid = [f for f in dict.fromkeys(fills) if f != text and parses(apply(source, site, f))]
+    valid = dedupe_fills({site.path: source}, dict.fromkeys(fills), lambda f: site, str)
     return valid[:1] if site.kind == "delete" else valid

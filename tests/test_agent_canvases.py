@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
+import textwrap
 from dataclasses import dataclass
 
 from agent.canvases import (
     apply,
     canvas,
     dedupe,
+    dedupe_fills,
     parses,
+    program_key,
     rank_sites,
     sites_for,
     sites_for_line,
     span_lengths,
 )
+from agent.mutations import mutation_fills
 
 SRC = """\
 import math
@@ -174,3 +179,48 @@ def test_parses_and_dedupe() -> None:
     assert dedupe(candidates, original=original) == [candidates[0], candidates[4]]
     pairs = [(0.9, candidates[4]), (0.5, candidates[0]), (0.1, candidates[4])]
     assert dedupe(pairs, source_of=lambda p: p[1]) == pairs[:2]
+
+
+JUNK_FILLS = ["", "(", ")", "x y", "not", "1 +", "'", '"""', "foo(bar", "lambda: 0", "  y", ":"]
+JUNK_FILLS += ["pass", "return", "else:", "x = 1", "yield 1", "]", "*a", "x\n", "def g():"]
+
+
+def test_program_key_decides_like_the_whole_file() -> None:
+    """The region shortcut must never accept what the whole file rejects, nor the reverse."""
+    source = inspect.getsource(textwrap) + "\n\n" + SRC
+    total = source.count("\n")
+    checked = 0
+    for line in range(1, total, 61):
+        for site in sites_for_line("m.py", source, line):
+            for fill in JUNK_FILLS + mutation_fills(source, site)[:3]:
+                fast = program_key(source, site, fill) is not None
+                assert fast == parses(apply(source, site, fill)), (line, site.kind, fill)
+                checked += 1
+    assert checked > 300
+
+
+def test_program_key_sees_decorators_and_dedents() -> None:
+    src = "class A:\n    @staticmethod\n    def f(x):\n        y = x\n        return y\n"
+    header = next(s for s in sites_for_line("m.py", src, 3) if s.kind == "line")
+    assert program_key(src, header, "def f(x, z=1):") is not None
+    assert program_key(src, header, "x = 1") is None  # a decorator needs a definition
+    delete = next(s for s in sites_for_line("m.py", src, 4) if s.kind == "delete")
+    assert program_key(src, delete, "else:") is None  # column 0 inside the method
+    assert program_key(src, delete, "") is not None
+
+
+def test_dedupe_fills_keeps_distinct_programs_in_order() -> None:
+    n = line_of("return total >=")
+    op = next(s for s in sites_for_line("m.py", SRC, n) if s.kind == "operator")
+    node = next(s for s in sites_for_line("m.py", SRC, n) if s.original_text == "total >= math.pi")
+    items = [
+        (op, "<"),
+        (op, ">="),  # no-op
+        (node, "total < math.pi"),  # same program as the first
+        (op, "=="),
+        (node, "(total < math.pi"),  # does not parse
+        (node, "total  ==  math.pi"),  # same program as (op, "==")
+        (op, ">"),
+    ]
+    kept = dedupe_fills({"m.py": SRC}, items, lambda i: i[0], lambda i: i[1])
+    assert kept == [(op, "<"), (op, "=="), (op, ">")]
