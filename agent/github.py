@@ -27,6 +27,7 @@ API_VERSION = "2022-11-28"
 _TIMEOUT = httpx.Timeout(20.0, connect=10.0)
 _NAME = r"[A-Za-z0-9_.-]+"
 _GH_REF = re.compile(rf"^gh:({_NAME})/({_NAME})#(\d+)$")
+_PUSH_TIMEOUT = 300.0
 _MAX_BODY_DIFF = 20_000  # GitHub caps a PR body at 65,536 characters.
 
 
@@ -204,6 +205,7 @@ def push_branch(repo: git.Repo | str | Path, branch: str, remote: str = "origin"
             remote,
             f"refs/heads/{branch}:refs/heads/{branch}",
             env={"GIT_TERMINAL_PROMPT": "0"},
+            kill_after_timeout=_PUSH_TIMEOUT,  # an ssh prompt must not hang a CI job
         )
     except git.GitCommandError as exc:
         raise AgentError(f"git push of {branch} to {remote} failed: {_push_error(exc)}") from None
