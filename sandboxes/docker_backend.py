@@ -72,6 +72,7 @@ class DockerBackend(Backend):
         """`base_url`: the engine's address (default: DOCKER_HOST or the local socket)."""
         try:
             import docker
+            import requests
         except ImportError:
             raise SandboxError("the docker SDK is not installed: pip install docker") from None
         self._errors = docker.errors
@@ -81,7 +82,7 @@ class DockerBackend(Backend):
             else:
                 self.client = docker.DockerClient(base_url=base_url, timeout=30)
             self.client.ping()
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, requests.RequestException) as exc:
             raise SandboxError(
                 f"Docker engine unreachable ({str(exc).splitlines()[0][:120]}): start dockerd "
                 "or set DOCKER_HOST"

@@ -26,7 +26,7 @@ Reader = Callable[[], tuple[int, bytes]]
 
 
 class StreamWorker(Worker):
-    """A worker whose output arrives through `feed_stdout`/`feed_stderr` from backend threads."""
+    """A worker whose output the backend feeds in through pump threads (`start_pump`)."""
 
     def __init__(self, limits: Limits, stdin: IO[bytes]) -> None:
         self.limits = limits
@@ -137,7 +137,8 @@ class StreamWorker(Worker):
         self._kill()
 
     def _expire(self) -> None:
-        self._stop_with("timeout")
+        if self._status(0) is None:  # after a natural exit, leftovers wait for stop()
+            self._stop_with("timeout")
 
     def _limit_exceeded(self) -> None:
         # Killed from another thread: a backend may need this one to keep reading meanwhile.
@@ -189,7 +190,10 @@ def fd_reader(fd: int, stream: int) -> Reader:
     """A pump source reading a file descriptor, tagged as stream 1 (stdout) or 2 (stderr)."""
 
     def read() -> tuple[int, bytes]:
-        data = os.read(fd, 65536)
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            data = b""
         if not data:
             os.close(fd)
         return stream, data
