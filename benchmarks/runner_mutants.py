@@ -198,11 +198,19 @@ def apply(text: str, number: int, new_line: str) -> str:
 
 
 def overhead(workers_python: str, runs: int = 30) -> tuple[float, float]:
-    """Median seconds per job on one trivial test: warm worker vs a fresh pytest process."""
+    """Median seconds per job on one trivial test: warm worker vs a fresh pytest process.
+
+    Every warm job is a distinct candidate (a new version of the module the test imports), so
+    nothing is answered by de-duplication or the cache: the file is written, imported fresh,
+    the test runs, the file is restored.
+    """
     with tempfile.TemporaryDirectory(prefix="gp-overhead-") as tmp:
         root = Path(tmp)
         (root / "tests").mkdir()
-        (root / "tests" / "test_trivial.py").write_text("def test_trivial():\n    pass\n")
+        (root / "lib.py").write_text("def value():\n    return 1\n")
+        (root / "tests" / "test_trivial.py").write_text(
+            "from lib import value\n\n\ndef test_trivial():\n    assert value() == 1\n"
+        )
         git(root, "init", "-q")
         git(root, "add", "-A")
         git(root, "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "t")
@@ -220,10 +228,12 @@ def overhead(workers_python: str, runs: int = 30) -> tuple[float, float]:
         warm = []
         with Pool(root, workers_python, "process", workers=1) as pool:
             for i in range(runs):
+                files = {"lib.py": f"def value():\n    return 1  # candidate {i}\n"}
                 start = time.perf_counter()
-                done = pool.run(Job(f"t{i}", {}, [test], fail_fast=True))
+                done = pool.run(Job(f"t{i}", files, [test], fail_fast=True))
                 warm.append(time.perf_counter() - start)
-                assert done.results and done.results[0].outcome == "passed", done
+                assert [r.outcome for r in done.results] == ["passed"], done
+                assert not done.results[0].cached
     return statistics.median(warm), statistics.median(fresh)
 
 

@@ -65,6 +65,7 @@ class _JobState:
     inflight: int = 0
     aliases: list[str] = field(default_factory=list)
     stopped: str | None = None  # "fail_fast", "cancelled", "timeout"
+    cpu: float = 0.0
 
 
 @dataclass
@@ -310,7 +311,11 @@ class Pool:
             return
         del self._jobs[job_id]
         done = JobDone(
-            job_id, state.stopped or "ok", tuple(state.results), time.monotonic() - state.started
+            job_id,
+            state.stopped or "ok",
+            tuple(state.results),
+            time.monotonic() - state.started,
+            state.cpu,
         )
         self._finished[job_id] = done
         self._events.put(done)
@@ -405,6 +410,8 @@ class Pool:
                 ),
             )
         elif event == "done":
+            if state is not None:
+                state.cpu += float(record.get("cpu") or 0.0)
             self._chunk_over(slot)
             if state is not None and record.get("reason") == "timeout":
                 self._stop(state, "timeout")

@@ -39,6 +39,7 @@ class JobDone:
     reason: str
     results: tuple[TestResult, ...] = field(default=())
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # CPU time the job's test processes used (not the pool's own)
 
     def count(self, outcome: str) -> int:
         return sum(1 for r in self.results if r.outcome == outcome)

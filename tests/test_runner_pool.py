@@ -10,6 +10,7 @@ from runner.cache import ResultCache
 from runner.pool import Job, Pool
 from runner.results import JobDone, TestResult
 from tests.runner_support import ALL, PYTHON, RECT, SQUARE, TRIVIAL, UNIT, area_with, make_project
+from tests.test_sandbox_helpers import use_backend
 
 TEST_TIMEOUT = 2.0
 WRONG = area_with("    return side * 2\n")
@@ -115,3 +116,27 @@ def test_duplicates_collapse_and_the_cache_answers(project, tmp_path):
     assert cached == {SQUARE: True, RECT: True, TRIVIAL: False}
     assert outcomes(done)[SQUARE] == "failed"
     cache.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "backend_name",
+    [
+        pytest.param("bwrap", marks=pytest.mark.bwrap),
+        pytest.param("docker", marks=pytest.mark.docker),
+    ],
+)
+def test_isolated_backends_run_the_same_worker(project, backend_name):
+    use_backend(backend_name)  # skips when the backend is unavailable (fails for Docker under CI)
+    offline = area_with(
+        "    import socket\n    socket.create_connection(('192.0.2.1', 80), timeout=1)\n"
+    )
+    with Pool(project, PYTHON, backend_name, workers=1, test_timeout=TEST_TIMEOUT) as pool:
+        broken = pool.run(Job("broken", {"geometry/area.py": WRONG}, ALL, fail_fast=False))
+        assert outcomes(broken) == {
+            SQUARE: "failed", RECT: "passed", TRIVIAL: "passed", UNIT: "passed"
+        }  # fmt: skip
+        net = pool.run(Job("net", {"geometry/area.py": offline}, [SQUARE], fail_fast=False))
+        assert outcomes(net) == {SQUARE: "failed"}
+        assert "unreachable" in net.results[0].message
+        assert pool.run(Job("clean", {}, ALL, fail_fast=False)).green

@@ -333,6 +333,7 @@ class JobRun:
         self.done: set[str] = set()
         self.failed = False
         self.reason = "ok"
+        self.cpu = 0.0  # CPU seconds of the forked children: the job's cost, whatever the load
 
     def result(self, test: str, outcome: str, message: str, seconds: float = 0.0) -> None:
         self.done.add(test)
@@ -450,7 +451,8 @@ class JobRun:
                         child_error = record["message"]
         finally:
             os.close(read_fd)
-            _, status = os.waitpid(pid, 0)
+            _, status, usage = os.wait4(pid, 0)
+            self.cpu += usage.ru_utime + usage.ru_stime
             # Whatever the child started in its group (subprocesses, forks) dies with it.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
@@ -522,7 +524,7 @@ def main() -> None:
             continue  # for a job that already finished
         run = JobRun(job)
         run.run()
-        emit({"event": "done", "job": run.id, "reason": run.reason})
+        emit({"event": "done", "job": run.id, "reason": run.reason, "cpu": round(run.cpu, 6)})
 
 
 if __name__ == "__main__":
