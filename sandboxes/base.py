@@ -72,7 +72,8 @@ class Worker(abc.ABC):
         """Why the worker ended, None while it runs.
 
         One of: "timeout" (wall clock), "output limit", "memory", "cpu time", "file size",
-        "stopped" (by `stop()`), "killed by signal N", "exit N".
+        "stopped" (by `stop()`), "killed by signal N", "exit N". "memory" and "file size" are
+        also read from a Python traceback (MemoryError, "File too large") on standard error.
         """
 
     @abc.abstractmethod

@@ -172,8 +172,12 @@ class StreamWorker(Worker):
             return None
         if self._reason is not None:
             return self._reason
-        if self._memory_killed() or (status != 0 and b"MemoryError" in self.stderr_tail_bytes()):
+        # Python turns the memory and file size rlimits into exceptions (it ignores SIGXFSZ).
+        tail = self.stderr_tail_bytes() if status != 0 else b""
+        if self._memory_killed() or b"MemoryError" in tail:
             return "memory"
+        if b"File too large" in tail:
+            return "file size"
         if status < 0:
             return _SIGNAL_REASONS.get(-status, f"killed by signal {-status}")
         return f"exit {status}"

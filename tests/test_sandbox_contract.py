@@ -148,3 +148,21 @@ def test_tmp_and_home_are_private_and_writable(backend_name: str, tmp_path: Path
     with backend.start(spec(tmp_path, code, wall_seconds=30)) as worker:
         assert worker.stdout.readline() == b"3\n", worker.stderr_tail()
         assert worker.wait(20) == 0
+
+
+@ALL_BACKENDS
+def test_cpu_time_limit(backend_name: str, tmp_path: Path) -> None:
+    backend = use_backend(backend_name)
+    worker = backend.start(spec(tmp_path, "while True: pass", cpu_seconds=1, wall_seconds=30))
+    assert worker.wait(25) is not None
+    assert worker.exit_reason() == "cpu time"
+
+
+@ALL_BACKENDS
+def test_file_size_limit(backend_name: str, tmp_path: Path) -> None:
+    backend = use_backend(backend_name)
+    code = "open('big.bin', 'wb').write(b'x' * (3 * 1024 * 1024))"
+    worker = backend.start(spec(tmp_path, code, file_size_mb=1, wall_seconds=30))
+    assert worker.wait(20) == 1
+    assert worker.exit_reason() == "file size"
+    assert (tmp_path / "big.bin").stat().st_size <= 1024 * 1024
