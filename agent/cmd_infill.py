@@ -9,6 +9,7 @@ import typer
 
 from agent.cli_common import JsonOpt, ModelOpt, QuietOpt, VerboseOpt, run
 from agent.errors import AgentError
+from agent.output import Reporter
 
 
 def parse_lines(spec: str) -> tuple[int, int]:
@@ -58,11 +59,38 @@ def infill(
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Draft K candidate rewrites of lines A..B with the diffusion model, best first."""
+    """Draft K candidate rewrites of lines A..B with the diffusion model, best first (score: mean
+    log-likelihood per token)."""
 
     def body() -> int:
         span = parse_lines(lines)
-        read_source(file, span)
-        raise AgentError("the model sampler is not built yet: agent infill cannot draft")
+        source_lines = read_source(file, span)
+        reporter = Reporter(json_out, verbose, quiet)
+        a, b = span
+        prefix = "".join(source_lines[: a - 1])
+        middle = "".join(source_lines[a - 1 : b])
+        suffix = "".join(source_lines[b:])
+        with reporter.progress() as progress:
+            task = progress.add_task("loading the model", total=None)
+            from model.checkpoint import load_model  # torch is heavy: import it only now
+            from model.sampler import infill_site, span_lengths
+
+            lm = load_model(model)
+            progress.update(task, description=f"drafting {n} rewrites of lines {a}:{b}")
+            lengths = span_lengths(lm, middle)
+            # A few more samples than asked for: duplicates collapse.
+            candidates = infill_site(lm, prefix, suffix, lengths, samples=n + 1)[:n]
+        report = {
+            "file": str(file),
+            "lines": [a, b],
+            "model": "embedded" if model is None else str(model),
+            "candidates": [{"text": c.text, "score": round(c.score, 4)} for c in candidates],
+        }
+        reporter.write_json(report)
+        if json_out != "-":
+            for rank, c in enumerate(candidates, 1):
+                reporter.out.rule(f"#{rank}  score {c.score:.3f}")
+                reporter.out.print(c.text, markup=False, highlight=False, end="")
+        return 0
 
     run(verbose, body)
