@@ -37,6 +37,8 @@ class FixRequest:
     branch: str | None = None
     pr: bool = False
     options: Options | None = None
+    # A model already loaded (batch shares one across tickets); else loaded from `model`.
+    lm: object | None = None
 
 
 def _python(settings: Settings, root: Path) -> str:
@@ -49,6 +51,8 @@ def _python(settings: Settings, root: Path) -> str:
 def _drafter(request: FixRequest) -> Drafter:
     if request.drafter == "mutations":
         return Drafter(None, request.settings.never_edit)
+    if request.lm is not None:
+        return Drafter(request.lm, request.settings.never_edit)
     from model.checkpoint import load_model  # torch is heavy: load it only when drafting
 
     return Drafter(load_model(request.model), request.settings.never_edit)
