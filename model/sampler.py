@@ -299,10 +299,11 @@ def infill(lm: LoadedModel, canvases: list[Canvas], samples: int = 4, *,
            steps: int | None = None, threshold: float | None = 0.9, temperature: float = 0.8,
            top_k: int | None = None, top_p: float | None = 0.95,
            remask_low_confidence: float | None = None, block_size: int | None = None,
-           context: int | None = 512, seed: int = 0, stats: DecodeStats | None = None
-           ) -> list[list[Candidate]]:
+           context: int | None = 512, seed: int = 0, greedy_first: bool = True,
+           stats: DecodeStats | None = None) -> list[list[Candidate]]:
     """Fill every canvas `samples` times in one batch; per canvas, distinct fills best first.
-    `stats`, when given, is updated with the cost of the call."""
+    `greedy_first=False` samples every row (sample 0 is greedy by default). `stats`, when
+    given, is updated with the cost of the call."""
     if samples < 1:
         raise ModelError("samples must be at least 1")
     if not canvases:
@@ -316,7 +317,7 @@ def infill(lm: LoadedModel, canvases: list[Canvas], samples: int = 4, *,
         for k in range(samples):
             layouts.append((ids, start, None))
             span_lens.append(canvas.span_len)
-            greedy.append(k == 0)
+            greedy.append(greedy_first and k == 0)
     rows = _build_rows(lm, layouts, span_lens, greedy, block_size)
     passes, row_passes = _denoise(
         lm, rows, threshold=threshold, steps=steps, temperature=temperature, top_k=top_k,
