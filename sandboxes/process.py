@@ -25,16 +25,24 @@ from sandboxes.popen import PopenWorker
 MARKER = "GREENPATCH_SANDBOX_ID"
 
 
-def kill_marked(marker_value: str) -> None:
-    """SIGKILL every process whose environment carries MARKER=marker_value (Linux /proc)."""
+def kill_marked(marker_value: str, rounds: int = 20) -> None:
+    """SIGKILL every process whose environment carries MARKER=marker_value (Linux /proc).
+
+    Scans again until one finds nothing: a process may fork while a scan runs.
+    """
     needle = f"{MARKER}={marker_value}".encode() + b"\0"
     me = os.getpid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        with contextlib.suppress(OSError):
-            if needle in (entry / "environ").read_bytes() + b"\0":
-                os.kill(int(entry.name), signal.SIGKILL)
+    for _ in range(rounds):
+        killed = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            with contextlib.suppress(OSError):
+                if needle in (entry / "environ").read_bytes() + b"\0":
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    killed += 1
+        if not killed:
+            return
 
 
 class ProcessBackend(Backend):
