@@ -33,7 +33,7 @@ def bench(
     ] = None,
     budget: Annotated[
         float, typer.Option("--budget", metavar="SECONDS", min=1, help="Budget per bug.")
-    ] = 120.0,
+    ] = 60.0,
     timeout: Annotated[
         float | None,
         typer.Option(

@@ -95,11 +95,9 @@ def attempt(lib: Library, module: str, mutation: Mutation, workdir: Path) -> dic
         full = run_pytest(repo, timeout=120)
         if not full.failed_tests:
             return reject(f"full suite: exit {full.returncode}, timeout {full.timed_out}")
+        if full.slow_tests or quick.slow_tests:
+            return reject("a test times out: detection would depend on machine speed")
         buggy = (repo / module).read_bytes()
-        (repo / module).write_bytes(source)
-        fixed = run_pytest(repo, timeout=120)
-        if not fixed.passed:
-            return reject(f"reference fix does not pass: exit {fixed.returncode}")
     finally:
         shutil.rmtree(repo.parent, ignore_errors=True)
     usable = sorted((f for f in full.failures if ticket_ready(f.nodeid)), key=lambda f: f.nodeid)
@@ -122,6 +120,19 @@ def attempt(lib: Library, module: str, mutation: Mutation, workdir: Path) -> dic
     return {**record, "status": "verified", "task": task.to_dict()}
 
 
+def _distinct(tasks: list[dict]) -> list[dict]:
+    """Drops a task that shows exactly like an earlier one at the same line: the same failing
+    tests and ticket (e.g. `x is not None` and `not (x is None)`), i.e. the same bug twice."""
+    seen: set[tuple] = set()
+    kept = []
+    for task in tasks:
+        key = (task["file"], task["start_line"], task["ticket"], tuple(task["failing_tests"]))
+        if key not in seen:
+            seen.add(key)
+            kept.append(task)
+    return kept
+
+
 def generate(
     out: Path,
     checkpoint: Path,
@@ -130,7 +141,8 @@ def generate(
     seed: int,
     jobs: int,
 ) -> int:
-    """Run (or resume) generation; write the verified tasks, sorted by id, to `out`."""
+    """Run (or resume) generation for `libraries`; write every verified task of the checkpoint,
+    sorted by id, to `out`."""
     done: dict[str, dict] = {}
     if checkpoint.exists():
         for line in checkpoint.read_text().splitlines():
@@ -172,10 +184,9 @@ def generate(
             list(pool.map(work, todo))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    verified = sorted(
-        (r["task"] for r in done.values() if r["status"] == "verified"
-         and r["task"]["library"] in libraries),
-        key=lambda t: t["id"],
+    verified = _distinct(
+        sorted((r["task"] for r in done.values() if r["status"] == "verified"),
+               key=lambda t: t["id"])
     )
     out.write_text("".join(json.dumps(t, sort_keys=True) + "\n" for t in verified))
     return len(verified)

@@ -166,19 +166,21 @@ def run_task(
     if code is None:
         return {**result, "status": "timeout",
                 "reason": f"killed after {limit:g} s (budget {budget:g} s)"}
+    status = STATUS_BY_EXIT.get(code)
     try:
         report = json.loads(out.read_text())
         if not isinstance(report, dict):
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as exc:
         why = _last_line(tail) or str(exc)
-        return {**result, "status": "error",
-                "reason": f"exit {code}, no JSON report: {why}"}
+        # Exit 3 is a deliberate answer; exit 1 without a report is how Python dies of a crash.
+        if status == "cannot_reproduce":
+            return {**result, "status": status, "reason": why}
+        return {**result, "status": "error", "reason": f"exit {code}, no JSON report: {why}"}
     for key in ("candidates", "tests_run", "seconds", "rounds"):
         value = report.get(key)
         result[key] = value if isinstance(value, int | float) and not isinstance(value, bool) \
             else None
-    status = STATUS_BY_EXIT.get(code)
     if status is None:
         return {**result, "status": "error", "reason": f"exit {code}: {_last_line(tail)}"}
     result["status"] = status

@@ -36,6 +36,10 @@ class SuiteRun:
         return self.returncode == 0 and not self.timed_out
 
     @property
+    def slow_tests(self) -> bool:
+        return any("Timeout" in f.message for f in self.failures)
+
+    @property
     def failed_tests(self) -> bool:
         """pytest ran and some tests failed (exit 1), as opposed to an error or a timeout."""
         return self.returncode == 1 and not self.timed_out and bool(self.failures)
@@ -73,10 +77,12 @@ def run_pytest(
     *,
     exitfirst: bool = False,
     timeout: float = 120.0,
+    test_timeout: float = 10.0,
     python: str | None = None,
 ) -> SuiteRun:
-    """`python -m pytest` in `repo` (its pytest.ini names the suite); a hang is killed with its
-    whole process group and reported as timed out."""
+    """`python -m pytest` in `repo` (its pytest.ini names the suite); a test slower than
+    `test_timeout` fails, and a run slower than `timeout` is killed with its whole process group
+    and reported as timed out."""
     with tempfile.TemporaryDirectory(prefix="gp-junit-") as tmp:
         junit = Path(tmp) / "junit.xml"
         # prlimit rather than preexec_fn: callers run suites from several threads.
@@ -85,6 +91,8 @@ def run_pytest(
             *limit,
             python or sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
             "--tb=short", "-o", "junit_family=xunit1", f"--junitxml={junit}",
+            # pytest-timeout: one slow test must not stall the whole run.
+            f"--timeout={test_timeout:g}",
             *(["-x"] if exitfirst else []), *(targets or []),
         ]
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}

@@ -1,6 +1,9 @@
 """Generate (or resume generating) the frozen bug tasks: benchmarks/bugs/tasks.jsonl.
 
-    .venv/bin/python benchmarks/bugs/make_tasks.py --per-kind 8 --seed 0 --jobs 2
+    .venv/bin/python benchmarks/bugs/make_tasks.py --per-kind 8 --seed 0 --jobs 2 \
+        --libraries toolz cachetools boltons
+    .venv/bin/python benchmarks/bugs/make_tasks.py --per-kind 5 --seed 0 --jobs 2 \
+        --libraries more-itertools
 
 Attempts are checkpointed in benchmarks/bugs/attempts.jsonl; re-running resumes from it.
 """
@@ -30,10 +33,12 @@ def main() -> int:
     args = parser.parse_args()
     started = time.monotonic()
     count = generate(args.out, args.checkpoint, args.libraries, args.per_kind, args.seed, args.jobs)
+    used = {json.loads(line)["library"] for line in args.out.read_text().splitlines() if line}
     (HERE / "libraries.json").write_text(json.dumps(
         {name: {"version": lib.version, "licence": lib.licence, "sdist": lib.sdist,
-                "sha256": lib.sha256, "modules": list(lib.modules), "tests": list(lib.tests)}
-         for name, lib in LIBRARIES.items() if name in args.libraries},
+                "sha256": lib.sha256, "modules": list(lib.modules), "tests": list(lib.tests),
+                "pytest_ini": lib.pytest_ini}
+         for name, lib in LIBRARIES.items() if name in used},
         indent=2) + "\n")
     print(f"{count} verified tasks in {args.out} ({time.monotonic() - started:.0f} s)",
           file=sys.stderr)

@@ -1,0 +1,143 @@
+"""`agent bench` end to end with real subprocess fixers: a fixer that applies the reference fix
+(by commit or by diff), one that claims green without fixing, one that gives up, one that crashes
+and one that hangs. The bench records each outcome and carries on."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.bench.run import Config, summarize
+from agent.bench.tasks import TASKS_FILE, load_tasks
+from agent.errors import AgentError
+
+FIXER = Path(__file__).resolve().parent / "bench_fixer.py"
+
+
+@pytest.fixture(scope="module")
+def two_tasks(tmp_path_factory) -> Path:
+    """Two cachetools tasks (the quickest suite) of different kinds, as a task file."""
+    by_kind = {}
+    for task in load_tasks(TASKS_FILE):
+        if task.library == "cachetools":
+            by_kind.setdefault(task.kind, task)
+    chosen = list(by_kind.values())[:2]
+    path = tmp_path_factory.mktemp("tasks") / "tasks.jsonl"
+    path.write_text("".join(json.dumps(t.to_dict()) + "\n" for t in chosen))
+    return path
+
+
+def fixer(tasks: Path) -> str:
+    return shlex.join([sys.executable, str(FIXER), "--tasks", str(tasks)])
+
+
+def one_line_error(result) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_bench_records_every_outcome_and_goes_on(run_agent, two_tasks, tmp_path) -> None:
+    out, table = tmp_path / "report.json", tmp_path / "table.md"
+    modes = ["commit", "diff", "noop", "giveup", "crash", "hang"]
+    result = run_agent(
+        "bench", "--tasks", two_tasks, "--split", "all", "--fixer", fixer(two_tasks),
+        *[arg for mode in modes for arg in ("--compare", f"{mode}=--mode {mode}")],
+        "--budget", "2", "--timeout", "6", "--jobs", "2",
+        "--json", out, "--markdown", table, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert len(report["tasks"]) == 2
+    configs = report["configs"]
+    assert list(configs) == modes
+    statuses = {name: {t["status"] for t in data["tasks"]} for name, data in configs.items()}
+    assert statuses == {
+        "commit": {"green"}, "diff": {"green"}, "noop": {"green"}, "giveup": {"no_fix"},
+        "crash": {"error"}, "hang": {"timeout"},
+    }
+    for name in ("commit", "diff"):
+        summary = configs[name]["summary"]
+        assert (summary["plausible"], summary["exact"], summary["total"]) == (2, 2, 2)
+        assert summary["candidates_per_bug"] == 3 and summary["tests_run_per_bug"] == 7
+        assert summary["median_seconds_to_green"] is not None
+    # A committed fix with an extra comment is still exact: compared as ASTs.
+    assert all(t["changed_files"] for t in configs["commit"]["tasks"])
+    noop = configs["noop"]["tasks"]
+    assert not any(t["plausible"] for t in noop)
+    assert all("failing" in t["reason"] for t in noop), noop
+    assert all("crashed on purpose" in t["reason"] for t in configs["crash"]["tasks"])
+    assert all("killed after 6 s" in t["reason"] for t in configs["hang"]["tasks"])
+    assert all(t["wall_seconds"] < 30 for t in configs["hang"]["tasks"])
+    text = table.read_text()
+    assert text in result.stdout
+    assert "| commit | **all** | 2/2 | 2/2 | 0 | 0 |" in text
+    assert "| crash | **all** | 0/2 | 0/2 | 2 | 0 |" in text
+    assert "| hang | **all** | 0/2 | 0/2 | 0 | 2 |" in text
+
+
+@pytest.mark.slow
+def test_bench_with_the_real_agent_fix_records_its_outcome(run_agent, two_tasks, tmp_path) -> None:
+    out = tmp_path / "report.json"
+    result = run_agent(
+        "bench", "--tasks", two_tasks, "--split", "all", "--sample", "1", "--budget", "5",
+        "--timeout", "30", "--json", out, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
+    (task,) = json.loads(out.read_text())["configs"]["default"]["tasks"]
+    assert task["status"] in {"green", "no_fix", "cannot_reproduce", "error", "timeout"}
+    if task["status"] == "error":
+        assert task["reason"]
+
+
+def test_bench_json_to_stdout_keeps_stdout_clean(run_agent, two_tasks) -> None:
+    result = run_agent(
+        "bench", "--tasks", two_tasks, "--split", "all", "--sample", "1",
+        "--fixer", fixer(two_tasks), "--compare", "giveup=--mode giveup", "--budget", "2",
+        "--json", "-", timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["configs"]["giveup"]["summary"]["statuses"] == {"no_fix": 1}
+    assert "| giveup |" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--split", "nope"], "--split must be"),
+        (["--compare", "noequals"], "NAME=FLAGS"),
+        (["--compare", "a=", "--compare", "a=-x"], "distinct"),
+        (["--task", "no-such-task"], "unknown task id"),
+        (["--fixer", "no-such-fixer-binary"], "command not found"),
+        (["--tasks", "/nonexistent/tasks.jsonl"], "task file not found"),
+    ],
+)
+def test_bad_input_is_one_line(run_agent, two_tasks, args, message) -> None:
+    if "--tasks" not in args:
+        args = ["--tasks", str(two_tasks), *args]
+    assert message in one_line_error(run_agent("bench", *args))
+
+
+def test_config_parse_and_summary() -> None:
+    assert Config.parse("one-shot=--max-rounds 1") == Config("one-shot", ("--max-rounds", "1"))
+    assert Config.parse("full=") == Config("full", ())
+    with pytest.raises(AgentError):
+        Config.parse("=x")
+    rows = [
+        {"status": "green", "plausible": True, "exact": True, "seconds": s, "candidates": 4,
+         "tests_run": 10}
+        for s in (1.0, 2.0, 3.0, 4.0, 10.0)
+    ] + [{"status": "timeout", "plausible": False, "exact": False}]
+    summary = summarize(rows)
+    assert (summary["total"], summary["plausible"], summary["exact"]) == (6, 5, 5)
+    assert summary["median_seconds_to_green"] == 3.0
+    assert summary["p90_seconds_to_green"] == 10.0
+    assert summary["candidates_per_bug"] == 4 and summary["tests_run_per_bug"] == 10
+    assert summary["statuses"] == {"green": 5, "timeout": 1}

@@ -1,0 +1,67 @@
+"""Task rebuild recipes on real sdists: the pristine and buggy commits, the suite failing with the
+bug and passing with the hidden reference fix."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agent.bench.libraries import LIBRARIES, get_library, pristine_repo
+from agent.bench.suite import run_pytest
+from agent.bench.tasks import TASKS_FILE, buggy_source, build_task_repo, load_tasks
+from agent.errors import AgentError
+
+
+def small_tasks(n: int):
+    """Tasks of the library with the quickest suite, different kinds first."""
+    tasks = [t for t in load_tasks(TASKS_FILE) if t.library == "cachetools"]
+    by_kind = {t.kind: t for t in reversed(tasks)}
+    return list(by_kind.values())[:n]
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def test_every_task_matches_its_pinned_library_source() -> None:
+    for task in load_tasks(TASKS_FILE):
+        pristine = (pristine_repo(get_library(task.library)) / task.file).read_bytes()
+        buggy = buggy_source(task, pristine)
+        assert buggy != pristine
+        assert buggy[task.start_byte :].startswith(task.buggy.encode())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", small_tasks(2), ids=lambda t: t.id)
+def test_rebuilt_task_fails_with_the_bug_and_passes_with_the_reference_fix(tmp_path, task) -> None:
+    repo = build_task_repo(task, tmp_path / "a")
+    log = git(repo, "log", "--format=%s").splitlines()
+    assert log == [f"buggy: {task.id}", "pristine"]
+    assert git(repo, "status", "--porcelain") == ""
+    again = build_task_repo(task, tmp_path / "b")
+    assert git(repo, "rev-parse", "HEAD") == git(again, "rev-parse", "HEAD"), "reproducible"
+
+    buggy = run_pytest(repo, timeout=120)
+    assert buggy.failed_tests
+    assert task.ticket_test in {f.nodeid for f in buggy.failures}
+    assert sorted(f.nodeid for f in buggy.failures) == task.failing_tests
+
+    (tmp_path / "fix.diff").write_text(task.reference_fix)
+    git(repo, "apply", str(tmp_path / "fix.diff"))
+    pristine = pristine_repo(LIBRARIES[task.library])
+    assert (repo / task.file).read_bytes() == (pristine / task.file).read_bytes()
+    assert run_pytest(repo, timeout=120).passed
+
+
+def test_rebuild_refuses_an_existing_destination_and_a_moved_source(tmp_path) -> None:
+    task = small_tasks(1)[0]
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(AgentError, match="already exists"):
+        build_task_repo(task, tmp_path / "taken")
+    task.start_byte += 1
+    with pytest.raises(AgentError, match="does not match"):
+        build_task_repo(task, tmp_path / "moved")
