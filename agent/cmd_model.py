@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from agent.cli_common import JsonOpt, QuietOpt, VerboseOpt, run
+from agent.cli_common import JsonOpt, ModelOpt, QuietOpt, VerboseOpt, run
 from agent.errors import AgentError
 from agent.output import Reporter
 
@@ -115,6 +115,87 @@ def train_cmd(
         summary = train(corpus_dir, out, size=size, cfg=cfg, vocab_size=vocab, resume=resume,
                         echo=not quiet, max_steps=max_steps)
         rep.write_json(summary)
+        return 0
+
+    run(verbose, body)
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:5.1f}%"
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Annotated[Path, typer.Option("--run", help="Training run directory (last.pt).")],
+    out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write a run's last checkpoint as a model directory (fp16 safetensors + tokenizer)."""
+    from model.train import export_weights
+
+    def body() -> int:
+        if not (run_dir / "last.pt").is_file():
+            raise AgentError(f"no checkpoint at {run_dir}/last.pt")
+        export_weights(run_dir, out)
+        Reporter(None, verbose).out.print(f"wrote {out}")
+        return 0
+
+    run(verbose, body)
+
+
+@app.command("eval")
+def eval_cmd(
+    model: ModelOpt = None,
+    corpus_dir: Annotated[Path, typer.Option("--corpus", help="Corpus directory.")] = (
+        DEFAULT_CACHE / "out"
+    ),
+    split: Annotated[
+        str, typer.Option("--split", help="heldout (the held-out package) or validation.")
+    ] = "heldout",
+    sites: Annotated[int, typer.Option("--sites", min=1, help="Line sites and mutants.")] = 50,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the site sample.")] = 0,
+    json_out: JsonOpt = None,
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Masked-token top-1, whole-line exact match, mutant recovery@k and decoding speed."""
+    import torch
+
+    from model.checkpoint import load_model
+    from model.evaluate import TOP_K, EvalConfig, evaluate
+
+    def body() -> int:
+        if split not in ("heldout", "validation"):
+            raise AgentError(f"--split must be heldout or validation, got '{split}'")
+        rep = Reporter(json_out, verbose, quiet)
+        torch.set_num_threads(2)
+        lm = load_model(model, device="cpu")
+        cfg = EvalConfig(line_sites=sites, mutant_sites=sites, seed=seed)
+        with rep.progress() as progress:
+            tasks: dict[str, int] = {}
+
+            def tick(stage: str, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = progress.add_task(stage, total=total)
+                progress.update(tasks[stage], advance=1)
+
+            result = evaluate(lm, corpus_dir, split, cfg, tick)
+        rep.out.print(f"model {result['model']} ({result['parameters']:,} parameters), "
+                      f"split {split}, seed {seed}")
+        rep.out.print(f"masked-token top-1 ({cfg.mask_rate:.0%} masked, "
+                      f"{result['masked_tokens']} tokens): {pct(result['masked_token_top1'])}")
+        rep.out.print(f"whole-line exact match ({result['line_sites']} lines): top-1 "
+                      f"{pct(result['line_exact_top1'])}, top-10 "
+                      f"{pct(result['line_exact_top10'])}")
+        for variant in ("line", "token"):
+            recall = ", ".join(f"@{k} {pct(result[f'mutant_recovery_{variant}@{k}'])}"
+                               for k in TOP_K if f"mutant_recovery_{variant}@{k}" in result)
+            rep.out.print(f"mutant recovery, {variant} masked ({result['mutant_sites']} "
+                          f"mutants): {recall}")
+        rep.out.print(f"decoding (default sampler): {result['decode_tokens_per_s']:.0f} tokens/s, "
+                      f"{result['decode_candidates_per_s']:.1f} candidates/s; total "
+                      f"{result['seconds']:.0f} s")
+        rep.write_json(result)
         return 0
 
     run(verbose, body)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import sys
 import sysconfig
@@ -307,3 +308,60 @@ def read_split(corpus_dir: Path, split: str) -> Iterator[CorpusFile]:
         for line in fh:
             row = json.loads(line)
             yield CorpusFile(row["source"], row["path"], row["text"])
+
+
+# -- infill sites: where a canvas masks text, as the agent's canvases do ------------------------
+
+SITE_KINDS = ("line", "token", "expression")
+_CODE_TOKEN = re.compile(r"[A-Za-z_]\w*|\d[\w.]*|==|!=|<=|>=|//|\*\*|->|[-+*/%<>=&|^~@.,:()\[\]{}]")
+
+
+@dataclass(frozen=True)
+class Site:
+    """A masked middle between a prefix and a suffix: `text == prefix + middle + suffix`."""
+
+    prefix: str
+    middle: str
+    suffix: str
+    kind: str
+
+
+def code_lines(text: str) -> list[tuple[int, int]]:
+    """(start, end) character ranges of the content of lines worth masking: after the
+    indentation, before the newline, not blank, not a comment, not inside or opening a
+    triple-quoted string, at most 120 characters."""
+    out, pos, in_string = [], 0, False
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        stripped = body.strip()
+        # Inside a triple-quoted string (docstring prose) by the parity of triple quotes.
+        quotes = body.count('"""') + body.count("'''")
+        was_in_string, in_string = in_string, in_string ^ (quotes % 2 == 1)
+        if was_in_string or quotes:
+            pos += len(line)
+            continue
+        if stripped and not stripped.startswith("#") and len(stripped) <= 120:
+            start = pos + len(body) - len(body.lstrip())
+            out.append((start, pos + len(body.rstrip())))
+        pos += len(line)
+    return out
+
+
+def pick_site(text: str, rng: random.Random, kind: str | None = None,
+              lines: list[tuple[int, int]] | None = None) -> Site | None:
+    """A random site of `kind` (random kind if None): a whole line's content, one code token
+    (identifier, number, operator), or a run of 2-6 tokens within a line. None when the text
+    has no line to mask."""
+    lines = code_lines(text) if lines is None else lines
+    if not lines:
+        return None
+    kind = kind or rng.choice(SITE_KINDS)
+    a, z = rng.choice(lines)
+    if kind != "line":
+        tokens = [(a + m.start(), a + m.end()) for m in _CODE_TOKEN.finditer(text[a:z])]
+        if not tokens:
+            return None
+        first = rng.randrange(len(tokens))
+        last = first if kind == "token" else min(len(tokens) - 1, first + rng.randint(1, 5))
+        a, z = tokens[first][0], tokens[last][1]
+    return Site(text[:a], text[a:z], text[z:], kind)

@@ -10,6 +10,7 @@ atomically (tmp + rename) every few minutes and at the end.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -22,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from model.data import read_split
-from model.diffusion import diffusion_loss
+from model.data import code_lines, pick_site, read_split
+from model.diffusion import Noised, noise
 from model.errors import ModelError
 from model.network import DiffusionLM, ModelConfig
 from model.tokenizer import CodeTokenizer, train_tokenizer
@@ -36,7 +38,7 @@ LOG = "train.log"
 @dataclass
 class TrainConfig:
     seq_len: int = 256
-    batch_size: int = 8
+    batch_size: int = 4
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 150
@@ -44,6 +46,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     substitution_rate: float = 0.05
     span_rate: float = 0.5
+    canvas_rows: int = 8
+    canvas_len: int = 128
+    max_middle: int = 48
     minutes: float = 60.0
     checkpoint_minutes: float = 5.0
     log_every: int = 10
@@ -160,11 +165,109 @@ def newline_ids(tokenizer: CodeTokenizer) -> list[int]:
 
 def noise_options(cfg: TrainConfig, tokenizer: CodeTokenizer) -> dict:
     """The masking curriculum: half the rows are noised only inside one span (1-3 whole
-    lines or a token span, as infill canvases are), with up to 8 pad fillers after it so the
-    model learns to end a fill early; a few visible tokens are substituted at random."""
+    lines or a token span), with up to 8 eos fillers after it so the model learns to end a
+    fill early; a few visible tokens are substituted at random. (Canvas rows, see
+    `CanvasSampler`, add sites tokenized the way inference sees them.)"""
     return dict(substitution_rate=cfg.substitution_rate, span_masking=cfg.span_rate,
-                max_span=48, newline_ids=newline_ids(tokenizer), fill_id=tokenizer.pad_id,
+                max_span=48, newline_ids=newline_ids(tokenizer), fill_id=tokenizer.eos_id,
                 max_fill=8)
+
+
+class CanvasSampler:
+    """Training rows laid out exactly as the infill sampler lays out a canvas: a site (a line's
+    content, a token, a short token run: `data.pick_site`) whose prefix, middle and suffix are
+    tokenized separately (so token boundaries at the site's edges are the ones inference
+    sees), middle followed by 0-8 eos fillers (fills that end early), cropped around the
+    middle. Only middle and fillers may be masked. Example i is a pure function of (seed, i)."""
+
+    FILLERS = (0, 0, 0, 1, 2, 3, 5, 8)
+
+    def __init__(self, texts: list[str], tokenizer: CodeTokenizer, seq_len: int, seed: int,
+                 max_middle: int = 48, position: int = 0) -> None:
+        if not texts:
+            raise ModelError("no training files for canvas rows")
+        self.texts, self.tok, self.seq_len, self.seed = texts, tokenizer, seq_len, seed
+        self.max_middle, self.position = max_middle, position
+        self.ends = np.cumsum([len(t) for t in texts]).tolist()
+        self._lines: dict[int, list[tuple[int, int]]] = {}
+
+    def example(self, index: int) -> tuple[list[int], list[bool]]:
+        rng = random.Random(self.seed * 1_000_003 + index)
+        tok = self.tok
+        for _ in range(100):
+            f = bisect.bisect_right(self.ends, rng.random() * self.ends[-1])
+            f = min(f, len(self.texts) - 1)
+            if f not in self._lines:
+                self._lines[f] = code_lines(self.texts[f])
+            site = pick_site(self.texts[f], rng, lines=self._lines[f])
+            if site is None:
+                continue
+            mid = tok.encode(site.middle)
+            if 0 < len(mid) <= self.max_middle:
+                break
+        else:
+            raise ModelError("could not find an infill site in the training files")
+        fillers = [tok.eos_id if tok.eos_id is not None else tok.pad_id] * rng.choice(
+            self.FILLERS)
+        reach = 8 * self.seq_len  # characters: more than the window can hold
+        pre, suf = tok.encode(site.prefix[-reach:]), tok.encode(site.suffix[:reach])
+        budget = self.seq_len - len(mid) - len(fillers) - 2
+        keep_suf = min(len(suf), max(budget // 3, budget - len(pre)))
+        keep_pre = min(len(pre), budget - keep_suf)
+        head = [tok.bos_id] if (keep_pre == len(pre) and len(site.prefix) <= reach
+                                and tok.bos_id is not None) else []
+        tail = [tok.eos_id] if (keep_suf == len(suf) and len(site.suffix) <= reach
+                                and tok.eos_id is not None) else []
+        ids = head + pre[len(pre) - keep_pre:] + mid + fillers + suf[:keep_suf] + tail
+        start = len(head) + keep_pre
+        maskable = [start <= i < start + len(mid) + len(fillers) for i in range(len(ids))]
+        return ids, maskable
+
+    def next_batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens [B, seq_len] padded with pad on the right, and the maskable positions."""
+        tokens = torch.full((batch_size, self.seq_len), self.tok.pad_id, dtype=torch.long)
+        maskable = torch.zeros((batch_size, self.seq_len), dtype=torch.bool)
+        for row in range(batch_size):
+            ids, can = self.example(self.position)
+            self.position += 1
+            tokens[row, : len(ids)] = torch.tensor(ids)
+            maskable[row, : len(can)] = torch.tensor(can)
+        return tokens, maskable
+
+
+def masked_loss(model: DiffusionLM, noised: Noised, pad_id: int | None,
+                visible_weight: float = 0.1) -> torch.Tensor:
+    """Mean cross-entropy over the masked positions of the whole batch, plus `visible_weight`
+    times the mean over visible positions when some were substituted. Unlike the 1/t-weighted
+    ELBO, every masked token counts the same: with batches of a few rows the 1/t weights
+    (up to 1000 for a nearly clean row) make the gradient too noisy to learn from."""
+    attention = None if pad_id is None else noised.valid.long()
+    logits = model(noised.inputs, attention_mask=attention).float()
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), noised.targets.reshape(-1),
+                         reduction="none").view_as(noised.targets)
+    masked = noised.masked.float()
+    loss = (ce * masked).sum() / masked.sum().clamp(min=1)
+    if noised.substituted.any():
+        visible = (noised.valid & ~noised.masked).float()
+        loss = loss + visible_weight * (ce * visible).sum() / visible.sum().clamp(min=1)
+    return loss
+
+
+def stream_loss(model: DiffusionLM, tokens: torch.Tensor, options: dict,
+                generator: torch.Generator) -> torch.Tensor:
+    cfg = model.config
+    noised = noise(tokens, cfg.mask_id, vocab_size=cfg.vocab_size, generator=generator,
+                   **options)
+    return masked_loss(model, noised, None)
+
+
+def canvas_loss(model: DiffusionLM, tokens: torch.Tensor, maskable: torch.Tensor, pad_id: int,
+                generator: torch.Generator) -> torch.Tensor:
+    """Canvas rows: only the middle (and its fillers) is noised."""
+    cfg = model.config
+    noised = noise(tokens, cfg.mask_id, vocab_size=cfg.vocab_size, pad_id=pad_id,
+                   maskable=maskable, generator=generator)
+    return masked_loss(model, noised, pad_id)
 
 
 def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -225,17 +328,25 @@ def validation_batches(tokenizer: CodeTokenizer, corpus_dir: Path, seq_len: int,
 
 
 @torch.no_grad()
-def validation_loss(model: DiffusionLM, batches: list[torch.Tensor], mask_id: int,
-                    options: dict, seed: int) -> float | None:
-    """The diffusion loss on fixed windows with fixed noise (no substitution)."""
+def validation_metrics(model: DiffusionLM, batches: list[torch.Tensor], options: dict,
+                       seed: int) -> dict[str, float]:
+    """On fixed windows with fixed noise: the training loss (no substitution), and masked-token
+    top-1 accuracy with 15% of tokens masked."""
     if not batches:
-        return None
+        return {}
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     opts = {**options, "substitution_rate": 0.0}
-    losses = [float(diffusion_loss(model, b, mask_id, generator=gen, **opts)) for b in batches]
+    losses, right, total = [], 0, 0
+    for b in batches:
+        losses.append(float(stream_loss(model, b, opts, gen)))
+        masked = torch.rand(b.shape, generator=gen) < 0.15
+        pred = model(b.masked_fill(masked, model.config.mask_id)).argmax(-1)
+        right += int((pred[masked] == b[masked]).sum())
+        total += int(masked.sum())
     model.train()
-    return sum(losses) / len(losses)
+    return {"val_loss": round(sum(losses) / len(losses), 4),
+            "val_top1": round(right / max(total, 1), 4)}
 
 
 def train(
@@ -267,13 +378,14 @@ def train(
     torch.manual_seed(cfg.seed)
     model = DiffusionLM(mcfg)
     optimizer = make_optimizer(model, cfg)
-    step, tokens_seen, train_seconds, position = 0, 0, 0.0, 0
+    step, tokens_seen, train_seconds, position, canvas_position = 0, 0, 0.0, 0, 0
     gen = torch.Generator().manual_seed(cfg.seed)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, tokens_seen = state["step"], state["tokens_seen"]
         train_seconds, position = state["train_seconds"], state["data_position"]
+        canvas_position = state.get("canvas_position", 0)
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
@@ -283,6 +395,11 @@ def train(
             f"{mcfg.vocab_size}, seq {cfg.seq_len}, batch {cfg.batch_size}, "
             f"{cfg.minutes:g} min budget")
     sampler = WindowSampler(stream, cfg.seq_len, cfg.seed, position)
+    canvases = None
+    if cfg.canvas_rows:
+        texts = [f.text for f in read_split(corpus_dir, "train")]
+        canvases = CanvasSampler(texts, tokenizer, cfg.canvas_len, cfg.seed, cfg.max_middle,
+                                 canvas_position)
     val = validation_batches(tokenizer, corpus_dir, cfg.seq_len, 4, cfg.seed)
     budget = cfg.minutes * 60.0
     options = noise_options(cfg, tokenizer)
@@ -293,6 +410,7 @@ def train(
             "model_config": mcfg.to_dict(), "train_config": asdict(cfg), "step": step,
             "tokens_seen": tokens_seen, "train_seconds": train_seconds,
             "data_position": sampler.position, "generator": gen.get_state(),
+            "canvas_position": canvases.position if canvases else 0,
             "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
         })
 
@@ -306,7 +424,13 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = sampler.next_batch(cfg.batch_size)
-        loss = diffusion_loss(model, batch, mcfg.mask_id, generator=gen, **options)
+        loss = stream_loss(model, batch, options, gen)
+        step_tokens = batch.numel()
+        if canvases is not None:
+            canvas_tokens, maskable = canvases.next_batch(cfg.canvas_rows)
+            loss = 0.5 * (loss + canvas_loss(model, canvas_tokens, maskable, tokenizer.pad_id,
+                                             gen))
+            step_tokens += canvas_tokens.numel()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -315,9 +439,9 @@ def train(
         if not math.isfinite(loss_value):
             raise ModelError(f"loss became {loss_value} at step {step}: lower the learning rate")
         step += 1
-        tokens_seen += batch.numel()
+        tokens_seen += step_tokens
         train_seconds += time.monotonic() - t0
-        window_tokens += batch.numel()
+        window_tokens += step_tokens
         window_loss += loss_value
         window_n += 1
         if step % cfg.log_every == 0:
@@ -327,13 +451,37 @@ def train(
                 f"epoch {sampler.epoch_fraction:.3f} min {train_seconds / 60:.1f}")
             window_start, window_tokens, window_loss, window_n = time.monotonic(), 0, 0.0, 0
         if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
-            vloss = validation_loss(model, val, mcfg.mask_id, options, cfg.seed)
+            metrics = validation_metrics(model, val, options, cfg.seed)
             snapshot()
             last_ckpt = time.monotonic()
-            log(f"checkpoint step {step} val_loss {vloss if vloss is None else round(vloss, 4)}")
+            log(f"checkpoint step {step} {json.dumps(metrics)}")
     snapshot()
-    vloss = validation_loss(model, val, mcfg.mask_id, options, cfg.seed)
     summary = {"step": step, "tokens_seen": tokens_seen, "train_minutes": train_seconds / 60,
-               "loss": loss_value, "val_loss": vloss, "parameters": model.num_parameters()}
+               "loss": loss_value, "parameters": model.num_parameters(),
+               **validation_metrics(model, val, options, cfg.seed)}
     log("done " + json.dumps(summary))
     return summary
+
+
+def export_weights(run_dir: Path, out_dir: Path, dtype: torch.dtype = torch.float16) -> Path:
+    """The run's last checkpoint as a model directory (config.json, model.safetensors in
+    `dtype`, tokenizer.json): what `load_model` reads and what ships in model/weights/."""
+    from safetensors.torch import load_file, save_file
+
+    from model.checkpoint import save_model, wrap
+
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    net = DiffusionLM(ModelConfig.from_dict(state["model_config"]))
+    net.load_state_dict(state["model"])
+    tokenizer = CodeTokenizer.load(run_dir / "tokenizer.json")
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    save_model(wrap(net, tokenizer, name=str(run_dir)), tmp)
+    weights = tmp / "model.safetensors"
+    tensors = {k: v.to(dtype) for k, v in load_file(str(weights)).items()}
+    save_file(tensors, str(weights), metadata={"step": str(state["step"]),
+                                               "tokens_seen": str(state["tokens_seen"])})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f in tmp.iterdir():
+        f.replace(out_dir / f.name)
+    tmp.rmdir()
+    return out_dir

@@ -1,0 +1,240 @@
+"""How well a model infills code, measured on a corpus split (the held-out package or validation).
+
+- masked-token top-1: windows of the split, a fixed share of tokens masked at random, one
+  forward pass; the share of masked tokens whose argmax is right;
+- masked whole-line exact match: a line's content masked (indentation and newline stay), filled
+  with the default sampler settings; the best candidate equals the original line;
+- single-token mutant recovery: one operator, number, boolean or identifier of a line replaced
+  (a plausible bug); the model sees the mutant's surroundings, the mutated line (or just the
+  mutated token) is masked with span lengths taken from the mutant, as the agent would; the
+  original is among the top k distinct candidates (k = 1, 10, 50). Whole lines are decoded
+  with the default sampler settings (at most 12 candidates, so k <= 10); tokens with 16
+  samples per span length (up to 48 candidates);
+- decoding speed of the default sampler settings on this machine: tokens/s, candidates/s.
+
+Everything is drawn with a fixed seed, so two models are compared on the same sites.
+"""
+
+from __future__ import annotations
+
+import io
+import keyword
+import random
+import re
+import time
+import tokenize
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from model.checkpoint import LoadedModel
+from model.data import Site, pick_site, read_split
+from model.errors import ModelError
+from model.sampler import infill_site, span_lengths
+from model.train import WindowSampler, encode_split
+
+TOP_K = (1, 10, 50)
+OPERATOR_SWAPS = {
+    "==": "!=", "!=": "==", "<": "<=", "<=": "<", ">": ">=", ">=": ">", "+": "-", "-": "+",
+    "*": "/", "/": "*", "//": "/", "%": "//", "and": "or", "or": "and", "is": "==",
+    "True": "False", "False": "True", "+=": "-=", "-=": "+=",
+}
+_IDENT = re.compile(r"[A-Za-z_]\w+")
+
+
+@dataclass
+class EvalConfig:
+    windows: int = 48
+    mask_rate: float = 0.15
+    line_sites: int = 50
+    mutant_sites: int = 50
+    samples: int = 4          # the sampler's default: candidates per span length (x3 lengths)
+    token_samples: int = 16   # token-level mutants: x3 lengths, up to 48 distinct candidates
+    context: int = 128        # tokens of prefix + span + suffix the sampler sees
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Mutant:
+    site: Site        # the original line (or token) between its original surroundings
+    mutant: str       # what the model sees in place of site.middle
+    kind: str         # operator, number, identifier
+
+
+def split_files(corpus_dir: Path, split: str) -> list[str]:
+    texts = [f.text for f in read_split(corpus_dir, split)]
+    if not texts:
+        raise ModelError(f"split {split} of {corpus_dir} has no files")
+    return texts
+
+
+def sample_sites(texts: list[str], count: int, seed: int, kind: str) -> list[Site]:
+    """`count` sites of `kind`, files drawn in proportion to their size, fixed by `seed`."""
+    rng = random.Random(seed)
+    weights = [len(t) for t in texts]
+    sites: list[Site] = []
+    for _ in range(count * 20):
+        if len(sites) == count:
+            break
+        text = rng.choices(texts, weights)[0]
+        site = pick_site(text, rng, kind)
+        if site is not None and site.middle.strip():
+            sites.append(site)
+    return sites
+
+
+def mutate(site: Site, rng: random.Random) -> Mutant | None:
+    """Replace one operator, number, boolean or identifier of the site's line (never inside a
+    string or comment). None when the line has nothing to mutate."""
+    line = site.middle
+    options: list[tuple[int, int, str, str]] = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(line).readline):
+            if tok.start[0] != 1:
+                break
+            a, z, text = tok.start[1], tok.end[1], tok.string
+            if text in OPERATOR_SWAPS:
+                options.append((a, z, OPERATOR_SWAPS[text], "operator"))
+            elif tok.type == tokenize.NUMBER and text.isdigit():
+                value = int(text)
+                options.append((a, z, str(value + 1 if value == 0 else value - 1), "number"))
+            elif tok.type == tokenize.NAME and not keyword.iskeyword(text) and len(text) > 1:
+                options.append((a, z, "", "identifier"))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        pass
+    if not options:
+        return None
+    a, z, new, kind = rng.choice(options)
+    if kind == "identifier":
+        context = site.prefix[-3000:] + site.suffix[:3000]
+        names = sorted({n for n in _IDENT.findall(context)
+                        if n != line[a:z] and not keyword.iskeyword(n)})
+        if not names:
+            return None
+        new = rng.choice(names)
+    return Mutant(site, line[:a] + new + line[z:], kind)
+
+
+def token_span(m: Mutant) -> tuple[Site, str]:
+    """The token-level variant of a mutant: only the changed characters are masked. Returns
+    the original site narrowed to them, and the mutant's text for that span."""
+    orig, mut = m.site.middle, m.mutant
+    a = 0
+    while a < min(len(orig), len(mut)) and orig[a] == mut[a]:
+        a += 1
+    z_o, z_m = len(orig), len(mut)
+    while z_o > a and z_m > a and orig[z_o - 1] == mut[z_m - 1]:
+        z_o, z_m = z_o - 1, z_m - 1
+    # Widen to whole words so that the span is a token, not a piece of one.
+    while a > 0 and (orig[a - 1].isalnum() or orig[a - 1] == "_"):
+        a -= 1
+    while z_o < len(orig) and (orig[z_o].isalnum() or orig[z_o] == "_"):
+        z_o, z_m = z_o + 1, z_m + 1
+    site = Site(m.site.prefix + orig[:a], orig[a:z_o], orig[z_o:] + m.site.suffix, "token")
+    return site, mut[a:z_m]
+
+
+@torch.inference_mode()
+def token_accuracy(lm: LoadedModel, corpus_dir: Path, split: str, cfg: EvalConfig) -> dict:
+    """Masked-token top-1 at a fixed mask rate over fixed windows of the split."""
+    stream = encode_split(lm.tokenizer, corpus_dir, split)
+    seq = min(cfg.context, lm.config.max_seq_len)
+    windows = WindowSampler(stream, seq, cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    special = torch.tensor([i for i in (lm.tokenizer.bos_id, lm.tokenizer.eos_id)
+                            if i is not None])
+    right = total = 0
+    for _ in range(max(1, cfg.windows // 8)):
+        batch = windows.next_batch(8)
+        masked = (torch.rand(batch.shape, generator=gen) < cfg.mask_rate)
+        masked &= ~torch.isin(batch, special)
+        logits = lm.net(batch.masked_fill(masked, lm.mask_id).to(lm.device))
+        pred = logits.argmax(-1).cpu()
+        right += int((pred[masked] == batch[masked]).sum())
+        total += int(masked.sum())
+    return {"masked_token_top1": right / max(total, 1), "masked_tokens": total}
+
+
+def _fill(lm: LoadedModel, site: Site, shown: str, samples: int, extra: tuple[int, ...],
+          cfg: EvalConfig, seed: int) -> tuple[list[str], int, float]:
+    """Distinct fills best first for the site's prefix/suffix, span lengths from `shown`;
+    plus the number of span slots decoded and the seconds it took."""
+    lengths = span_lengths(lm, shown, extra)
+    start = time.perf_counter()
+    cands = infill_site(lm, site.prefix, site.suffix, lengths, samples=samples,
+                        context=cfg.context, seed=seed)
+    return [c.text for c in cands], sum(lengths) * samples, time.perf_counter() - start
+
+
+def line_exact(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
+               tick: Callable[[], None]) -> dict:
+    """Whole-line infill with the default sampler settings; also its decoding speed."""
+    sites = sample_sites(texts, cfg.line_sites, cfg.seed, "line")
+    exact = top10 = slots = rows = 0
+    seconds = 0.0
+    for i, site in enumerate(sites):
+        fills, n, dt = _fill(lm, site, site.middle, cfg.samples, (0, 3, 8), cfg, cfg.seed + i)
+        want = site.middle.rstrip()
+        exact += bool(fills) and fills[0].rstrip() == want
+        top10 += any(f.rstrip() == want for f in fills[:10])
+        slots, rows, seconds = slots + n, rows + 3 * cfg.samples, seconds + dt
+        tick()
+    count = max(len(sites), 1)
+    return {"line_exact_top1": exact / count, "line_exact_top10": top10 / count,
+            "line_sites": len(sites), "decode_tokens_per_s": slots / max(seconds, 1e-9),
+            "decode_candidates_per_s": rows / max(seconds, 1e-9)}
+
+
+def mutant_recovery(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
+                    tick: Callable[[], None]) -> dict:
+    """Single-token mutants: is the original among the top k fills, masking the whole line
+    and masking only the mutated token?"""
+    rng = random.Random(cfg.seed + 1)
+    mutants: list[Mutant] = []
+    for site in sample_sites(texts, cfg.mutant_sites * 3, cfg.seed + 1, "line"):
+        m = mutate(site, rng)
+        if m is not None and m.mutant != site.middle:
+            mutants.append(m)
+        if len(mutants) == cfg.mutant_sites:
+            break
+    hits = {f"{v}@{k}": 0 for v in ("line", "token") for k in TOP_K}
+    kinds: dict[str, int] = {}
+    for i, m in enumerate(mutants):
+        kinds[m.kind] = kinds.get(m.kind, 0) + 1
+        fills, _, _ = _fill(lm, m.site, m.mutant, cfg.samples, (0, 3, 8), cfg, i)
+        rank = _rank(fills, m.site.middle)
+        narrow, shown = token_span(m)
+        tfills, _, _ = _fill(lm, narrow, shown, cfg.token_samples, (0, 1, 2), cfg, i)
+        trank = _rank(tfills, narrow.middle)
+        for k in TOP_K:
+            hits[f"line@{k}"] += rank is not None and rank < k
+            hits[f"token@{k}"] += trank is not None and trank < k
+        tick()
+    count = max(len(mutants), 1)
+    out = {f"mutant_recovery_{name}": v / count for name, v in hits.items()
+           if not (name.startswith("line") and int(name.split("@")[1]) > 3 * cfg.samples)}
+    out.update({"mutant_sites": len(mutants), "mutant_kinds": kinds})
+    return out
+
+
+def _rank(fills: list[str], want: str) -> int | None:
+    want = want.rstrip()
+    return next((i for i, f in enumerate(fills) if f.rstrip() == want), None)
+
+
+def evaluate(lm: LoadedModel, corpus_dir: Path, split: str, cfg: EvalConfig | None = None,
+             tick: Callable[[str, int], None] | None = None) -> dict:
+    """All metrics on one split. `tick(stage, total)` is called once per site for progress."""
+    cfg = cfg or EvalConfig()
+    texts = split_files(corpus_dir, split)
+    tick = tick or (lambda stage, total: None)
+    start = time.perf_counter()
+    result = {"split": split, "model": lm.name, "parameters": lm.net.num_parameters(),
+              "config": asdict(cfg)}
+    result.update(token_accuracy(lm, corpus_dir, split, cfg))
+    result.update(line_exact(lm, texts, cfg, lambda: tick("line", cfg.line_sites)))
+    result.update(mutant_recovery(lm, texts, cfg, lambda: tick("mutant", cfg.mutant_sites)))
+    result["seconds"] = time.perf_counter() - start
+    return result
