@@ -1,4 +1,4 @@
-"""`agent batch BACKLOG`: many tickets with one shared model and runner pool, resumable."""
+"""`agent batch BACKLOG`: many tickets with one shared model, resumable from a durable journal."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from agent.batch.report import markdown, summary_table
+from agent.batch.run import Batch, BatchRequest
 from agent.cli_common import (
     BudgetOpt,
     JsonOpt,
@@ -18,40 +20,108 @@ from agent.cli_common import (
     WorkersOpt,
     run,
 )
-from agent.config import load_settings
-from agent.errors import AgentError
-from agent.repo import resolve_repo
+from agent.errors import EXIT_GREEN, EXIT_NO_FIX, AgentError
+from agent.output import Reporter
+from agent.signals import terminate_as_interrupt
+
+EXIT_INTERRUPTED = 130
 
 
 def batch(
     backlog: Annotated[
-        str,
-        typer.Argument(help="A folder of ticket files, a JSONL file, or gh:OWNER/REPO label:NAME."),
-    ],
+        str | None,
+        typer.Argument(
+            help="A folder of ticket files (with --repo), a .jsonl file (one ticket per line: "
+            "id, title, body, optional tests and repo), or 'gh:OWNER/REPO label:NAME'. "
+            "Optional with --resume."
+        ),
+    ] = None,
     repo: RepoOpt = None,
     budget: BudgetOpt = None,
     model: ModelOpt = None,
+    drafter: Annotated[
+        str | None,
+        typer.Option(
+            "--drafter",
+            metavar="model|mutations",
+            help="Who drafts candidates: the diffusion model (default), or model-free mutations.",
+        ),
+    ] = None,
     sandbox: SandboxOpt = None,
     workers: WorkersOpt = None,
+    parallel: Annotated[
+        int | None,
+        typer.Option("--parallel", min=1, help="Tickets in flight at once (default 2)."),
+    ] = None,
+    time_limit: Annotated[
+        float | None,
+        typer.Option(
+            "--time-limit",
+            metavar="SECONDS",
+            min=1,
+            help="Whole batch: no ticket starts after it, and running ones get budgets that end "
+            "by it (each at most its fair share of the time left).",
+        ),
+    ] = None,
     json_out: JsonOpt = None,
+    markdown_out: Annotated[
+        Path | None,
+        typer.Option("--markdown", metavar="OUT", help="Write a markdown report (CI job summary)."),
+    ] = None,
     pr: Annotated[
-        bool, typer.Option("--pr", help="Open one pull request per green ticket.")
-    ] = False,
+        bool | None,
+        typer.Option("--pr", help="Push each green ticket's branch and open one pull request."),
+    ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue an interrupted batch from its journal.")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the interrupted batch in the journal: finished tickets stay done, "
+            "new backlog tickets are added, flags not given are those it started with.",
+        ),
     ] = False,
+    journal: Annotated[
+        Path | None,
+        typer.Option(
+            "--journal",
+            metavar="PATH",
+            help="The batch's journal (default: one per working directory in the user's cache).",
+        ),
+    ] = None,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Process an issue backlog; a journal lets an interrupted batch resume."""
+    """Process an issue backlog with one loaded model; a journal lets an interrupted batch resume.
+
+    Exit codes: 0 every ticket green, 1 some ticket not green (or not finished), 2 bad input or
+    usage, 130 interrupted (resume with --resume).
+    """
 
     def body() -> int:
-        git_repo = resolve_repo(repo)
-        load_settings(
-            Path(git_repo.working_tree_dir), sandbox=sandbox, workers=workers, budget=budget
-        )
-        if not backlog.startswith("gh:") and not Path(backlog).exists():
-            raise AgentError(f"backlog not found: {backlog}")
-        raise AgentError("batch processing is not built yet: agent batch cannot run tickets")
+        reporter = Reporter(json_out, verbose=verbose, quiet=quiet)
+        flags = {
+            "budget": budget, "time_limit": time_limit, "parallel": parallel,
+            "drafter": drafter, "model": model, "sandbox": sandbox, "workers": workers, "pr": pr,
+        }  # fmt: skip
+        request = BatchRequest(backlog, repo, flags, journal, resume)
+        runner = Batch(request, reporter)
+        try:
+            report = runner.run()
+        finally:
+            runner.close()
+        reporter.write_json(report)
+        if markdown_out is not None:
+            try:
+                markdown_out.write_text(markdown(report), encoding="utf-8")
+            except OSError as exc:
+                raise AgentError(
+                    f"cannot write the markdown report to {markdown_out}: {exc.strerror}"
+                ) from None
+        reporter.out.print(summary_table(report))
+        if report["interrupted"]:
+            reporter.info("interrupted: continue with agent batch --resume")
+            return EXIT_INTERRUPTED
+        return EXIT_GREEN if report["counts"]["green"] == len(report["tickets"]) else EXIT_NO_FIX
 
-    run(verbose, body)
+    with terminate_as_interrupt():
+        run(verbose, body)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -148,6 +148,88 @@ def fetch_issue(owner: str, repo: str, number: int, token: str | None = None) ->
         body=str(data.get("body") or ""),
         html_url=str(data.get("html_url") or f"{server_url()}/{owner}/{repo}/issues/{number}"),
     )
+
+
+_MAX_PAGES = 100  # 10,000 issues: a label listing that never ends is a server bug, not a backlog
+
+
+def _get_pages(
+    url: str, params: dict[str, str] | None, token: str | None, what: str
+) -> Iterator[Any]:
+    """GET `url` and every page after it (`Link: <...>; rel="next"`), yielding decoded bodies.
+    A next link must stay on the API host: the token is never sent anywhere else."""
+    base = api_url()
+    try:
+        with httpx.Client(timeout=_TIMEOUT, follow_redirects=True) as client:
+            for _ in range(_MAX_PAGES):
+                response = client.get(url, params=params, headers=_headers(token))
+                if response.status_code != 200:
+                    hint = (
+                        "; set GITHUB_TOKEN for a private repository"
+                        if response.status_code == 404 and not token
+                        else ""
+                    )
+                    raise AgentError(
+                        f"cannot list {what}: HTTP {response.status_code}: "
+                        f"{_github_message(response)}{hint}"
+                    )
+                try:
+                    yield response.json()
+                except ValueError:
+                    raise AgentError(f"GitHub's answer listing {what} is not JSON") from None
+                following = response.links.get("next", {}).get("url")
+                if not following:
+                    return
+                if not following.startswith(base + "/"):
+                    raise AgentError(f"GitHub's next page for {what} leaves {base}: {following}")
+                url, params = following, None  # the next link carries the query itself
+    except httpx.HTTPError as exc:
+        raise AgentError(f"cannot reach the GitHub API at {base}: {exc}") from None
+    raise AgentError(f"listing {what} did not end after {_MAX_PAGES} pages")
+
+
+def list_issues_by_label(owner: str, repo: str, label: str, token: str | None = None
+                         ) -> list[Issue]:  # fmt: skip
+    """Open issues of OWNER/REPO carrying `label`, oldest first; pull requests (which the issues
+    endpoint also returns) are left out. GET /repos/{owner}/{repo}/issues, every page."""
+    what = f"issues labelled '{label}' in {owner}/{repo}"
+    url = f"{api_url()}/repos/{quote(owner)}/{quote(repo)}/issues"
+    params = {"labels": label, "state": "open", "per_page": "100", "page": "1"}
+    issues: dict[int, Issue] = {}
+    for page in _get_pages(url, params, token, what):
+        if not isinstance(page, list):
+            raise AgentError(f"GitHub's answer listing {what} is not a list")
+        for item in page:
+            if not isinstance(item, dict) or "pull_request" in item:
+                continue
+            try:
+                number, title = int(item["number"]), str(item["title"])
+            except (KeyError, TypeError, ValueError):
+                raise AgentError(f"GitHub's answer listing {what} holds a non-issue") from None
+            issues[number] = Issue(
+                owner=owner,
+                repo=repo,
+                number=number,
+                title=title,
+                body=str(item.get("body") or ""),
+                html_url=str(
+                    item.get("html_url") or f"{server_url()}/{owner}/{repo}/issues/{number}"
+                ),
+            )
+    return [issues[n] for n in sorted(issues)]
+
+
+def find_pull_request(owner: str, repo: str, head: str, token: str | None = None) -> str | None:
+    """The html_url of a pull request (open or closed) from branch `head` of OWNER/REPO, if any:
+    a resumed batch asks before opening, so it never opens a second one.
+    GET /repos/{owner}/{repo}/pulls?head=OWNER:BRANCH&state=all."""
+    url = f"{api_url()}/repos/{quote(owner)}/{quote(repo)}/pulls"
+    params = {"head": f"{owner}:{head}", "state": "all", "per_page": "100"}
+    for page in _get_pages(url, params, token, f"pull requests from {head} in {owner}/{repo}"):
+        for item in page if isinstance(page, list) else []:
+            if isinstance(item, dict) and item.get("html_url"):
+                return str(item["html_url"])
+    return None
 
 
 def open_pull_request(
