@@ -19,6 +19,7 @@ from agent.cli_common import (
     run,
 )
 from agent.config import load_settings
+from agent.draft import MODES
 from agent.errors import EXIT_GREEN, EXIT_NO_FIX, AgentError
 from agent.fix import FixRequest, run_fix
 from agent.loop import Options
@@ -60,8 +61,9 @@ def fix(
         str,
         typer.Option(
             "--drafter",
-            metavar="model|mutations",
-            help="Who drafts candidates: the diffusion model, or model-free mutations (ablation).",
+            metavar="model|model-only|mutations",
+            help="Who drafts: the model (its samples plus mutations, ranked by the model), its "
+            "samples alone, or model-free mutations (the last two are ablations).",
         ),
     ] = "model",
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
@@ -75,8 +77,8 @@ def fix(
     """
 
     def body() -> int:
-        if drafter not in ("model", "mutations"):
-            raise AgentError(f"--drafter must be 'model' or 'mutations', got '{drafter}'")
+        if drafter not in MODES:
+            raise AgentError(f"--drafter must be one of {', '.join(MODES)}, got '{drafter}'")
         git_repo = resolve_repo(repo)
         settings = load_settings(
             Path(git_repo.working_tree_dir), sandbox=sandbox, workers=workers, budget=budget

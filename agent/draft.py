@@ -2,6 +2,12 @@
 
 A draft is a whole new version of one file. Drafts must parse, are deduplicated by program (AST),
 never touch protected paths, and come out best first by model likelihood.
+
+Modes: `model` samples fills from the diffusion model and adds the model-free mutations of the
+same site, all ranked by the model's likelihood on one shared canvas (a small model's samples
+miss fills that a mutation has, while its likelihood still tells a plausible mutation from a
+wild one); `model-only` uses the samples alone; `mutations` uses mutations in their fixed order
+without a model (the ablation baseline).
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ from agent.canvases import Site, apply, canvas, dedupe_fills
 from agent.localize import is_protected
 from agent.mutations import mutation_fills
 from model.checkpoint import LoadedModel
-from model.sampler import Canvas, infill, remask
+from model.sampler import Canvas, infill, remask, score_fills
 
 # Canvases decoded in one batched call; with `samples` each, this bounds the batch size.
 SITES_PER_BATCH = 6
+MODES = ("model", "model-only", "mutations")
 # Tokens of context on each side of a canvas: local context is what a repair needs, and short
 # rows keep the CPU forward passes cheap.
 CONTEXT_TOKENS = 256
@@ -49,17 +56,22 @@ class Drafter:
         never_edit: Sequence[str],
         samples: int = 4,
         seed: int = 0,
+        mode: str = "model",
     ) -> None:
         self.lm = lm
+        self.mode = mode if lm is not None else "mutations"
         self.never_edit = list(never_edit)
         self.samples = samples
         self.seed = seed
         self.busy = 0.0
         self._ids = itertools.count(1)
+        self._emitted: set[tuple[str, str]] = set()
 
     @property
     def name(self) -> str:
-        return self.lm.name if self.lm is not None else "mutations (no model)"
+        if self.lm is None:
+            return "mutations (no model)"
+        return self.lm.name if self.mode == "model" else f"{self.lm.name} ({self.mode})"
 
     def count_tokens(self, text: str) -> int:
         if self.lm is None:
@@ -69,10 +81,14 @@ class Drafter:
     def _make(self, sources: Mapping[str, str], items, origin: str, parent: str | None):
         kept = dedupe_fills(sources, items, lambda item: item[0], lambda item: item[1])
         for site, fill, score in kept:
+            text = apply(sources[site.path], site, fill)
+            if (site.path, text) in self._emitted:
+                continue
+            self._emitted.add((site.path, text))
             yield Draft(
                 f"d{next(self._ids)}",
                 site.path,
-                apply(sources[site.path], site, fill),
+                text,
                 site,
                 fill,
                 score,
@@ -88,43 +104,73 @@ class Drafter:
         parent: str | None = None,
         round_seed: int = 0,
     ) -> Iterator[list[Draft]]:
-        """Drafts batch by batch (most suspicious sites first), so validation can start early."""
+        """Drafts batch by batch (most suspicious sites first), so validation can start early.
+        With the model, a chunk's mutations (ranked by one cheap pass per site) come out before
+        its sampled fills, which cost a full denoising."""
         sites = [s for s in sites if not is_protected(s.path, self.never_edit)]
         for start in range(0, len(sites), SITES_PER_BATCH):
-            began = time.monotonic()
             chunk = sites[start : start + SITES_PER_BATCH]
-            if self.lm is None:
-                items = [
-                    (site, fill, -float(rank))
-                    for site in chunk
-                    for rank, fill in enumerate(mutation_fills(sources[site.path], site))
-                ]
-                origin = "mutation"
-            else:
-                items = self._model_fills(sources, chunk, cond, round_seed + start)
-                origin = "model"
-            items.sort(key=lambda item: -item[2])
-            drafts = list(self._make(sources, items, origin, parent))
-            self.busy += time.monotonic() - began
-            if drafts:
-                yield drafts
+            for phase in self._phases(sources, chunk, cond, round_seed + start):
+                began = time.monotonic()
+                items, origin = phase()
+                items.sort(key=lambda item: -item[2])
+                drafts = list(self._make(sources, items, origin, parent))
+                self.busy += time.monotonic() - began
+                if drafts:
+                    yield drafts
 
-    def _model_fills(self, sources, chunk: Sequence[Site], cond: str, seed: int):
+    def _phases(self, sources, chunk: Sequence[Site], cond: str, seed: int):
+        def mutations():
+            return [
+                (site, fill, -float(rank))
+                for site in chunk
+                for rank, fill in enumerate(self._mutations(sources, site))
+            ], "mutation"
+
+        def ranked_mutations():
+            fills = {site: self._mutations(sources, site) for site in chunk}
+            return self._scored(sources, fills, cond), "mutation"
+
+        def samples():
+            return self._scored(sources, self._samples(sources, chunk, cond, seed), cond), "model"
+
+        if self.lm is None:
+            return [mutations]
+        return [ranked_mutations, samples] if self.mode == "model" else [samples]
+
+    @staticmethod
+    def _mutations(sources: Mapping[str, str], site: Site) -> list[str]:
+        return [""] if site.kind == "delete" else mutation_fills(sources[site.path], site)
+
+    def _samples(self, sources, chunk: Sequence[Site], cond: str, seed: int):
         assert self.lm is not None
-        items = [(site, "", 0.0) for site in chunk if site.kind == "delete"]
-        fill_sites = [site for site in chunk if site.kind != "delete"]
+        fills: dict[Site, list[str]] = {site: [] for site in chunk}
         canvases, owners = [], []
-        for site in fill_sites:
+        for site in chunk:
+            if site.kind == "delete":  # nothing to sample: the candidate is the deletion
+                fills[site].append("")
+                continue
             prefix, suffix = canvas(sources[site.path], site)
-            for n in site.span_lengths:
-                canvases.append(Canvas(prefix, suffix, n, cond))
-                owners.append(site)
+            canvases += [Canvas(prefix, suffix, n, cond) for n in site.span_lengths]
+            owners += [site] * len(site.span_lengths)
         if canvases:
             results = infill(
                 self.lm, canvases, self.samples, seed=self.seed + seed, context=CONTEXT_TOKENS
             )
             for site, candidates in zip(owners, results, strict=True):
-                items += [(site, c.text, c.score) for c in candidates]
+                fills[site] += [c.text for c in candidates]
+        return fills
+
+    def _scored(self, sources, fills: Mapping[Site, list[str]], cond: str):
+        """(site, fill, log-likelihood) for every distinct non-trivial fill; one pass a site."""
+        items = []
+        for site, texts in fills.items():
+            texts = [t for t in dict.fromkeys(texts) if t != site.original_text]
+            if not texts:
+                continue
+            prefix, suffix = canvas(sources[site.path], site)
+            scores = score_fills(self.lm, prefix, suffix, texts, cond=cond, context=CONTEXT_TOKENS)
+            items += [(site, text, score) for text, score in zip(texts, scores, strict=True)]
         return items
 
     def refine(self, draft: Draft, cond: str = "") -> list[Draft]:

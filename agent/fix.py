@@ -33,7 +33,7 @@ class FixRequest:
     repo: git.Repo
     settings: Settings
     model: Path | None = None
-    drafter: str = "model"  # model | mutations
+    drafter: str = "model"  # one of agent.draft.MODES
     branch: str | None = None
     pr: bool = False
     options: Options | None = None
@@ -51,11 +51,12 @@ def _python(settings: Settings, root: Path) -> str:
 def _drafter(request: FixRequest) -> Drafter:
     if request.drafter == "mutations":
         return Drafter(None, request.settings.never_edit)
-    if request.lm is not None:
-        return Drafter(request.lm, request.settings.never_edit)
-    from model.checkpoint import load_model  # torch is heavy: load it only when drafting
+    lm = request.lm
+    if lm is None:
+        from model.checkpoint import load_model  # torch is heavy: load it only when drafting
 
-    return Drafter(load_model(request.model), request.settings.never_edit)
+        lm = load_model(request.model)
+    return Drafter(lm, request.settings.never_edit, mode=request.drafter)
 
 
 def run_fix(request: FixRequest, reporter: Reporter) -> dict:

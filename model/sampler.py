@@ -448,3 +448,24 @@ def _token_probs(lm: LoadedModel, chunk: list[int], begin: int, local: list[int]
         p = logits.log_softmax(-1).gather(1, targets[part][:, None]).exp()
         out += p.flatten().tolist()
     return out
+
+
+@torch.inference_mode()
+def score_fills(lm: LoadedModel, prefix: str, suffix: str, fills: Sequence[str], *,
+                cond: str = "", context: int | None = 512) -> list[float]:
+    """Mean log-probability of each fill, read off ONE pass over the span fully masked: all
+    fills of a site share that canvas, so ranking many candidates (model samples and model-free
+    mutations alike) costs one forward pass. Shorter fills are padded with end tokens, the way
+    training pads fills that end early."""
+    tok = lm.tokenizer
+    encoded = [tok.encode(f) for f in fills]
+    if not encoded:
+        return []
+    filler = tok.eos_id if tok.eos_id is not None else tok.pad_id
+    n = max(len(e) for e in encoded) + 1
+    layout, start = _layout(lm, prefix, [lm.mask_id] * n, suffix, cond, context)
+    where = torch.arange(start, start + n, device=lm.device)
+    batch = torch.tensor(layout, device=lm.device)[None]
+    logp = lm.net(batch, positions=where[None]).float()[0].log_softmax(-1)
+    targets = torch.tensor([e + [filler] * (n - len(e)) for e in encoded], device=lm.device)
+    return logp.gather(1, targets.T).T.mean(1).tolist()
