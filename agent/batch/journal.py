@@ -128,6 +128,20 @@ class Journal:
                 raise
             self._db.execute("COMMIT")
 
+    def _transition(self, sql: str, args: tuple, ticket_id: str, state: str, detail: str) -> bool:
+        """One durable transaction: the update, and its event if it changed the ticket."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                changed = self._db.execute(sql, args).rowcount > 0
+                if changed:
+                    self._db.execute(*self._event(ticket_id, state, detail))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return changed
+
     def _event(self, ticket_id: str, state: str, detail: str = "") -> tuple[str, tuple]:
         return ("INSERT INTO events (at, pid, id, state, detail) VALUES (?, ?, ?, ?, ?)",
                 (time.time(), os.getpid(), ticket_id, state, detail))  # fmt: skip
@@ -209,12 +223,11 @@ class Journal:
 
     def start(self, ticket_id: str, base: str, branch: str) -> None:
         """Running now, on `base`, to commit on `branch` if green."""
-        self._write([
-            ("UPDATE tickets SET state='running', base=?, branch=?, attempts=attempts+1, "
-             "updated=? WHERE id=? AND state IN ('queued', 'running')",
-             (base, branch, time.time(), ticket_id)),
-            self._event(ticket_id, "running", base),
-        ])  # fmt: skip
+        self._transition(
+            "UPDATE tickets SET state='running', base=?, branch=?, attempts=attempts+1, "
+            "updated=? WHERE id=? AND state IN ('queued', 'running')",
+            (base, branch, time.time(), ticket_id), ticket_id, "running", base,
+        )  # fmt: skip
 
     def finish(
         self,
@@ -226,33 +239,32 @@ class Journal:
         reason: str = "",
         seconds: float = 0.0,
         report: dict[str, Any] | None = None,
-    ) -> None:
-        """A final state; a ticket already final keeps its first one."""
+    ) -> bool:
+        """A final state; a ticket already final keeps its first one (and False is returned)."""
         if state not in FINAL:
             raise ValueError(f"not a final state: {state}")
-        self._write([
-            ("UPDATE tickets SET state=?, branch=COALESCE(?, branch), sha=?, reason=?, "
-             "seconds=seconds+?, report=?, updated=? WHERE id=? AND state IN ('queued', 'running')",
-             (state, branch, commit, reason, seconds,
-              json.dumps(report, default=str) if report is not None else None,
-              time.time(), ticket_id)),
-            self._event(ticket_id, state, reason or commit or ""),
-        ])  # fmt: skip
+        return self._transition(
+            "UPDATE tickets SET state=?, branch=COALESCE(?, branch), sha=?, reason=?, "
+            "seconds=seconds+?, report=?, updated=? WHERE id=? AND state IN ('queued', 'running')",
+            (state, branch, commit, reason, seconds,
+             json.dumps(report, default=str) if report is not None else None,
+             time.time(), ticket_id),
+            ticket_id, state, reason or commit or "",
+        )  # fmt: skip
 
     def requeue(self, ticket_id: str, reason: str, seconds: float = 0.0) -> None:
         """Back to queued (an interrupted attempt): the next run does it again."""
-        self._write([
-            ("UPDATE tickets SET state='queued', reason=?, seconds=seconds+?, updated=? "
-             "WHERE id=? AND state='running'", (reason, seconds, time.time(), ticket_id)),
-            self._event(ticket_id, "queued", reason),
-        ])  # fmt: skip
+        self._transition(
+            "UPDATE tickets SET state='queued', reason=?, seconds=seconds+?, updated=? "
+            "WHERE id=? AND state='running'", (reason, seconds, time.time(), ticket_id),
+            ticket_id, "queued", reason,
+        )  # fmt: skip
 
     def record_pr(
         self, ticket_id: str, url: str | None, compare_url: str | None, error: str | None
     ) -> None:
-        self._write([
-            ("UPDATE tickets SET pull_request=?, compare_url=?, pr_error=?, updated=? WHERE id=?",
-             (url, compare_url, error, time.time(), ticket_id)),
-            self._event(ticket_id, "published" if error is None else "publish-failed",
-                        url or compare_url or error or ""),
-        ])  # fmt: skip
+        self._transition(
+            "UPDATE tickets SET pull_request=?, compare_url=?, pr_error=?, updated=? WHERE id=?",
+            (url, compare_url, error, time.time(), ticket_id), ticket_id,
+            "published" if error is None else "publish-failed", url or compare_url or error or "",
+        )  # fmt: skip
