@@ -121,29 +121,18 @@ def prepare() -> tuple[Path, str]:
     return repo, str(python)
 
 
-def plain_pytest(python: str, root: Path, workers: int) -> tuple[float, dict[str, str]]:
-    """`pytest -n W -rA` in a fresh process: (seconds, {test id: PASSED/FAILED/ERROR/...})."""
+def plain_pytest(
+    python: str, root: Path, workers: int, ids: list[str] | None = None
+) -> tuple[float, dict[str, str]]:
+    """`pytest -n W -rA` in a fresh process: (seconds, {test id: PASSED/FAILED/ERROR/...});
+    with `ids`, only those tests, in one process."""
     env = pytest_env(root)
     env["PYTHONPATH"] = env["PYTHONPATH"].split(":", 1)[1]  # the library only, not our plugin
     start = time.perf_counter()
+    how = ids if ids is not None else ["-n", str(workers)]
+    args = ["-p", "no:cacheprovider", "-q", "-rA", "-o", "console_output_style=classic"]
     done = subprocess.run(
-        [
-            python,
-            "-m",
-            "pytest",
-            "-n",
-            str(workers),
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "-rA",
-            "-o",
-            "console_output_style=classic",
-        ],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
+        [python, "-m", "pytest", *how, *args], cwd=root, env=env, capture_output=True, text=True
     )
     seconds = time.perf_counter() - start
     outcomes: dict[str, str] = {}
@@ -253,12 +242,105 @@ def overhead(workers_python: str, runs: int = 30) -> dict[str, float]:
     }
 
 
+def identity(pool: Pool, python: str, repo: Path, baseline, workers: int) -> dict:
+    """The unpatched suite: plain `pytest -n W` vs every test through the warm workers."""
+    plain_s, plain = plain_pytest(python, repo, workers)
+    start = time.perf_counter()
+    done = pool.run(Job("unpatched", {}, baseline.tests, fail_fast=False))
+    ours_s = time.perf_counter() - start
+    ours = {r.test_id: r.outcome for r in done.results}
+    verdict = {"PASSED": "passed", "XPASS": "passed", "FAILED": "failed", "ERROR": "failed",
+               "XFAIL": "skipped"}  # fmt: skip
+    compared = [t for t in plain if t in ours]
+    differ = [t for t in compared if {"error": "failed"}.get(ours[t], ours[t]) != verdict[plain[t]]]
+    print(
+        f"unpatched suite: plain pytest -n {workers} {plain_s:.1f} s, warm workers {ours_s:.1f} s;"
+        f" {len(compared)} test ids compared (pytest -rA names no skipped test), "
+        f"{len(differ)} differ"
+    )
+    for t in differ[:10]:
+        print(f"  differs: {t}: pytest {plain[t]}, ours {ours[t]}")
+    return {
+        "compared": len(compared),
+        "differ": differ,
+        "plain_s": plain_s,
+        "ours_s": ours_s,
+        "plain_failing": sorted(t for t, o in plain.items() if o in ("FAILED", "ERROR")),
+    }
+
+
+def one_mutant(pool, python, repo, baseline, workers, known_bad, index, mutant) -> dict:
+    """The full suite (fresh `pytest -n W`) vs selection + warm workers (fail fast) on a mutant.
+
+    Tests failing before the mutation (or flaky) neither count as catching it nor stop our run.
+    """
+    path, number, old, new = mutant
+    text = apply(baseline.source(path), number, new)
+    with tempfile.TemporaryDirectory(prefix="gp-mutant-") as tmp:
+        copy = Path(tmp, "repo")
+        shutil.copytree(repo, copy, ignore=shutil.ignore_patterns(".git", "__pycache__"))
+        (copy / path).write_text(text)
+        full_s, full = plain_pytest(python, copy, workers)
+        full_failed = sorted(
+            t for t, o in full.items() if o in ("FAILED", "ERROR") and t not in known_bad
+        )
+        start = time.perf_counter()
+        selection = select_tests(baseline, {path: text})
+        tests = [t for t in selection.tests if t not in known_bad]
+        result = pool.run(Job(f"m{index}", {path: text}, tests, fail_fast=True))
+        ours_s = time.perf_counter() - start
+        ours_failed = sorted(
+            r.test_id for r in result.results if r.failed and r.test_id not in known_bad
+        )
+        chosen = set(tests)
+        not_selected = [
+            t for t in full_failed if t not in chosen and t.split("::")[0] not in chosen
+        ]
+        # A full-suite failure that the selection did not reproduce: does it fail on its own?
+        confirmed = ours_confirmed = True
+        if full_failed and not ours_failed:
+            _, alone = plain_pytest(python, copy, workers, ids=full_failed[:20])
+            confirmed = any(o in ("FAILED", "ERROR") for o in alone.values())
+        # And ours: an order-dependent test failing in a chunk is no catch either.
+        if ours_failed:
+            _, alone = plain_pytest(python, copy, workers, ids=ours_failed[:1])
+            ours_confirmed = any(o in ("FAILED", "ERROR") for o in alone.values())
+    row = {
+        "mutant": f"{path}:{number}: {old!r} -> {new!r}",
+        "selected": len(tests),
+        "full_s": full_s,
+        "ours_s": ours_s,
+        "ratio": full_s / ours_s,
+        "full_caught": bool(full_failed),
+        "full_confirmed": confirmed,
+        "ours_caught": bool(ours_failed),
+        "ours_confirmed": ours_confirmed,
+        "full_failed": full_failed[:10],
+        "ours_failed": ours_failed[:10],
+        "not_selected": not_selected,
+    }
+    note = "" if confirmed else "  (the full suite's failures do not reproduce alone)"
+    note += "" if ours_confirmed else "  (our failure does not reproduce alone)"
+    print(
+        f"mutant {index:2d} {row['mutant'][:70]:70s} selected {row['selected']:5d} "
+        f"full {full_s:6.1f} s caught={int(row['full_caught'])}  ours {ours_s:6.2f} s "
+        f"caught={int(row['ours_caught'])}  {row['ratio']:6.1f}x{note}",
+        flush=True,
+    )
+    for t in not_selected[:5]:
+        print(f"  full-suite failure outside the selection: {t}")
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mutants", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument(
+        "--skip-identity", action="store_true", help="skip the unpatched plain-vs-ours comparison"
+    )
     args = parser.parse_args()
 
     repo, python = prepare()
@@ -286,80 +368,26 @@ def main() -> None:
     with Pool(repo, python, "process", workers=args.workers, test_timeout=60) as pool:
         log(f"pool warm in {time.perf_counter() - start:.1f} s")
         figures["pool_start_s"] = time.perf_counter() - start
-
-        # 1. Unpatched: plain pytest vs the warm workers, per test id.
-        plain_s, plain = plain_pytest(python, repo, args.workers)
-        start = time.perf_counter()
-        done = pool.run(Job("unpatched", {}, baseline.tests, fail_fast=False))
-        ours_s = time.perf_counter() - start
-        ours = {r.test_id: r.outcome for r in done.results}
-        verdict = {
-            "PASSED": "passed",
-            "XPASS": "passed",
-            "FAILED": "failed",
-            "ERROR": "failed",
-            "XFAIL": "skipped",
-        }
-        compared = [t for t in plain if t in ours]
-        differ = [
-            t for t in compared if {"error": "failed"}.get(ours[t], ours[t]) != verdict[plain[t]]
+        known_bad = set(baseline.failing) | set(baseline.flaky)
+        if not args.skip_identity:
+            figures["identity"] = identity(pool, python, repo, baseline, args.workers)
+            known_bad |= set(figures["identity"]["plain_failing"])
+        rows = [
+            one_mutant(pool, python, repo, baseline, args.workers, known_bad, index, mutant)
+            for index, mutant in enumerate(mutants(repo, baseline, args.mutants, args.seed))
         ]
-        print(
-            f"unpatched suite: plain pytest -n {args.workers} {plain_s:.1f} s, warm workers "
-            f"{ours_s:.1f} s; {len(compared)} test ids compared, {len(differ)} differ"
-        )
-        for t in differ[:10]:
-            print(f"  differs: {t}: pytest {plain[t]}, ours {ours[t]}")
-        figures["identity"] = {
-            "compared": len(compared),
-            "differ": differ,
-            "plain_s": plain_s,
-            "ours_s": ours_s,
-        }
-        failing_before = {t for t, o in plain.items() if o in ("FAILED", "ERROR")}
-
-        # 2. Mutants.
-        rows = []
-        for index, (path, number, old, new) in enumerate(
-            mutants(repo, baseline, args.mutants, args.seed)
-        ):
-            text = apply(baseline.source(path), number, new)
-            # Full suite, fresh, on a copy of the repo with the mutant.
-            with tempfile.TemporaryDirectory(prefix="gp-mutant-") as tmp:
-                copy = Path(tmp, "repo")
-                shutil.copytree(repo, copy, ignore=shutil.ignore_patterns(".git", "__pycache__"))
-                (copy / path).write_text(text)
-                full_s, full = plain_pytest(python, copy, args.workers)
-            full_failed = {t for t, o in full.items() if o in ("FAILED", "ERROR")} - failing_before
-            start = time.perf_counter()
-            selection = select_tests(baseline, {path: text})
-            result = pool.run(Job(f"m{index}", {path: text}, selection.tests, fail_fast=True))
-            ours_s = time.perf_counter() - start
-            ours_failed = {r.test_id for r in result.results if r.failed} - failing_before
-            row = {
-                "mutant": f"{path}:{number}: {old!r} -> {new!r}",
-                "selected": len(selection.tests),
-                "full_s": full_s,
-                "ours_s": ours_s,
-                "ratio": full_s / ours_s,
-                "full_caught": bool(full_failed),
-                "ours_caught": bool(ours_failed),
-            }
-            rows.append(row)
-            print(
-                f"mutant {index:2d} {row['mutant'][:70]:70s} selected {row['selected']:5d} "
-                f"full {full_s:6.1f} s caught={int(row['full_caught'])}  ours {ours_s:6.2f} s "
-                f"caught={int(row['ours_caught'])}  {row['ratio']:6.1f}x",
-                flush=True,
-            )
     ratios = [r["ratio"] for r in rows]
     full_caught = sum(r["full_caught"] for r in rows)
     ours_caught = sum(r["ours_caught"] for r in rows)
-    missed = [r["mutant"] for r in rows if r["full_caught"] and not r["ours_caught"]]
+    missed = [r for r in rows if r["full_caught"] and not r["ours_caught"]]
+    outside = sum(len(r["not_selected"]) for r in rows)
     print(
         f"mutants: {len(rows)}; caught by the full suite {full_caught}/{len(rows)}, by "
-        f"selection + warm workers {ours_caught}/{len(rows)}; missed by selection: "
-        f"{len(missed)}"
+        f"selection + warm workers {ours_caught}/{len(rows)}; caught by the full suite only: "
+        f"{len(missed)} ({sum(not r['full_confirmed'] for r in missed)} of them not reproducible "
+        f"when the failing tests re-run alone); full-suite failures outside the selection: "
+        f"{outside}; our catches not reproducible alone: "
+        f"{sum(r['ours_caught'] and not r['ours_confirmed'] for r in rows)}"
     )
     print(
         f"median speedup per candidate vs pytest -n {args.workers} on the full suite: "
@@ -370,9 +398,9 @@ def main() -> None:
     figures.update(
         mutants=rows,
         median_ratio=statistics.median(ratios),
-        missed=missed,
         full_caught=full_caught,
         ours_caught=ours_caught,
+        failures_outside_selection=outside,
     )
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
