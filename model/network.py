@@ -124,6 +124,47 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (x * cos + rotated * sin).to(x.dtype)
 
 
+class LayerKV:
+    """One layer's stored keys and values [B, H_kv, T, D] (after RoPE) for the approximate
+    context cache: context positions keep the keys/values of the last full pass, the positions
+    being denoised get fresh ones at every pass."""
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.query_pos: torch.Tensor | None = None  # [B, Q] while reading
+
+    def merge(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.k is None or self.query_pos is None:  # a full pass: store
+            self.k, self.v = k, v
+            return k, v
+        index = self.query_pos[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+        self.k = self.k.scatter(2, index, k)
+        self.v = self.v.scatter(2, index, v)
+        return self.k, self.v
+
+
+class ContextCache:
+    """Keys/values of every layer from the last full pass over a batch (see `LayerKV`)."""
+
+    def __init__(self, n_layers: int, attention_mask: torch.Tensor | None) -> None:
+        self.layers = [LayerKV() for _ in range(n_layers)]
+        self.attention_mask = attention_mask
+
+    def select(self, rows: torch.Tensor) -> ContextCache:
+        """The cache of a subset of the batch's rows (a copy)."""
+        out = ContextCache(0, None if self.attention_mask is None else self.attention_mask[rows])
+        for layer in self.layers:
+            new = LayerKV()
+            new.k, new.v = layer.k[rows], layer.v[rows]
+            out.layers.append(new)
+        return out
+
+    def update(self, rows: torch.Tensor, part: ContextCache) -> None:
+        for mine, theirs in zip(self.layers, part.layers, strict=True):
+            mine.k[rows], mine.v[rows] = theirs.k, theirs.v
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -134,12 +175,17 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                key_mask: torch.Tensor | None) -> torch.Tensor:
+                key_mask: torch.Tensor | None, kv: LayerKV | None = None) -> torch.Tensor:
+        """With `kv` holding keys/values: x are the tokens at `kv.query_pos` only; their fresh
+        keys/values replace the stored ones there and they attend to all stored positions.
+        With an empty `kv`: a full pass that stores its keys/values."""
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv is not None:
+            k, v = kv.merge(k, v)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=key_mask, is_causal=False,
             enable_gqa=self.n_kv_heads != self.n_heads,
@@ -167,8 +213,8 @@ class Block(nn.Module):
         self.ffn = SwiGLU(cfg)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                key_mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, key_mask)
+                key_mask: torch.Tensor | None, kv: LayerKV | None = None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, key_mask, kv)
         return x + self.ffn(self.ffn_norm(x))
 
 
@@ -212,27 +258,59 @@ class DiffusionLM(nn.Module):
         return cos[:length].to(dtype), sin[:length].to(dtype)
 
     def hidden_states(self, input_ids: torch.Tensor,
-                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                      attention_mask: torch.Tensor | None = None,
+                      cache: ContextCache | None = None) -> torch.Tensor:
         """Final normed hidden states [B, T, D]. `attention_mask` [B, T]: 1 for real tokens, 0
-        for padding that no position may attend to."""
+        for padding that no position may attend to. An empty `cache` records keys/values."""
         _, t = input_ids.shape
         x = self.embed(input_ids)
         cos, sin = self._rope_for(t, x.device, x.dtype)
         key_mask = None
         if attention_mask is not None:
             key_mask = attention_mask.bool()[:, None, None, :]
-        for block in self.blocks:
-            x = block(x, cos, sin, key_mask)
+        layers = cache.layers if cache is not None else [None] * len(self.blocks)
+        for block, kv in zip(self.blocks, layers, strict=True):
+            x = block(x, cos, sin, key_mask, kv)
         return self.norm(x)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
+                positions: torch.Tensor | None = None, cache: ContextCache | None = None
+                ) -> torch.Tensor:
         """Logits [B, T, V]; with `positions` [B, P] (indices into T), only those: [B, P, V].
-        Asking for the few positions being denoised skips most of the vocabulary projection."""
-        h = self.hidden_states(input_ids, attention_mask)
+        Asking for the few positions being denoised skips most of the vocabulary projection.
+        An empty `cache` (`new_cache`) is filled with this pass's keys and values."""
+        h = self.hidden_states(input_ids, attention_mask, cache)
         if self.config.shift_logits:
             # Hidden state i-1 predicts token i; position 0 borrows its own (as Dream does).
             h = torch.cat([h[:, :1], h[:, :-1]], dim=1)
         if positions is not None:
             h = torch.gather(h, 1, positions[..., None].expand(-1, -1, h.shape[-1]))
+        return self.lm_head(h)
+
+    def new_cache(self, attention_mask: torch.Tensor | None = None) -> ContextCache:
+        return ContextCache(len(self.blocks), attention_mask)
+
+    def forward_cached(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                       cache: ContextCache) -> torch.Tensor:
+        """Approximate logits [B, P, V] at `positions` [B, P] from a filled `cache`: only the
+        tokens at those positions (and, for shifted models, the one before each) are run through
+        the network; every other position contributes the keys/values of the last full pass."""
+        query = positions
+        if self.config.shift_logits:
+            query = torch.cat([(positions[:, :1] - 1).clamp(min=0), positions], dim=1)
+        x = self.embed(torch.gather(input_ids, 1, query))
+        cos_all, sin_all = self._rope_for(input_ids.shape[1], x.device, x.dtype)
+        cos, sin = cos_all[query][:, None], sin_all[query][:, None]
+        key_mask = None
+        if cache.attention_mask is not None:
+            key_mask = cache.attention_mask.bool()[:, None, None, :]
+        for block, kv in zip(self.blocks, cache.layers, strict=True):
+            kv.query_pos = query
+            x = block(x, cos, sin, key_mask, kv)
+            kv.query_pos = None
+        h = self.norm(x)
+        if self.config.shift_logits:
+            # Position p reads the hidden state at p - 1: the query just before it. Positions are
+            # contiguous spans in the sampler; for others the nearest query before is used.
+            h = h[:, :-1]
         return self.lm_head(h)

@@ -33,6 +33,7 @@ import torch
 from model.checkpoint import LoadedModel
 from model.errors import ModelError
 from model.kernels import greedy_confidence
+from model.network import ContextCache
 from model.tokenizer import CodeTokenizer
 
 
@@ -205,22 +206,53 @@ def _banned(tok: CodeTokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+class _CachedPasses:
+    """Forward passes for the decoding loop: exact full passes, or with `every`, a full pass
+    that caches every position's keys/values, then `every - 1` cheap passes that run only the
+    span tokens against that (approximate, slightly stale) context. Finished rows are dropped."""
+
+    def __init__(self, every: int | None) -> None:
+        self.every = every
+        self.cache: ContextCache | None = None
+        self.rows: torch.Tensor | None = None
+        self.width = 0
+        self.since = 0
+
+    def logits(self, lm: LoadedModel, active: torch.Tensor, ids: torch.Tensor,
+               attn: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        if self.every is None or self.cache is None or self.since + 1 >= self.every:
+            # Trim columns past the longest active row: finished long rows cost nothing.
+            width = int(attn.sum(1).max())
+            cache = None if self.every is None else lm.net.new_cache(attn[:, :width])
+            out = lm.net(ids[:, :width], attn[:, :width], positions=pos, cache=cache)
+            self.cache, self.rows, self.width, self.since = cache, active, width, 0
+            return out
+        self.since += 1
+        assert self.rows is not None
+        if len(active) == len(self.rows):
+            return lm.net.forward_cached(ids[:, :self.width], pos, self.cache)
+        which = torch.searchsorted(self.rows, active)
+        part = self.cache.select(which)
+        out = lm.net.forward_cached(ids[:, :self.width], pos, part)
+        self.cache.update(which, part)
+        return out
+
+
 def _denoise(lm: LoadedModel, rows: _Rows, *, threshold: float | None, steps: int | None,
              temperature: float, top_k: int | None, top_p: float | None,
-             remask_low_confidence: float | None, generator: torch.Generator
-             ) -> tuple[int, int]:
+             remask_low_confidence: float | None, generator: torch.Generator,
+             cache_every: int | None = None) -> tuple[int, int]:
     """Unmask every span slot of every row; returns (forward passes, passes summed over
     rows)."""
     stop = torch.tensor(sorted(lm.tokenizer.stop_ids), device=lm.device, dtype=torch.long)
     banned = torch.tensor(_banned(lm.tokenizer), device=lm.device, dtype=torch.long)
     passes = row_passes = 0
+    cached = _CachedPasses(cache_every)
     max_passes = 4 * rows.slot.shape[1] + 8  # re-masking is bounded; this is a safety net
     while rows.masked.any() and passes < max_passes:
         active = rows.masked.any(1).nonzero().flatten()
         ids, attn, pos = rows.ids[active], rows.attn[active], rows.pos[active]
-        # Trim columns past the longest active row: finished long rows cost nothing.
-        width = int(attn.sum(1).max())
-        logits = lm.net(ids[:, :width], attn[:, :width], positions=pos)
+        logits = cached.logits(lm, active, ids, attn, pos)
         logits[..., banned] = -math.inf
         token, logp = _predict(logits, rows.greedy[active], temperature, top_k, top_p, generator)
         passes += 1
@@ -300,10 +332,13 @@ def infill(lm: LoadedModel, canvases: list[Canvas], samples: int = 4, *,
            top_k: int | None = None, top_p: float | None = 0.95,
            remask_low_confidence: float | None = None, block_size: int | None = None,
            context: int | None = 512, seed: int = 0, greedy_first: bool = True,
-           stats: DecodeStats | None = None) -> list[list[Candidate]]:
+           cache_every: int | None = None, stats: DecodeStats | None = None
+           ) -> list[list[Candidate]]:
     """Fill every canvas `samples` times in one batch; per canvas, distinct fills best first.
-    `greedy_first=False` samples every row (sample 0 is greedy by default). `stats`, when
-    given, is updated with the cost of the call."""
+    `greedy_first=False` samples every row (sample 0 is greedy by default). `cache_every=k`
+    makes one full pass in k and runs only the span tokens in between, against cached context
+    keys/values (approximate, much cheaper for long contexts). `stats`, when given, is updated
+    with the cost of the call."""
     if samples < 1:
         raise ModelError("samples must be at least 1")
     if not canvases:
@@ -321,7 +356,8 @@ def infill(lm: LoadedModel, canvases: list[Canvas], samples: int = 4, *,
     rows = _build_rows(lm, layouts, span_lens, greedy, block_size)
     passes, row_passes = _denoise(
         lm, rows, threshold=threshold, steps=steps, temperature=temperature, top_k=top_k,
-        top_p=top_p, remask_low_confidence=remask_low_confidence, generator=_generator(seed))
+        top_p=top_p, remask_low_confidence=remask_low_confidence, generator=_generator(seed),
+        cache_every=cache_every)
     if stats is not None:
         stats.passes += passes
         stats.row_passes += row_passes
@@ -373,7 +409,7 @@ def remask(lm: LoadedModel, prefix: str, middle: str, suffix: str,
     rows = _build_rows(lm, [(layout, start, noisy)] * samples, [len(ids)] * samples,
                        [k == 0 for k in range(samples)], options.pop("block_size", None))
     defaults = dict(threshold=0.9, steps=None, temperature=0.8, top_k=None, top_p=0.95,
-                    remask_low_confidence=None)
+                    remask_low_confidence=None, cache_every=None)
     _denoise(lm, rows, **{**defaults, **options}, generator=_generator(seed))
     # Kept tokens were never scored while decoding: score complete candidates the same way.
     texts = {c.text for c in _candidates(lm, rows, [len(ids)] * samples)}

@@ -37,7 +37,8 @@ def test_loss_falls(trained) -> None:
 @pytest.mark.parametrize("options", [
     dict(threshold=0.9), dict(threshold=None), dict(threshold=0.9, block_size=1),
     dict(threshold=None, steps=1), dict(threshold=0.9, remask_low_confidence=0.2),
-], ids=["threshold", "one-per-step", "blocks", "all-at-once", "remask"])
+    dict(threshold=None, cache_every=3),
+], ids=["threshold", "one-per-step", "blocks", "all-at-once", "remask", "cached"])
 def test_infill_is_exact(trained, options) -> None:
     lm, _ = trained
     acc, stats = accuracy(lm, **options)

@@ -119,3 +119,30 @@ def test_loss_is_masked_cross_entropy_weighted_by_inverse_t(lm: DiffusionLM) -> 
     with_visible = diffusion_loss(lm, x, MASK, pad_id=PAD, substitution_rate=1e-9,
                                   generator=torch.Generator().manual_seed(0))
     assert with_visible.item() > loss.item()
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_context_cache_matches_full_pass_and_tracks_span_changes(shift: bool) -> None:
+    torch.manual_seed(2)
+    net = DiffusionLM(ModelConfig.tiny(vocab_size=300, shift_logits=shift)).eval()
+    x = torch.randint(8, 300, (2, 14))
+    x[1, 11:] = PAD
+    attention = (x != PAD).long()
+    span = torch.tensor([[4, 5, 6, 7], [2, 3, 4, 5]])
+    with torch.no_grad():
+        cache = net.new_cache(attention)
+        full = net(x, attention, positions=span, cache=cache)
+        # Nothing changed: the cached pass reproduces the full one.
+        assert torch.allclose(net.forward_cached(x, span, cache), full, atol=1e-5)
+        # Change span tokens: the cached pass sees them (the context is stale only beyond).
+        y = x.clone()
+        y[0, 5], y[1, 3] = MASK, MASK
+        fresh = net(y, attention, positions=span)
+        approx = net.forward_cached(y, span, cache)
+        assert not torch.allclose(approx, full, atol=1e-3)
+        assert (approx - fresh).abs().max() < (full - fresh).abs().max()
+        # A subset of rows, written back.
+        part = cache.select(torch.tensor([1]))
+        sub = net.forward_cached(y[1:], span[1:], part)
+        assert torch.allclose(sub, approx[1:], atol=1e-5)
+        cache.update(torch.tensor([1]), part)
