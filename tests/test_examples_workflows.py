@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -113,38 +111,47 @@ def test_batch_command_is_accepted_by_the_cli():
     assert params["backlog"] == "gh:octo/shop label:agent-fix"
     assert params["pr"] is True
     assert str(params["json_out"]) == "batch.json"
+    assert str(params["markdown_out"]) == "batch.md"
+    (job,) = workflow["jobs"].values()
+    assert params["time_limit"] < job["timeout-minutes"] * 60  # reports before the job is killed
     upload = _step(workflow, "Upload the batch report")
     assert upload["uses"].startswith("actions/upload-artifact")
-    assert upload["with"]["path"] == "batch.json"
+    assert upload["with"]["path"].split() == ["batch.json", "batch.md"]
 
 
-def _run_summary(tmp_path: Path, report: object | None) -> str:
+def _run_summary(tmp_path: Path, markdown_report: str | None) -> str:
     step = _step(_load("agent-batch.yml"), "Summary")
-    assert step["shell"] == "python"
-    if report is not None:
-        (tmp_path / "batch.json").write_text(json.dumps(report))
+    assert step["if"] == "always()"
+    if markdown_report is not None:
+        (tmp_path / "batch.md").write_text(markdown_report)
     summary = tmp_path / "summary.md"
     env = {**os.environ, "GITHUB_STEP_SUMMARY": str(summary)}
-    subprocess.run([sys.executable, "-c", step["run"]], cwd=tmp_path, env=env, check=True)
+    subprocess.run(["bash", "-euc", step["run"]], cwd=tmp_path, env=env, check=True)
     return summary.read_text()
 
 
-def test_batch_summary_is_a_markdown_table(tmp_path):
+def test_batch_summary_is_the_batch_markdown_report(tmp_path):
+    from agent.batch.report import markdown
+
     report = {
+        "backlog": "gh:octo/shop label:agent-fix", "seconds": 341.0, "finished": True,
+        "counts": {"green": 1, "failed": 1, "cannot-reproduce": 0, "error": 0},
         "tickets": [
-            {
-                "ticket": "gh:octo/shop#7",
-                "status": "green",
-                "branch": "gp/7",
-                "seconds": 41,
-            },
-            {"ticket": "gh:octo/shop#9", "status": "no-fix", "branch": None, "seconds": 300},
-        ]
-    }
-    lines = _run_summary(tmp_path, report).splitlines()
-    assert "| ticket | status | branch | seconds |" in lines
-    assert "| gh:octo/shop#7 | green | gp/7 | 41 |" in lines
-    assert "| gh:octo/shop#9 | no-fix |  | 300 |" in lines
+            {"id": "octo-shop-7", "status": "green", "branch": "greenpatch/octo-shop-7",
+             "commit": "abcdef0123456789", "seconds": 41.0, "reason": "",
+             "pull_request": "https://github.com/octo/shop/pull/12"},
+            {"id": "octo-shop-9", "status": "failed", "branch": None, "commit": None,
+             "seconds": 300.0, "reason": "no fix within 300s"},
+        ],
+        "skipped": [],
+    }  # fmt: skip
+    lines = _run_summary(tmp_path, markdown(report)).splitlines()
+    assert lines[0] == "## agent batch: 1 of 2 tickets green"
+    assert "| ticket | status | branch | commit | seconds | reason | pull request |" in lines
+    assert (
+        "| octo-shop-7 | green | `greenpatch/octo-shop-7` | `abcdef0123` | 41.0 |  "
+        "| [open](https://github.com/octo/shop/pull/12) |"
+    ) in lines
 
 
 def test_batch_summary_without_report(tmp_path):
