@@ -4,7 +4,6 @@ trained on a synthetic language (once per test process)."""
 from __future__ import annotations
 
 import random
-import re
 import sysconfig
 from functools import cache
 from pathlib import Path
@@ -48,12 +47,5 @@ def trained_alphabet_model() -> tuple[LoadedModel, tuple[float, ...]]:
 
 def alphabet_tasks(n: int = 30, seed: int = 5) -> list[tuple[str, str, str]]:
     """(prefix, middle, suffix): 1-6 consecutive letters of a document to fill."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        doc = alphabet_doc(rng)
-        units = re.findall(r"\s?[a-z]", doc)  # each letter with the space before it
-        a, length = rng.randrange(1, 5), rng.randrange(1, 7)
-        out.append(("".join(units[:a]), "".join(units[a:a + length]),
-                    "".join(units[a + length:])))
-    return out
+    return [(t.prefix, t.middle, t.suffix)
+            for t in synthetic.alphabet_tasks(n, LETTERS, (1, 6), seed=seed)]
