@@ -50,6 +50,10 @@ def test_task_list_meets_the_acceptance_bar(tasks) -> None:
         assert task.version == LIBRARIES[task.library].version
         assert task.difficulty in {"easy", "medium", "hard"}
         assert task.ticket_test in task.failing_tests
+        for nodeid in task.failing_tests:
+            path = nodeid.split("::")[0]
+            assert path.rsplit("/", 1)[-1].startswith("test_"), nodeid  # where pytest collects
+            assert path.startswith(LIBRARIES[task.library].tests), nodeid
 
 
 def test_tickets_name_one_failing_test_and_hide_the_fix(tasks) -> None:

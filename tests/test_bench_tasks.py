@@ -4,6 +4,7 @@ bug and passing with the hidden reference fix."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,12 @@ def test_rebuilt_task_fails_with_the_bug_and_passes_with_the_reference_fix(tmp_p
     assert git(repo, "status", "--porcelain") == ""
     again = build_task_repo(task, tmp_path / "b")
     assert git(repo, "rev-parse", "HEAD") == git(again, "rev-parse", "HEAD"), "reproducible"
+
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--co", task.ticket_test],
+        cwd=repo, capture_output=True, text=True, check=False,
+    )
+    assert collected.returncode == 0 and "1 test collected" in collected.stdout, collected.stdout
 
     buggy = run_pytest(repo, timeout=120)
     assert buggy.failed_tests

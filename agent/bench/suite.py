@@ -45,16 +45,19 @@ class SuiteRun:
         return self.returncode == 1 and not self.timed_out and bool(self.failures)
 
 
-def _nodeid(case: ET.Element) -> str:
-    path = case.get("file", "")
-    classname = case.get("classname", "")
-    module = path[:-3].replace("/", ".") if path.endswith(".py") else ""
-    inner = classname[len(module) :].lstrip(".") if classname.startswith(module) else ""
-    parts = [path, *(inner.split(".") if inner else []), case.get("name", "")]
-    return "::".join(parts)
+def _nodeid(case: ET.Element, repo: Path) -> str:
+    """The pytest node id of a junit testcase. `classname` is the collecting module's dotted path
+    plus the class; `file` is where the function is defined, which for a test inherited from a
+    base class in another module is not where pytest collected it."""
+    parts = case.get("classname", "").split(".")
+    for end in range(len(parts), 0, -1):
+        path = "/".join(parts[:end]) + ".py"
+        if (repo / path).is_file():
+            return "::".join([path, *parts[end:], case.get("name", "")])
+    return "::".join([case.get("file", ""), case.get("name", "")])
 
 
-def _parse_junit(path: Path) -> list[Failure]:
+def _parse_junit(path: Path, repo: Path) -> list[Failure]:
     try:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError):
@@ -62,7 +65,7 @@ def _parse_junit(path: Path) -> list[Failure]:
     failures: dict[str, Failure] = {}
     for case in root.iter("testcase"):
         for problem in list(case.findall("failure")) + list(case.findall("error")):
-            nodeid = _nodeid(case)
+            nodeid = _nodeid(case, repo)
             if nodeid in failures or not case.get("file"):
                 continue
             text = problem.text or ""
@@ -107,4 +110,4 @@ def run_pytest(
             os.killpg(proc.pid, signal.SIGKILL)
             output, _ = proc.communicate()
             return SuiteRun(proc.returncode, [], timed_out=True, output=output[-2000:])
-        return SuiteRun(proc.returncode, _parse_junit(junit), output=output[-2000:])
+        return SuiteRun(proc.returncode, _parse_junit(junit, repo), output=output[-2000:])
