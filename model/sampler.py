@@ -209,17 +209,25 @@ def _banned(tok: CodeTokenizer) -> list[int]:
 class _CachedPasses:
     """Forward passes for the decoding loop: exact full passes, or with `every`, a full pass
     that caches every position's keys/values, then `every - 1` cheap passes that run only the
-    span tokens against that (approximate, slightly stale) context. Finished rows are dropped."""
+    span tokens against that (approximate, slightly stale) context. Finished rows are dropped.
+    The rows come in groups of `samples` identical rows (the samples of one canvas): the first
+    pass runs one row per group and shares its result (exact: they are the same input)."""
 
-    def __init__(self, every: int | None) -> None:
+    def __init__(self, every: int | None, samples: int) -> None:
         self.every = every
+        self.samples = samples
         self.cache: ContextCache | None = None
         self.rows: torch.Tensor | None = None
         self.width = 0
         self.since = 0
+        self.first = True
 
     def logits(self, lm: LoadedModel, active: torch.Tensor, ids: torch.Tensor,
                attn: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        if self.first:
+            self.first = False
+            if self.samples > 1:
+                return self._shared_first(lm, active, ids, attn, pos)
         if self.every is None or self.cache is None or self.since + 1 >= self.every:
             # Trim columns past the longest active row: finished long rows cost nothing.
             width = int(attn.sum(1).max())
@@ -237,17 +245,28 @@ class _CachedPasses:
         self.cache.update(which, part)
         return out
 
+    def _shared_first(self, lm: LoadedModel, active: torch.Tensor, ids: torch.Tensor,
+                      attn: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        reps = torch.arange(0, len(active), self.samples, device=active.device)
+        inverse = torch.arange(len(active), device=active.device) // self.samples
+        width = int(attn.sum(1).max())
+        cache = None if self.every is None else lm.net.new_cache(attn[reps, :width])
+        out = lm.net(ids[reps, :width], attn[reps, :width], positions=pos[reps], cache=cache)
+        self.cache = None if cache is None else cache.select(inverse)
+        self.rows, self.width, self.since = active, width, 0
+        return out[inverse]
+
 
 def _denoise(lm: LoadedModel, rows: _Rows, *, threshold: float | None, steps: int | None,
              temperature: float, top_k: int | None, top_p: float | None,
              remask_low_confidence: float | None, generator: torch.Generator,
-             cache_every: int | None = None) -> tuple[int, int]:
-    """Unmask every span slot of every row; returns (forward passes, passes summed over
-    rows)."""
+             cache_every: int | None = None, samples: int = 1) -> tuple[int, int]:
+    """Unmask every span slot of every row (rows in groups of `samples` identical ones);
+    returns (forward passes, passes summed over rows)."""
     stop = torch.tensor(sorted(lm.tokenizer.stop_ids), device=lm.device, dtype=torch.long)
     banned = torch.tensor(_banned(lm.tokenizer), device=lm.device, dtype=torch.long)
     passes = row_passes = 0
-    cached = _CachedPasses(cache_every)
+    cached = _CachedPasses(cache_every, samples)
     max_passes = 4 * rows.slot.shape[1] + 8  # re-masking is bounded; this is a safety net
     while rows.masked.any() and passes < max_passes:
         active = rows.masked.any(1).nonzero().flatten()
@@ -357,7 +376,7 @@ def infill(lm: LoadedModel, canvases: list[Canvas], samples: int = 4, *,
     passes, row_passes = _denoise(
         lm, rows, threshold=threshold, steps=steps, temperature=temperature, top_k=top_k,
         top_p=top_p, remask_low_confidence=remask_low_confidence, generator=_generator(seed),
-        cache_every=cache_every)
+        cache_every=cache_every, samples=samples)
     if stats is not None:
         stats.passes += passes
         stats.row_passes += row_passes
@@ -410,7 +429,8 @@ def remask(lm: LoadedModel, prefix: str, middle: str, suffix: str,
                        [k == 0 for k in range(samples)], options.pop("block_size", None))
     defaults = dict(threshold=0.9, steps=None, temperature=0.8, top_k=None, top_p=0.95,
                     remask_low_confidence=None, cache_every=None)
-    _denoise(lm, rows, **{**defaults, **options}, generator=_generator(seed))
+    _denoise(lm, rows, **{**defaults, **options}, generator=_generator(seed),
+             samples=samples)
     # Kept tokens were never scored while decoding: score complete candidates the same way.
     texts = {c.text for c in _candidates(lm, rows, [len(ids)] * samples)}
     return _best_first(Candidate(t, score(lm, prefix, t, suffix, cond=cond, context=context),
