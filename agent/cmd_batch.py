@@ -119,7 +119,7 @@ def batch(
                 ) from None
         reporter.out.print(summary_table(report))
         if report["interrupted"]:
-            reporter.info("interrupted: continue with agent batch --resume")
+            reporter.info(f"interrupted: continue with {runner.resume_hint}")
             return EXIT_INTERRUPTED
         return EXIT_GREEN if report["counts"]["green"] == len(report["tickets"]) else EXIT_NO_FIX
 

@@ -77,6 +77,9 @@ class Batch:
     def __init__(self, request: BatchRequest, reporter: Reporter) -> None:
         self.reporter = reporter
         self.journal_path = Path(request.journal or default_journal())
+        self.resume_hint = "agent batch --resume" + (
+            f" --journal {self.journal_path}" if request.journal else ""
+        )
         self.journal = Journal(self.journal_path)
         try:
             self._setup(request)
@@ -154,6 +157,11 @@ class Batch:
 
         scheduler = Scheduler(self.journal, self.options, board, self.lm, warn,
                               self.reporter.verbose)  # fmt: skip
+        todo = sum(1 for e in self.journal.entries() if not e.final)
+        self.reporter.info(
+            f"{todo} of {len(board.rows)} tickets to run; journal {self.journal_path} "
+            f"(if stopped: {self.resume_hint})"
+        )
         interrupted = False
         try:
             with board.live(self.reporter.err, enabled=live):
