@@ -18,10 +18,12 @@ import argparse
 import ast
 import io
 import json
+import os
 import random
 import re
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -122,21 +124,35 @@ def prepare() -> tuple[Path, str]:
 
 
 def plain_pytest(
-    python: str, root: Path, workers: int, ids: list[str] | None = None
+    python: str, root: Path, workers: int, ids: list[str] | None = None, timeout: float = 480.0
 ) -> tuple[float, dict[str, str]]:
     """`pytest -n W -rA` in a fresh process: (seconds, {test id: PASSED/FAILED/ERROR/...});
-    with `ids`, only those tests, in one process."""
+    with `ids`, only those tests, in one process. A run that outlives `timeout` (a mutant can
+    make the suite hang: plain pytest has no time limit) is killed and reported as one failing
+    pseudo-test, "<timeout>"."""
     env = pytest_env(root)
     env["PYTHONPATH"] = env["PYTHONPATH"].split(":", 1)[1]  # the library only, not our plugin
     start = time.perf_counter()
     how = ids if ids is not None else ["-n", str(workers)]
     args = ["-p", "no:cacheprovider", "-q", "-rA", "-o", "console_output_style=classic"]
-    done = subprocess.run(
-        [python, "-m", "pytest", *how, *args], cwd=root, env=env, capture_output=True, text=True
+    proc = subprocess.Popen(
+        [python, "-m", "pytest", *how, *args],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
     )
+    try:
+        stdout, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # pytest and its xdist workers
+        proc.communicate()
+        return time.perf_counter() - start, {"<timeout>": "FAILED"}
     seconds = time.perf_counter() - start
     outcomes: dict[str, str] = {}
-    for line in done.stdout.splitlines():
+    for line in stdout.splitlines():
         match = re.match(r"^(PASSED|FAILED|ERROR|XFAIL|XPASS) (\S+)", line)
         if match:
             outcomes.setdefault(match.group(2), match.group(1))
@@ -293,13 +309,12 @@ def one_mutant(pool, python, repo, baseline, workers, known_bad, index, mutant) 
             r.test_id for r in result.results if r.failed and r.test_id not in known_bad
         )
         chosen = set(tests)
-        not_selected = [
-            t for t in full_failed if t not in chosen and t.split("::")[0] not in chosen
-        ]
+        named = [t for t in full_failed if t != "<timeout>"]
+        not_selected = [t for t in named if t not in chosen and t.split("::")[0] not in chosen]
         # A full-suite failure that the selection did not reproduce: does it fail on its own?
         confirmed = ours_confirmed = True
-        if full_failed and not ours_failed:
-            _, alone = plain_pytest(python, copy, workers, ids=full_failed[:20])
+        if named and not ours_failed:
+            _, alone = plain_pytest(python, copy, workers, ids=named[:20])
             confirmed = any(o in ("FAILED", "ERROR") for o in alone.values())
         # And ours: an order-dependent test failing in a chunk is no catch either.
         if ours_failed:
@@ -339,6 +354,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument(
+        "--first", type=int, default=0, help="start at this mutant (resume an interrupted run)"
+    )
+    parser.add_argument(
         "--skip-identity", action="store_true", help="skip the unpatched plain-vs-ours comparison"
     )
     args = parser.parse_args()
@@ -375,6 +393,7 @@ def main() -> None:
         rows = [
             one_mutant(pool, python, repo, baseline, args.workers, known_bad, index, mutant)
             for index, mutant in enumerate(mutants(repo, baseline, args.mutants, args.seed))
+            if index >= args.first
         ]
     ratios = [r["ratio"] for r in rows]
     full_caught = sum(r["full_caught"] for r in rows)
