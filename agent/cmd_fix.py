@@ -18,11 +18,8 @@ from agent.cli_common import (
     WorkersOpt,
     run,
 )
-from agent.config import load_settings
-from agent.draft import MODES
+from agent.config import DRAFTERS, load_settings
 from agent.errors import EXIT_GREEN, EXIT_NO_FIX, AgentError
-from agent.fix import FixRequest, run_fix
-from agent.loop import Options
 from agent.output import Reporter
 from agent.repo import resolve_repo
 from agent.signals import terminate_as_interrupt
@@ -77,8 +74,12 @@ def fix(
     """
 
     def body() -> int:
-        if drafter not in MODES:
-            raise AgentError(f"--drafter must be one of {', '.join(MODES)}, got '{drafter}'")
+        if drafter not in DRAFTERS:
+            raise AgentError(f"--drafter must be one of {', '.join(DRAFTERS)}, got '{drafter}'")
+        # The fix machinery imports torch: only a real run pays for it, not --help or bad input.
+        from agent.fix import FixRequest, run_fix
+        from agent.loop import Options
+
         git_repo = resolve_repo(repo)
         settings = load_settings(
             Path(git_repo.working_tree_dir), sandbox=sandbox, workers=workers, budget=budget

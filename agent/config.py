@@ -11,6 +11,8 @@ from typing import Any
 from agent.errors import AgentError
 
 SANDBOXES = ("bwrap", "docker", "process")
+# Who drafts candidates (see agent.draft): kept here so the CLI can check it without torch.
+DRAFTERS = ("model", "model-only", "mutations")
 
 
 @dataclass

@@ -25,7 +25,6 @@ from model.sampler import Canvas, infill, remask, score_fills
 
 # Canvases decoded in one batched call; with `samples` each, this bounds the batch size.
 SITES_PER_BATCH = 6
-MODES = ("model", "model-only", "mutations")
 # Tokens of context on each side of a canvas: local context is what a repair needs, and short
 # rows keep the CPU forward passes cheap.
 CONTEXT_TOKENS = 192

@@ -33,7 +33,7 @@ class FixRequest:
     repo: git.Repo
     settings: Settings
     model: Path | None = None
-    drafter: str = "model"  # one of agent.draft.MODES
+    drafter: str = "model"  # one of agent.config.DRAFTERS
     branch: str | None = None
     pr: bool = False
     options: Options | None = None

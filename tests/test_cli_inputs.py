@@ -47,9 +47,10 @@ def test_missing_repo_path(run_agent, tmp_path: Path) -> None:
 @pytest.mark.parametrize("command", ["fix", "batch", "test"])
 def test_not_a_git_repo(run_agent, tmp_path: Path, command: str) -> None:
     plain = tmp_path / "plain"
-    plain.mkdir()
+    (plain / "backlog").mkdir(parents=True)
     (plain / "t.md").write_text("bug\n")
-    args = {"fix": ["t.md"], "batch": ["t.md"], "test": []}[command]
+    (plain / "backlog" / "t.md").write_text("bug\n")
+    args = {"fix": ["t.md"], "batch": ["backlog"], "test": []}[command]
     line = one_line_error(run_agent(command, *args, "--repo", plain, cwd=plain))
     assert "not a git repository" in line
 
