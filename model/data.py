@@ -312,7 +312,7 @@ def read_split(corpus_dir: Path, split: str) -> Iterator[CorpusFile]:
 
 # -- infill sites: where a canvas masks text, as the agent's canvases do ------------------------
 
-SITE_KINDS = ("line", "token", "expression")
+SITE_KINDS = ("line", "token", "expression", "lines")
 _CODE_TOKEN = re.compile(r"[A-Za-z_]\w*|\d[\w.]*|==|!=|<=|>=|//|\*\*|->|[-+*/%<>=&|^~@.,:()\[\]{}]")
 
 
@@ -349,15 +349,23 @@ def code_lines(text: str) -> list[tuple[int, int]]:
 
 def pick_site(text: str, rng: random.Random, kind: str | None = None,
               lines: list[tuple[int, int]] | None = None) -> Site | None:
-    """A random site of `kind` (random kind if None): a whole line's content, one code token
-    (identifier, number, operator), or a run of 2-6 tokens within a line. None when the text
-    has no line to mask."""
+    """A random site of `kind` (random kind if None): a line's content (after indentation,
+    before the newline), one code token (identifier, number, operator), a run of 2-6 tokens
+    within a line, or 1-3 whole lines with indentation and newline (as `agent infill --lines`
+    masks them). None when the text has no line to mask."""
     lines = code_lines(text) if lines is None else lines
     if not lines:
         return None
     kind = kind or rng.choice(SITE_KINDS)
     a, z = rng.choice(lines)
-    if kind != "line":
+    if kind == "lines":
+        a = text.rfind("\n", 0, a) + 1
+        for _ in range(rng.randint(1, 3)):
+            newline = text.find("\n", z)
+            z = len(text) if newline < 0 else newline + 1
+            if z == len(text):
+                break
+    elif kind != "line":
         tokens = [(a + m.start(), a + m.end()) for m in _CODE_TOKEN.finditer(text[a:z])]
         if not tokens:
             return None

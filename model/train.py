@@ -54,6 +54,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 1234
     threads: int = 2
+    local_init: bool = True
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -279,6 +280,19 @@ def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
     return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def local_attention_init(model: DiffusionLM, const: float = 0.1, amp: float = 0.3) -> None:
+    """Start attention local. Every token embedding gets a shared constant feature (dimension
+    0) and every q/k projection a matching column, so that q.k has a content-free part that
+    RoPE turns into a kernel peaked at short distances. From the default init, attention is
+    uniform and a masked model needs hundreds of small-batch steps to learn to look at its
+    neighbours (measured: it sat at unigram accuracy for 600 steps); with this, at once."""
+    with torch.no_grad():
+        model.embed.weight[:, 0] = const
+        for block in model.blocks:
+            block.attn.q_proj.weight[:, 0] = amp
+            block.attn.k_proj.weight[:, 0] = amp
+
+
 def make_optimizer(model: DiffusionLM, cfg: TrainConfig) -> torch.optim.AdamW:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -377,6 +391,8 @@ def train(
         mcfg = model_config(size, tokenizer.vocab_size, cfg.seq_len, tokenizer.mask_id)
     torch.manual_seed(cfg.seed)
     model = DiffusionLM(mcfg)
+    if state is None and cfg.local_init:
+        local_attention_init(model)
     optimizer = make_optimizer(model, cfg)
     step, tokens_seen, train_seconds, position, canvas_position = 0, 0, 0.0, 0, 0
     gen = torch.Generator().manual_seed(cfg.seed)
