@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from agent.bench.run import Config, summarize
 from agent.bench.tasks import TASKS_FILE, load_tasks
+from agent.cli import app
 from agent.errors import AgentError
 
 FIXER = Path(__file__).resolve().parent / "bench_fixer.py"
@@ -36,7 +38,7 @@ def fixer(tasks: Path) -> str:
 
 
 def one_line_error(result) -> str:
-    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.exit_code == 2, (result.stdout, result.stderr)
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     return lines[0]
@@ -87,7 +89,7 @@ def test_bench_with_the_real_agent_fix_records_its_outcome(run_agent, two_tasks,
     out = tmp_path / "report.json"
     result = run_agent(
         "bench", "--tasks", two_tasks, "--split", "all", "--sample", "1", "--budget", "5",
-        "--timeout", "30", "--json", out, timeout=240,
+        "--timeout", "15", "--json", out, timeout=240,
     )
     assert result.returncode == 0, result.stderr
     (task,) = json.loads(out.read_text())["configs"]["default"]["tasks"]
@@ -119,10 +121,11 @@ def test_bench_json_to_stdout_keeps_stdout_clean(run_agent, two_tasks) -> None:
         (["--tasks", "/nonexistent/tasks.jsonl"], "task file not found"),
     ],
 )
-def test_bad_input_is_one_line(run_agent, two_tasks, args, message) -> None:
+def test_bad_input_is_one_line(two_tasks, args, message) -> None:
+    # In process: the same command and error path, without paying the CLI's import time per case.
     if "--tasks" not in args:
         args = ["--tasks", str(two_tasks), *args]
-    assert message in one_line_error(run_agent("bench", *args))
+    assert message in one_line_error(CliRunner().invoke(app, ["bench", *args]))
 
 
 def test_config_parse_and_summary() -> None:
