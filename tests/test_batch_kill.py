@@ -3,8 +3,8 @@ ends in exactly one final state, no branch is made twice, and the journal matche
 
 Three seeds run side by side (each with its own repos, journal and cache); each seed kills its
 batch twice at random moments (the whole process group, as a power cut would: workers too),
-then resumes it to the end. The backlog holds three tickets on two example repos (two on one
-commit, so one of them may find its fix in the other's cached results) and two bad lines.
+then resumes it to the end. The backlog holds three tickets on two copies of an example repo
+(two tickets on one commit, sharing its baseline) and two bad lines.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tests.conftest import git
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (1, 2, 3)
-KILL_WINDOWS = ((2.0, 20.0), (1.0, 15.0))  # seconds after each start: before the 1st, 2nd kill
+KILL_WINDOWS = ((2.0, 15.0), (1.0, 12.0))  # seconds after each start: before the 1st, 2nd kill
 FINAL_TIMEOUT = 400.0
 
 
@@ -45,7 +45,7 @@ TIER_MIN = "tests/test_pricing.py::test_discount_starts_exactly_at_tier_minimum"
 
 def _backlog(where: Path) -> Path:
     stock = _prepare("stockroom", where / "stockroom")
-    slug = _prepare("slugkit", where / "slugkit")
+    other = _prepare("stockroom", where / "stockroom-copy")
     lines = [
         json.dumps({"id": "tier-minimum", "title": "Bulk discount starts late",
                     "body": _ticket("stockroom"), "repo": str(stock),
@@ -55,8 +55,8 @@ def _backlog(where: Path) -> Path:
                     "body": "200 units cost 360.00 instead of 340.00\n", "repo": str(stock),
                     "tests": ["tests/test_pricing.py::test_line_total_at_tier_boundary"]}),
         json.dumps({"id": "no-title", "body": "x", "repo": str(stock)}),
-        json.dumps({"id": "ngrams", "title": "ngrams loses the last chunk",
-                    "body": _ticket("slugkit"), "repo": str(slug)}),
+        json.dumps({"id": "copy", "title": "Bulk discount not applied at the tier quantity",
+                    "body": _ticket("stockroom"), "repo": str(other)}),
     ]  # fmt: skip
     path = where / "backlog.jsonl"
     path.write_text("\n".join(lines) + "\n")
@@ -66,7 +66,7 @@ def _backlog(where: Path) -> Path:
 def _start(backlog: Path, where: Path, resume: bool) -> subprocess.Popen:
     args = [sys.executable, "-m", "agent", "batch", str(backlog), "--journal",
             str(where / "journal.sqlite"), "--drafter", "mutations", "--sandbox", "process",
-            "--parallel", "2", "--workers", "2", "--budget", "150", "-q",
+            "--parallel", "2", "--workers", "1", "--budget", "150", "-q",
             "--json", str(where / "report.json")]  # fmt: skip
     if resume:
         args.append("--resume")
@@ -93,14 +93,16 @@ def _run_seed(seed: int, where: Path, outcome: dict) -> None:
     proc = _start(backlog, where, resume=True)
     out, err = proc.communicate(timeout=FINAL_TIMEOUT)
     outcome.update(code=proc.returncode, stderr=err, log=log, backlog=backlog)
+    print(f"seed {seed}: {log}, then resumed to the end (exit {proc.returncode})")
 
 
 def _check(where: Path, outcome: dict) -> None:
     assert outcome["code"] in (0, 1), outcome["stderr"]
-    assert f"{outcome['backlog']}:2: invalid JSON" in " ".join(outcome["stderr"].split())
+    assert f"skipped {outcome['backlog']}:2: invalid JSON" in outcome["stderr"]
+    assert f"skipped {outcome['backlog']}:4: missing field: title" in outcome["stderr"]
     report = json.loads((where / "report.json").read_text())
     tickets = {t["id"]: t for t in report["tickets"]}
-    assert sorted(tickets) == ["ngrams", "tier-minimum", "tier-total"]
+    assert sorted(tickets) == ["copy", "tier-minimum", "tier-total"]
     assert report["finished"] and not report["interrupted"]
     with Journal(where / "journal.sqlite") as journal:
         entries = {e.id: e for e in journal.entries()}
@@ -114,7 +116,7 @@ def _check(where: Path, outcome: dict) -> None:
         after = states[states.index(entry.state) + 1 :]
         assert not {"queued", "running"} & set(after), (ticket_id, states)  # never redone
     # The journal and the repositories agree, branch for branch.
-    for name in ("stockroom", "slugkit"):
+    for name in ("stockroom", "stockroom-copy"):
         repo = where / name
         branches = dict(
             line.split() for line in git(
@@ -130,7 +132,8 @@ def _check(where: Path, outcome: dict) -> None:
         assert git(repo, "status", "--porcelain") == ""
         assert git(repo, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
     # Fixable by mutations well within the budget: nothing is lost to the kills.
-    assert {t["status"] for t in tickets.values()} == {"green"}, tickets
+    problems = {i: (t["status"], t["reason"]) for i, t in tickets.items() if t["status"] != "green"}
+    assert not problems, (problems, outcome["log"])
 
 
 @pytest.mark.slow

@@ -10,6 +10,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.markup import escape
+
 from agent.batch.board import Board
 from agent.batch.journal import Journal
 from agent.batch.report import batch_report
@@ -71,6 +74,14 @@ def _stored(options: BatchOptions) -> dict[str, Any]:
     return data
 
 
+def warn_line(message: str, console: Console | None = None) -> None:
+    """A warning on one line however long (a path in it stays whole for grep), on stderr even
+    when quiet, through the live display's console while it runs."""
+    (console or Console(stderr=True)).print(
+        f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True
+    )
+
+
 class Batch:
     """Set up with the constructor (journal, backlog, options), then `run()` once."""
 
@@ -126,7 +137,7 @@ class Batch:
         })  # fmt: skip
         self.journal.add(self.backlog.tickets)
         for problem in self.backlog.problems:
-            self.reporter.warn(f"skipped {problem}")
+            warn_line(f"skipped {problem}")
         self.lm = request.lm
         work = [e for e in self.journal.entries() if not e.final]
         if self.options.drafter == "model" and work and self.lm is None:
@@ -149,11 +160,7 @@ class Batch:
         def warn(message: str) -> None:
             if message not in seen:
                 seen.add(message)
-                if live:
-                    self.reporter.err.print(f"[yellow]warning:[/yellow] {message}",
-                                            highlight=False)  # fmt: skip
-                else:
-                    self.reporter.warn(message)
+                warn_line(message, self.reporter.err if live else None)
 
         scheduler = Scheduler(self.journal, self.options, board, self.lm, warn,
                               self.reporter.verbose)  # fmt: skip
