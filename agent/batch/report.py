@@ -17,10 +17,14 @@ from agent.batch.journal import Entry
 from agent.batch.sources import Problem
 
 STATUSES = ("green", "failed", "cannot-reproduce", "error")
-_UNFINISHED = {
-    "queued": "not started before the batch stopped (time limit); continue with --resume",
-    "running": "interrupted; continue with --resume",
-}
+_NOT_STARTED = "not started before the batch's time limit; continue with --resume"
+_INTERRUPTED = "interrupted; continue with --resume"
+
+
+def _unfinished(entry: Entry) -> str:
+    if entry.state == "queued" and not entry.attempts:
+        return _NOT_STARTED
+    return _INTERRUPTED
 
 
 def ticket_report(entry: Entry) -> dict[str, Any]:
@@ -31,7 +35,7 @@ def ticket_report(entry: Entry) -> dict[str, Any]:
         "branch": entry.branch if entry.state == "green" else None,
         "commit": entry.commit if entry.state == "green" else None,
         "seconds": round(entry.seconds, 3),
-        "reason": entry.reason if final else _UNFINISHED[entry.state],
+        "reason": entry.reason if final else _unfinished(entry),
         "title": entry.item.ticket.title,
         "repo": str(entry.item.repo),
         "attempts": entry.attempts,
