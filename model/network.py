@@ -77,6 +77,8 @@ class ModelConfig:
                     ffn_dim=768, max_seq_len=1024)
         return cls(**{**base, **overrides})
 
+    # The shapes of real checkpoints. Loading one reads its own config.json (mask id included);
+    # these are for sizing and tests.
     @classmethod
     def open_dcoder_0_5b(cls) -> ModelConfig:
         return cls(vocab_size=151936, dim=896, n_layers=24, n_heads=14, n_kv_heads=2,
