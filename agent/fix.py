@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -53,8 +54,13 @@ def _drafter(request: FixRequest) -> Drafter:
         return Drafter(None, request.settings.never_edit)
     lm = request.lm
     if lm is None:
-        from model.checkpoint import load_model  # torch is heavy: load it only when drafting
+        import torch  # heavy: imported only when drafting
 
+        from model.checkpoint import load_model
+
+        # Drafting overlaps with the test workers: it gets the cores they leave, at least one
+        # (oversubscribed torch threads spin and slow both sides down).
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - request.settings.workers))
         lm = load_model(request.model)
     return Drafter(lm, request.settings.never_edit, mode=request.drafter)
 
