@@ -37,6 +37,7 @@ _NEGATABLE = {
 }
 _SHIFTABLE = {"identifier", "call", "attribute", "subscript", "binary_operator"}
 MAX_NAMES = 20
+MAX_INSERTS = 60
 
 
 def _operator_fills(text: str) -> list[str]:
@@ -117,6 +118,38 @@ def _line_fills(text: str) -> list[str]:
     return [f"{head.group(1)} {negated}:"]
 
 
+def _insert_fills(source: str, site: Site) -> list[str]:
+    """A missing statement, from templates over the enclosing function's names: an assignment
+    `a = b` (a is assigned somewhere in the function, b is read near the site), or a jump."""
+    start = len(source[: site.start_char].encode("utf-8"))
+    node = parse_tree(source).root_node.descendant_for_byte_range(start, start)
+    function = node
+    while function is not None and function.type != "function_definition":
+        function = function.parent
+    if function is None:
+        return []
+    assigned: dict[str, int] = {}
+    stack = [function]
+    while stack:
+        current = stack.pop()
+        if current.type in ("assignment", "augmented_assignment"):
+            left = current.child_by_field_name("left")
+            if left is not None and left.type == "identifier" and left.text is not None:
+                name = left.text.decode("utf-8")
+                assigned[name] = assigned.get(name, 0) + 1
+        stack.extend(reversed(current.children))
+    # A name assigned only once and read later is the classic stale variable: try it first.
+    targets = sorted(assigned, key=lambda name: assigned[name] > 1)
+    line = source.splitlines()[site.line - 1] if site.line <= len(source.splitlines()) else ""
+    names = _names(function)
+    local = [n for n in names if re.search(rf"\b{re.escape(n)}\b", line)]
+    values = list(dict.fromkeys(local + names))
+    first = [f"{a} = {b}" for a in targets for b in local if a != b]
+    rest = [f"{a} = {b}" for a in targets for b in values if a != b and b not in local]
+    fills = first + rest
+    return fills[:MAX_INSERTS] + ["break", "continue", "return", "return None"]
+
+
 def mutation_fills(source: str, site: Site) -> list[str]:
     """Replacement texts for `site`, in a deterministic order; each parses once applied."""
     text = site.original_text
@@ -134,7 +167,7 @@ def mutation_fills(source: str, site: Site) -> list[str]:
         if site.kind == "token" and any(n.type == "identifier" for n in nodes):
             fills += _identifier_fills(source, nodes[0], text)
         fills += _node_fills(nodes, text)
-    else:  # inserted lines need new code, which substitution cannot invent
-        fills = []
+    else:
+        fills = _insert_fills(source, site)
     valid = dedupe_fills({site.path: source}, dict.fromkeys(fills), lambda f: site, str)
     return valid[:1] if site.kind == "delete" else valid

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 from agent.canvases import Site, apply, parses, rank_sites, sites_for_line
@@ -82,11 +83,17 @@ def test_deleting_statements() -> None:
     assert mutation_fills(SRC, alone) == ["            pass\n"]
 
 
-def test_no_fills_for_inserted_lines_and_deterministic_order() -> None:
+def test_inserted_lines_from_assignment_templates_and_deterministic_order() -> None:
     inserted = next(
         s for s in sites_for_line("m.py", SRC, line_of("count += 1")) if s.kind == "insert_after"
     )
-    assert mutation_fills(SRC, inserted) == []
+    fills = mutation_fills(SRC, inserted)
+    # Assignments to the function's own names, names of the site's line first, then jumps.
+    assert fills and all(
+        re.fullmatch(r"\w+ = \w+", f) or f in ("break", "continue", "return", "return None")
+        for f in fills
+    )
+    assert fills[-4:] == ["break", "continue", "return", "return None"]
     every = sites_for_line("m.py", SRC, line_of("if item is not None"))
     assert [mutation_fills(SRC, s) for s in every] == [mutation_fills(SRC, s) for s in every]
 
