@@ -2,9 +2,9 @@
 
 Drafting runs on this thread; the test pool runs candidates in sandboxed workers meanwhile, and a
 consumer thread reads its results as they stream in. A candidate that makes progress (more target
-tests pass, or the failure moves) is put at the front of the drafting queue: its fill is re-noised
-and re-denoised, and new sites are drawn on its version of the file, localized again with the
-frames of its remaining failure.
+tests pass, or the failure moves deeper into the test) gets drafting turns alternating with
+exploration: its fill is re-noised and re-denoised, and new sites are drawn on its version of the
+file, localized again with the frames of its remaining failure.
 """
 
 from __future__ import annotations
@@ -117,7 +117,6 @@ class FixLoop:
         self._stop = threading.Event()
         self._coverage = {t: self.baseline.coverage(t) for t in self.baseline.tests}
         self._base_frames = {t: list(self.baseline.records[t].frames) for t in self.targets}
-        self._base_failure = {t: self.baseline.records[t].message for t in self.targets}
 
     # --- localization ------------------------------------------------------------------------
 
@@ -189,16 +188,22 @@ class FixLoop:
                 self._green = verdict
 
     def _progress(self, verdict: Verdict, best: int) -> bool:
-        """More target tests pass than the best so far, or the first failure moved."""
+        """More target tests pass than the best so far, or the same number with the first
+        failure moved past the frame where the pristine code failed (deeper into the test: the
+        candidate got further). A merely different error is not progress: most wrong edits
+        produce one, and chasing them starves the search."""
         if verdict.targets_passed > best:
             return True
         failure = verdict.failure
-        if failure is None or failure.test_id not in self._base_failure:
+        if failure is None or verdict.targets_passed < best:
             return False
-        moved_frames = list(failure.frames) != self._base_frames.get(failure.test_id, [])
-        first_line = (failure.message or "").strip().splitlines()[:1]
-        base_line = (self._base_failure[failure.test_id] or "").strip().splitlines()[:1]
-        return moved_frames and first_line != base_line and verdict.targets_passed == best
+        base = self._base_frames.get(failure.test_id)
+        if not base or not failure.frames:
+            return False
+        test_path = base[0][0]
+        line_of = {path: line for path, line in base if path == test_path}
+        moved = [line for path, line in failure.frames if path == test_path]
+        return bool(moved) and test_path in line_of and moved[0] > line_of[test_path]
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -242,6 +247,9 @@ class FixLoop:
         started = time.monotonic()
         localization = self.localize()
         queue: deque[_Unit] = deque(self._units(localization, 1, None, ""))
+        # Feedback work alternates with exploration so that neither starves the other.
+        feedback: deque[_Unit] = deque()
+        take_feedback = True
         consumer = threading.Thread(target=self._consume, args=(pool,), daemon=True)
         consumer.start()
         best = 0
@@ -260,11 +268,11 @@ class FixLoop:
                     ):
                         best = max(best, verdict.targets_passed)
                         rounds = max(rounds, depth + 1)
-                        queue.extendleft(reversed(self._feedback_units(verdict, depth + 1)))
+                        feedback.extend(self._feedback_units(verdict, depth + 1))
                 with self._lock:
                     inflight = len(self._inflight)
-                if not queue or inflight >= MAX_QUEUED_JOBS:
-                    if not queue and inflight == 0:
+                if not (queue or feedback) or inflight >= MAX_QUEUED_JOBS:
+                    if not (queue or feedback) and inflight == 0:
                         break  # everything drafted has been validated: the search is exhausted
                     time.sleep(0.05)
                     continue
@@ -273,7 +281,9 @@ class FixLoop:
                         break
                     time.sleep(0.05)
                     continue
-                unit = queue.popleft()
+                source = feedback if (take_feedback and feedback) or not queue else queue
+                take_feedback = not take_feedback
+                unit = source.popleft()
                 self.state.round = max(self.state.round, unit.depth)
                 self.state.stage = "drafting" if unit.parent is None else "feedback"
                 if unit.parent is not None and not unit.sites:
