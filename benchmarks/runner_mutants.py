@@ -153,9 +153,13 @@ def plain_pytest(
     seconds = time.perf_counter() - start
     outcomes: dict[str, str] = {}
     for line in stdout.splitlines():
-        match = re.match(r"^(PASSED|FAILED|ERROR|XFAIL|XPASS) (\S+)", line)
+        # "PASSED <id>", "FAILED <id> - <message>": parametrized ids may hold spaces.
+        match = re.match(r"^(PASSED|FAILED|ERROR|XFAIL|XPASS) (.+)$", line)
         if match:
-            outcomes.setdefault(match.group(2), match.group(1))
+            test = match.group(2)
+            if match.group(1) != "PASSED":
+                test = test.split(" - ", 1)[0]
+            outcomes.setdefault(test, match.group(1))
     return seconds, outcomes
 
 
