@@ -20,6 +20,7 @@ from agent.cli_common import (
     WorkersOpt,
     run,
 )
+from agent.config import DRAFTERS
 from agent.errors import EXIT_GREEN, EXIT_NO_FIX, AgentError
 from agent.output import Reporter
 from agent.signals import terminate_as_interrupt
@@ -43,8 +44,9 @@ def batch(
         str | None,
         typer.Option(
             "--drafter",
-            metavar="model|mutations",
-            help="Who drafts candidates: the diffusion model (default), or model-free mutations.",
+            metavar="|".join(DRAFTERS),
+            help="Who drafts candidates: the diffusion model with mutations ranked by it "
+            "(default), its samples only, or model-free mutations.",
         ),
     ] = None,
     sandbox: SandboxOpt = None,

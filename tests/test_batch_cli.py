@@ -132,7 +132,7 @@ def test_journal_rules(tmp_path: Path) -> None:
     assert code == 2 and "is for the backlog" in " ".join(err.split())
     code, _, err = _batch(backlog, "--repo", repo, "--drafter", "llm", "--journal",
                           tmp_path / "j2.sqlite", cache=cache)  # fmt: skip
-    assert code == 2 and "--drafter must be 'model' or 'mutations'" in err
+    assert code == 2 and "--drafter must be one of model, model-only, mutations" in err
     code, _, err = _batch(tmp_path / "missing.jsonl", "--journal", tmp_path / "j3.sqlite",
                           cache=cache)  # fmt: skip
     assert code == 2 and "backlog not found" in err

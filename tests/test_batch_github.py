@@ -245,7 +245,7 @@ def test_one_pull_request_per_green_ticket_across_resumes(
     for entry in entries:
         pushed = run_git(bare, "rev-parse", f"refs/heads/{entry.branch}").strip()
         assert pushed == entry.commit
-    body = fake.pulls[0]["body"]
+    body = next(p["body"] for p in fake.pulls if p["head"]["ref"] == "greenpatch/acme-lib-1")
     assert body.startswith("Fixes acme/lib#1\n") and "-    return a - b" in body
 
 

@@ -19,11 +19,9 @@ from agent.batch.report import batch_report
 from agent.batch.scheduler import BatchOptions, Scheduler
 from agent.batch.shared_model import shared_model
 from agent.batch.sources import load_backlog
-from agent.config import SANDBOXES
+from agent.config import DRAFTERS, SANDBOXES
 from agent.errors import AgentError
 from agent.output import Reporter
-
-DRAFTERS = ("model", "mutations")
 
 
 def default_journal(cwd: Path | None = None) -> Path:
@@ -60,7 +58,7 @@ def _options(flags: dict[str, Any], stored: dict[str, Any] | None) -> BatchOptio
         values["model"] = Path(values["model"])
     options = BatchOptions(**values)
     if options.drafter not in DRAFTERS:
-        raise AgentError(f"--drafter must be 'model' or 'mutations', got '{options.drafter}'")
+        raise AgentError(f"--drafter must be one of {', '.join(DRAFTERS)}, got '{options.drafter}'")
     if options.sandbox is not None and options.sandbox not in SANDBOXES:
         raise AgentError(
             f"--sandbox must be one of {', '.join(SANDBOXES)}, got '{options.sandbox}'"
@@ -140,9 +138,14 @@ class Batch:
             warn_line(f"skipped {problem}")
         self.lm = request.lm
         work = [e for e in self.journal.entries() if not e.final]
-        if self.options.drafter == "model" and work and self.lm is None:
-            from model.checkpoint import load_model  # torch is heavy: only when drafting
+        if self.options.drafter != "mutations" and work and self.lm is None:
+            import torch  # heavy: imported only when drafting
 
+            from model.checkpoint import load_model
+
+            # As in agent fix: drafting gets the cores the test workers leave, at least one.
+            workers = self.options.workers or 2
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
             self.lm = load_model(self.options.model)
         if self.lm is not None:
             self.lm = shared_model(self.lm)
