@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from agent.batch.report import markdown, summary_table
-from agent.batch.run import Batch, BatchRequest
 from agent.cli_common import (
     BudgetOpt,
     JsonOpt,
@@ -100,6 +98,10 @@ def batch(
     """
 
     def body() -> int:
+        # The batch machinery imports torch: only a real run pays for it, not --help.
+        from agent.batch.report import markdown, summary_table
+        from agent.batch.run import Batch, BatchRequest
+
         reporter = Reporter(json_out, verbose=verbose, quiet=quiet)
         flags = {
             "budget": budget, "time_limit": time_limit, "parallel": parallel,
