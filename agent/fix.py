@@ -42,7 +42,8 @@ class FixRequest:
     lm: object | None = None
 
 
-def _python(settings: Settings, root: Path) -> str:
+def target_python(settings: Settings, root: Path) -> str:
+    """The target's interpreter: `python` from the config (relative to the repo), else ours."""
     if not settings.python:
         return sys.executable
     path = Path(settings.python)
@@ -74,7 +75,7 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
     settings = request.settings
     branch = request.branch or default_branch_name(request.ticket)
     check_branch_name(repo, branch)
-    python = _python(settings, root)
+    python = target_python(settings, root)
     if not Path(python).exists():
         raise AgentError(f"python interpreter not found: {python}")
     if settings.sandbox == "process":

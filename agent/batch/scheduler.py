@@ -34,8 +34,7 @@ from agent.branch import default_branch_name
 from agent.cli_common import USER_ERRORS
 from agent.config import Settings, load_settings
 from agent.errors import EXIT_CANNOT_REPRODUCE, AgentError
-from agent.fix import FixRequest, run_fix
-from agent.fix import _python as target_python  # the interpreter run_fix's baseline uses
+from agent.fix import FixRequest, run_fix, target_python
 from agent.github import token_from_env
 from agent.loop import Options
 from runner.baseline import build_baseline
