@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXAMPLE ?= stockroom
+EXAMPLES ?= stockroom slugkit timespan confparse
 DEMO_DIR ?= /tmp/greenpatch-demo
 
 .PHONY: setup system docker-engine demo test lint
@@ -30,10 +30,14 @@ docker-engine: system
 		for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; fi
 	@docker info >/dev/null 2>&1 && echo "docker engine: up" || echo "docker engine: unavailable"
 
+# Each example is copied to a fresh git repo and fixed there; the fix lands on a new branch.
 demo: setup
 	rm -rf $(DEMO_DIR)
-	$(BIN)/python examples/prepare.py $(EXAMPLE) $(DEMO_DIR)
-	$(BIN)/agent fix examples/tickets/$(EXAMPLE).md --repo $(DEMO_DIR)
+	@for name in $(EXAMPLES); do \
+		$(BIN)/python examples/prepare.py $$name $(DEMO_DIR)/$$name >/dev/null || exit 2; \
+		echo "== agent fix examples/tickets/$$name.md --repo $(DEMO_DIR)/$$name"; \
+		$(BIN)/agent fix examples/tickets/$$name.md --repo $(DEMO_DIR)/$$name --budget 120 || exit $$?; \
+	done
 
 test: setup docker-engine
 	$(BIN)/ruff check .
