@@ -496,6 +496,7 @@ def export_weights(run_dir: Path, out_dir: Path, dtype: torch.dtype = torch.floa
     tensors = {k: v.to(dtype) for k, v in load_file(str(weights)).items()}
     save_file(tensors, str(weights), metadata={"step": str(state["step"]),
                                                "tokens_seen": str(state["tokens_seen"])})
+    weights.chmod(0o644)  # package data: readable by whoever installs it
     out_dir.mkdir(parents=True, exist_ok=True)
     for f in tmp.iterdir():
         f.replace(out_dir / f.name)
