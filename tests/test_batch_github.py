@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -25,6 +24,7 @@ from agent.branch import commit_message, commit_on_branch
 from agent.errors import AgentError
 from tests.conftest import git as run_git
 from tests.conftest import make_repo
+from tests.fake_http import json_server
 
 TOKEN = "ghp_batch"
 DOCS = "https://docs.github.com/rest"
@@ -131,37 +131,12 @@ class FakeGitHub:
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGitHub]:
     state = FakeGitHub()
 
-    class Handler(BaseHTTPRequestHandler):
-        def answer(self, method: str) -> None:
-            status, payload, headers = state.handle(self, method)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            self.answer("GET")
-
-        def do_POST(self) -> None:  # noqa: N802
-            self.answer("POST")
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    state.base = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv("GITHUB_API_URL", state.base)
-    monkeypatch.delenv("GITHUB_SERVER_URL", raising=False)
-    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
-    yield state
-    server.shutdown()
-    server.server_close()
+    with json_server(state.handle) as base:
+        state.base = base
+        monkeypatch.setenv("GITHUB_API_URL", base)
+        monkeypatch.delenv("GITHUB_SERVER_URL", raising=False)
+        monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+        yield state
     assert state.violations == []
 
 
