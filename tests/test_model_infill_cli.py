@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from agent.cli import app
 from model import checkpoint
 from model.checkpoint import save_model, wrap
+from model.errors import ModelError
 from model.network import DiffusionLM, ModelConfig
 from tests.model_support import stdlib_tokenizer
 
@@ -103,10 +104,9 @@ def test_infill_bad_model_dirs(tmp_path: Path) -> None:
     assert "unknown model architecture" in line
 
 
-@pytest.mark.skipif((checkpoint.EMBEDDED_DIR / "config.json").is_file(),
-                    reason="the embedded model exists")
-def test_infill_without_model_says_how(tmp_path: Path) -> None:
-    source = tmp_path / "m.py"
-    source.write_text(SOURCE)
-    line = one_line_error("infill", source, "--lines", "1")
-    assert "no embedded model yet: pass --model PATH" in line
+def test_load_without_embedded_weights_says_how(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    # An install without package data (or a stripped one) must say what to do, in one line.
+    monkeypatch.setattr(checkpoint, "EMBEDDED_DIR", tmp_path / "weights")
+    with pytest.raises(ModelError, match="no embedded model yet: pass --model PATH"):
+        checkpoint.load_model(None)
