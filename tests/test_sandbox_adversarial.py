@@ -43,6 +43,8 @@ def backends(**process_xfail: str) -> pytest.MarkDecorator:
     process: object = "process"
     if process_xfail:
         reason = "process backend does not isolate: " + process_xfail["reason"]
+        # Strict: the suite shows which attacks `process` cannot stop, and fails if one is
+        # suddenly contained (then the marker is wrong and must go).
         process = pytest.param("process", marks=pytest.mark.xfail(strict=True, reason=reason))
     return pytest.mark.parametrize(
         "backend_name",

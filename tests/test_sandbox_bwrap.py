@@ -84,6 +84,8 @@ def test_process_limit_is_per_worker(tmp_path: Path) -> None:
         assert len(uids) == 2 and b"0" not in uids  # a uid of its own each, never root
 
 
+# Only root can switch to another uid to exercise the unprivileged path; CI runs as root, so
+# this runs there. /usr/bin/python3 is the interpreter an unprivileged user can read.
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become an unprivileged user")
 @pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="needs /usr/bin/python3")
 def test_unprivileged_user_mode() -> None:

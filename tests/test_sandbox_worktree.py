@@ -122,6 +122,7 @@ def test_write_refuses_to_escape(user_repo: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "escape.py").exists()
 
 
+# chown to another uid needs root; CI runs as root, so this runs there.
 @pytest.mark.skipif(os.geteuid() != 0, reason="changing file owners needs root")
 def test_files_keep_the_worktree_owner(user_repo: Path, tmp_path: Path) -> None:
     from sandboxes.worktree import chown_tree
