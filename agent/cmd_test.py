@@ -14,7 +14,8 @@ from agent.config import load_settings
 from agent.errors import AgentError
 from agent.output import Reporter
 from agent.repo import resolve_repo
-from runner.baseline import build_baseline, default_cache_dir
+from agent.reproduce import settings_baseline
+from runner.baseline import default_cache_dir
 from runner.cache import ResultCache
 from runner.changes import patch_changes, working_changes
 from runner.junit import write_junit
@@ -22,9 +23,6 @@ from runner.pool import DEFAULT_LIMITS, Job, Pool
 from runner.results import TestResult
 from runner.selection import select_tests
 from sandboxes import Limits
-
-STAGES = {"collect": "collecting tests", "run": "baseline run", "rerun": "re-running failures",
-          "store": "storing baseline"}  # fmt: skip
 
 
 def test(
@@ -83,21 +81,7 @@ def test(
             selection_changes = working_changes(root, base) if base != "HEAD" else files
 
         with out.progress() as progress:
-            task = progress.add_task("baseline", total=None)
-
-            def on_baseline(stage: str, done: int, total: int) -> None:
-                progress.update(task, description=STAGES.get(stage, stage), completed=done,
-                                total=total)  # fmt: skip
-
-            baseline = build_baseline(
-                root,
-                python,
-                pytest_args=settings.pytest_args,
-                workers=settings.workers,
-                progress=on_baseline,
-                commit=base,
-            )
-            progress.remove_task(task)
+            baseline = settings_baseline(root, python, settings, progress, commit=base)
         if all_tests:
             tests, reason = baseline.tests, "--all"
         else:

@@ -82,13 +82,8 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
         reporter.warn("sandbox 'process' does not isolate candidate code from this machine")
     state = FixState(ticket=request.ticket.id)
     with reporter.progress() as progress:
-        task = progress.add_task("baseline: collecting tests", total=None)
-
-        def on_baseline(stage: str, done: int, total: int) -> None:
-            progress.update(task, description=f"baseline: {stage}", completed=done, total=total)
-
-        repro = reproduce(root, python, settings, request.ticket, on_baseline)
-        progress.update(task, description="loading the model")
+        repro = reproduce(root, python, settings, request.ticket, progress)
+        progress.add_task("loading the model", total=None)
         drafter = _drafter(request)
     state.targets = len(repro.targets)
     reporter.info(

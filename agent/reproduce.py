@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.progress import Progress
+
 from agent.config import Settings
 from agent.errors import EXIT_CANNOT_REPRODUCE, AgentError
 from agent.tickets import Ticket
-from runner.baseline import Baseline, Progress, build_baseline
+from runner.baseline import Baseline, build_baseline
 
 
 @dataclass
@@ -23,16 +25,42 @@ def _matches(named: str, test_id: str) -> bool:
     return test_id == named or test_id.startswith((named + "::", named + "["))
 
 
+STAGES = {"collect": "collecting tests", "run": "running the suite with coverage",
+          "rerun": "re-running failures", "store": "storing"}  # fmt: skip
+
+
+def settings_baseline(
+    repo_root: Path,
+    python: str,
+    settings: Settings,
+    progress: Progress | None = None,
+    commit: str = "HEAD",
+) -> Baseline:
+    """The baseline of `commit` for these settings; its stages show as a task of `progress`."""
+    if progress is None:
+        return build_baseline(
+            repo_root, python, pytest_args=settings.pytest_args, workers=settings.workers,
+            commit=commit,
+        )  # fmt: skip
+    task = progress.add_task("baseline", total=None)
+
+    def report(stage: str, done: int, total: int) -> None:
+        label = f"baseline: {STAGES.get(stage, stage)}"
+        progress.update(task, description=label, completed=done, total=total)
+
+    try:
+        return build_baseline(
+            repo_root, python, pytest_args=settings.pytest_args, workers=settings.workers,
+            progress=report, commit=commit,
+        )  # fmt: skip
+    finally:
+        progress.remove_task(task)
+
+
 def reproduce(
     repo_root: Path, python: str, settings: Settings, ticket: Ticket, progress: Progress | None
 ) -> Reproduction:
-    baseline = build_baseline(
-        repo_root,
-        python,
-        pytest_args=settings.pytest_args,
-        workers=settings.workers,
-        progress=progress,
-    )
+    baseline = settings_baseline(repo_root, python, settings, progress)
     failing = baseline.failing
     if ticket.tests:
         named: list[str] = []

@@ -115,6 +115,9 @@ class _RowProgress:
         self.board.set(self.ticket_id, stage=description)
         return 0
 
+    def remove_task(self, task: int) -> None:
+        """A ticket's row keeps its last stage until the next task replaces it."""
+
     def update(self, task: int, *, description: str | None = None, completed: float | None = None,
                total: float | None = None, **_: object) -> None:  # fmt: skip
         self._description = description or self._description

@@ -37,7 +37,7 @@ from agent.errors import EXIT_CANNOT_REPRODUCE, AgentError
 from agent.fix import FixRequest, run_fix, target_python
 from agent.github import token_from_env
 from agent.loop import Options
-from runner.baseline import build_baseline
+from agent.reproduce import settings_baseline
 
 # Under a time limit no ticket gets less than this (unless less is left): a slice too thin to
 # reproduce the bug is wasted on every ticket alike.
@@ -231,8 +231,7 @@ class Scheduler:
         if root not in self._shared_repos:
             return
         with self._repo_locks[root]:
-            build_baseline(root, target_python(settings, root),
-                           pytest_args=settings.pytest_args, workers=settings.workers)  # fmt: skip
+            settings_baseline(root, target_python(settings, root), settings)
 
     def _publish(self, ticket_id: str) -> None:
         if not self.options.pr:
