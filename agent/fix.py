@@ -81,10 +81,13 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
     if settings.sandbox == "process":
         reporter.warn("sandbox 'process' does not isolate candidate code from this machine")
     state = FixState(ticket=request.ticket.id)
+    phases: dict[str, float] = {}
     with reporter.progress() as progress:
         repro = reproduce(root, python, settings, request.ticket, progress)
+        phases["reproduce"] = time.monotonic() - started
         progress.add_task("loading the model", total=None)
         drafter = _drafter(request)
+        phases["model"] = time.monotonic() - started - phases["reproduce"]
     state.targets = len(repro.targets)
     reporter.info(
         f"reproduced: {len(repro.targets)} target test(s) fail at {base[:10]}; "
@@ -110,8 +113,11 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
         "sandbox": settings.sandbox,
     }
     with LiveView(state, reporter.err, enabled=not reporter.quiet):
+        mark = time.monotonic()
         with loop.pool() as pool:
+            phases["pool_start"] = time.monotonic() - mark
             outcome = loop.run(pool)
+        phases["loop"] = time.monotonic() - mark - phases["pool_start"]
         report.update(
             rounds=outcome.rounds,
             candidates=outcome.candidates,
@@ -124,7 +130,9 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
         winner = outcome.green
         if winner is not None:
             state.stage = "confirming in a fresh sandbox"
+            mark = time.monotonic()
             ok, confirmed = loop.confirm(winner)
+            phases["confirm"] = time.monotonic() - mark
             state.tests_run += sum(1 for r in confirmed.results if not r.cached)
             if ok:
                 outcomes = {r.test_id: r.outcome for r in confirmed.results}
@@ -155,4 +163,6 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
         if published.pull_request_url is None:
             reporter.out.print(body, markup=False)
     report["seconds"] = round(time.monotonic() - started, 3)
+    # Where the time went: the budget covers all of it, so each phase is worth knowing.
+    report["phases"] = {name: round(value, 3) for name, value in phases.items()}
     return report

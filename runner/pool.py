@@ -81,6 +81,7 @@ class _Slot:
     restarts: int = 0
     alive: bool = False
     error: str = ""
+    parsed_once: bool = False  # the worker parsed pytest's configuration once for all jobs
 
 
 class Pool:
@@ -191,6 +192,11 @@ class Pool:
             with contextlib.suppress(Exception):
                 self.backend.close()
             self.backend = None
+
+    @property
+    def parsed_once(self) -> bool:
+        """Whether every worker runs its jobs on a configuration pytest parsed once."""
+        return bool(self._slots) and all(slot.parsed_once for slot in self._slots)
 
     # --- the caller's side -------------------------------------------------------------------
 
@@ -378,6 +384,7 @@ class Pool:
     def _handle(self, slot: _Slot, record: dict) -> None:
         event = record.get("event")
         if event == "ready":
+            slot.parsed_once = bool(record.get("parsed_once"))
             slot.ready.set()
             self._dispatch()
             return

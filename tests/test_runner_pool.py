@@ -79,6 +79,38 @@ def test_a_crash_is_reported_and_the_rest_and_the_next_job_run(pool, body):
     assert pool.run(Job("after-" + body[11:15], {}, ALL, fail_fast=False)).green
 
 
+def test_output_of_tests_stays_out_of_the_workers_protocol(pool):
+    # pytest's capture restores the descriptors it saw at parse time: those must be the job log.
+    noisy = area_with(
+        "    import os, sys\n"
+        "    print('{\"event\": \"done\", \"job\": \"x\"}' * 50)\n"
+        "    os.write(1, b'raw fd output\\n')\n"
+        "    sys.stderr.write('err\\n')\n"
+        "    return 0\n"
+    )
+    assert pool.parsed_once
+    done = pool.run(Job("noisy", {"geometry/area.py": noisy}, ALL, fail_fast=False))
+    assert outcomes(done) == {SQUARE: "failed", RECT: "passed", TRIVIAL: "passed", UNIT: "passed"}
+    assert pool.run(Job("after-noisy", {}, ALL, fail_fast=False)).green
+
+
+def test_a_job_that_changes_a_conftest_runs_with_it(tmp_path):
+    conftest = "import pytest\n\n\n@pytest.fixture\ndef scale():\n    return {}\n"
+    project = make_project(
+        tmp_path / "geometry",
+        {
+            "tests/conftest.py": conftest.format(1),
+            "tests/test_scale.py": "def test_scale(scale):\n    assert scale == 1\n",
+        },
+    )
+    test = "tests/test_scale.py::test_scale"
+    with Pool(project, PYTHON, "process", workers=1) as pool:
+        assert pool.parsed_once  # the conftest was loaded while parsing, once
+        changed = {"tests/conftest.py": conftest.format(2)}
+        assert outcomes(pool.run(Job("changed", changed, [test], False))) == {test: "failed"}
+        assert outcomes(pool.run(Job("same", {}, [test], False))) == {test: "passed"}
+
+
 def test_a_killed_worker_is_restarted(pool):
     # The test kills the warm worker itself (the parent of the forked test process).
     killer = area_with("    import os, signal\n    os.kill(os.getppid(), signal.SIGKILL)\n")

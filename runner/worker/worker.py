@@ -194,6 +194,7 @@ def preload() -> int:
             loaded += 1
         except BaseException:  # noqa: BLE001 - a module that will not import warm imports later
             continue
+    WARM.prepare(tops)
     # A third-party module may have pulled in project code (a plugin, a dependency cycle): drop it
     # so every job imports the project fresh from its worktree.
     for name, module in list(sys.modules.items()):
@@ -204,6 +205,138 @@ def preload() -> int:
     gc.collect()
     gc.freeze()
     return loaded
+
+
+class WarmConfig:
+    """pytest's configuration, parsed once in the parent instead of in every job.
+
+    Parsing the command line and ini files, importing and registering ~40 plugins and loading the
+    initial conftests is most of a small job's cost (~20 of ~38 ms). Each forked child takes the
+    parent's parsed `Config`, sets its own test ids and options, and runs the session from
+    `pytest_cmdline_main` on, exactly as `pytest.main` would after parsing. Not used (a job falls
+    back to a full `pytest.main`) when parsing failed, when a conftest loaded during parsing
+    pulled in project code (it would be stale under a candidate), when a job replaces a file
+    parsing read, or when a test lives under a directory with its own ini file (pytest would pick
+    a different rootdir/ini for those arguments).
+    """
+
+    INI_FILES = ("pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml")
+
+    def __init__(self) -> None:
+        self.config = None
+        self.why = ""  # why jobs cannot use a configuration parsed once
+        self.read: set[str] = set()
+        self.positional: list[str] = []
+        self.maxfail = 0
+        self.deselect: list[str] = []
+        self._ini_dirs: dict[str, bool] = {}
+
+    def prepare(self, tops: set[str]) -> None:
+        from _pytest.config import _prepareconfig
+
+        import pytest
+
+        before = set(sys.modules)
+        saved = [os.dup(fd) for fd in (0, 1, 2)]
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            # pytest's capture saves the descriptors it finds now and restores them in every
+            # job: they must be the job log, never this worker's protocol pipes.
+            os.dup2(devnull, 0)
+            os.dup2(LOG.fd, 1)
+            os.dup2(LOG.fd, 2)
+            os.environ["PYTEST_VERSION"] = pytest.__version__
+            config = _prepareconfig([*BASE_ARGS, *PYTEST_ARGS], None)
+        except BaseException as exc:  # noqa: BLE001 - jobs run (and report) a full pytest.main
+            self.why = f"parsing failed: {exc!r}"
+            return
+        finally:
+            for fd, copy in zip((0, 1, 2), saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
+            os.close(devnull)
+        loaded = {n: m for n, m in sys.modules.items() if n not in before and m is not None}
+        # Conftests and the test packages holding them are test code, not code under test.
+        conftests = {n for n in loaded if n.rsplit(".", 1)[-1] == "conftest"}
+        conftests |= {n for n in loaded if any(c.startswith(n + ".") for c in conftests)}
+        project = [n for n, m in loaded.items() if n not in conftests and is_project_module(n, m, tops)]
+        if project:
+            self.why = f"parsing imported project modules: {', '.join(sorted(project)[:5])}"
+            return
+        self.read = {
+            os.path.realpath(m.__file__) for m in loaded.values() if under_root(m.__file__)
+        }
+        self.positional = list(config.option.file_or_dir or [])
+        self.maxfail = config.option.maxfail
+        self.deselect = list(config.option.deselect or [])
+        self.config = config
+
+    def _own_ini(self, test: str) -> bool:
+        directory = os.path.dirname(os.path.join(ROOT, test.split("::")[0]))
+        while directory.startswith(ROOT + os.sep):
+            if directory not in self._ini_dirs:
+                self._ini_dirs[directory] = any(
+                    os.path.exists(os.path.join(directory, f)) for f in self.INI_FILES
+                )
+            if self._ini_dirs[directory]:
+                return True
+            directory = os.path.dirname(directory)
+        return False
+
+    def usable(self, files: Files, tests: list[str]) -> bool:
+        if self.config is None:
+            return False
+        if any(files.path(rel) in self.read for rel in files.new):
+            return False
+        return not any(self._own_ini(t) for t in tests)
+
+    def run(self, tests: list[str], fail_fast: bool, deselect: list[str], reporter) -> int:
+        """In the child: the session of `pytest.main` on the parsed configuration."""
+        from _pytest.config import Config
+
+        config = self.config
+        config.args = [*self.positional, *tests]
+        config.args_source = Config.ArgsSource.ARGS
+        config.option.file_or_dir = list(config.args)
+        config.option.maxfail = 1 if fail_fast else self.maxfail
+        config.option.deselect = [*self.deselect, *deselect]
+        config.pluginmanager.register(reporter, "gp-reporter")
+        try:
+            return int(config.hook.pytest_cmdline_main(config=config))
+        finally:
+            config._ensure_unconfigure()
+
+
+class JobLog:
+    """One log file for the worker's jobs (pytest's own output), emptied before each job."""
+
+    def __init__(self) -> None:
+        self.fd, self.path = tempfile.mkstemp(prefix="gp-worker-", suffix=".log")
+        os.close(self.fd)
+        # Append mode: children share the descriptor, and writes land after a truncation.
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+
+    def clear(self) -> None:
+        os.ftruncate(self.fd, 0)
+
+    def tail(self) -> str:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                size = handle.tell()
+                handle.seek(max(0, size - LOG_TAIL))
+                return handle.read().decode("utf-8", "replace").strip()
+        except OSError:
+            return ""
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+            os.unlink(self.path)
+
+
+LOG = JobLog()
+WARM = WarmConfig()
 
 
 # --- one job -----------------------------------------------------------------------------------
@@ -260,9 +393,7 @@ class Files:
             os.utime(path, ns=(old[1], old[2]))
 
 
-def run_child(
-    job: dict, tests: list[str], done: set[str], files: Files, write_fd: int, log_path: str
-) -> None:
+def run_child(job: dict, tests: list[str], done: set[str], files: Files, write_fd: int) -> None:
     """In the forked child: own process group, candidate files in place, pytest in-process."""
     code = 70
     try:
@@ -270,9 +401,8 @@ def run_child(
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
-        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
+        os.dup2(LOG.fd, 1)
+        os.dup2(LOG.fd, 2)
         sys.dont_write_bytecode = True
         files.write_candidate()
         importlib.invalidate_caches()
@@ -282,15 +412,20 @@ def run_child(
         import pytest
 
         # After a crash, a whole-file entry runs again without the tests already reported.
-        deselect = [a for d in done if d not in tests for a in ("--deselect", d)]
-        args = [
-            *BASE_ARGS,
-            *PYTEST_ARGS,
-            *(["-x"] if job.get("fail_fast") else []),
-            *deselect,
-            *tests,
-        ]
-        code = int(pytest.main(args, plugins=[gp_plugin.Reporter(out.write)]))
+        deselect = [d for d in done if d not in tests]
+        fail_fast = bool(job.get("fail_fast"))
+        reporter = gp_plugin.Reporter(out.write)
+        if WARM.usable(files, tests):
+            code = WARM.run(tests, fail_fast, deselect, reporter)
+        else:
+            args = [
+                *BASE_ARGS,
+                *PYTEST_ARGS,
+                *(["-x"] if fail_fast else []),
+                *(a for d in deselect for a in ("--deselect", d)),
+                *tests,
+            ]
+            code = int(pytest.main(args, plugins=[reporter]))
         out.write(json.dumps({"event": "exit", "code": code}) + "\n")
         out.flush()
     except BaseException as exc:  # noqa: BLE001 - report whatever broke, then leave
@@ -299,17 +434,6 @@ def run_child(
             os.write(write_fd, line.encode())
     finally:
         os._exit(code)
-
-
-def read_tail(path: str) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - LOG_TAIL))
-            return handle.read().decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
 
 
 def describe_status(status: int) -> str:
@@ -392,12 +516,11 @@ class JobRun:
     def run_once(self, tests: list[str], files: Files) -> bool:
         """One child over `tests`; True if it died mid-test and the rest should go on."""
         read_fd, write_fd = os.pipe()
-        log_fd, log_path = tempfile.mkstemp(prefix="gp-job-", suffix=".log")
-        os.close(log_fd)
+        LOG.clear()
         pid = os.fork()
         if pid == 0:
             os.close(read_fd)
-            run_child(self.job, tests, self.done, files, write_fd, log_path)
+            run_child(self.job, tests, self.done, files, write_fd)
         os.close(write_fd)
         current: str | None = None
         current_start = 0.0
@@ -456,9 +579,7 @@ class JobRun:
             # Whatever the child started in its group (subprocesses, forks) dies with it.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-            tail = read_tail(log_path)
-            with contextlib.suppress(OSError):
-                os.unlink(log_path)
+            tail = LOG.tail()
         return self.settle(
             tests, current, current_start, killed, exit_code, status, child_error, tail
         )
@@ -507,24 +628,29 @@ class JobRun:
 def main() -> None:
     os.chdir(ROOT)
     started = time.monotonic()
-    loaded = preload()
-    emit(
-        {
-            "event": "ready",
-            "pid": os.getpid(),
-            "preloaded": loaded,
-            "seconds": round(time.monotonic() - started, 3),
-        }
-    )
-    while (line := STDIN.readline()) is not None:
-        if not line.strip():
-            continue
-        job = json.loads(line)
-        if "cancel" in job:
-            continue  # for a job that already finished
-        run = JobRun(job)
-        run.run()
-        emit({"event": "done", "job": run.id, "reason": run.reason, "cpu": round(run.cpu, 6)})
+    try:
+        loaded = preload()
+        emit(
+            {
+                "event": "ready",
+                "pid": os.getpid(),
+                "preloaded": loaded,
+                "parsed_once": WARM.config is not None,
+                "parsed_once_not_because": WARM.why,
+                "seconds": round(time.monotonic() - started, 3),
+            }
+        )
+        while (line := STDIN.readline()) is not None:
+            if not line.strip():
+                continue
+            job = json.loads(line)
+            if "cancel" in job:
+                continue  # for a job that already finished
+            run = JobRun(job)
+            run.run()
+            emit({"event": "done", "job": run.id, "reason": run.reason, "cpu": round(run.cpu, 6)})
+    finally:
+        LOG.remove()
 
 
 if __name__ == "__main__":
