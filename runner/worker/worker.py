@@ -232,9 +232,8 @@ class WarmConfig:
         self._ini_dirs: dict[str, bool] = {}
 
     def prepare(self, tops: set[str]) -> None:
-        from _pytest.config import _prepareconfig
-
         import pytest
+        from _pytest.config import _prepareconfig
 
         before = set(sys.modules)
         saved = [os.dup(fd) for fd in (0, 1, 2)]
@@ -259,7 +258,9 @@ class WarmConfig:
         # Conftests and the test packages holding them are test code, not code under test.
         conftests = {n for n in loaded if n.rsplit(".", 1)[-1] == "conftest"}
         conftests |= {n for n in loaded if any(c.startswith(n + ".") for c in conftests)}
-        project = [n for n, m in loaded.items() if n not in conftests and is_project_module(n, m, tops)]
+        project = [
+            n for n, m in loaded.items() if n not in conftests and is_project_module(n, m, tops)
+        ]
         if project:
             self.why = f"parsing imported project modules: {', '.join(sorted(project)[:5])}"
             return
