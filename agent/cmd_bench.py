@@ -68,6 +68,13 @@ def bench(
         Path | None,
         typer.Option("--workdir", metavar="DIR", help="Keep task repos and fixer logs here."),
     ] = None,
+    prewarm: Annotated[
+        bool,
+        typer.Option(
+            "--prewarm/--no-prewarm",
+            help="Build each task's baseline before timing the fixers (reported apart).",
+        ),
+    ] = True,
     json_out: JsonOpt = None,
     markdown_out: Annotated[
         Path | None, typer.Option("--markdown", metavar="OUT", help="Write the table here too.")
@@ -110,7 +117,12 @@ def bench(
         started = time.monotonic()
         try:
             with reporter.progress() as progress:
+                warm = progress.add_task("baselines", total=len(chosen) if prewarm else 0)
                 bar = progress.add_task("fixing", total=len(chosen) * len(configs))
+
+                def warmed(task, seconds: float | None) -> None:
+                    progress.advance(warm)
+                    reporter.debug(f"baseline {task.id}: {seconds} s")
 
                 def done(result: dict) -> None:
                     progress.advance(bar)
@@ -118,8 +130,9 @@ def bench(
                     reporter.debug(f"{result['config']} {result['task']}: {result['status']}{note}")
 
                 results = run_bench(
-                    chosen, configs, argv, budget, jobs, root, done, timeout
-                )
+                    chosen, configs, argv, budget, jobs, root, done, timeout,
+                    prewarm=prewarm, on_prewarm=warmed,
+                )  # fmt: skip
         finally:
             if workdir is None:
                 shutil.rmtree(root, ignore_errors=True)

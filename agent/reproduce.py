@@ -10,7 +10,7 @@ from rich.progress import Progress
 from agent.config import Settings
 from agent.errors import EXIT_CANNOT_REPRODUCE, AgentError
 from agent.tickets import Ticket
-from runner.baseline import Baseline, build_baseline
+from runner.baseline import Baseline, build_baseline, git
 
 
 @dataclass
@@ -76,7 +76,8 @@ def reproduce(
         ran = f"the whole suite ({len(baseline.tests)} tests)"
     if not targets:
         raise AgentError(
-            f"cannot reproduce: nothing fails at {baseline.commit[:10]}; ran {ran}",
+            f"cannot reproduce: nothing fails at {git(repo_root, 'rev-parse', 'HEAD')[:10]}; "
+            f"ran {ran}",
             code=EXIT_CANNOT_REPRODUCE,
         )
     return Reproduction(baseline, targets, failing)

@@ -2,8 +2,9 @@
 
 Recorded per test: outcome, duration, message, traceback frames and the lines it executed in the
 project's files. Failures are re-run to tell flaky tests from failing ones. Stored in SQLite under
-the user's cache, keyed by repository, commit, environment (interpreter, installed packages) and
-pytest arguments, so the second ticket on the same commit pays nothing.
+the user's cache, keyed by the commit's tree (its content, so every clone and copy of the same
+code shares one), environment (interpreter, installed packages) and pytest arguments, so the
+second ticket on the same code pays nothing.
 """
 
 from __future__ import annotations
@@ -184,8 +185,8 @@ class Baseline:
         self._db.close()
 
 
-def baseline_key(repo_root: Path, commit: str, env: PythonEnv, pytest_args: Iterable[str]) -> str:
-    raw = json.dumps([SCHEMA, str(repo_root.resolve()), commit, env.hash, list(pytest_args)])
+def baseline_key(tree: str, env: PythonEnv, pytest_args: Iterable[str]) -> str:
+    raw = json.dumps([SCHEMA, tree, env.hash, list(pytest_args)])
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
@@ -204,10 +205,9 @@ def build_baseline(
     repo_root = Path(repo_root).resolve()
     env = probe(python)
     sha = git(repo_root, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}").strip()
+    tree = git(repo_root, "rev-parse", f"{sha}^{{tree}}").strip()
     args = list(pytest_args)
-    target = (
-        Path(cache_dir or default_cache_dir()) / f"{baseline_key(repo_root, sha, env, args)}.sqlite"
-    )
+    target = Path(cache_dir or default_cache_dir()) / f"{baseline_key(tree, env, args)}.sqlite"
     if target.exists():
         try:
             return Baseline(target)

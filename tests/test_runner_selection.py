@@ -3,6 +3,8 @@ project run by real pytest."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 
 import pytest
@@ -74,6 +76,28 @@ def test_baseline_is_stored_and_reused(built):
     again = build_baseline(repo, PYTHON, workers=1, cache_dir=cache)
     assert time.monotonic() - start < 2.0
     assert again.path == baseline.path and again.tests == baseline.tests
+
+
+def test_a_copy_of_the_same_code_shares_the_baseline(built, tmp_path):
+    # Keyed by the commit's tree: another clone, another commit message, the same code.
+    repo, cache, baseline, _ = built
+    copy = tmp_path / "copy"
+    shutil.copytree(repo, copy)
+    subprocess.run(
+        ["git", "-c", "user.name=o", "-c", "user.email=o@o", "commit", "-q", "--amend", "-m", "x"],
+        cwd=copy, check=True,
+    )  # fmt: skip
+    assert _head(copy) != _head(repo)
+    start = time.monotonic()
+    shared = build_baseline(copy, PYTHON, workers=1, cache_dir=cache)
+    assert time.monotonic() - start < 2.0
+    assert shared.path == baseline.path
+
+
+def _head(repo) -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout
 
 
 def test_a_function_body_change_selects_the_tests_that_ran_it(built):

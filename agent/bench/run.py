@@ -22,6 +22,7 @@ from agent.bench.inject import same_code
 from agent.bench.libraries import get_library, git, pristine_repo
 from agent.bench.suite import run_pytest
 from agent.bench.tasks import Task, build_task_repo
+from agent.config import load_settings
 from agent.errors import AgentError
 
 STATUS_BY_EXIT = {0: "green", 1: "no_fix", 3: "cannot_reproduce"}
@@ -190,6 +191,29 @@ def run_task(
     return result
 
 
+def prewarm_baseline(task: Task, workdir: Path) -> float:
+    """Build the baseline of the task's buggy code once, before any fixer runs, and return its
+    seconds. Baselines are keyed by the code's tree, so every configuration's copy of the task
+    finds it: what the fixers are timed on is the loop, not the one-time cost of a commit
+    (reported apart, as `baseline_seconds`)."""
+    from agent.fix import target_python  # heavy imports stay out of `agent bench --help`
+    from agent.reproduce import settings_baseline
+
+    base = workdir / "_baselines" / task.id
+    if base.exists():
+        shutil.rmtree(base)
+    repo = build_task_repo(task, base / "repo")
+    settings = load_settings(repo)
+    started = time.monotonic()
+    try:
+        settings_baseline(repo, target_python(settings, repo), settings)
+    except Exception as exc:  # noqa: BLE001 - the fixer will meet and report the same problem
+        raise AgentError(f"baseline of {task.id}: {exc}") from None
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return round(time.monotonic() - started, 2)
+
+
 def run_bench(
     tasks: list[Task],
     configs: list[Config],
@@ -199,11 +223,23 @@ def run_bench(
     workdir: Path,
     on_result: Callable[[dict], None] | None = None,
     timeout: float | None = None,
+    prewarm: bool = True,
+    on_prewarm: Callable[[Task, float | None], None] | None = None,
 ) -> list[dict]:
     """Every task under every configuration, `jobs` at a time, in task-major order so that the
-    configurations of one task run close together in time (side by side, same machine load)."""
+    configurations of one task run close together in time (side by side, same machine load).
+    With `prewarm`, each task's baseline is built first (see `prewarm_baseline`)."""
     for lib in {task.library for task in tasks}:
         pristine_repo(get_library(lib))  # build caches once, before the threads race for them
+    baselines: dict[str, float | None] = {}
+    if prewarm:
+        for task in tasks:
+            try:
+                baselines[task.id] = prewarm_baseline(task, workdir)
+            except AgentError:
+                baselines[task.id] = None
+            if on_prewarm is not None:
+                on_prewarm(task, baselines[task.id])
     work = [(task, config) for task in tasks for config in configs]
     lock = threading.Lock()
 
@@ -215,6 +251,7 @@ def run_bench(
             result = {"task": task.id, "config": config.name, "library": task.library,
                       "kind": task.kind, "difficulty": task.difficulty, "status": "error",
                       "reason": str(exc), "plausible": False, "exact": False}
+        result["baseline_seconds"] = baselines.get(task.id)
         if on_result is not None:
             with lock:
                 on_result(result)
@@ -230,6 +267,11 @@ def _percentile(values: list[float], q: float) -> float | None:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return round(ordered[index], 2)
+
+
+def _median(values: list) -> float | None:
+    numbers = [v for v in values if isinstance(v, int | float)]
+    return round(statistics.median(numbers), 2) if numbers else None
 
 
 def _mean(values: list) -> float | None:
@@ -253,6 +295,7 @@ def summarize(results: list[dict]) -> dict:
         "median_seconds_to_green": round(median, 2) if median is not None else None,
         "p90_seconds_to_green": _percentile(times, 0.9),
         "candidates_per_bug": _mean([r.get("candidates") for r in results]),
+        "baseline_seconds_median": _median([r.get("baseline_seconds") for r in results]),
         "tests_run_per_bug": _mean([r.get("tests_run") for r in results]),
     }
 
