@@ -100,6 +100,13 @@ def train_cmd(
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Stop after this many steps.")
     ] = None,
+    stream_max_rate: Annotated[
+        float,
+        typer.Option(
+            "--stream-max-rate", min=0.01, max=1.0,
+            help="Highest masking rate of text rows (canvas rows go to 1); may change on resume.",
+        ),
+    ] = 1.0,
     json_out: JsonOpt = None,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
@@ -111,7 +118,8 @@ def train_cmd(
         rep = Reporter(json_out, verbose, quiet)
         if not resume and (out / "last.pt").exists():
             raise AgentError(f"{out}/last.pt exists: use --resume or another --out")
-        cfg = TrainConfig(minutes=minutes, seq_len=seq_len, batch_size=batch, lr=lr)
+        cfg = TrainConfig(minutes=minutes, seq_len=seq_len, batch_size=batch, lr=lr,
+                          stream_max_rate=stream_max_rate)
         summary = train(corpus_dir, out, size=size, cfg=cfg, vocab_size=vocab, resume=resume,
                         echo=not quiet, max_steps=max_steps)
         rep.write_json(summary)

@@ -219,6 +219,11 @@ class FixLoop:
                 units.append(_Unit(sources, sites, depth, parent, cond))
         return units
 
+    def first_round(self) -> tuple[list[SuspiciousLine], list[_Unit]]:
+        """Localization from the baseline, and the first round's drafting work in order."""
+        localization = self.localize()
+        return localization, self._units(localization, 1, None, "")
+
     def _feedback_units(self, verdict: Verdict, depth: int) -> list[_Unit]:
         failure = verdict.failure
         cond = ""
@@ -245,8 +250,8 @@ class FixLoop:
 
     def run(self, pool: Pool) -> Outcome:
         started = time.monotonic()
-        localization = self.localize()
-        queue: deque[_Unit] = deque(self._units(localization, 1, None, ""))
+        localization, first = self.first_round()
+        queue: deque[_Unit] = deque(first)
         # Feedback work alternates with exploration so that neither starves the other.
         feedback: deque[_Unit] = deque()
         take_feedback = True

@@ -36,11 +36,12 @@ class Noised:
 
 
 def sample_times(batch: int, eps: float, generator: torch.Generator | None,
-                 device: torch.device) -> torch.Tensor:
-    """t in [eps, 1], stratified across the batch (low-discrepancy, as MDLM) for a steadier loss."""
+                 device: torch.device, max_t: float = 1.0) -> torch.Tensor:
+    """t in [eps, max_t], stratified across the batch (low-discrepancy, as MDLM) for a steadier
+    loss."""
     u = torch.rand(1, generator=generator, device=device)
     t = (u + torch.arange(batch, device=device) / batch) % 1.0
-    return eps + (1 - eps) * t
+    return eps + (max_t - eps) * t
 
 
 def _line_starts(row: torch.Tensor, newline_ids: torch.Tensor, n_valid: int) -> torch.Tensor:
@@ -77,7 +78,8 @@ def noise(tokens: torch.Tensor, mask_id: int, *, vocab_size: int, pad_id: int | 
           maskable: torch.Tensor | None = None, eps: float = 1e-3,
           substitution_rate: float = 0.0, span_masking: float = 0.0, max_span: int = 48,
           newline_ids: Iterable[int] | None = None, fill_id: int | None = None,
-          max_fill: int = 8, generator: torch.Generator | None = None) -> Noised:
+          max_fill: int = 8, generator: torch.Generator | None = None,
+          max_t: float = 1.0) -> Noised:
     """The forward process on a batch of token ids [B, T]; `maskable` [B, T] (default: every
     non-pad position) marks conditioning positions that must stay visible."""
     device = tokens.device
@@ -85,7 +87,7 @@ def noise(tokens: torch.Tensor, mask_id: int, *, vocab_size: int, pad_id: int | 
     tokens = tokens.clone()
     valid = torch.ones_like(tokens, dtype=torch.bool) if pad_id is None else tokens != pad_id
     can_mask = valid.clone() if maskable is None else valid & maskable.bool()
-    t = sample_times(b, eps, generator, device)
+    t = sample_times(b, eps, generator, device, max_t)
     draw = torch.rand(b, n, generator=generator, device=device)
     masked = (draw < t[:, None]) & can_mask
 

@@ -46,6 +46,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     substitution_rate: float = 0.05
     span_rate: float = 0.5
+    # Text rows are masked at rate t <= stream_max_rate (canvas rows always up to 1): repair
+    # fills short spans in clean context, and with t up to 1 most masked tokens of a batch come
+    # from nearly blank rows, a regime inference never sees.
+    stream_max_rate: float = 1.0
     canvas_rows: int = 8
     canvas_len: int = 128
     max_middle: int = 48
@@ -171,7 +175,7 @@ def noise_options(cfg: TrainConfig, tokenizer: CodeTokenizer) -> dict:
     `CanvasSampler`, add sites tokenized the way inference sees them.)"""
     return dict(substitution_rate=cfg.substitution_rate, span_masking=cfg.span_rate,
                 max_span=48, newline_ids=newline_ids(tokenizer), fill_id=tokenizer.eos_id,
-                max_fill=8)
+                max_fill=8, max_t=cfg.stream_max_rate)
 
 
 class CanvasSampler:
@@ -379,9 +383,12 @@ def train(
     ckpt_path = out_dir / CHECKPOINT
     state = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
     if state is not None:
-        # The budget may be extended on resume; everything else comes from the checkpoint.
-        minutes = cfg.minutes if cfg is not None else state["train_config"]["minutes"]
-        cfg = TrainConfig.from_dict({**state["train_config"], "minutes": minutes})
+        # The budget (and the text rows' noise ceiling) may change on resume; everything else
+        # comes from the checkpoint.
+        changed = {} if cfg is None else {"minutes": cfg.minutes}
+        if cfg is not None and cfg.stream_max_rate != TrainConfig.stream_max_rate:
+            changed["stream_max_rate"] = cfg.stream_max_rate
+        cfg = TrainConfig.from_dict({**state["train_config"], **changed})
     cfg = cfg or TrainConfig()
     torch.set_num_threads(cfg.threads)
     tokenizer, stream = prepare_tokens(corpus_dir, out_dir, vocab_size, log)
@@ -405,7 +412,8 @@ def train(
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
-        log(f"resumed at step {step}, {tokens_seen:,} tokens, {train_seconds / 60:.1f} min")
+        log(f"resumed at step {step}, {tokens_seen:,} tokens, {train_seconds / 60:.1f} min, "
+            f"text rows masked up to {cfg.stream_max_rate:g}")
     else:
         log(f"new {size} model: {model.num_parameters():,} parameters, vocab "
             f"{mcfg.vocab_size}, seq {cfg.seq_len}, batch {cfg.batch_size}, "

@@ -1,0 +1,158 @@
+"""Where the right fix lands in the drafting order, per drafter, without running a test.
+
+For each task (the example tickets and a sample of the bug benchmark): reproduce (the baseline
+with per-test coverage), localize, and list the first round's drafts in the order the fix loop
+submits them, once per drafter mode. Printed per task and mode: the 1-based rank of the first
+draft equal to the reference fix (same AST), and the drafting seconds spent until then. In one
+budget a lower rank is found sooner: ranks show what the model adds, apart from test timing.
+
+    .venv/bin/python benchmarks/draft_rank.py [--sample 12] [--seed 0] [--split test]
+        [--limit 3000] [--modes model,mutations] [--examples/--no-examples]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from agent.bench.inject import same_code  # noqa: E402
+from agent.bench.libraries import get_library, pristine_repo  # noqa: E402
+from agent.bench.splits import sample  # noqa: E402
+from agent.bench.tasks import build_task_repo, load_tasks  # noqa: E402
+from agent.config import load_settings  # noqa: E402
+from agent.draft import Drafter  # noqa: E402
+from agent.fix import target_python  # noqa: E402
+from agent.live import FixState  # noqa: E402
+from agent.loop import FixLoop, Options  # noqa: E402
+from agent.reproduce import reproduce  # noqa: E402
+from agent.tickets import load_ticket, parse_ticket  # noqa: E402
+from model.checkpoint import load_model  # noqa: E402
+
+EXAMPLES = ("stockroom", "slugkit", "timespan", "confparse")
+
+
+@dataclass
+class Case:
+    name: str
+    kind: str
+    repo: Path
+    ticket: object
+    fixed: dict[str, str]  # relpath -> the reference fix's text of each file it changes
+
+
+def example_case(name: str, work: Path) -> Case:
+    repo, fixed_copy = work / name, work / f"{name}-fixed"
+    for dest in (repo, fixed_copy):
+        subprocess.run([sys.executable, str(REPO / "examples" / "prepare.py"), name, str(dest)],
+                       check=True, capture_output=True)  # fmt: skip
+    patch = REPO / "examples" / "fixes" / f"{name}.patch"
+    subprocess.run(["git", "apply", str(patch)], cwd=fixed_copy, check=True)
+    changed = subprocess.run(["git", "diff", "--name-only"], cwd=fixed_copy, check=True,
+                             capture_output=True, text=True).stdout.split()  # fmt: skip
+    fixed = {path: (fixed_copy / path).read_text() for path in changed}
+    ticket = load_ticket(str(REPO / "examples" / "tickets" / f"{name}.md"))
+    return Case(name, "example", repo, ticket, fixed)
+
+
+def task_case(task, work: Path) -> Case:
+    repo = build_task_repo(task, work / task.id)
+    pristine = (pristine_repo(get_library(task.library)) / task.file).read_text()
+    return Case(task.id, task.kind, repo, parse_ticket(task.ticket, task.id), {task.file: pristine})
+
+
+def rank(case: Case, drafter: Drafter, limit: int) -> dict:
+    settings = load_settings(case.repo)
+    python = target_python(settings, case.repo)
+    repro = reproduce(case.repo, python, settings, case.ticket, None)
+    loop = FixLoop(case.repo, python, settings, repro, drafter, Options(budget=1e9),
+                   FixState(ticket=case.name))  # fmt: skip
+    localization, units = loop.first_round()
+    fix_lines = [s for s in localization if s.path in case.fixed]
+    count = 0
+    for unit in units:
+        for batch in drafter.draft(unit.sources, unit.sites, unit.cond, None, round_seed=1000):
+            for draft in batch:
+                count += 1
+                want = case.fixed.get(draft.path)
+                if want is not None and len(case.fixed) == 1 and same_code(draft.source, want):
+                    return {"rank": count, "seconds": round(drafter.busy, 2),
+                            "site": draft.site.kind, "origin": draft.origin,
+                            "localized_lines": len(localization)}  # fmt: skip
+                if count >= limit:
+                    return {"rank": None, "seconds": round(drafter.busy, 2),
+                            "why": f"not in the first {limit}"}  # fmt: skip
+    return {"rank": None, "seconds": round(drafter.busy, 2), "why": "never drafted",
+            "drafted": count, "localized_lines": len(localization),
+            "fix_file_lines": len(fix_lines)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sample", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--limit", type=int, default=3000)
+    parser.add_argument("--modes", default="model,mutations")
+    parser.add_argument("--examples", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    lm = load_model(None)
+    tasks = [t for t in load_tasks() if t.split == args.split]
+    chosen = sample([t.id for t in tasks], args.sample, args.seed) if args.sample else []
+    by_id = {t.id: t for t in tasks}
+    modes = args.modes.split(",")
+    rows = []
+    work = Path(tempfile.mkdtemp(prefix="gp-rank-"))
+    try:
+        cases = [example_case(n, work) for n in EXAMPLES] if args.examples else []
+        cases += [task_case(by_id[i], work) for i in chosen]
+        for case in cases:
+            row = {"task": case.name, "kind": case.kind}
+            for mode in modes:
+                drafter = Drafter(None if mode == "mutations" else lm, [], mode=mode)
+                started = time.monotonic()
+                try:
+                    row[mode] = rank(case, drafter, args.limit)
+                except Exception as exc:  # noqa: BLE001 - one broken task must not end the run
+                    row[mode] = {"rank": None, "why": f"{type(exc).__name__}: {exc}"[:200]}
+                row[mode]["wall"] = round(time.monotonic() - started, 1)
+            rows.append(row)
+            cells = "  ".join(f"{m}={row[m].get('rank')} ({row[m].get('seconds')} s)"
+                              for m in modes)  # fmt: skip
+            print(f"{case.name[:60]:60s} {case.kind:18s} {cells}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print()
+    for mode in modes:
+        found = [r[mode]["rank"] for r in rows if r[mode].get("rank")]
+        print(f"{mode:10s} found {len(found)}/{len(rows)}; median rank "
+              f"{statistics.median(found) if found else '-'}")
+    for other in modes[1:]:
+        both = [r for r in rows if r[modes[0]].get("rank") and r[other].get("rank")]
+        better = sum(1 for r in both if r[modes[0]]["rank"] < r[other]["rank"])
+        worse = sum(1 for r in both if r[modes[0]]["rank"] > r[other]["rank"])
+        ratios = [r[other]["rank"] / r[modes[0]]["rank"] for r in both]
+        print(f"{modes[0]} vs {other} where both find it ({len(both)}): earlier {better}, later "
+              f"{worse}, median rank ratio {statistics.median(ratios) if ratios else '-'}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    main()
