@@ -58,6 +58,16 @@ ModelOpt = Annotated[
         "embedded model.",
     ),
 ]
+DrafterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--drafter",
+        metavar="model|model-only|edits|mutations",
+        help="Who drafts: the model (default: model-free fills, then its samples), its samples "
+        "alone, model-free substitutions and edits, or substitutions alone (the mutation "
+        "baseline); all but the default are ablations.",
+    ),
+]
 BudgetOpt = Annotated[
     float | None,
     typer.Option("--budget", metavar="SECONDS", min=1, help="Wall-clock budget per ticket."),

@@ -9,6 +9,7 @@ import typer
 
 from agent.cli_common import (
     BudgetOpt,
+    DrafterOpt,
     JsonOpt,
     ModelOpt,
     QuietOpt,
@@ -18,7 +19,6 @@ from agent.cli_common import (
     WorkersOpt,
     run,
 )
-from agent.config import DRAFTERS
 from agent.errors import EXIT_GREEN, EXIT_NO_FIX, AgentError
 from agent.output import Reporter
 from agent.signals import terminate_as_interrupt
@@ -38,15 +38,7 @@ def batch(
     repo: RepoOpt = None,
     budget: BudgetOpt = None,
     model: ModelOpt = None,
-    drafter: Annotated[
-        str | None,
-        typer.Option(
-            "--drafter",
-            metavar="|".join(DRAFTERS),
-            help="Who drafts candidates: the diffusion model with mutations ranked by it "
-            "(default), its samples only, or model-free mutations.",
-        ),
-    ] = None,
+    drafter: DrafterOpt = None,
     sandbox: SandboxOpt = None,
     workers: WorkersOpt = None,
     parallel: Annotated[

@@ -9,6 +9,7 @@ import typer
 
 from agent.cli_common import (
     BudgetOpt,
+    DrafterOpt,
     JsonOpt,
     ModelOpt,
     QuietOpt,
@@ -54,15 +55,7 @@ def fix(
     max_candidates: Annotated[
         int, typer.Option("--max-candidates", min=1, help="Candidates validated at most.")
     ] = 2000,
-    drafter: Annotated[
-        str,
-        typer.Option(
-            "--drafter",
-            metavar="model|model-only|mutations",
-            help="Who drafts: the model (its samples plus mutations, ranked by the model), its "
-            "samples alone, or model-free mutations (the last two are ablations).",
-        ),
-    ] = "model",
+    drafter: DrafterOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
@@ -74,7 +67,8 @@ def fix(
     """
 
     def body() -> int:
-        if drafter not in DRAFTERS:
+        chosen = drafter or "model"
+        if chosen not in DRAFTERS:
             raise AgentError(f"--drafter must be one of {', '.join(DRAFTERS)}, got '{drafter}'")
         # The fix machinery imports torch: only a real run pays for it, not --help or bad input.
         from agent.fix import FixRequest, run_fix
@@ -89,7 +83,7 @@ def fix(
             repo=git_repo,
             settings=settings,
             model=model,
-            drafter=drafter,
+            drafter=chosen,
             branch=branch,
             pr=pr,
             options=Options(

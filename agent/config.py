@@ -12,7 +12,8 @@ from agent.errors import AgentError
 
 SANDBOXES = ("bwrap", "docker", "process")
 # Who drafts candidates (see agent.draft): kept here so the CLI can check it without torch.
-DRAFTERS = ("model", "model-only", "mutations")
+DRAFTERS = ("model", "model-only", "edits", "mutations")
+MODEL_FREE = ("edits", "mutations")  # drafters that never load a model
 
 
 @dataclass

@@ -3,11 +3,16 @@
 A draft is a whole new version of one file. Drafts must parse, are deduplicated by program (AST),
 never touch protected paths, and come out best first by model likelihood.
 
-Modes: `model` samples fills from the diffusion model and adds the model-free mutations of the
-same site, all ranked by the model's likelihood on one shared canvas (a small model's samples
-miss fills that a mutation has, while its likelihood still tells a plausible mutation from a
-wild one); `model-only` uses the samples alone; `mutations` uses mutations in their fixed order
-without a model (the ablation baseline).
+Modes:
+- `model` (default): per chunk of sites, the model-free fills (substitutions and structural
+  edits, `agent.mutations`) in their fixed order, then fills sampled from the diffusion model for
+  the chunk's most suspicious sites, ranked by the model's likelihood. The model-free fills are
+  not re-ranked by the model: measured with `benchmarks/draft_rank.py`, the embedded model's
+  likelihood put the right fix later than the fixed order did.
+- `model-only`: the samples alone (ablation);
+- `edits`: the model-free fills without a model (ablation: what the model adds);
+- `mutations`: operator/constant/identifier substitutions only, no model (the mutation-only
+  baseline).
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from agent.canvases import Site, apply, canvas, dedupe_fills
+from agent.config import MODEL_FREE
 from agent.localize import is_protected
-from agent.mutations import mutation_fills
+from agent.mutations import mutation_fills, substitution_fills
 from model.checkpoint import LoadedModel
 from model.sampler import Canvas, infill, remask, score_fills
 
@@ -33,6 +39,9 @@ CONTEXT_TOKENS = 192
 MAX_STEPS = 6
 # Top-k instead of nucleus sampling: it needs no sort over the whole vocabulary per position.
 TOP_K = 40
+# Sites of a chunk the model samples for: sampling costs a denoising per span length, and the
+# most suspicious sites are where a fill beyond the model-free ones is most likely needed.
+SAMPLED_SITES = 2
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,7 @@ class Drafter:
         mode: str = "model",
     ) -> None:
         self.lm = lm
-        self.mode = mode if lm is not None else "mutations"
+        self.mode = mode if lm is not None or mode in MODEL_FREE else "edits"
         self.never_edit = list(never_edit)
         self.samples = samples
         self.seed = seed
@@ -74,7 +83,7 @@ class Drafter:
     @property
     def name(self) -> str:
         if self.lm is None:
-            return "mutations (no model)"
+            return f"{self.mode} (no model)"
         return self.lm.name if self.mode == "model" else f"{self.lm.name} ({self.mode})"
 
     def count_tokens(self, text: str) -> int:
@@ -107,14 +116,15 @@ class Drafter:
         cond: str = "",
         parent: str | None = None,
         round_seed: int = 0,
+        missing: Sequence[str] = (),
     ) -> Iterator[list[Draft]]:
         """Drafts batch by batch (most suspicious sites first), so validation can start early.
-        With the model, a chunk's mutations (ranked by one cheap pass per site) come out before
-        its sampled fills, which cost a full denoising."""
+        A chunk's model-free fills come out before its sampled fills, which cost a denoising.
+        `missing`: names the failures say were not defined (inserted statements bind them)."""
         sites = [s for s in sites if not is_protected(s.path, self.never_edit)]
         for start in range(0, len(sites), SITES_PER_BATCH):
             chunk = sites[start : start + SITES_PER_BATCH]
-            for phase in self._phases(sources, chunk, cond, round_seed + start):
+            for phase in self._phases(sources, chunk, cond, round_seed + start, missing):
                 began = time.monotonic()
                 items, origin = phase()
                 items.sort(key=lambda item: -item[2])
@@ -123,28 +133,31 @@ class Drafter:
                 if drafts:
                     yield drafts
 
-    def _phases(self, sources, chunk: Sequence[Site], cond: str, seed: int):
-        def mutations():
+    def _phases(self, sources, chunk: Sequence[Site], cond: str, seed: int, missing):
+        def model_free():
             return [
                 (site, fill, -float(rank))
                 for site in chunk
-                for rank, fill in enumerate(self._mutations(sources, site))
+                for rank, fill in enumerate(self._model_free(sources, site, missing))
             ], "mutation"
 
-        def ranked_mutations():
-            fills = {site: self._mutations(sources, site) for site in chunk}
-            return self._scored(sources, fills, cond), "mutation"
+        def samples(sites: Sequence[Site]):
+            return lambda: (
+                self._scored(sources, self._samples(sources, sites, cond, seed), cond), "model"
+            )
 
-        def samples():
-            return self._scored(sources, self._samples(sources, chunk, cond, seed), cond), "model"
+        if self.mode in MODEL_FREE:
+            return [model_free]
+        if self.mode == "model-only":
+            return [samples(chunk)]
+        return [model_free, samples(chunk[:SAMPLED_SITES])]
 
-        if self.lm is None:
-            return [mutations]
-        return [ranked_mutations, samples] if self.mode == "model" else [samples]
-
-    @staticmethod
-    def _mutations(sources: Mapping[str, str], site: Site) -> list[str]:
-        return [""] if site.kind == "delete" else mutation_fills(sources[site.path], site)
+    def _model_free(self, sources: Mapping[str, str], site: Site, missing) -> list[str]:
+        if self.mode == "mutations":
+            return substitution_fills(sources[site.path], site)
+        if site.kind == "delete":
+            return [""]
+        return mutation_fills(sources[site.path], site, missing)
 
     def _samples(self, sources, chunk: Sequence[Site], cond: str, seed: int):
         assert self.lm is not None

@@ -17,7 +17,7 @@ from agent.branch import (
     default_branch_name,
     minimal_diff,
 )
-from agent.config import Settings
+from agent.config import MODEL_FREE, Settings
 from agent.draft import Drafter
 from agent.errors import AgentError
 from agent.github import pr_body, publish_branch, token_from_env
@@ -51,8 +51,8 @@ def target_python(settings: Settings, root: Path) -> str:
 
 
 def _drafter(request: FixRequest) -> Drafter:
-    if request.drafter == "mutations":
-        return Drafter(None, request.settings.never_edit)
+    if request.drafter in MODEL_FREE:
+        return Drafter(None, request.settings.never_edit, mode=request.drafter)
     lm = request.lm
     if lm is None:
         import torch  # heavy: imported only when drafting

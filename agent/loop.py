@@ -21,6 +21,7 @@ from agent.config import Settings
 from agent.draft import Draft, Drafter
 from agent.live import FixState
 from agent.localize import SuspiciousLine, rank_lines
+from agent.mutations import missing_names
 from agent.reproduce import Reproduction
 from runner.baseline import Baseline
 from runner.cache import ResultCache
@@ -117,6 +118,9 @@ class FixLoop:
         self._stop = threading.Event()
         self._coverage = {t: self.baseline.coverage(t) for t in self.baseline.tests}
         self._base_frames = {t: list(self.baseline.records[t].frames) for t in self.targets}
+        self.missing = list(dict.fromkeys(
+            name for t in self.targets for name in missing_names(self.baseline.records[t].message)
+        ))  # fmt: skip
 
     # --- localization ------------------------------------------------------------------------
 
@@ -296,7 +300,7 @@ class FixLoop:
                     continue
                 for drafts in self.drafter.draft(
                     unit.sources, unit.sites, unit.cond, unit.parent and unit.parent.id,
-                    round_seed=unit.depth * 1000,
+                    round_seed=unit.depth * 1000, missing=self.missing,
                 ):  # fmt: skip
                     self._submit(pool, drafts, unit.depth)
                     if self._green is not None or self._time_left() <= 0:

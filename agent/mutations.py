@@ -1,14 +1,23 @@
-"""The mutation-only baseline: fills for the same canvas sites, drawn without a model.
+"""Model-free fills for canvas sites, in a fixed order; every fill parses when applied and makes
+a distinct program that differs from the original.
 
-An ablation: it answers "how far do operator/constant/identifier substitutions get on their own?".
-For a site, `mutation_fills` lists replacement texts in a fixed order; every fill parses when
-applied and makes a distinct program that differs from the original.
+Two families:
+- `substitution_fills`: operator swaps (or dropping a unary operator), constants, identifiers
+  from the file, one token each. Alone, they are the mutation-only baseline (`--drafter
+  mutations`): the ablation that asks how far classic mutation gets.
+- `edit_fills`: structural edits no single substitution makes: a negated condition or
+  expression, +/- 1 on an expression, swapped call arguments, a returned name, an inserted
+  statement (an assignment template, or a statement copied from the file), a deleted statement.
+
+`mutation_fills` is both, substitutions first: what the drafter tries without a model.
 """
 
 from __future__ import annotations
 
+import builtins
 import keyword
 import re
+from collections.abc import Collection
 
 from tree_sitter import Node
 
@@ -38,6 +47,16 @@ _NEGATABLE = {
 _SHIFTABLE = {"identifier", "call", "attribute", "subscript", "binary_operator"}
 MAX_NAMES = 20
 MAX_INSERTS = 60
+MAX_COPIES = 40
+MAX_COPY_CHARS = 100
+_SENTINELS = {"None", "False", "True", "0", "1", "-1", '""', "''", "[]", "{}", "()"}
+_COPYABLE = {"expression_statement", "return_statement"}
+_BINDING = re.compile(r"\s*([\w\s,()\[\]]+?)\s*=(?!=)")
+# Messages that name a variable the code needed and did not have.
+_MISSING_NAME = re.compile(
+    r"(?:name|local variable) '(\w+)' (?:is not defined|referenced before assignment)"
+    r"|cannot access local variable '(\w+)'"
+)
 
 
 def _operator_fills(text: str) -> list[str]:
@@ -58,10 +77,18 @@ def _constant_fills(text: str) -> list[str]:
     return []
 
 
-def _nodes_with_span(source: str, site: Site) -> list[Node]:
+def _span_node(source: str, site: Site) -> Node | None:
+    """The smallest node covering the site's span."""
     start = len(source[: site.start_char].encode("utf-8"))
     end = start + len(site.original_text.encode("utf-8"))
-    node = parse_tree(source).root_node.descendant_for_byte_range(start, end)
+    return parse_tree(source).root_node.descendant_for_byte_range(start, end)
+
+
+def _nodes_with_span(source: str, site: Site) -> list[Node]:
+    """The nodes spanning exactly the site, innermost first."""
+    start = len(source[: site.start_char].encode("utf-8"))
+    end = start + len(site.original_text.encode("utf-8"))
+    node = _span_node(source, site)
     chain = []
     while node is not None and node.start_byte == start and node.end_byte == end:
         chain.append(node)
@@ -83,9 +110,7 @@ def _names(node: Node | None) -> list[str]:
 
 def _identifier_fills(source: str, node: Node, original: str) -> list[str]:
     """Names of the enclosing function first, then of the whole file."""
-    function = node.parent
-    while function is not None and function.type != "function_definition":
-        function = function.parent
+    function = _enclosing_function(node.parent)
     root = node
     while root.parent is not None:
         root = root.parent
@@ -118,56 +143,216 @@ def _line_fills(text: str) -> list[str]:
     return [f"{head.group(1)} {negated}:"]
 
 
-def _insert_fills(source: str, site: Site) -> list[str]:
-    """A missing statement, from templates over the enclosing function's names: an assignment
-    `a = b` (a is assigned somewhere in the function, b is read near the site), or a jump."""
-    start = len(source[: site.start_char].encode("utf-8"))
-    node = parse_tree(source).root_node.descendant_for_byte_range(start, start)
-    function = node
-    while function is not None and function.type != "function_definition":
-        function = function.parent
-    if function is None:
-        return []
-    assigned: dict[str, int] = {}
+def missing_names(failure: str) -> list[str]:
+    """Variables a failure message says were not defined or not yet assigned."""
+    return [a or b for a, b in _MISSING_NAME.findall(failure or "")]
+
+
+def _enclosing_function(node: Node | None) -> Node | None:
+    while node is not None and node.type != "function_definition":
+        node = node.parent
+    return node
+
+
+def _assignments(function: Node) -> dict[str, list[str]]:
+    """Names assigned in `function` (plain `name = value` and `name += value`) -> value texts."""
+    found: dict[str, list[str]] = {}
     stack = [function]
     while stack:
         current = stack.pop()
         if current.type in ("assignment", "augmented_assignment"):
             left = current.child_by_field_name("left")
+            right = current.child_by_field_name("right")
             if left is not None and left.type == "identifier" and left.text is not None:
-                name = left.text.decode("utf-8")
-                assigned[name] = assigned.get(name, 0) + 1
+                value = right.text.decode("utf-8") if right is not None and right.text else ""
+                found.setdefault(left.text.decode("utf-8"), []).append(value)
         stack.extend(reversed(current.children))
-    # A name assigned only once and read later is the classic stale variable: try it first.
-    targets = sorted(assigned, key=lambda name: assigned[name] > 1)
+    return found
+
+
+def _insert_fills(source: str, site: Site, wanted: Collection[str] = ()) -> list[str]:
+    """A missing statement: an assignment `a = b` from templates over the enclosing function's
+    names, a statement copied from the function or the file, or a jump.
+
+    Targets, best first: names a failure said were missing; sentinels (names only ever set to
+    None, False, 0, [] ...: a flag or a "last seen" that something should have updated); names
+    assigned once; the rest. Values: names on the site's line first, then the function's."""
+    start = len(source[: site.start_char].encode("utf-8"))
+    node = parse_tree(source).root_node.descendant_for_byte_range(start, start)
+    function = _enclosing_function(node)
+    if function is None:
+        return []
+    assigned = _assignments(function)
+
+    def rank(name: str) -> int:
+        if name in wanted:
+            return 0
+        if all(value in _SENTINELS for value in assigned[name]):
+            return 1
+        return 2 if len(assigned[name]) == 1 else 3
+
+    targets = sorted(assigned, key=rank)
     line = source.splitlines()[site.line - 1] if site.line <= len(source.splitlines()) else ""
     names = _names(function)
+    # Names the line binds first: after `key = ...`, the missing line often records `key`.
+    bound = _BINDING.match(line)
+    bound_names = re.findall(r"\w+", bound.group(1)) if bound else []
     local = [n for n in names if re.search(rf"\b{re.escape(n)}\b", line)]
+    local = sorted(local, key=lambda n: n not in bound_names)
     values = list(dict.fromkeys(local + names))
     first = [f"{a} = {b}" for a in targets for b in local if a != b]
     rest = [f"{a} = {b}" for a in targets for b in values if a != b and b not in local]
-    fills = first + rest
-    return fills[:MAX_INSERTS] + ["break", "continue", "return", "return None"]
+    copies = _statement_copies(source, function, site, wanted)
+    needed = [c for c in copies if any(re.match(rf"{re.escape(w)}\b", c) for w in wanted)]
+    templates = (first + rest)[:MAX_INSERTS]
+    return needed + templates[:8] + copies + templates[8:] + [
+        "break", "continue", "return", "return None",
+    ]  # fmt: skip
 
 
-def mutation_fills(source: str, site: Site) -> list[str]:
-    """Replacement texts for `site`, in a deterministic order; each parses once applied."""
+def _module_names(root: Node) -> set[str]:
+    """Names defined at module level: imports, assignments, functions and classes."""
+    names: set[str] = set()
+    for child in root.children:
+        node = child.child_by_field_name("definition") if child.type == "decorated_definition" \
+            else child  # fmt: skip
+        if node is None:
+            continue
+        if node.type in ("function_definition", "class_definition"):
+            name = node.child_by_field_name("name")
+            if name is not None and name.text is not None:
+                names.add(name.text.decode("utf-8"))
+        elif node.type in ("import_statement", "import_from_statement", "expression_statement"):
+            names.update(_names(node))
+    return names
+
+
+def _statement_copies(
+    source: str, function: Node, site: Site, wanted: Collection[str]
+) -> list[str]:
+    """Simple statements (assignments, calls, yields, returns) seen elsewhere in the file whose
+    names all exist where the site is: code repeats itself, and a deleted line often has a twin
+    in a sibling method. Nearest first."""
+    root = function
+    while root.parent is not None:
+        root = root.parent
+    visible = set(_names(function)) | _module_names(root) | set(dir(builtins)) | set(wanted)
+    row = site.line - 1
+    found: dict[str, int] = {}
+    stack = [root]
+    while stack:
+        current = stack.pop()
+        if current.type in _COPYABLE and current.text is not None:
+            text = current.text.decode("utf-8")
+            if "\n" not in text and len(text) <= MAX_COPY_CHARS:
+                bases = _root_names(current)
+                if bases and bases <= visible:
+                    distance = abs(current.start_point.row - row)
+                    found[text] = min(found.get(text, distance), distance)
+            continue
+        stack.extend(current.children)
+    current_lines = {ln.strip() for ln in source.splitlines()[max(0, row - 1) : row + 2]}
+    ordered = sorted((t for t in found if t not in current_lines), key=lambda t: (found[t], t))
+    return ordered[:MAX_COPIES]
+
+
+def _root_names(node: Node) -> set[str]:
+    """Identifiers a statement reads or binds, without attribute names and keyword names."""
+    names: set[str] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if current.type == "attribute":
+            stack.append(current.child_by_field_name("object"))
+            continue
+        if current.type == "keyword_argument":
+            stack.append(current.child_by_field_name("value"))
+            continue
+        if current.type == "identifier" and current.text is not None:
+            names.add(current.text.decode("utf-8"))
+        stack.extend(c for c in current.children if c is not None)
+    return {n for n in names if not keyword.iskeyword(n)}
+
+
+def _call_swaps(node: Node, base: int, text: str) -> list[str]:
+    """`text` (the source of the span starting at byte `base`) with two adjacent positional
+    arguments of one of its calls swapped."""
+    fills = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        stack.extend(current.children)
+        if current.type != "argument_list":
+            continue
+        args = [a for a in current.named_children if a.type not in ("keyword_argument",
+                "list_splat", "dictionary_splat", "comment")]  # fmt: skip
+        for a, b in zip(args, args[1:], strict=False):
+            sa, sb = a.start_byte - base, b.start_byte - base
+            ea, eb = a.end_byte - base, b.end_byte - base
+            raw = text.encode("utf-8")
+            if sa < 0 or eb > len(raw):
+                continue
+            swapped = raw[:sa] + raw[sb:eb] + raw[ea:sb] + raw[sa:ea] + raw[eb:]
+            fills.append(swapped.decode("utf-8"))
+    return fills
+
+
+def _return_fills(source: str, site: Site, text: str) -> list[str]:
+    """`return X` -> `return name` for the function's parameters and assigned names."""
+    if not re.match(r"return\b", text):
+        return []
+    function = _enclosing_function(_span_node(source, site))
+    if function is None:
+        return []
+    params = function.child_by_field_name("parameters")
+    names = [n for n in _names(params) if n not in ("self", "cls")] if params else []
+    names += list(_assignments(function))
+    return [f"return {n}" for n in dict.fromkeys(names)][:MAX_NAMES]
+
+
+def substitution_fills(source: str, site: Site) -> list[str]:
+    """One-token substitutions: operators, constants, identifiers (the mutation baseline)."""
+    text = site.original_text
+    if site.kind == "operator":
+        fills = _operator_fills(text)
+    elif site.kind == "token":
+        nodes = _nodes_with_span(source, site)
+        fills = _constant_fills(text)
+        if any(n.type == "identifier" for n in nodes):
+            fills += _identifier_fills(source, nodes[0], text)
+    else:
+        fills = []
+    return dedupe_fills({site.path: source}, dict.fromkeys(fills), lambda f: site, str)
+
+
+def edit_fills(source: str, site: Site, wanted: Collection[str] = ()) -> list[str]:
+    """Structural edits of the site; `wanted` are names a failure said were missing."""
     text = site.original_text
     if site.kind == "delete":
         # A statement alone in its block leaves `pass` behind.
         indent = text[: len(text) - len(text.lstrip(" \t"))]
         fills = ["", f"{indent}pass\n"]
     elif site.kind == "operator":
-        fills = _operator_fills(text)
+        fills = []
     elif site.kind == "line":
-        fills = _line_fills(text)
+        fills = _line_fills(text) + _return_fills(source, site, text)
+        node = _span_node(source, site)
+        if node is not None:
+            start = len(source[: site.start_char].encode("utf-8"))
+            fills += _call_swaps(node, start, text)
     elif site.kind in ("token", "node"):
         nodes = _nodes_with_span(source, site)
-        fills = _constant_fills(text)
-        if site.kind == "token" and any(n.type == "identifier" for n in nodes):
-            fills += _identifier_fills(source, nodes[0], text)
-        fills += _node_fills(nodes, text)
+        fills = _node_fills(nodes, text)
+        if site.kind == "node" and nodes:
+            start = len(source[: site.start_char].encode("utf-8"))
+            fills += _call_swaps(nodes[-1], start, text)
     else:
-        fills = _insert_fills(source, site)
+        fills = _insert_fills(source, site, wanted)
     valid = dedupe_fills({site.path: source}, dict.fromkeys(fills), lambda f: site, str)
     return valid[:1] if site.kind == "delete" else valid
+
+
+def mutation_fills(source: str, site: Site, wanted: Collection[str] = ()) -> list[str]:
+    """Every model-free fill of `site`: substitutions first, then edits."""
+    fills = substitution_fills(source, site) + edit_fills(source, site, wanted)
+    return list(dict.fromkeys(fills))

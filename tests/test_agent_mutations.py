@@ -6,7 +6,7 @@ import re
 import warnings
 
 from agent.canvases import Site, apply, parses, rank_sites, sites_for_line
-from agent.mutations import mutation_fills
+from agent.mutations import edit_fills, missing_names, mutation_fills, substitution_fills
 
 SRC = """\
 LIMIT = 10
@@ -128,3 +128,57 @@ def test_mutations_fix_small_real_bugs() -> None:
     wrong_name = "def area(width, height):\n    return width * width\n"
     fixed = first_fix(wrong_name, lambda ns: ns["area"](2, 5) == 10)
     assert fixed == "def area(width, height):\n    return height * width\n"
+
+
+EDITS = """\
+def pick(value, kind):
+    return isinstance(kind, value)
+
+
+class Table(dict):
+    def first(self, key):
+        vals = self.get(key)
+        return len(vals)
+
+    def second(self, key):
+        total = 0
+        return len(vals) + total
+
+
+def parse(lines):
+    last = None
+    for line in lines:
+        if line.startswith(" ") and last is not None:
+            continue
+        key = line.strip()
+    return None
+"""
+
+
+def edit_site(line_text: str, kind: str) -> Site:
+    line = next(i for i, ln in enumerate(EDITS.splitlines(), 1) if line_text in ln)
+    return next(s for s in sites_for_line("m.py", EDITS, line) if s.kind == kind)
+
+
+def test_substitutions_are_the_baseline_and_edits_come_on_top() -> None:
+    line = edit_site("return isinstance", "line")
+    assert substitution_fills(EDITS, line) == []  # one-token substitutions only
+    assert "return isinstance(value, kind)" in edit_fills(EDITS, line)  # swapped arguments
+    assert "return isinstance(value, kind)" in mutation_fills(EDITS, line)
+
+
+def test_a_missing_name_gets_the_statement_that_binds_it_elsewhere_first() -> None:
+    inserted = edit_site("total = 0", "insert_after")
+    fills = mutation_fills(EDITS, inserted, missing_names("NameError: name 'vals' is not defined"))
+    assert fills[0] == "vals = self.get(key)"
+    assert missing_names("UnboundLocalError: cannot access local variable 'x' where") == ["x"]
+
+
+def test_a_sentinel_never_updated_is_the_first_assignment_target() -> None:
+    inserted = edit_site("key = line.strip()", "insert_after")
+    assert mutation_fills(EDITS, inserted)[0] == "last = key"
+
+
+def test_a_returned_none_can_return_a_name_of_the_function() -> None:
+    fills = edit_fills(EDITS, edit_site("return None", "line"))
+    assert {"return lines", "return last", "return key"} <= set(fills)

@@ -19,7 +19,7 @@ from agent.batch.report import batch_report
 from agent.batch.scheduler import BatchOptions, Scheduler
 from agent.batch.shared_model import shared_model
 from agent.batch.sources import load_backlog
-from agent.config import DRAFTERS, SANDBOXES
+from agent.config import DRAFTERS, MODEL_FREE, SANDBOXES
 from agent.errors import AgentError
 from agent.output import Reporter
 
@@ -138,7 +138,7 @@ class Batch:
             warn_line(f"skipped {problem}")
         self.lm = request.lm
         work = [e for e in self.journal.entries() if not e.final]
-        if self.options.drafter != "mutations" and work and self.lm is None:
+        if self.options.drafter not in MODEL_FREE and work and self.lm is None:
             import torch  # heavy: imported only when drafting
 
             from model.checkpoint import load_model
