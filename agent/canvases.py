@@ -13,13 +13,13 @@ fill "" and no span lengths).
 
 from __future__ import annotations
 
-import ast
 import bisect
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from types import CodeType
 from typing import Protocol, TypeVar
 
 import tree_sitter_python as tsp
@@ -104,13 +104,29 @@ def parse_tree(source: str) -> Tree:
     return _parser().parse(source.encode("utf-8"))
 
 
-def _ast_key(source: str) -> str | None:
-    """The program's AST dump, or None when `source` is not valid Python."""
+def _code_key(code: CodeType) -> tuple:
+    """What a compiled program does, without where its tokens sit: bytecode, names, constants
+    (nested code objects recursively) and signatures. Line and column tables are left out, so
+    formatting, comments and redundant parentheses do not make a different program."""
+    consts = tuple(
+        _code_key(c) if isinstance(c, CodeType) else (type(c).__name__, repr(c))
+        for c in code.co_consts
+    )
+    return (
+        code.co_code, code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars,
+        code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount, code.co_flags, consts,
+    )  # fmt: skip
+
+
+def _ast_key(source: str) -> tuple | None:
+    """A key equal for the same program, or None when `source` does not compile. Compiling
+    (about 3x cheaper than dumping the AST) also rejects what parses but cannot run, such as
+    `break` outside a loop."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return ast.dump(ast.parse(source))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return _code_key(compile(source, "<candidate>", "exec", dont_inherit=True))
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
         return None
 
 
@@ -360,7 +376,7 @@ def dedupe(
 
 
 _REGION_TYPES = {"function_definition", "class_definition"}
-ProgramKey = tuple[str, int, int, str]
+ProgramKey = tuple[str, int, int, tuple]
 
 
 def _region(source: str, site: Site) -> tuple[int, int] | None:
@@ -401,8 +417,8 @@ def _region_source(source: str, region: tuple[int, int], site: Site | None, fill
 
 
 def program_key(source: str, site: Site, fill: str) -> ProgramKey | None:
-    """Equal for candidates that are the same program (compared by AST); None if the candidate
-    does not parse. A single-line fill is checked on its enclosing function or class only, which
+    """Equal for candidates that are the same program (compared compiled); None if the candidate
+    does not compile. A single-line fill is checked on its enclosing function or class only, which
     is much cheaper than the whole file; it may reject what the file would accept (a trailing
     backslash joining the next statement), never the reverse. Other fills: the whole file."""
     region = _region(source, site) if "\n" not in fill else None

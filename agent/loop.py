@@ -347,7 +347,10 @@ class FixLoop:
             limits=Limits(memory_mb=self.settings.memory_mb, output_bytes=1 << 30),
             test_timeout=self.settings.test_timeout,
             job_timeout=self.settings.candidate_timeout,
-            pytest_args=self.settings.pytest_args,
+            # Python's own traceback format: pytest's (source excerpts, module lookups for every
+            # frame) took half the time of a failing candidate's job; the loop needs only the
+            # innermost frames and the error, which both carry.
+            pytest_args=[*self.settings.pytest_args, "--tb=native"],
             cache=cache or None,
             dependencies=self.baseline.dependencies,
             durations=self.baseline.durations,

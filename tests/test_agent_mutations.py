@@ -93,7 +93,8 @@ def test_inserted_lines_from_assignment_templates_and_deterministic_order() -> N
         re.fullmatch(r"\w+ = \w+", f) or f in ("break", "continue", "return", "return None")
         for f in fills
     )
-    assert fills[-4:] == ["break", "continue", "return", "return None"]
+    # `return` and `return None` compile to the same program: one of them is kept.
+    assert fills[-3:] == ["break", "continue", "return"]
     every = sites_for_line("m.py", SRC, line_of("if item is not None"))
     assert [mutation_fills(SRC, s) for s in every] == [mutation_fills(SRC, s) for s in every]
 
