@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from agent.canvases import Site, apply, canvas, dedupe_fills
@@ -117,14 +117,19 @@ class Drafter:
         parent: str | None = None,
         round_seed: int = 0,
         missing: Sequence[str] = (),
+        sample_now: Callable[[], bool] | None = None,
     ) -> Iterator[list[Draft]]:
         """Drafts batch by batch (most suspicious sites first), so validation can start early.
         A chunk's model-free fills come out before its sampled fills, which cost a denoising.
-        `missing`: names the failures say were not defined (inserted statements bind them)."""
+        `missing`: names the failures say were not defined (inserted statements bind them).
+        `sample_now`: asked before each sampling (mode `model`); when it says no, that chunk is
+        not sampled, so that the model never keeps idle testers waiting."""
         sites = [s for s in sites if not is_protected(s.path, self.never_edit)]
         for start in range(0, len(sites), SITES_PER_BATCH):
             chunk = sites[start : start + SITES_PER_BATCH]
             for phase in self._phases(sources, chunk, cond, round_seed + start, missing):
+                if phase.__name__ == "sampled" and sample_now is not None and not sample_now():
+                    continue
                 began = time.monotonic()
                 items, origin = phase()
                 items.sort(key=lambda item: -item[2])
@@ -142,9 +147,11 @@ class Drafter:
             ], "mutation"
 
         def samples(sites: Sequence[Site]):
-            return lambda: (
-                self._scored(sources, self._samples(sources, sites, cond, seed), cond), "model"
-            )
+            def sampled():
+                fills = self._samples(sources, sites, cond, seed)
+                return self._scored(sources, fills, cond), "model"
+
+            return sampled
 
         if self.mode in MODEL_FREE:
             return [model_free]

@@ -34,6 +34,8 @@ from sandboxes import Limits
 # to keep the workers busy, few enough that a feedback round is not stuck behind a long queue.
 LINES_PER_UNIT = 3
 MAX_QUEUED_JOBS = 24
+# Candidates per worker in flight for the model to sample: below that, testers would wait.
+FED_QUEUE = 4
 FAILURE_TEXT_CHARS = 600
 
 
@@ -114,6 +116,7 @@ class FixLoop:
         self._verdicts: deque[Verdict] = deque()
         self._green: Verdict | None = None
         self._testing_busy = 0.0
+        self._busy_since = 0.0
         self.validated = 0
         self._stop = threading.Event()
         self._coverage = {t: self.baseline.coverage(t) for t in self.baseline.tests}
@@ -155,19 +158,22 @@ class FixLoop:
         return Job(draft.id, draft.files, [*self.targets, *regression], True, tuple(self.targets))
 
     def _consume(self, pool: Pool) -> None:
-        last = time.monotonic()
         while not self._stop.is_set():
             got = False
             for event in pool.events(timeout=0.1):
                 got = True
                 self._handle(event)
-            now = time.monotonic()
-            with self._lock:
-                if self._inflight:
-                    self._testing_busy += now - last
-            last = now
             if not got:
                 time.sleep(0.02)
+
+    def _busy_change(self, before: int) -> None:
+        """Testing is busy while any candidate is in flight; call with the lock held, after
+        `_inflight` changed from `before` entries."""
+        now = time.monotonic()
+        if before == 0 and self._inflight:
+            self._busy_since = now
+        elif before and not self._inflight:
+            self._testing_busy += now - self._busy_since
 
     def _handle(self, event: TestResult | JobDone) -> None:
         if isinstance(event, TestResult):
@@ -175,7 +181,9 @@ class FixLoop:
                 self.state.tests_run += 1
             return
         with self._lock:
+            before = len(self._inflight)
             draft = self._inflight.pop(event.job_id, None)
+            self._busy_change(before)
         if draft is None:
             return
         results = list(event.results)
@@ -244,10 +252,17 @@ class FixLoop:
             if self.state.drafted >= self.options.max_candidates:
                 return
             with self._lock:
+                before = len(self._inflight)
                 self._inflight[draft.id] = draft
+                self._busy_change(before)
                 self._depth_of[draft.id] = depth
             self.state.drafted += 1
             pool.submit(self._job(draft))
+
+    def _testers_fed(self) -> bool:
+        """Enough candidates queued that the workers stay busy while the model samples."""
+        with self._lock:
+            return len(self._inflight) >= FED_QUEUE * self.settings.workers
 
     def _time_left(self) -> float:
         return self.deadline - time.monotonic()
@@ -301,6 +316,7 @@ class FixLoop:
                 for drafts in self.drafter.draft(
                     unit.sources, unit.sites, unit.cond, unit.parent and unit.parent.id,
                     round_seed=unit.depth * 1000, missing=self.missing,
+                    sample_now=self._testers_fed,
                 ):  # fmt: skip
                     self._submit(pool, drafts, unit.depth)
                     if self._green is not None or self._time_left() <= 0:
@@ -310,6 +326,8 @@ class FixLoop:
             consumer.join(timeout=5)
             with self._lock:
                 leftover = list(self._inflight)
+                if leftover:
+                    self._testing_busy += time.monotonic() - self._busy_since
             for job_id in leftover:
                 pool.cancel(job_id)
         wall = max(time.monotonic() - started, 1e-9)

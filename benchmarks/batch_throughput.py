@@ -11,7 +11,7 @@ Same budget per ticket, same drafter, same sandbox, same machine, one run:
 
 Prints both wall times, the throughput ratio (sequential wall / batch wall, for the same number
 of tickets) and the tickets fixed by each. The drafter is the embedded model when
-model/weights/config.json exists, else the model-free mutations drafter (said in the output).
+model/weights/config.json exists, else the model-free drafter `edits` (said in the output).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from agent.bench.tasks import build_task_repo, load_tasks  # noqa: E402
 from examples.prepare import prepare, projects  # noqa: E402
 
-# Two bug benchmark tasks that the mutations drafter can fix (their repos rebuild in seconds).
+# Two bug benchmark tasks that the model-free drafter can fix (their repos rebuild in seconds).
 DEFAULT_TASKS = ("toolz-functoolz-arithmetic-L114-e830dc94",
                  "boltons-mathutils-arithmetic-L214-601d5d75")  # fmt: skip
 
@@ -116,11 +116,11 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=2, help="agent batch --parallel")
     parser.add_argument("--sandbox", default="bwrap", help="bwrap | docker | process")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--drafter", choices=("model", "mutations"), default=None)
+    parser.add_argument("--drafter", choices=("model", "edits"), default=None)
     parser.add_argument("--json", dest="json_out", help="write the figures as JSON here")
     args = parser.parse_args()
     drafter = args.drafter or (
-        "model" if (ROOT / "model" / "weights" / "config.json").is_file() else "mutations"
+        "model" if (ROOT / "model" / "weights" / "config.json").is_file() else "edits"
     )
     common = ["--budget", str(args.budget), "--drafter", drafter, "--sandbox", args.sandbox,
               "--workers", str(args.workers)]  # fmt: skip

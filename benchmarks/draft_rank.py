@@ -7,7 +7,7 @@ draft equal to the reference fix (same AST), and the drafting seconds spent unti
 budget a lower rank is found sooner: ranks show what the model adds, apart from test timing.
 
     .venv/bin/python benchmarks/draft_rank.py [--sample 12] [--seed 0] [--split test]
-        [--limit 3000] [--modes model,mutations] [--examples/--no-examples]
+        [--limit 3000] [--modes model,edits,mutations] [--examples/--no-examples]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from agent.bench.inject import same_code  # noqa: E402
 from agent.bench.libraries import get_library, pristine_repo  # noqa: E402
 from agent.bench.splits import sample  # noqa: E402
 from agent.bench.tasks import build_task_repo, load_tasks  # noqa: E402
-from agent.config import load_settings  # noqa: E402
+from agent.config import MODEL_FREE, load_settings  # noqa: E402
 from agent.draft import Drafter  # noqa: E402
 from agent.fix import target_python  # noqa: E402
 from agent.live import FixState  # noqa: E402
@@ -84,7 +84,8 @@ def rank(case: Case, drafter: Drafter, limit: int) -> dict:
     fix_lines = [s for s in localization if s.path in case.fixed]
     count = 0
     for unit in units:
-        for batch in drafter.draft(unit.sources, unit.sites, unit.cond, None, round_seed=1000):
+        for batch in drafter.draft(unit.sources, unit.sites, unit.cond, None, round_seed=1000,
+                                   missing=loop.missing):  # fmt: skip
             for draft in batch:
                 count += 1
                 want = case.fixed.get(draft.path)
@@ -106,7 +107,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=3000)
-    parser.add_argument("--modes", default="model,mutations")
+    parser.add_argument("--modes", default="model,edits,mutations")
     parser.add_argument("--examples", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -124,7 +125,7 @@ def main() -> None:
         for case in cases:
             row = {"task": case.name, "kind": case.kind}
             for mode in modes:
-                drafter = Drafter(None if mode == "mutations" else lm, [], mode=mode)
+                drafter = Drafter(None if mode in MODEL_FREE else lm, [], mode=mode)
                 started = time.monotonic()
                 try:
                     row[mode] = rank(case, drafter, args.limit)

@@ -72,7 +72,7 @@ def test_bad_lines_are_skipped_the_rest_runs_on_one_baseline(
     ])  # fmt: skip
     cache = tmp_path / "cache"
     code, out, err = _batch(
-        backlog, "--journal", tmp_path / "j.sqlite", "--drafter", "mutations", "--sandbox",
+        backlog, "--journal", tmp_path / "j.sqlite", "--drafter", "edits", "--sandbox",
         "process", "--budget", "90", "--json", "-", "--markdown", tmp_path / "summary.md", "-q",
         cache=cache,
     )  # fmt: skip
@@ -121,7 +121,7 @@ def test_journal_rules(tmp_path: Path) -> None:
     assert code == 2 and "nothing to resume" in err
     # --time-limit too short to start anything: every ticket is left for --resume.
     code, out, err = _batch(backlog, "--repo", repo, "--journal", journal, "--time-limit", "1",
-                            "--drafter", "mutations", "--json", "-", cache=cache)  # fmt: skip
+                            "--drafter", "edits", "--json", "-", cache=cache)  # fmt: skip
     assert code == 1, err
     (ticket,) = json.loads(out)["tickets"]
     assert (ticket["status"], ticket["finished"]) == ("failed", False)
@@ -132,14 +132,14 @@ def test_journal_rules(tmp_path: Path) -> None:
     assert code == 2 and "is for the backlog" in " ".join(err.split())
     code, _, err = _batch(backlog, "--repo", repo, "--drafter", "llm", "--journal",
                           tmp_path / "j2.sqlite", cache=cache)  # fmt: skip
-    assert code == 2 and "--drafter must be one of model, model-only, mutations" in err
+    assert code == 2 and "--drafter must be one of model, model-only, edits, mutations" in err
     code, _, err = _batch(tmp_path / "missing.jsonl", "--journal", tmp_path / "j3.sqlite",
                           cache=cache)  # fmt: skip
     assert code == 2 and "backlog not found" in err
     # Options stored at the start are the defaults of a resume.
     with Journal(journal) as j:
         options = j.meta()["options"]
-    assert options["drafter"] == "mutations" and options["time_limit"] == 1
+    assert options["drafter"] == "edits" and options["time_limit"] == 1
 
 
 def test_fair_budgets_under_a_time_limit(tmp_path: Path) -> None:

@@ -202,7 +202,7 @@ def test_one_pull_request_per_green_ticket_across_resumes(
                          commit_message(item.ticket))  # fmt: skip
     with Journal(tmp_path / "j.sqlite") as journal:
         journal.add(items)
-        options = BatchOptions(pr=True, drafter="mutations", sandbox="process")
+        options = BatchOptions(pr=True, drafter="edits", sandbox="process")
         for _ in range(3):
             scheduler = Scheduler(journal, options, Board())
             for entry in journal.entries():
@@ -241,7 +241,7 @@ def test_an_existing_pull_request_is_found_not_opened_again(
         journal.add([item])
         board = Board()
         board.add(item.id, "proj", "queued")
-        Scheduler(journal, BatchOptions(pr=True, drafter="mutations"), board).run(journal.entries())
+        Scheduler(journal, BatchOptions(pr=True, drafter="edits"), board).run(journal.entries())
         (entry,) = journal.entries()
     assert entry.pull_request == "https://github.com/acme/lib/pull/9"
     assert [m for m, p in fake.requests if "/pulls" in p] == ["GET"]

@@ -65,7 +65,7 @@ def _backlog(where: Path) -> Path:
 
 def _start(backlog: Path, where: Path, resume: bool) -> subprocess.Popen:
     args = [sys.executable, "-m", "agent", "batch", str(backlog), "--journal",
-            str(where / "journal.sqlite"), "--drafter", "mutations", "--sandbox", "process",
+            str(where / "journal.sqlite"), "--drafter", "edits", "--sandbox", "process",
             "--parallel", "2", "--workers", "1", "--budget", "150", "-q",
             "--json", str(where / "report.json")]  # fmt: skip
     if resume:
@@ -131,7 +131,7 @@ def _check(where: Path, outcome: dict) -> None:
             assert git(repo, "rev-parse", f"{sha}^").strip() == head  # one commit on main
         assert git(repo, "status", "--porcelain") == ""
         assert git(repo, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
-    # Fixable by mutations well within the budget: nothing is lost to the kills.
+    # Fixable without a model well within the budget: nothing is lost to the kills.
     problems = {i: (t["status"], t["reason"]) for i, t in tickets.items() if t["status"] != "green"}
     assert not problems, (problems, outcome["log"])
 

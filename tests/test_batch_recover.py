@@ -34,7 +34,7 @@ def _run(journal: Journal) -> None:
     board = Board()
     for entry in journal.entries():
         board.add(entry.id, "proj", entry.state)
-    Scheduler(journal, BatchOptions(drafter="mutations", sandbox="process"), board).run(
+    Scheduler(journal, BatchOptions(drafter="edits", sandbox="process"), board).run(
         journal.entries()
     )
 

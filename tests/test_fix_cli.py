@@ -53,7 +53,7 @@ def _on_branch(repo: Path) -> bool:
 def fix(run_agent, repo: Path, *extra: str, ticket: str = "stockroom", timeout: float = 300):
     return run_agent(
         "fix", ROOT / "examples" / "tickets" / f"{ticket}.md", "--repo", repo,
-        "--drafter", "mutations", "--sandbox", "process", "--budget", "240",
+        "--drafter", "edits", "--sandbox", "process", "--budget", "240",
         "--json", "-", "-q", *extra, timeout=timeout,
     )  # fmt: skip
 
@@ -108,7 +108,7 @@ def test_ticket_naming_a_missing_test_exits_2(run_agent, tmp_path: Path) -> None
     before = snapshot(repo)
     ticket = tmp_path / "t.md"
     ticket.write_text("Totals are off.\n\ntests: tests/test_pricing.py::test_does_not_exist\n")
-    result = run_agent("fix", ticket, "--repo", repo, "--drafter", "mutations", "--sandbox",
+    result = run_agent("fix", ticket, "--repo", repo, "--drafter", "edits", "--sandbox",
                        "process")  # fmt: skip
     assert result.returncode == 2
     assert "does not exist: tests/test_pricing.py::test_does_not_exist" in result.stderr
@@ -152,7 +152,7 @@ def test_sigterm_cleans_up_and_leaves_repo_as_it_was(tmp_path: Path) -> None:
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent", "fix", str(ROOT / "examples/tickets/stockroom.md"),
-         "--repo", str(repo), "--drafter", "mutations", "--sandbox", "process", "-q"],
+         "--repo", str(repo), "--drafter", "edits", "--sandbox", "process", "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
     )  # fmt: skip
     # Wait until the run has worktrees of its own, then stop it.
