@@ -56,6 +56,14 @@ def fix(
         int, typer.Option("--max-candidates", min=1, help="Candidates validated at most.")
     ] = 2000,
     drafter: DrafterOpt = None,
+    cold_full_suite: Annotated[
+        bool,
+        typer.Option(
+            "--cold-full-suite",
+            help="Ablation: every candidate runs the whole suite in a fresh pytest process "
+            "(no test selection, no warm workers).",
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
@@ -91,6 +99,7 @@ def fix(
                 max_rounds=max_rounds,
                 max_candidates=max_candidates,
                 seed=seed,
+                cold_full_suite=cold_full_suite,
             ),
         )
         reporter = Reporter(json_out, verbose=verbose, quiet=quiet)

@@ -148,6 +148,7 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
             else:
                 report["reason"] = "the winning candidate failed its confirmation run"
     report["tests_run"] = state.tests_run
+    report["validated"] = state.validated  # candidates whose tests finished (drafted: candidates)
     if report["status"] == "green" and request.pr:
         body = pr_body(
             request.ticket, report["diff"], report["tests_confirmed"], repro.failing_before,

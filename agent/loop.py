@@ -46,6 +46,9 @@ class Options:
     max_candidates: int = 2000
     feedback: bool = True
     seed: int = 0
+    # Ablation: every candidate runs the whole suite in a fresh pytest process (no test
+    # selection, no warm workers).
+    cold_full_suite: bool = False
 
 
 @dataclass
@@ -153,8 +156,12 @@ class FixLoop:
     # --- validation --------------------------------------------------------------------------
 
     def _job(self, draft: Draft) -> Job:
-        selection = select_tests(self.baseline, draft.files)
-        regression = [t for t in selection.tests if t in self.passing and t not in self.targets]
+        if self.options.cold_full_suite:
+            regression = [t for t in self.baseline.tests if t in self.passing]
+        else:
+            selection = select_tests(self.baseline, draft.files)
+            regression = [t for t in selection.tests if t in self.passing]
+        regression = [t for t in regression if t not in self.targets]
         return Job(draft.id, draft.files, [*self.targets, *regression], True, tuple(self.targets))
 
     def _consume(self, pool: Pool) -> None:
@@ -372,4 +379,5 @@ class FixLoop:
             cache=cache or None,
             dependencies=self.baseline.dependencies,
             durations=self.baseline.durations,
+            cold=self.options.cold_full_suite,
         )

@@ -101,6 +101,7 @@ class Pool:
         dependencies: Callable[[str], Iterable[str] | None] | None = None,
         durations: dict[str, float] | None = None,
         start_timeout: float = 180.0,
+        cold: bool = False,
     ) -> None:
         if policy not in POLICIES:
             raise RunnerError(
@@ -117,6 +118,8 @@ class Pool:
         self.cache = cache
         self.dependencies = dependencies
         self.start_timeout = start_timeout
+        # A fresh pytest process per job instead of a warm fork: the ablation of warm workers.
+        self.cold = cold
         self.stats = Stats(durations=dict(durations or {}))
         self.scheduler = POLICIES[policy](workers, self.stats)
         self.commit = _head(self.repo_root)
@@ -165,7 +168,10 @@ class Pool:
             argv=[self.env.python, str(WORKER_DIR / "worker.py"), str(slot.tree.path)]
             + self.pytest_args,
             worktree=slot.tree.path,
-            env={"PYTHONPATH": source_path(slot.tree.path)},
+            env={
+                "PYTHONPATH": source_path(slot.tree.path),
+                **({"GP_COLD": "1"} if self.cold else {}),
+            },
             readonly=(WORKER_DIR, *self.env.readonly_paths()),
             limits=self.limits,
         )

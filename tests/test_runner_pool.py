@@ -111,6 +111,21 @@ def test_a_job_that_changes_a_conftest_runs_with_it(tmp_path):
         assert outcomes(pool.run(Job("same", {}, [test], False))) == {test: "passed"}
 
 
+def test_cold_workers_give_the_same_results(project):
+    # The ablation of warm workers: a fresh `python -m pytest` per job, same protocol.
+    wrong = {"geometry/area.py": WRONG}
+    with Pool(project, PYTHON, "process", workers=1, cold=True) as cold:
+        assert not cold.parsed_once
+        assert outcomes(cold.run(Job("all", wrong, ALL, False))) == {
+            SQUARE: "failed", RECT: "passed", TRIVIAL: "passed", UNIT: "passed"
+        }  # fmt: skip
+        assert outcomes(cold.run(Job("fast", wrong, [SQUARE, RECT], True))) == {SQUARE: "failed"}
+        crash = {"geometry/area.py": area_with("    import os\n    os._exit(3)\n")}
+        crashed = cold.run(Job("crash", crash, [SQUARE, RECT], False))
+        assert outcomes(crashed) == {SQUARE: "failed", RECT: "passed"}
+        assert crashed.results[0].message.startswith("crashed")
+
+
 def test_a_killed_worker_is_restarted(pool):
     # The test kills the warm worker itself (the parent of the forked test process).
     killer = area_with("    import os, signal\n    os.kill(os.getppid(), signal.SIGKILL)\n")

@@ -133,12 +133,18 @@ class Collector:
 
 # --- loaded with `-p gp_plugin`, configured through the environment: -------------------------
 # GP_COLLECT_OUT=file: write what was collected; GP_BASELINE_DIR=dir: results (and, with
-# GP_COVERAGE_SOURCE=root, per-test coverage) of every process that runs tests.
+# GP_COVERAGE_SOURCE=root, per-test coverage) of every process that runs tests;
+# GP_RESULTS_FD=n: results as JSON lines on descriptor n (a cold worker's fresh pytest).
 
 
 def pytest_configure(config) -> None:
     if os.environ.get("GP_COLLECT_OUT") and not config.pluginmanager.hasplugin("gp-collector"):
         config.pluginmanager.register(Collector(os.environ["GP_COLLECT_OUT"]), "gp-collector")
+    results_fd = os.environ.get("GP_RESULTS_FD")
+    if results_fd and not config.pluginmanager.hasplugin("gp-reporter"):
+        out = os.fdopen(int(results_fd), "w", buffering=1, encoding="utf-8")
+        config.pluginmanager.register(Reporter(out.write), "gp-reporter")
+        return
     out_dir = os.environ.get("GP_BASELINE_DIR")
     if not out_dir or config.pluginmanager.hasplugin("gp-reporter"):
         return

@@ -33,6 +33,9 @@ import time
 
 ROOT = os.path.realpath(sys.argv[1])
 PYTEST_ARGS = sys.argv[2:]
+# GP_COLD=1: every job runs in a fresh `python -m pytest` process, nothing pre-imported or
+# parsed once: the baseline that warm workers are measured against (same protocol, same limits).
+COLD = os.environ.get("GP_COLD") == "1"
 BASE_ARGS = [
     "-p",
     "no:cacheprovider",
@@ -173,6 +176,8 @@ def cache_entry_points() -> None:
 
 
 def preload() -> int:
+    if COLD:
+        return 0
     import gp_plugin  # noqa: F401
     import pytest  # noqa: F401 - the point is to have it imported before any fork
 
@@ -394,6 +399,18 @@ class Files:
             os.utime(path, ns=(old[1], old[2]))
 
 
+def cold_exec(job: dict, tests: list[str], done: set[str], write_fd: int) -> None:
+    """Replace the child by a fresh pytest process whose plugin writes to `write_fd`."""
+    os.set_inheritable(write_fd, True)
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, GP_RESULTS_FD=str(write_fd), PYTHONDONTWRITEBYTECODE="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
+    deselect = [a for d in done if d not in tests for a in ("--deselect", d)]
+    fail_fast = ["-x"] if job.get("fail_fast") else []
+    args = [*BASE_ARGS, "-p", "gp_plugin", *PYTEST_ARGS, *fail_fast, *deselect, *tests]
+    os.execve(sys.executable, [sys.executable, "-m", "pytest", *args], env)
+
+
 def run_child(job: dict, tests: list[str], done: set[str], files: Files, write_fd: int) -> None:
     """In the forked child: own process group, candidate files in place, pytest in-process."""
     code = 70
@@ -406,6 +423,8 @@ def run_child(job: dict, tests: list[str], done: set[str], files: Files, write_f
         os.dup2(LOG.fd, 2)
         sys.dont_write_bytecode = True
         files.write_candidate()
+        if COLD:
+            cold_exec(job, tests, done, write_fd)
         importlib.invalidate_caches()
         out = os.fdopen(write_fd, "w", buffering=1, encoding="utf-8")
 
@@ -577,6 +596,8 @@ class JobRun:
             os.close(read_fd)
             _, status, usage = os.wait4(pid, 0)
             self.cpu += usage.ru_utime + usage.ru_stime
+            if COLD and exit_code is None and os.WIFEXITED(status) and killed is None:
+                exit_code = os.WEXITSTATUS(status)  # a fresh pytest reports it by exiting
             # Whatever the child started in its group (subprocesses, forks) dies with it.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
