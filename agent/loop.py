@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,8 @@ from sandboxes import Limits
 # to keep the workers busy, few enough that a feedback round is not stuck behind a long queue.
 LINES_PER_UNIT = 3
 MAX_QUEUED_JOBS = 24
+# Lines either side of a progressing candidate's site that feedback drafts first.
+FOCUS_LINES = 2
 # Candidates per worker in flight for the model to sample: below that, testers would wait.
 FED_QUEUE = 4
 FAILURE_TEXT_CHARS = 600
@@ -90,6 +92,34 @@ class _Unit:
     cond: str = ""
 
 
+class _Stream:
+    """Units drafted lazily, handed out a few drafts at a time, each with its round."""
+
+    def __init__(self, batches: Callable[[_Unit], Iterator[list[Draft]]],
+                 units: Iterable[_Unit] = ()) -> None:  # fmt: skip
+        self.batches = batches
+        self.units: deque[_Unit] = deque(units)
+        self.pending: deque[tuple[Draft, int]] = deque()
+        self.current: Iterator[list[Draft]] | None = None
+        self.depth = 1
+
+    def __bool__(self) -> bool:
+        return bool(self.pending or self.units or self.current is not None)
+
+    def take(self, n: int) -> list[tuple[Draft, int]]:
+        """Up to `n` (draft, round) pairs, fewer when the stream runs dry."""
+        while len(self.pending) < n and (self.current is not None or self.units):
+            if self.current is None:
+                unit = self.units.popleft()
+                self.current, self.depth = self.batches(unit), unit.depth
+            batch = next(self.current, None)
+            if batch is None:
+                self.current = None
+                continue
+            self.pending.extend((draft, self.depth) for draft in batch)
+        return [self.pending.popleft() for _ in range(min(n, len(self.pending)))]
+
+
 class FixLoop:
     def __init__(
         self,
@@ -120,6 +150,7 @@ class FixLoop:
         self._green: Verdict | None = None
         self._testing_busy = 0.0
         self._busy_since = 0.0
+        self._localization: list[SuspiciousLine] = []
         self.validated = 0
         self._stop = threading.Event()
         self._coverage = {t: self.baseline.coverage(t) for t in self.baseline.tests}
@@ -240,8 +271,21 @@ class FixLoop:
 
     def first_round(self) -> tuple[list[SuspiciousLine], list[_Unit]]:
         """Localization from the baseline, and the first round's drafting work in order."""
-        localization = self.localize()
-        return localization, self._units(localization, 1, None, "")
+        self._localization = self.localize()
+        return self._localization, self._units(self._localization, 1, None, "")
+
+    def _focus_units(self, verdict: Verdict, depth: int) -> list[_Unit]:
+        """The neighbourhood of a candidate that made progress, on the original code: its
+        site's line and the suspicious lines around it, nearest first. A near miss usually
+        sits at or next to the bug; without this, those sites wait for their turn in the
+        suspiciousness order. Fills already drafted are not drafted again."""
+        site = verdict.draft.site
+        near = [
+            s for s in self._localization
+            if s.path == site.path and abs(s.line - site.line) <= FOCUS_LINES
+        ]  # fmt: skip
+        near.sort(key=lambda s: (abs(s.line - site.line), -s.score))
+        return self._units(near, depth, None, "")
 
     def _feedback_units(self, verdict: Verdict, depth: int) -> list[_Unit]:
         failure = verdict.failure
@@ -252,7 +296,11 @@ class FixLoop:
             frames = _frames([failure])
         lines = self.localize(frames)[: 2 * LINES_PER_UNIT]
         refine = _Unit({}, [], depth, verdict.draft, cond)
-        return [refine, *self._units(lines, depth, verdict.draft, cond)]
+        return [
+            *self._focus_units(verdict, depth),
+            refine,
+            *self._units(lines, depth, verdict.draft, cond),
+        ]
 
     def _submit(self, pool: Pool, drafts: list[Draft], depth: int) -> None:
         for draft in drafts:
@@ -274,12 +322,24 @@ class FixLoop:
     def _time_left(self) -> float:
         return self.deadline - time.monotonic()
 
+    def _batches(self, unit: _Unit) -> Iterator[list[Draft]]:
+        """A unit's drafts, batch by batch."""
+        self.state.stage = "drafting" if unit.parent is None else "feedback"
+        if unit.parent is not None and not unit.sites:
+            yield self.drafter.refine(unit.parent, unit.cond)
+            return
+        yield from self.drafter.draft(
+            unit.sources, unit.sites, unit.cond, unit.parent and unit.parent.id,
+            round_seed=unit.depth * 1000, missing=self.missing, sample_now=self._testers_fed,
+        )  # fmt: skip
+
     def run(self, pool: Pool) -> Outcome:
         started = time.monotonic()
         localization, first = self.first_round()
-        queue: deque[_Unit] = deque(first)
-        # Feedback work alternates with exploration so that neither starves the other.
-        feedback: deque[_Unit] = deque()
+        explore = _Stream(self._batches, first)
+        # Feedback alternates with exploration, a few candidates at a time, so that neither
+        # starves the other and a near miss is followed up while the pool is still busy.
+        feedback = _Stream(self._batches)
         take_feedback = True
         consumer = threading.Thread(target=self._consume, args=(pool,), daemon=True)
         consumer.start()
@@ -299,35 +359,23 @@ class FixLoop:
                     ):
                         best = max(best, verdict.targets_passed)
                         rounds = max(rounds, depth + 1)
-                        feedback.extend(self._feedback_units(verdict, depth + 1))
+                        feedback.units.extend(self._feedback_units(verdict, depth + 1))
                 with self._lock:
                     inflight = len(self._inflight)
-                if not (queue or feedback) or inflight >= MAX_QUEUED_JOBS:
-                    if not (queue or feedback) and inflight == 0:
-                        break  # everything drafted has been validated: the search is exhausted
-                    time.sleep(0.05)
-                    continue
-                if self.state.drafted >= self.options.max_candidates:
+                exhausted = self.state.drafted >= self.options.max_candidates
+                if exhausted or not (explore or feedback):
                     if inflight == 0:
-                        break
+                        break  # everything drafted has been validated: the search is over
                     time.sleep(0.05)
                     continue
-                source = feedback if (take_feedback and feedback) or not queue else queue
-                take_feedback = not take_feedback
-                unit = source.popleft()
-                self.state.round = max(self.state.round, unit.depth)
-                self.state.stage = "drafting" if unit.parent is None else "feedback"
-                if unit.parent is not None and not unit.sites:
-                    self._submit(pool, self.drafter.refine(unit.parent, unit.cond), unit.depth)
+                if inflight >= MAX_QUEUED_JOBS:
+                    time.sleep(0.02)
                     continue
-                for drafts in self.drafter.draft(
-                    unit.sources, unit.sites, unit.cond, unit.parent and unit.parent.id,
-                    round_seed=unit.depth * 1000, missing=self.missing,
-                    sample_now=self._testers_fed,
-                ):  # fmt: skip
-                    self._submit(pool, drafts, unit.depth)
-                    if self._green is not None or self._time_left() <= 0:
-                        break
+                stream = feedback if (take_feedback and feedback) or not explore else explore
+                take_feedback = not take_feedback
+                for draft, depth in stream.take(MAX_QUEUED_JOBS - inflight):
+                    self.state.round = max(self.state.round, depth)
+                    self._submit(pool, [draft], depth)
         finally:
             self._stop.set()
             consumer.join(timeout=5)
