@@ -195,11 +195,13 @@ def eval_cmd(
         rep.out.print(f"whole-line exact match ({result['line_sites']} lines): top-1 "
                       f"{pct(result['line_exact_top1'])}, top-10 "
                       f"{pct(result['line_exact_top10'])}")
-        for variant in ("line", "token"):
+        for variant in ("line", "token", "line_beam", "token_beam"):
             recall = ", ".join(f"@{k} {pct(result[f'mutant_recovery_{variant}@{k}'])}"
                                for k in TOP_K if f"mutant_recovery_{variant}@{k}" in result)
-            rep.out.print(f"mutant recovery, {variant} masked ({result['mutant_sites']} "
-                          f"mutants): {recall}")
+            masked, _, beam = variant.partition("_")
+            decoder = "beam of 50" if beam else "default sampler"
+            rep.out.print(f"mutant recovery, {masked} masked, {decoder} "
+                          f"({result['mutant_sites']} mutants): {recall}")
         rep.out.print(f"decoding (default sampler): {result['decode_tokens_per_s']:.0f} tokens/s, "
                       f"{result['decode_candidates_per_s']:.1f} candidates/s; total "
                       f"{result['seconds']:.0f} s")

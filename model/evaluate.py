@@ -7,9 +7,10 @@
 - single-token mutant recovery: one operator, number, boolean or identifier of a line replaced
   (a plausible bug); the model sees the mutant's surroundings, the mutated line (or just the
   mutated token) is masked with span lengths taken from the mutant, as the agent would; the
-  original is among the top k distinct candidates (k = 1, 10, 50). Whole lines are decoded
-  with the default sampler settings (at most 12 candidates, so k <= 10); tokens with 16
-  samples per span length (up to 48 candidates);
+  original is among the top k distinct candidates (k = 1, 10, 50). Two decoders: the default
+  sampler settings (whole lines: at most 12 candidates, so k <= 10; tokens: 16 samples per span
+  length, up to 48 candidates), and a beam of width 50 over the span (`beam_infill`: the
+  model's k most likely fills, what "top-k infills" means);
 - decoding speed of the default sampler settings on this machine: tokens/s, candidates/s.
 
 Everything is drawn with a fixed seed, so two models are compared on the same sites.
@@ -32,7 +33,7 @@ import torch
 from model.checkpoint import LoadedModel
 from model.data import Site, pick_site, read_split
 from model.errors import ModelError
-from model.sampler import infill_site, span_lengths
+from model.sampler import beam_infill, infill_site, span_lengths
 from model.train import WindowSampler, encode_split
 
 TOP_K = (1, 10, 50)
@@ -199,7 +200,7 @@ def mutant_recovery(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
             mutants.append(m)
         if len(mutants) == cfg.mutant_sites:
             break
-    hits = {f"{v}@{k}": 0 for v in ("line", "token") for k in TOP_K}
+    hits = {f"{v}@{k}": 0 for v in ("line", "token", "line_beam", "token_beam") for k in TOP_K}
     kinds: dict[str, int] = {}
     for i, m in enumerate(mutants):
         kinds[m.kind] = kinds.get(m.kind, 0) + 1
@@ -208,13 +209,19 @@ def mutant_recovery(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
         narrow, shown = token_span(m)
         tfills, _, _ = _fill(lm, narrow, shown, cfg.token_samples, (0, 1, 2), cfg, i)
         trank = _rank(tfills, narrow.middle)
+        ranks = {"line": rank, "token": trank}
+        spans = (("line", m.site, m.mutant, 3), ("token", narrow, shown, 2))
+        for name, span, text, slack in spans:
+            n = len(lm.tokenizer.encode(text)) + slack
+            beam = beam_infill(lm, span.prefix, span.suffix, n, max(TOP_K), context=cfg.context)
+            ranks[f"{name}_beam"] = _rank([c.text for c in beam], span.middle)
         for k in TOP_K:
-            hits[f"line@{k}"] += rank is not None and rank < k
-            hits[f"token@{k}"] += trank is not None and trank < k
+            for name, found in ranks.items():
+                hits[f"{name}@{k}"] += found is not None and found < k
         tick()
     count = max(len(mutants), 1)
     out = {f"mutant_recovery_{name}": v / count for name, v in hits.items()
-           if not (name.startswith("line") and int(name.split("@")[1]) > 3 * cfg.samples)}
+           if not (name.startswith("line@") and int(name.split("@")[1]) > 3 * cfg.samples)}
     out.update({"mutant_sites": len(mutants), "mutant_kinds": kinds})
     return out
 

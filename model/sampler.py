@@ -400,6 +400,51 @@ def infill_site(lm: LoadedModel, prefix: str, suffix: str, lengths: Iterable[int
     return _best_first(c for per in infill(lm, canvases, samples, **options) for c in per)
 
 
+@torch.inference_mode()
+def beam_infill(lm: LoadedModel, prefix: str, suffix: str, length: int, k: int = 10, *,
+                cond: str = "", context: int | None = 512) -> list[Candidate]:
+    """The k most likely fills of at most `length` tokens, best first: a beam over the masked
+    span, one position at a time left to right, the model re-run on each beam's partial fill.
+    A fill shorter than the span ends with end tokens (as training pads fills that end
+    early), and a beam that ended stays ended. Scores are the mean log-probability over the
+    span's positions, so fills of one site compare directly. Random samples approximate the
+    top of the distribution poorly on short spans, where a repair's fills mostly are."""
+    if length < 1 or k < 1:
+        raise ModelError("beam_infill needs length >= 1 and k >= 1")
+    tok = lm.tokenizer
+    end = tok.eos_id if tok.eos_id is not None else tok.pad_id
+    layout, start = _layout(lm, prefix, [lm.mask_id] * length, suffix, cond, context)
+    base = torch.tensor(layout, device=lm.device)
+    banned = torch.tensor(_banned(tok), device=lm.device)
+    beams: list[tuple[list[int], float]] = [([], 0.0)]
+    for pos in range(length):
+        batch = base.repeat(len(beams), 1)
+        for row, (tokens, _) in enumerate(beams):
+            if tokens:
+                batch[row, start : start + len(tokens)] = torch.tensor(tokens, device=lm.device)
+        where = torch.full((len(beams), 1), start + pos, device=lm.device)
+        logits = lm.net(batch, positions=where).float()[:, 0]
+        logits[:, banned] = float("-inf")
+        logp = logits.log_softmax(-1)
+        grown: list[tuple[list[int], float]] = []
+        for row, (tokens, total) in enumerate(beams):
+            if tokens and tokens[-1] == end:  # ended: only more end tokens may follow
+                grown.append((tokens + [end], total + float(logp[row, end])))
+                continue
+            if pos == 0:  # an empty fill is a deletion, not an infill
+                logp[row, end] = float("-inf")
+            values, ids = logp[row].topk(k)
+            grown += [(tokens + [int(i)], total + float(v))
+                      for v, i in zip(values.tolist(), ids.tolist(), strict=True)]
+        grown.sort(key=lambda beam: -beam[1])
+        beams = grown[:k]
+    out = []
+    for tokens, total in beams:
+        cut = tokens.index(end) if end in tokens else len(tokens)
+        out.append(Candidate(tok.decode(tokens[:cut]), total / length, length))
+    return _best_first(out)
+
+
 def middle_offsets(lm: LoadedModel, middle: str) -> list[tuple[int, int]]:
     """Character range of every token of `middle`, to build a `keep` mask for `remask`."""
     return lm.tokenizer.encode_with_offsets(middle)[1]

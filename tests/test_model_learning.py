@@ -9,6 +9,7 @@ import torch
 
 from model import sampler as S
 from model.checkpoint import LoadedModel
+from model.errors import ModelError
 from tests.model_support import alphabet_tasks, trained_alphabet_model
 
 pytestmark = pytest.mark.slow
@@ -110,6 +111,19 @@ def test_remask_refills_the_noised_tokens(trained) -> None:
     by_range = S.remask(lm, "c d e f g", middle, " k l m n o", keep=[(0, 2), (4, 6)],
                         samples=1)
     assert by_range[0].text == " h i j"
+
+
+def test_beam_finds_the_right_fill_first_and_ranks_the_rest(trained) -> None:
+    lm, _ = trained
+    items = alphabet_tasks(12)
+    for prefix, middle, suffix in items:
+        n = len(lm.tokenizer.encode(middle))
+        beam = S.beam_infill(lm, prefix, suffix, n, k=5)
+        assert beam[0].text == middle
+        assert [c.score for c in beam] == sorted((c.score for c in beam), reverse=True)
+        assert len({c.text for c in beam}) == len(beam) <= 5 and all(c.text for c in beam)
+    with pytest.raises(ModelError):
+        S.beam_infill(lm, "a", "b", 0)
 
 
 def test_bad_sampler_inputs(trained) -> None:
