@@ -9,8 +9,8 @@
   mutated token) is masked with span lengths taken from the mutant, as the agent would; the
   original is among the top k distinct candidates (k = 1, 10, 50). Two decoders: the default
   sampler settings (whole lines: at most 12 candidates, so k <= 10; tokens: 16 samples per span
-  length, up to 48 candidates), and a beam of width 50 over the span (`beam_infill`: the
-  model's k most likely fills, what "top-k infills" means);
+  length, up to 48 candidates), and a beam over the span (`beam_infill`: the model's k most
+  likely fills, what "top-k infills" means; width 50 for tokens, 10 for whole lines);
 - decoding speed of the default sampler settings on this machine: tokens/s, candidates/s.
 
 Everything is drawn with a fixed seed, so two models are compared on the same sites.
@@ -37,6 +37,7 @@ from model.sampler import beam_infill, infill_site, span_lengths
 from model.train import WindowSampler, encode_split
 
 TOP_K = (1, 10, 50)
+LINE_BEAM = 10
 OPERATOR_SWAPS = {
     "==": "!=", "!=": "==", "<": "<=", "<=": "<", ">": ">=", ">=": ">", "+": "-", "-": "+",
     "*": "/", "/": "*", "//": "/", "%": "//", "and": "or", "or": "and", "is": "==",
@@ -210,18 +211,20 @@ def mutant_recovery(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
         tfills, _, _ = _fill(lm, narrow, shown, cfg.token_samples, (0, 1, 2), cfg, i)
         trank = _rank(tfills, narrow.middle)
         ranks = {"line": rank, "token": trank}
-        spans = (("line", m.site, m.mutant, 3), ("token", narrow, shown, 2))
-        for name, span, text, slack in spans:
+        # Whole lines: a beam of 10 (k <= 10; a line is ~20 positions of 50 rows otherwise).
+        spans = (("line", m.site, m.mutant, 3, LINE_BEAM), ("token", narrow, shown, 2, max(TOP_K)))
+        for name, span, text, slack, width in spans:
             n = len(lm.tokenizer.encode(text)) + slack
-            beam = beam_infill(lm, span.prefix, span.suffix, n, max(TOP_K), context=cfg.context)
+            beam = beam_infill(lm, span.prefix, span.suffix, n, width, context=cfg.context)
             ranks[f"{name}_beam"] = _rank([c.text for c in beam], span.middle)
         for k in TOP_K:
             for name, found in ranks.items():
                 hits[f"{name}@{k}"] += found is not None and found < k
         tick()
     count = max(len(mutants), 1)
+    widest = {"line": 3 * cfg.samples, "line_beam": LINE_BEAM}
     out = {f"mutant_recovery_{name}": v / count for name, v in hits.items()
-           if not (name.startswith("line@") and int(name.split("@")[1]) > 3 * cfg.samples)}
+           if int(name.split("@")[1]) <= widest.get(name.split("@")[0], max(TOP_K))}
     out.update({"mutant_sites": len(mutants), "mutant_kinds": kinds})
     return out
 
