@@ -60,6 +60,18 @@ class Draft:
         return {self.path: self.source}
 
 
+def model_canvas(source: str, site: Site) -> tuple[str, str, str]:
+    """The site's canvas as the model should see it: (prefix, suffix, moved), the spaces that
+    end the prefix mid-line moved into the fill. Byte-level BPE attaches a space to the token
+    after it (` +`, ` name`), so training never saw a prefix ending in one; `moved` is put back
+    in front of every fill scored and taken off every fill sampled."""
+    prefix, suffix = canvas(source, site)
+    stripped = prefix.rstrip(" ")
+    if not stripped or stripped.endswith("\n"):  # indentation: line sites keep it visible
+        return prefix, suffix, ""
+    return stripped, suffix, prefix[len(stripped) :]
+
+
 class Drafter:
     """Turns sites into drafts; `busy` accumulates the seconds spent drafting."""
 
@@ -174,16 +186,16 @@ class Drafter:
             if site.kind == "delete":  # nothing to sample: the candidate is the deletion
                 fills[site].append("")
                 continue
-            prefix, suffix = canvas(sources[site.path], site)
+            prefix, suffix, moved = model_canvas(sources[site.path], site)
             canvases += [Canvas(prefix, suffix, n, cond) for n in site.span_lengths]
-            owners += [site] * len(site.span_lengths)
+            owners += [(site, moved)] * len(site.span_lengths)
         if canvases:
             results = infill(
                 self.lm, canvases, self.samples, seed=self.seed + seed, context=CONTEXT_TOKENS,
                 steps=MAX_STEPS, top_k=TOP_K, top_p=None,
             )  # fmt: skip
-            for site, candidates in zip(owners, results, strict=True):
-                fills[site] += [c.text for c in candidates]
+            for (site, moved), candidates in zip(owners, results, strict=True):
+                fills[site] += [c.text.removeprefix(moved) for c in candidates]
         return fills
 
     def _scored(self, sources, fills: Mapping[Site, list[str]], cond: str):
@@ -193,8 +205,11 @@ class Drafter:
             texts = [t for t in dict.fromkeys(texts) if t != site.original_text]
             if not texts:
                 continue
-            prefix, suffix = canvas(sources[site.path], site)
-            scores = score_fills(self.lm, prefix, suffix, texts, cond=cond, context=CONTEXT_TOKENS)
+            prefix, suffix, moved = model_canvas(sources[site.path], site)
+            scores = score_fills(
+                self.lm, prefix, suffix, [moved + t for t in texts], cond=cond,
+                context=CONTEXT_TOKENS,
+            )  # fmt: skip
             items += [(site, text, score) for text, score in zip(texts, scores, strict=True)]
         return items
 

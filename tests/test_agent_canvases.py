@@ -224,3 +224,15 @@ def test_dedupe_fills_keeps_distinct_programs_in_order() -> None:
     ]
     kept = dedupe_fills({"m.py": SRC}, items, lambda i: i[0], lambda i: i[1])
     assert kept == [(op, "<"), (op, "=="), (op, ">")]
+
+
+def test_the_model_never_sees_a_prefix_ending_in_a_space() -> None:
+    from agent.draft import model_canvas  # imports the model's sampler (torch)
+
+    sites = sites_for_line("m.py", SRC, line_of("return total >="))
+    op = next(s for s in sites if s.kind == "operator")
+    prefix, suffix, moved = model_canvas(SRC, op)
+    assert prefix.endswith("return total") and moved == " " and suffix.startswith(" math.pi")
+    assert prefix + moved == canvas(SRC, op)[0]
+    line = next(s for s in sites if s.kind == "line")  # after indentation: unchanged
+    assert model_canvas(SRC, line) == (*canvas(SRC, line), "")
