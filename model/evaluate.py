@@ -134,6 +134,10 @@ def token_span(m: Mutant) -> tuple[Site, str]:
         a -= 1
     while z_o < len(orig) and (orig[z_o].isalnum() or orig[z_o] == "_"):
         z_o, z_m = z_o + 1, z_m + 1
+    # And take the spaces before it: byte-level BPE attaches a space to the next token, so a
+    # prefix ending in one is a boundary training never shows (the agent's canvases do the same).
+    while a > 0 and orig[a - 1] == " " and orig[:a].strip():
+        a -= 1
     site = Site(m.site.prefix + orig[:a], orig[a:z_o], orig[z_o:] + m.site.suffix, "token")
     return site, mut[a:z_m]
 
