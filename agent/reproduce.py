@@ -35,12 +35,13 @@ def settings_baseline(
     settings: Settings,
     progress: Progress | None = None,
     commit: str = "HEAD",
+    cache_dir: Path | None = None,
 ) -> Baseline:
     """The baseline of `commit` for these settings; its stages show as a task of `progress`."""
     if progress is None:
         return build_baseline(
             repo_root, python, pytest_args=settings.pytest_args, workers=settings.workers,
-            commit=commit,
+            commit=commit, cache_dir=cache_dir,
         )  # fmt: skip
     task = progress.add_task("baseline", total=None)
 
@@ -51,7 +52,7 @@ def settings_baseline(
     try:
         return build_baseline(
             repo_root, python, pytest_args=settings.pytest_args, workers=settings.workers,
-            progress=report, commit=commit,
+            progress=report, commit=commit, cache_dir=cache_dir,
         )  # fmt: skip
     finally:
         progress.remove_task(task)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.bench.run import Config, summarize
+from agent.bench.run import Config, isolated_cache, summarize
 from agent.bench.tasks import TASKS_FILE, load_tasks
 from agent.cli import app
 from agent.errors import AgentError
@@ -144,3 +144,16 @@ def test_config_parse_and_summary() -> None:
     assert summary["p90_seconds_to_green"] == 10.0
     assert summary["candidates_per_bug"] == 4 and summary["tests_run_per_bug"] == 10
     assert summary["statuses"] == {"green": 5, "timeout": 1}
+
+
+def test_every_fixer_run_gets_its_own_cache_with_the_baseline(tmp_path) -> None:
+    # Task repos have deterministic commits: a shared result cache would hand one
+    # configuration the results of another.
+    baseline = tmp_path / "abc.sqlite"
+    baseline.write_bytes(b"stored baseline")
+    first = isolated_cache(tmp_path / "full" / "t", baseline)
+    second = isolated_cache(tmp_path / "one-shot" / "t", baseline)
+    assert first["XDG_CACHE_HOME"] != second["XDG_CACHE_HOME"]
+    for env in (first, second):
+        stored = Path(env["XDG_CACHE_HOME"]) / "greenpatch" / "baselines" / "abc.sqlite"
+        assert stored.read_bytes() == b"stored baseline"

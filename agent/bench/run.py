@@ -69,13 +69,16 @@ def fixer_command(spec: str) -> list[str]:
     return argv
 
 
-def _run_fixer(argv: list[str], timeout: float, log_path: Path) -> tuple[int | None, str, float]:
+def _run_fixer(
+    argv: list[str], timeout: float, log_path: Path, env: dict[str, str] | None = None
+) -> tuple[int | None, str, float]:
     """Exit code (None on timeout), the tail of its output and wall seconds."""
     started = time.monotonic()
     with open(log_path, "w+b") as log:
         proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-        )
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            env=env,
+        )  # fmt: skip
         try:
             code: int | None = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -140,6 +143,7 @@ def run_task(
     budget: float,
     workdir: Path,
     timeout: float | None = None,
+    baseline: Path | None = None,
 ) -> dict:
     """Rebuild the task, run the fixer on it under a hard timeout, judge what it returns. Any
     failure of the fixer becomes a recorded status, never an exception."""
@@ -155,7 +159,9 @@ def run_task(
             "--json", str(out), *config.flags]
     limit = timeout or hard_timeout(budget)
     try:
-        code, tail, wall = _run_fixer(argv, limit, base / "fixer.log")
+        code, tail, wall = _run_fixer(
+            argv, limit, base / "fixer.log", isolated_cache(base, baseline)
+        )
     except OSError as exc:
         raise AgentError(f"cannot start the fixer: {exc}") from None
     result = {
@@ -191,27 +197,42 @@ def run_task(
     return result
 
 
-def prewarm_baseline(task: Task, workdir: Path) -> float:
-    """Build the baseline of the task's buggy code once, before any fixer runs, and return its
-    seconds. Baselines are keyed by the code's tree, so every configuration's copy of the task
-    finds it: what the fixers are timed on is the loop, not the one-time cost of a commit
-    (reported apart, as `baseline_seconds`)."""
+def prewarm_baseline(task: Task, workdir: Path) -> tuple[float, Path]:
+    """Build the baseline of the task's buggy code once, before any fixer runs; its seconds and
+    its file. Every configuration's run of the task gets a copy (`isolated_cache`): what the
+    fixers are timed on is the loop, not the one-time cost of a commit (reported apart, as
+    `baseline_seconds`)."""
     from agent.fix import target_python  # heavy imports stay out of `agent bench --help`
     from agent.reproduce import settings_baseline
 
-    base = workdir / "_baselines" / task.id
+    base = workdir / "_baselines" / "repos" / task.id
     if base.exists():
         shutil.rmtree(base)
     repo = build_task_repo(task, base / "repo")
     settings = load_settings(repo)
     started = time.monotonic()
     try:
-        settings_baseline(repo, target_python(settings, repo), settings)
+        # A cache of the bench's own: the time is that of building the baseline, not reading it.
+        own = workdir / "_baselines" / "cache"
+        baseline = settings_baseline(repo, target_python(settings, repo), settings, cache_dir=own)
     except Exception as exc:  # noqa: BLE001 - the fixer will meet and report the same problem
         raise AgentError(f"baseline of {task.id}: {exc}") from None
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    return round(time.monotonic() - started, 2)
+    return round(time.monotonic() - started, 2), baseline.path
+
+
+def isolated_cache(base: Path, baseline: Path | None) -> dict[str, str]:
+    """The environment of one fixer run: its own cache directory (task repos are built
+    deterministically, so every configuration's copy of a task has the same commit, and a
+    shared result cache would hand later configurations the results of earlier ones), holding
+    a copy of the task's prewarmed baseline."""
+    cache = base / "cache"
+    if baseline is not None:
+        stored = cache / "greenpatch" / "baselines" / baseline.name
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(baseline, stored)
+    return {**os.environ, "XDG_CACHE_HOME": str(cache)}
 
 
 def run_bench(
@@ -231,7 +252,7 @@ def run_bench(
     With `prewarm`, each task's baseline is built first (see `prewarm_baseline`)."""
     for lib in {task.library for task in tasks}:
         pristine_repo(get_library(lib))  # build caches once, before the threads race for them
-    baselines: dict[str, float | None] = {}
+    baselines: dict[str, tuple[float, Path] | None] = {}
     if prewarm:
         for task in tasks:
             try:
@@ -239,19 +260,24 @@ def run_bench(
             except AgentError:
                 baselines[task.id] = None
             if on_prewarm is not None:
-                on_prewarm(task, baselines[task.id])
+                warmed = baselines[task.id]
+                on_prewarm(task, warmed[0] if warmed else None)
     work = [(task, config) for task in tasks for config in configs]
     lock = threading.Lock()
 
     def one(item: tuple[Task, Config]) -> dict:
         task, config = item
         try:
-            result = run_task(task, config, fixer, budget, workdir, timeout)
+            warmed = baselines.get(task.id)
+            result = run_task(
+                task, config, fixer, budget, workdir, timeout, warmed[1] if warmed else None
+            )
         except AgentError as exc:  # the task itself could not be rebuilt or judged
             result = {"task": task.id, "config": config.name, "library": task.library,
                       "kind": task.kind, "difficulty": task.difficulty, "status": "error",
                       "reason": str(exc), "plausible": False, "exact": False}
-        result["baseline_seconds"] = baselines.get(task.id)
+        warmed = baselines.get(task.id)
+        result["baseline_seconds"] = warmed[0] if warmed else None
         if on_result is not None:
             with lock:
                 on_result(result)
