@@ -4,9 +4,9 @@ A draft is a whole new version of one file. Drafts must parse, are deduplicated 
 never touch protected paths, and come out best first by model likelihood.
 
 Modes:
-- `model` (default): per chunk of sites, the model-free fills (substitutions and structural
-  edits, `agent.mutations`) in their fixed order, then fills sampled from the diffusion model for
-  the chunk's most suspicious sites, ranked by the model's likelihood. The model-free fills are
+- `model` (default): the model-free fills (`agent.mutations`: one-token substitutions of every
+  site, then structural edits of every site) in their fixed order, then fills sampled from the
+  diffusion model for each chunk's most suspicious sites, ranked by the model's likelihood. The model-free fills are
   not re-ranked by the model: measured with `benchmarks/draft_rank.py`, the embedded model's
   likelihood put the right fix later than the fixed order did.
 - `model-only`: the samples alone (ablation);
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from agent.canvases import Site, apply, canvas, dedupe_fills
 from agent.config import MODEL_FREE
 from agent.localize import is_protected
-from agent.mutations import mutation_fills, substitution_fills
+from agent.mutations import edit_fills, substitution_fills
 from model.checkpoint import LoadedModel
 from model.sampler import Canvas, infill, remask, score_fills
 
@@ -131,52 +131,58 @@ class Drafter:
         missing: Sequence[str] = (),
         sample_now: Callable[[], bool] | None = None,
     ) -> Iterator[list[Draft]]:
-        """Drafts batch by batch (most suspicious sites first), so validation can start early.
-        A chunk's model-free fills come out before its sampled fills, which cost a denoising.
+        """Drafts batch by batch, so validation can start early: first the one-token
+        substitutions of every site (most suspicious sites first), then the structural edits of
+        every site, then (mode `model`) the model's samples for each chunk's top sites. Most
+        bugs are one token; edits multiply the candidates, so they wait for the cheap ones.
         `missing`: names the failures say were not defined (inserted statements bind them).
         `sample_now`: asked before each sampling (mode `model`); when it says no, that chunk is
         not sampled, so that the model never keeps idle testers waiting."""
         sites = [s for s in sites if not is_protected(s.path, self.never_edit)]
-        for start in range(0, len(sites), SITES_PER_BATCH):
-            chunk = sites[start : start + SITES_PER_BATCH]
-            for phase in self._phases(sources, chunk, cond, round_seed + start, missing):
-                if phase.__name__ == "sampled" and sample_now is not None and not sample_now():
-                    continue
-                began = time.monotonic()
-                items, origin = phase()
-                items.sort(key=lambda item: -item[2])
-                drafts = list(self._make(sources, items, origin, parent))
-                self.busy += time.monotonic() - began
-                if drafts:
-                    yield drafts
+        for phase in self._phases(sources, sites, cond, round_seed, missing):
+            if phase.__name__ == "sampled" and sample_now is not None and not sample_now():
+                continue
+            began = time.monotonic()
+            items, origin = phase()
+            items.sort(key=lambda item: -item[2])
+            drafts = list(self._make(sources, items, origin, parent))
+            self.busy += time.monotonic() - began
+            if drafts:
+                yield drafts
 
-    def _phases(self, sources, chunk: Sequence[Site], cond: str, seed: int, missing):
-        def model_free():
-            return [
-                (site, fill, -float(rank))
-                for site in chunk
-                for rank, fill in enumerate(self._model_free(sources, site, missing))
-            ], "mutation"
+    def _phases(self, sources, sites: Sequence[Site], cond: str, seed: int, missing):
+        chunks = [sites[i : i + SITES_PER_BATCH] for i in range(0, len(sites), SITES_PER_BATCH)]
 
-        def samples(sites: Sequence[Site]):
+        def model_free(chunk: Sequence[Site], fills_of):
+            def fixed():
+                return [
+                    (site, fill, -float(rank))
+                    for site in chunk
+                    for rank, fill in enumerate(fills_of(sources[site.path], site))
+                ], "mutation"
+
+            return fixed
+
+        def edits(source: str, site: Site) -> list[str]:
+            return [""] if site.kind == "delete" else edit_fills(source, site, missing)
+
+        def samples(chunk: Sequence[Site], index: int):
             def sampled():
-                fills = self._samples(sources, sites, cond, seed)
+                fills = self._samples(sources, chunk, cond, seed + index)
                 return self._scored(sources, fills, cond), "model"
 
             return sampled
 
-        if self.mode in MODEL_FREE:
-            return [model_free]
+        phases = []
+        if self.mode != "model-only":
+            phases += [model_free(chunk, substitution_fills) for chunk in chunks]
+        if self.mode in ("model", "edits"):
+            phases += [model_free(chunk, edits) for chunk in chunks]
+        if self.mode == "model":
+            phases += [samples(c[:SAMPLED_SITES], i) for i, c in enumerate(chunks)]
         if self.mode == "model-only":
-            return [samples(chunk)]
-        return [model_free, samples(chunk[:SAMPLED_SITES])]
-
-    def _model_free(self, sources: Mapping[str, str], site: Site, missing) -> list[str]:
-        if self.mode == "mutations":
-            return substitution_fills(sources[site.path], site)
-        if site.kind == "delete":
-            return [""]
-        return mutation_fills(sources[site.path], site, missing)
+            phases += [samples(c, i) for i, c in enumerate(chunks)]
+        return phases
 
     def _samples(self, sources, chunk: Sequence[Site], cond: str, seed: int):
         assert self.lm is not None
