@@ -6,9 +6,10 @@ never touch protected paths, and come out best first by model likelihood.
 Modes:
 - `model` (default): the model-free fills (`agent.mutations`: one-token substitutions of every
   site, then structural edits of every site) in their fixed order, then fills sampled from the
-  diffusion model for each chunk's most suspicious sites, ranked by the model's likelihood. The model-free fills are
-  not re-ranked by the model: measured with `benchmarks/draft_rank.py`, the embedded model's
-  likelihood put the right fix later than the fixed order did.
+  diffusion model for each chunk's most suspicious sites, ranked by the model's likelihood.
+  The model-free fills are not re-ranked by the model: measured with
+  `benchmarks/draft_rank.py`, the embedded model's likelihood put the right fix later than
+  the fixed order did.
 - `model-only`: the samples alone (ablation);
 - `edits`: the model-free fills without a model (ablation: what the model adds);
 - `mutations`: operator/constant/identifier substitutions only, no model (the mutation-only
