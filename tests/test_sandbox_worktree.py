@@ -156,14 +156,22 @@ def _spawn_owner(repo: Path, cache: Path, then: str) -> subprocess.Popen[str]:
         """
     )
     return subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=Path.cwd()
-    )
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=Path.cwd(), preexec_fn=_default_signals,
+    )  # fmt: skip
+
+
+def _default_signals() -> None:
+    # A suite started in the background (`nohup`, `cmd &`) hands SIGINT/SIGHUP down ignored,
+    # and an ignored signal is rightly left alone: the owner must see them as a terminal would.
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 @pytest.mark.parametrize(
     "then, how",
     [
-        ("pass", None),
+        ("sys.stdin.readline()", None),  # exits normally once the test closes its stdin
         ("time.sleep(60)", signal.SIGTERM),
         ("time.sleep(60)", signal.SIGINT),
         ("time.sleep(60)", signal.SIGHUP),
@@ -176,6 +184,7 @@ def test_removed_on_exit(user_repo: Path, tmp_path: Path, then: str, how: int | 
     assert path.is_dir()
     if how is not None:
         proc.send_signal(how)
+    proc.stdin.close()
     proc.wait(30)
     assert not path.exists()
     assert list((tmp_path / "cache").iterdir()) == []
