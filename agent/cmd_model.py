@@ -170,7 +170,7 @@ def eval_cmd(
     import torch
 
     from model.checkpoint import load_model
-    from model.evaluate import TOP_K, EvalConfig, evaluate
+    from model.evaluate import LINE_BEAM, TOP_K, EvalConfig, evaluate
 
     def body() -> int:
         if split not in ("heldout", "validation"):
@@ -199,7 +199,8 @@ def eval_cmd(
             recall = ", ".join(f"@{k} {pct(result[f'mutant_recovery_{variant}@{k}'])}"
                                for k in TOP_K if f"mutant_recovery_{variant}@{k}" in result)
             masked, _, beam = variant.partition("_")
-            decoder = "beam of 50" if beam else "default sampler"
+            width = LINE_BEAM if masked == "line" else max(TOP_K)
+            decoder = f"beam of {width}" if beam else "default sampler"
             rep.out.print(f"mutant recovery, {masked} masked, {decoder} "
                           f"({result['mutant_sites']} mutants): {recall}")
         rep.out.print(f"decoding (default sampler): {result['decode_tokens_per_s']:.0f} tokens/s, "
