@@ -421,7 +421,7 @@ class FixLoop:
             test_timeout=self.settings.test_timeout,
             job_timeout=self.settings.candidate_timeout,
             # Python's own traceback format: pytest's (source excerpts, module lookups for every
-            # frame) took half the time of a failing candidate's job; the loop needs only the
+            # frame) were most of a failing candidate's job; the loop needs only the
             # innermost frames and the error, which both carry.
             pytest_args=[*self.settings.pytest_args, "--tb=native"],
             cache=cache or None,

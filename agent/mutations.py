@@ -9,7 +9,8 @@ Two families:
   expression, +/- 1 on an expression, swapped call arguments, a returned name, an inserted
   statement (an assignment template, or a statement copied from the file), a deleted statement.
 
-`mutation_fills` is both, substitutions first: what the drafter tries without a model.
+`mutation_fills` is both for one site, substitutions first (the drafter itself takes every
+site's substitutions before any site's edits).
 """
 
 from __future__ import annotations
@@ -77,16 +78,21 @@ def _constant_fills(text: str) -> list[str]:
     return []
 
 
+def _byte_start(source: str, site: Site) -> int:
+    """The site's start as a byte offset (tree-sitter counts bytes, sites count characters)."""
+    return len(source[: site.start_char].encode("utf-8"))
+
+
 def _span_node(source: str, site: Site) -> Node | None:
     """The smallest node covering the site's span."""
-    start = len(source[: site.start_char].encode("utf-8"))
+    start = _byte_start(source, site)
     end = start + len(site.original_text.encode("utf-8"))
     return parse_tree(source).root_node.descendant_for_byte_range(start, end)
 
 
 def _nodes_with_span(source: str, site: Site) -> list[Node]:
     """The nodes spanning exactly the site, innermost first."""
-    start = len(source[: site.start_char].encode("utf-8"))
+    start = _byte_start(source, site)
     end = start + len(site.original_text.encode("utf-8"))
     node = _span_node(source, site)
     chain = []
@@ -177,7 +183,7 @@ def _insert_fills(source: str, site: Site, wanted: Collection[str] = ()) -> list
     Targets, best first: names a failure said were missing; sentinels (names only ever set to
     None, False, 0, [] ...: a flag or a "last seen" that something should have updated); names
     assigned once; the rest. Values: names on the site's line first, then the function's."""
-    start = len(source[: site.start_char].encode("utf-8"))
+    start = _byte_start(source, site)
     node = parse_tree(source).root_node.descendant_for_byte_range(start, start)
     function = _enclosing_function(node)
     if function is None:
@@ -338,14 +344,12 @@ def edit_fills(source: str, site: Site, wanted: Collection[str] = ()) -> list[st
         fills = _line_fills(text) + _return_fills(source, site, text)
         node = _span_node(source, site)
         if node is not None:
-            start = len(source[: site.start_char].encode("utf-8"))
-            fills += _call_swaps(node, start, text)
+            fills += _call_swaps(node, _byte_start(source, site), text)
     elif site.kind in ("token", "node"):
         nodes = _nodes_with_span(source, site)
         fills = _node_fills(nodes, text)
         if site.kind == "node" and nodes:
-            start = len(source[: site.start_char].encode("utf-8"))
-            fills += _call_swaps(nodes[-1], start, text)
+            fills += _call_swaps(nodes[-1], _byte_start(source, site), text)
     else:
         fills = _insert_fills(source, site, wanted)
     valid = dedupe_fills({site.path: source}, dict.fromkeys(fills), lambda f: site, str)
