@@ -43,6 +43,15 @@ TOP_K = 40
 # Sites of a chunk the model samples for: sampling costs a denoising per span length, and the
 # most suspicious sites are where a fill beyond the model-free ones is most likely needed.
 SAMPLED_SITES = 2
+# Most bugs are one token: the cheap substitutions go first, then the edits that multiply the
+# candidates, then the model's samples.
+STAGES = {
+    "model": ("substitution", "edit", "sample"),
+    "model-only": ("sample",),
+    "edits": ("substitution", "edit"),
+    "mutations": ("substitution",),
+}
+ORIGIN = {"substitution": "mutation", "edit": "edit", "sample": "model"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,7 @@ class Draft:
     site: Site
     fill: str
     score: float
-    origin: str  # model | mutation | delete | remask
+    origin: str  # mutation (substitution) | edit | model | remask
     parent: str | None = None
 
     @property
@@ -122,6 +131,48 @@ class Drafter:
                 parent,
             )
 
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stages this drafter drafts, in the order a line goes through them."""
+        return STAGES[self.mode]
+
+    def stage(
+        self,
+        sources: Mapping[str, str],
+        sites: Sequence[Site],
+        stage: str,
+        cond: str = "",
+        parent: str | None = None,
+        seed: int = 0,
+        missing: Sequence[str] = (),
+    ) -> list[Draft]:
+        """One stage's drafts for `sites`, best first: "substitution" (one-token operator,
+        constant and identifier substitutions), "edit" (structural edits; `missing`: names the
+        failures say were not defined, which inserted statements bind), or "sample" (the
+        model's fills; in mode `model` only for the SAMPLED_SITES most suspicious sites)."""
+        sites = [s for s in sites if not is_protected(s.path, self.never_edit)]
+        began = time.monotonic()
+        if stage == "sample":
+            if self.mode == "model":
+                sites = sites[:SAMPLED_SITES]
+            items = self._scored(sources, self._samples(sources, sites, cond, seed), cond)
+        else:
+
+            def fills_of(source: str, site: Site) -> list[str]:
+                if stage == "substitution":
+                    return substitution_fills(source, site)
+                return [""] if site.kind == "delete" else edit_fills(source, site, missing)
+
+            items = [
+                (site, fill, -float(rank))
+                for site in sites
+                for rank, fill in enumerate(fills_of(sources[site.path], site))
+            ]
+        items.sort(key=lambda item: -item[2])
+        drafts = list(self._make(sources, items, ORIGIN[stage], parent))
+        self.busy += time.monotonic() - began
+        return drafts
+
     def draft(
         self,
         sources: Mapping[str, str],
@@ -132,58 +183,19 @@ class Drafter:
         missing: Sequence[str] = (),
         sample_now: Callable[[], bool] | None = None,
     ) -> Iterator[list[Draft]]:
-        """Drafts batch by batch, so validation can start early: first the one-token
-        substitutions of every site (most suspicious sites first), then the structural edits of
-        every site, then (mode `model`) the model's samples for each chunk's top sites. Most
-        bugs are one token; edits multiply the candidates, so they wait for the cheap ones.
-        `missing`: names the failures say were not defined (inserted statements bind them).
-        `sample_now`: asked before each sampling (mode `model`); when it says no, that chunk is
-        not sampled, so that the model never keeps idle testers waiting."""
-        sites = [s for s in sites if not is_protected(s.path, self.never_edit)]
-        for phase in self._phases(sources, sites, cond, round_seed, missing):
-            if phase.__name__ == "sampled" and sample_now is not None and not sample_now():
-                continue
-            began = time.monotonic()
-            items, origin = phase()
-            items.sort(key=lambda item: -item[2])
-            drafts = list(self._make(sources, items, origin, parent))
-            self.busy += time.monotonic() - began
-            if drafts:
-                yield drafts
-
-    def _phases(self, sources, sites: Sequence[Site], cond: str, seed: int, missing):
+        """Drafts batch by batch, so validation can start early: each stage for every chunk
+        of sites (most suspicious first) before the next stage. `sample_now`: asked before each
+        sampling; when it says no, that chunk is not sampled, so that the model never keeps
+        idle testers waiting."""
         chunks = [sites[i : i + SITES_PER_BATCH] for i in range(0, len(sites), SITES_PER_BATCH)]
-
-        def model_free(chunk: Sequence[Site], fills_of):
-            def fixed():
-                return [
-                    (site, fill, -float(rank))
-                    for site in chunk
-                    for rank, fill in enumerate(fills_of(sources[site.path], site))
-                ], "mutation"
-
-            return fixed
-
-        def edits(source: str, site: Site) -> list[str]:
-            return [""] if site.kind == "delete" else edit_fills(source, site, missing)
-
-        def samples(chunk: Sequence[Site], index: int):
-            def sampled():
-                fills = self._samples(sources, chunk, cond, seed + index)
-                return self._scored(sources, fills, cond), "model"
-
-            return sampled
-
-        phases = []
-        if self.mode != "model-only":
-            phases += [model_free(chunk, substitution_fills) for chunk in chunks]
-        if self.mode in ("model", "edits"):
-            phases += [model_free(chunk, edits) for chunk in chunks]
-        if self.mode == "model":
-            phases += [samples(c[:SAMPLED_SITES], i) for i, c in enumerate(chunks)]
-        if self.mode == "model-only":
-            phases += [samples(c, i) for i, c in enumerate(chunks)]
-        return phases
+        for stage in self.stages:
+            for index, chunk in enumerate(chunks):
+                if stage == "sample" and sample_now is not None and not sample_now():
+                    continue
+                drafts = self.stage(sources, chunk, stage, cond, parent, round_seed + index,
+                                    missing)  # fmt: skip
+                if drafts:
+                    yield drafts
 
     def _samples(self, sources, chunk: Sequence[Site], cond: str, seed: int):
         assert self.lm is not None

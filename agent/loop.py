@@ -14,11 +14,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from agent.canvases import Site, sites_for
 from agent.config import Settings
 from agent.draft import Draft, Drafter
+from agent.explore import Explorer, Step, effect
 from agent.live import FixState
 from agent.localize import SuspiciousLine, rank_lines
 from agent.mutations import missing_names
@@ -39,6 +41,7 @@ FOCUS_LINES = 2
 # Candidates per worker in flight for the model to sample: below that, testers would wait.
 FED_QUEUE = 4
 FAILURE_TEXT_CHARS = 600
+PRISTINE = "pristine"
 
 
 @dataclass
@@ -153,6 +156,8 @@ class FixLoop:
         self._localization: list[SuspiciousLine] = []
         self.validated = 0
         self._stop = threading.Event()
+        self._reference: TestResult | None = None  # the pristine code's first failure, as run
+        self._texts: dict[str, str] = {}
         self._coverage = {t: self.baseline.coverage(t) for t in self.baseline.tests}
         self._base_frames = {t: list(self.baseline.records[t].frames) for t in self.targets}
         self.missing = list(dict.fromkeys(
@@ -175,14 +180,15 @@ class FixLoop:
         )
 
     def _sources(self, lines: Sequence[SuspiciousLine]) -> dict[str, str]:
-        sources = {}
         for path in dict.fromkeys(s.path for s in lines):
+            if path in self._texts:
+                continue
             text = self.baseline.source(path)
             if text is None and (self.root / path).is_file():
                 text = (self.root / path).read_text(encoding="utf-8")
             if text is not None:
-                sources[path] = text
-        return sources
+                self._texts[path] = text
+        return {s.path: self._texts[s.path] for s in lines if s.path in self._texts}
 
     # --- validation --------------------------------------------------------------------------
 
@@ -217,6 +223,9 @@ class FixLoop:
         if isinstance(event, TestResult):
             if not event.cached:
                 self.state.tests_run += 1
+            return
+        if event.job_id == PRISTINE:
+            self._reference = next((r for r in event.results if r.failed), None)
             return
         with self._lock:
             before = len(self._inflight)
@@ -269,10 +278,24 @@ class FixLoop:
                 units.append(_Unit(sources, sites, depth, parent, cond))
         return units
 
-    def first_round(self) -> tuple[list[SuspiciousLine], list[_Unit]]:
-        """Localization from the baseline, and the first round's drafting work in order."""
+    def _plan(self, index: int) -> list[Step]:
+        """The drafting stages of the index-th suspicious line."""
+        line = self._localization[index]
+        sources = self._sources([line])
+        sites = sites_for(sources, [line], count_tokens=self.drafter.count_tokens)
+        if not sites:
+            return []
+        return [
+            Step(stage, partial(self.drafter.stage, sources, sites, stage, seed=1000 + index,
+                                missing=self.missing))  # fmt: skip
+            for stage in self.drafter.stages
+        ]
+
+    def first_round(self) -> tuple[list[SuspiciousLine], Explorer]:
+        """Localization from the baseline, and the first round's drafts in order of value."""
         self._localization = self.localize()
-        return self._localization, self._units(self._localization, 1, None, "")
+        scores = [s.score for s in self._localization]
+        return self._localization, Explorer(scores, self._plan, self._testers_fed)
 
     def _focus_units(self, verdict: Verdict, depth: int) -> list[_Unit]:
         """The neighbourhood of a candidate that made progress, on the original code: its
@@ -324,7 +347,7 @@ class FixLoop:
 
     def _batches(self, unit: _Unit) -> Iterator[list[Draft]]:
         """A unit's drafts, batch by batch."""
-        self.state.stage = "drafting" if unit.parent is None else "feedback"
+        self.state.stage = "feedback"
         if unit.parent is not None and not unit.sites:
             yield self.drafter.refine(unit.parent, unit.cond)
             return
@@ -335,8 +358,10 @@ class FixLoop:
 
     def run(self, pool: Pool) -> Outcome:
         started = time.monotonic()
-        localization, first = self.first_round()
-        explore = _Stream(self._batches, first)
+        localization, explore = self.first_round()
+        # The pristine code's failure as the candidates' runs report it: what their failures
+        # are compared with (feedback).
+        pool.submit(Job(PRISTINE, {}, list(self.targets), True, tuple(self.targets)))
         # Feedback alternates with exploration, a few candidates at a time, so that neither
         # starves the other and a near miss is followed up while the pool is still busy.
         feedback = _Stream(self._batches)
@@ -360,6 +385,9 @@ class FixLoop:
                         best = max(best, verdict.targets_passed)
                         rounds = max(rounds, depth + 1)
                         feedback.units.extend(self._feedback_units(verdict, depth + 1))
+                    if self.options.feedback and self._reference is not None:
+                        seen = effect(self._reference, verdict.failure, verdict.draft.files)
+                        explore.observe(verdict.draft.id, seen)
                 with self._lock:
                     inflight = len(self._inflight)
                 exhausted = self.state.drafted >= self.options.max_candidates
@@ -371,9 +399,14 @@ class FixLoop:
                 if inflight >= MAX_QUEUED_JOBS:
                     time.sleep(0.02)
                     continue
-                stream = feedback if (take_feedback and feedback) or not explore else explore
+                room = MAX_QUEUED_JOBS - inflight
+                if (take_feedback and feedback) or not explore:
+                    taken = feedback.take(room)
+                else:
+                    self.state.stage = "drafting"
+                    taken = [(draft, 1) for draft in explore.take(room)]
                 take_feedback = not take_feedback
-                for draft, depth in stream.take(MAX_QUEUED_JOBS - inflight):
+                for draft, depth in taken:
                     self.state.round = max(self.state.round, depth)
                     self._submit(pool, [draft], depth)
         finally:

@@ -114,15 +114,40 @@ def _names(node: Node | None) -> list[str]:
     return [n for n in found if not keyword.iskeyword(n)]
 
 
+def _is_attribute_name(node: Node) -> bool:
+    parent = node.parent
+    return parent is not None and parent.type == "attribute" and (
+        parent.child_by_field_name("attribute") == node
+    )
+
+
 def _identifier_fills(source: str, node: Node, original: str) -> list[str]:
-    """Names of the enclosing function first, then of the whole file."""
+    """Other names of the file, likeliest first: of the same sort (an attribute's name for an
+    attribute, a variable for a variable), then inside the enclosing function, then nearest to
+    the site. A wrong name is usually one used close by (`last.end` next to `current.start`)."""
     function = _enclosing_function(node.parent)
     root = node
     while root.parent is not None:
         root = root.parent
-    names = dict.fromkeys(_names(function) + _names(root))
-    names.pop(original, None)
-    return list(names)[:MAX_NAMES]
+    row, attribute = node.start_point[0], _is_attribute_name(node)
+    best: dict[str, tuple[int, int, int]] = {}
+    stack = [root]
+    while stack:
+        current = stack.pop()
+        stack.extend(current.children)
+        if current.type != "identifier" or current.text is None:
+            continue
+        name = current.text.decode("utf-8")
+        if name == original or keyword.iskeyword(name):
+            continue
+        inside = function is not None and (
+            function.start_byte <= current.start_byte < function.end_byte
+        )
+        key = (_is_attribute_name(current) != attribute, not inside,
+               abs(current.start_point[0] - row))  # fmt: skip
+        if name not in best or key < best[name]:
+            best[name] = key
+    return sorted(best, key=lambda name: best[name])[:MAX_NAMES]
 
 
 def _node_fills(nodes: list[Node], text: str) -> list[str]:

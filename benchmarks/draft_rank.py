@@ -2,9 +2,10 @@
 
 For each task (the example tickets and a sample of the bug benchmark): reproduce (the baseline
 with per-test coverage), localize, and list the first round's drafts in the order the fix loop
-submits them, once per drafter mode. Printed per task and mode: the 1-based rank of the first
-draft equal to the reference fix (same AST), and the drafting seconds spent until then. In one
-budget a lower rank is found sooner: ranks show what the model adds, apart from test timing.
+submits them before any feedback (the one-shot order), once per drafter mode. Printed per task
+and mode: the 1-based rank of the first draft equal to the reference fix (same AST), and the
+drafting seconds spent until then. In one budget a lower rank is found sooner: ranks show what
+the model adds, apart from test timing.
 
     .venv/bin/python benchmarks/draft_rank.py [--sample 12] [--seed 0] [--split test]
         [--limit 3000] [--modes model,edits,mutations] [--examples/--no-examples]
@@ -80,22 +81,21 @@ def rank(case: Case, drafter: Drafter, limit: int) -> dict:
     repro = reproduce(case.repo, python, settings, case.ticket, None)
     loop = FixLoop(case.repo, python, settings, repro, drafter, Options(budget=1e9),
                    FixState(ticket=case.name))  # fmt: skip
-    localization, units = loop.first_round()
+    localization, explorer = loop.first_round()
+    explorer.sample_now = lambda: True  # no testers to keep fed here
     fix_lines = [s for s in localization if s.path in case.fixed]
     count = 0
-    for unit in units:
-        for batch in drafter.draft(unit.sources, unit.sites, unit.cond, None, round_seed=1000,
-                                   missing=loop.missing):  # fmt: skip
-            for draft in batch:
-                count += 1
-                want = case.fixed.get(draft.path)
-                if want is not None and len(case.fixed) == 1 and same_code(draft.source, want):
-                    return {"rank": count, "seconds": round(drafter.busy, 2),
-                            "site": draft.site.kind, "origin": draft.origin,
-                            "localized_lines": len(localization)}  # fmt: skip
-                if count >= limit:
-                    return {"rank": None, "seconds": round(drafter.busy, 2),
-                            "why": f"not in the first {limit}"}  # fmt: skip
+    while batch := explorer.take(64):
+        for draft in batch:
+            count += 1
+            want = case.fixed.get(draft.path)
+            if want is not None and len(case.fixed) == 1 and same_code(draft.source, want):
+                return {"rank": count, "seconds": round(drafter.busy, 2),
+                        "site": draft.site.kind, "origin": draft.origin,
+                        "localized_lines": len(localization)}  # fmt: skip
+            if count >= limit:
+                return {"rank": None, "seconds": round(drafter.busy, 2),
+                        "why": f"not in the first {limit}"}  # fmt: skip
     return {"rank": None, "seconds": round(drafter.busy, 2), "why": "never drafted",
             "drafted": count, "localized_lines": len(localization),
             "fix_file_lines": len(fix_lines)}  # fmt: skip

@@ -53,11 +53,18 @@ def test_constants() -> None:
     assert mutation_fills(SRC, site("limit=3", "token", "3")) == ["4", "2", "0", "1"]
 
 
-def test_identifiers_come_from_the_function_then_the_file() -> None:
+def test_identifiers_come_from_the_function_nearest_first_then_the_file() -> None:
     fills = mutation_fills(SRC, site("count < limit", "token", "limit"))
-    assert fills[:6] == ["count_valid", "items", "count", "item", "is_done", "LIMIT"]
-    assert "limit" not in fills and "n" in fills  # other functions' names come last
-    assert fills.index("n") > fills.index("LIMIT")
+    # the same line's names, then the function's by distance, then the rest by distance
+    assert fills[:7] == ["count", "item", "items", "is_done", "count_valid", "n", "LIMIT"]
+    assert "limit" not in fills
+
+
+def test_an_attributes_name_is_replaced_by_attribute_names_first() -> None:
+    src = "def merge(last, current):\n    return (last.start, max(last.end, current.start))\n"
+    line = sites_for_line("m.py", src, 2)
+    start = [s for s in line if s.kind == "token" and s.original_text == "start"][-1]
+    assert substitution_fills(src, start)[0] == "end"
     # A name on the left of `+=` cannot become `not (...)`: every fill parses.
     lhs = site("count += 1", "token", "count")
     assert all(parses(apply(SRC, lhs, f)) for f in mutation_fills(SRC, lhs))
