@@ -1,17 +1,17 @@
 """Drafting: fill canvas sites with candidate code, by the diffusion model or by mutation.
 
 A draft is a whole new version of one file. Drafts must parse, are deduplicated by program (AST),
-never touch protected paths, and come out best first by model likelihood.
+never touch protected paths, and come out best first (by fill rank, or by model likelihood).
 
-Modes:
-- `model` (default): the model-free fills (`agent.mutations`: one-token substitutions of every
-  site, then structural edits of every site) in their fixed order, then fills sampled from the
-  diffusion model for each chunk's most suspicious sites, ranked by the model's likelihood.
-  The model-free fills are not re-ranked by the model: measured with
-  `benchmarks/draft_rank.py`, the embedded model's likelihood put the right fix later than
-  the fixed order did.
+Drafting goes by stages (`Drafter.stage`): one-token substitutions, structural edits
+(`agent.mutations`), and fills sampled from the diffusion model for the most suspicious sites,
+ranked by its likelihood. Which line's stage is drafted and tested when is the explorer's call
+(`agent.explore`). Modes:
+- `model` (default): all three stages. The model-free fills are not re-ranked by the model:
+  measured with `benchmarks/draft_rank.py`, the embedded model's likelihood put the right fix
+  later than the fixed order did.
 - `model-only`: the samples alone (ablation);
-- `edits`: the model-free fills without a model (ablation: what the model adds);
+- `edits`: substitutions and edits, no model (ablation: what the model adds);
 - `mutations`: operator/constant/identifier substitutions only, no model (the mutation-only
   baseline).
 """

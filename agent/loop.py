@@ -1,10 +1,12 @@
 """The fix loop: localize, draft, validate, feed back, until a candidate is green and confirmed.
 
 Drafting runs on this thread; the test pool runs candidates in sandboxed workers meanwhile, and a
-consumer thread reads its results as they stream in. A candidate that makes progress (more target
-tests pass, or the failure moves deeper into the test) gets drafting turns alternating with
-exploration: its fill is re-noised and re-denoised, and new sites are drawn on its version of the
-file, localized again with the frames of its remaining failure.
+consumer thread reads its results as they stream in. The first round's drafts come from the
+explorer (`agent.explore`), most valuable first across every suspicious line, and every result
+re-weights the line it was drafted for. A candidate that makes progress (more target tests
+pass, or the failure moves deeper into the test) gets drafting turns alternating with
+exploration: its neighbourhood first, its fill re-noised and re-denoised, and new sites drawn on
+its version of the file, localized again with the frames of its remaining failure.
 """
 
 from __future__ import annotations
