@@ -51,11 +51,15 @@ class Options:
     budget: float
     max_rounds: int = 4
     max_candidates: int = 2000
-    feedback: bool = True
     seed: int = 0
     # Ablation: every candidate runs the whole suite in a fresh pytest process (no test
     # selection, no warm workers).
     cold_full_suite: bool = False
+
+    @property
+    def feedback(self) -> bool:
+        """Results feed back into drafting (one round = one-shot: the order is fixed)."""
+        return self.max_rounds > 1
 
 
 @dataclass
