@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from agent.canvases import Site, apply, canvas, dedupe_fills
@@ -149,12 +149,12 @@ class Drafter:
         """One stage's drafts for `sites`, best first: "substitution" (one-token operator,
         constant and identifier substitutions), "edit" (structural edits; `missing`: names the
         failures say were not defined, which inserted statements bind), or "sample" (the
-        model's fills; in mode `model` only for the SAMPLED_SITES most suspicious sites)."""
+        model's fills for the SAMPLED_SITES most suspicious sites, SITES_PER_BATCH in mode
+        `model-only`)."""
         sites = [s for s in sites if not is_protected(s.path, self.never_edit)]
         began = time.monotonic()
         if stage == "sample":
-            if self.mode == "model":
-                sites = sites[:SAMPLED_SITES]
+            sites = sites[: SAMPLED_SITES if self.mode == "model" else SITES_PER_BATCH]
             items = self._scored(sources, self._samples(sources, sites, cond, seed), cond)
         else:
 
@@ -172,30 +172,6 @@ class Drafter:
         drafts = list(self._make(sources, items, ORIGIN[stage], parent))
         self.busy += time.monotonic() - began
         return drafts
-
-    def draft(
-        self,
-        sources: Mapping[str, str],
-        sites: Sequence[Site],
-        cond: str = "",
-        parent: str | None = None,
-        round_seed: int = 0,
-        missing: Sequence[str] = (),
-        sample_now: Callable[[], bool] | None = None,
-    ) -> Iterator[list[Draft]]:
-        """Drafts batch by batch, so validation can start early: each stage for every chunk
-        of sites (most suspicious first) before the next stage. `sample_now`: asked before each
-        sampling; when it says no, that chunk is not sampled, so that the model never keeps
-        idle testers waiting."""
-        chunks = [sites[i : i + SITES_PER_BATCH] for i in range(0, len(sites), SITES_PER_BATCH)]
-        for stage in self.stages:
-            for index, chunk in enumerate(chunks):
-                if stage == "sample" and sample_now is not None and not sample_now():
-                    continue
-                drafts = self.stage(sources, chunk, stage, cond, parent, round_seed + index,
-                                    missing)  # fmt: skip
-                if drafts:
-                    yield drafts
 
     def _samples(self, sources, chunk: Sequence[Site], cond: str, seed: int):
         assert self.lm is not None

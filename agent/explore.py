@@ -8,22 +8,19 @@ draft of any line goes next; a stage is drafted only when its best draft could b
 valuable. So the top line's first substitutions come first, its hundreds of edits interleave
 with other lines' likelier substitutions, and no line's long tail blocks the others.
 
-Feedback (`observe`): a candidate whose target test still fails at the same place but with a
-different message changed the value the test checks, so its line is on the failure's data path
-(the idea of mutation-based fault localization, e.g. Metallaxis-FL): the line's weight goes up.
-A line whose candidates leave the failure exactly as it was goes down. Without feedback the
-order is fixed by the localization alone (the one-shot ablation).
+Feedback goes through the same order. A candidate that made progress (more target tests pass,
+or the failure moved deeper into the test) multiplies the weight of its line and of the lines
+next to it (`progress`), and work drafted on top of it (its fill re-noised, new sites on its
+version of the file) joins as new entries (`add`) worth a share of its line's weight: a near
+miss is followed up at once, without starving the rest.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-
-from runner.results import TestResult
 
 # P(the fix is in this stage | the line holds the bug), measured on the bug benchmark's dev split
 # (`benchmarks/draft_rank.py --split dev`).
@@ -32,11 +29,10 @@ STAGE_PRIOR = {"substitution": 0.6, "edit": 0.35, "sample": 0.05}
 GUESSED_SITES = {"substitution": 8, "edit": 10, "sample": 2}
 # P(the k-th fill of a site is the fix | the site is) ~ (1 - RANK_DECAY) * RANK_DECAY**k.
 RANK_DECAY = 0.8
-# Weight of a line with a candidate that moved the failing value, and the factor each candidate
-# that changed nothing takes off (at most UNCHANGED_CAP of them: a line is never written off).
-MOVED_BOOST = 4.0
-UNCHANGED_DECAY = 0.85
-UNCHANGED_CAP = 12
+# A progressing candidate's line, and the lines within NEAR_LINES of it in the same file.
+PROGRESS_BOOST = 8.0
+NEAR_BOOST = 3.0
+NEAR_LINES = 2
 
 
 @dataclass
@@ -64,18 +60,14 @@ def _values(stage: str, drafts: list) -> list[float]:
 
 @dataclass
 class _Line:
-    score: float
+    weight: float
     plan: Callable[[], list[Step]] | None
+    key: tuple[str, int] | None = None  # (path, line) of a suspicious line of the original code
+    depth: int = 1
+    boosted: bool = False
     steps: list[Step] = field(default_factory=list)
     # (-value, tie, draft): drafted, not yet handed out, best first
     pending: list = field(default_factory=list)
-    moved: int = 0
-    unchanged: int = 0
-
-    def weight(self) -> float:
-        if self.moved:
-            return self.score * MOVED_BOOST
-        return self.score * UNCHANGED_DECAY ** min(self.unchanged, UNCHANGED_CAP)
 
     def next_stage(self) -> str | None:
         if self.plan is not None:  # not planned yet: its first stage is assumed
@@ -96,17 +88,21 @@ class _Line:
 
 
 class Explorer:
-    """Drafts of many lines in order of value; `plan(i)` lists line i's steps (called once,
-    when the line first comes up). `sample_now` says whether a sampling step may run now
-    (testers fed); otherwise it waits while anything else is left."""
+    """Drafts of many lines in order of value. Line i of the first round has weight
+    `scores[i]` and (optionally) `keys[i]`; `plan(i)` lists its steps, called once, when the
+    line first comes up. `sample_now` says whether a sampling step may run now (testers fed);
+    otherwise it waits while anything else is left."""
 
     def __init__(
         self,
         scores: Sequence[float],
         plan: Callable[[int], list[Step]],
         sample_now: Callable[[], bool] = lambda: True,
+        keys: Sequence[tuple[str, int]] | None = None,
     ) -> None:
-        self.lines = [_Line(s, (lambda i=i: plan(i))) for i, s in enumerate(scores)]
+        self.lines = [
+            _Line(s, (lambda i=i: plan(i)), keys[i] if keys else None) for i, s in enumerate(scores)
+        ]
         self.sample_now = sample_now
         self._line_of: dict[str, _Line] = {}
         self._tie = itertools.count()
@@ -114,12 +110,40 @@ class Explorer:
     def __bool__(self) -> bool:
         return any(line.head(False) is not None for line in self.lines)
 
+    def add(self, weight: float, steps: Callable[[], list[Step]], depth: int) -> None:
+        """New work (e.g. drafted on top of a candidate), worth `weight` like a line."""
+        self.lines.append(_Line(weight, steps, None, depth))
+
+    def depth(self, draft_id: str) -> int:
+        line = self._line_of.get(draft_id)
+        return line.depth if line else 1
+
+    def weight(self, draft_id: str) -> float:
+        line = self._line_of.get(draft_id)
+        return line.weight if line else 0.0
+
+    def progress(self, draft_id: str) -> None:
+        """The candidate made progress: its line, and the lines next to it, are worth more."""
+        line = self._line_of.get(draft_id)
+        if line is None or line.boosted:
+            return  # once per line: many near misses on one line are one piece of evidence
+        line.boosted = True
+        line.weight *= PROGRESS_BOOST
+        if line.key is None:
+            return
+        path, number = line.key
+        for other in self.lines:
+            if other is not line and other.key and other.key[0] == path and (
+                abs(other.key[1] - number) <= NEAR_LINES
+            ):
+                other.weight *= NEAR_BOOST
+
     def _best(self, skip_samples: bool) -> tuple[_Line, bool] | None:
         best, best_value, to_draft = None, 0.0, False
         for line in self.lines:
             head = line.head(skip_samples)
-            if head is not None and line.weight() * head[0] > best_value:
-                best, best_value, to_draft = line, line.weight() * head[0], head[1]
+            if head is not None and line.weight * head[0] > best_value:
+                best, best_value, to_draft = line, line.weight * head[0], head[1]
         return None if best is None else (best, to_draft)
 
     def _draft_next_stage(self, line: _Line) -> None:
@@ -151,50 +175,3 @@ class Explorer:
         while len(out) < n and (draft := self._next()) is not None:
             out.append(draft)
         return out
-
-    def observe(self, draft_id: str, effect: str) -> None:
-        """`effect` of a candidate this explorer handed out: "moved" (the same failure with a
-        different value), "unchanged" (the very same failure); anything else tells nothing."""
-        line = self._line_of.get(draft_id)
-        if line is None:
-            return
-        if effect == "moved":
-            line.moved += 1
-        elif effect == "unchanged":
-            line.unchanged += 1
-
-
-_FRAME = re.compile(r'^\s*File ".*", line \d+')
-_SOURCE_OR_CARETS = re.compile(r"^\s{4,}\S|^\s*[\^~]+\s*$")
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
-
-
-def failure_signature(message: str) -> str:
-    """What a failure reported, without where the code sat: traceback frames (an edit shifts
-    the line numbers of its file) and object addresses dropped."""
-    kept, after_frame = [], False
-    for line in message.splitlines():
-        if _FRAME.match(line):
-            after_frame = True
-            continue
-        if after_frame and _SOURCE_OR_CARETS.match(line):
-            continue
-        after_frame = False
-        kept.append(line)
-    return _ADDRESS.sub("0x", "\n".join(kept))
-
-
-def effect(reference: TestResult, failure: TestResult | None, edited: Collection[str]) -> str:
-    """How a candidate changed the pristine code's first failure: "moved" (the same test fails
-    at the same place, outside the files it edited, with a different message: the checked
-    value changed), "unchanged", or "" (it passed, crashed in its own edit, or failed
-    elsewhere: no evidence either way)."""
-    if failure is None or failure.test_id != reference.test_id:
-        return ""
-    if failure_signature(failure.message) == failure_signature(reference.message):
-        return "unchanged"
-    if not failure.frames or failure.frames[-1][0] in edited:
-        return ""  # raised in the edited code: a crash the edit made, not a value it changed
-    here = [frame for frame in failure.frames if frame[0] not in edited]
-    there = [frame for frame in reference.frames if frame[0] not in edited]
-    return "moved" if here == there else ""

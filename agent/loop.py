@@ -14,15 +14,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from agent.canvases import Site, sites_for
+from agent.canvases import sites_for
 from agent.config import Settings
 from agent.draft import Draft, Drafter
-from agent.explore import Explorer, Step, effect
+from agent.explore import Explorer, Step
 from agent.live import FixState
 from agent.localize import SuspiciousLine, rank_lines
 from agent.mutations import missing_names
@@ -34,16 +34,16 @@ from runner.results import JobDone, TestResult
 from runner.selection import select_tests
 from sandboxes import Limits
 
-# Suspicious lines turned into sites per work unit, and units queued ahead of the pool: enough
-# to keep the workers busy, few enough that a feedback round is not stuck behind a long queue.
-LINES_PER_UNIT = 3
+# Candidates queued ahead of the pool: enough to keep the workers busy, few enough that a
+# progressing candidate's follow-up is not stuck behind a long queue.
 MAX_QUEUED_JOBS = 24
-# Lines either side of a progressing candidate's site that feedback drafts first.
-FOCUS_LINES = 2
+# A progressing candidate's follow-up: the lines localized again with its failure, and the
+# share of its line's weight that work on top of it is worth.
+FOLLOW_UP_LINES = 6
+FOLLOW_UP_SHARE = 0.5
 # Candidates per worker in flight for the model to sample: below that, testers would wait.
 FED_QUEUE = 4
 FAILURE_TEXT_CHARS = 600
-PRISTINE = "pristine"
 
 
 @dataclass
@@ -90,45 +90,6 @@ def _frames(results: Sequence[TestResult]) -> dict[str, list[tuple[str, int]]]:
     return {r.test_id: list(r.frames) for r in results if r.failed}
 
 
-@dataclass
-class _Unit:
-    """One piece of drafting work: sites on a version of the files, or a draft to refine."""
-
-    sources: dict[str, str]
-    sites: list[Site]
-    depth: int
-    parent: Draft | None = None
-    cond: str = ""
-
-
-class _Stream:
-    """Units drafted lazily, handed out a few drafts at a time, each with its round."""
-
-    def __init__(self, batches: Callable[[_Unit], Iterator[list[Draft]]],
-                 units: Iterable[_Unit] = ()) -> None:  # fmt: skip
-        self.batches = batches
-        self.units: deque[_Unit] = deque(units)
-        self.pending: deque[tuple[Draft, int]] = deque()
-        self.current: Iterator[list[Draft]] | None = None
-        self.depth = 1
-
-    def __bool__(self) -> bool:
-        return bool(self.pending or self.units or self.current is not None)
-
-    def take(self, n: int) -> list[tuple[Draft, int]]:
-        """Up to `n` (draft, round) pairs, fewer when the stream runs dry."""
-        while len(self.pending) < n and (self.current is not None or self.units):
-            if self.current is None:
-                unit = self.units.popleft()
-                self.current, self.depth = self.batches(unit), unit.depth
-            batch = next(self.current, None)
-            if batch is None:
-                self.current = None
-                continue
-            self.pending.extend((draft, self.depth) for draft in batch)
-        return [self.pending.popleft() for _ in range(min(n, len(self.pending)))]
-
-
 class FixLoop:
     def __init__(
         self,
@@ -153,7 +114,6 @@ class FixLoop:
         self.deadline = time.monotonic() + options.budget
         self._lock = threading.Lock()
         self._inflight: dict[str, Draft] = {}
-        self._depth_of: dict[str, int] = {}
         self._results: dict[str, list[TestResult]] = {}
         self._verdicts: deque[Verdict] = deque()
         self._green: Verdict | None = None
@@ -162,7 +122,6 @@ class FixLoop:
         self._localization: list[SuspiciousLine] = []
         self.validated = 0
         self._stop = threading.Event()
-        self._reference: TestResult | None = None  # the pristine code's first failure, as run
         self._texts: dict[str, str] = {}
         self._coverage = {t: self.baseline.coverage(t) for t in self.baseline.tests}
         self._base_frames = {t: list(self.baseline.records[t].frames) for t in self.targets}
@@ -230,9 +189,6 @@ class FixLoop:
             if not event.cached:
                 self.state.tests_run += 1
             return
-        if event.job_id == PRISTINE:
-            self._reference = next((r for r in event.results if r.failed), None)
-            return
         with self._lock:
             before = len(self._inflight)
             draft = self._inflight.pop(event.job_id, None)
@@ -272,18 +228,6 @@ class FixLoop:
 
     # --- the loop ----------------------------------------------------------------------------
 
-    def _units(self, lines: Sequence[SuspiciousLine], depth: int, parent: Draft | None,
-               cond: str) -> list[_Unit]:  # fmt: skip
-        sources = dict(parent.files) if parent else {}
-        sources = {**self._sources(lines), **sources}
-        units = []
-        for start in range(0, len(lines), LINES_PER_UNIT):
-            chunk = lines[start : start + LINES_PER_UNIT]
-            sites = sites_for(sources, chunk, count_tokens=self.drafter.count_tokens)
-            if sites:
-                units.append(_Unit(sources, sites, depth, parent, cond))
-        return units
-
     def _plan(self, index: int) -> list[Step]:
         """The drafting stages of the index-th suspicious line."""
         line = self._localization[index]
@@ -301,47 +245,39 @@ class FixLoop:
         """Localization from the baseline, and the first round's drafts in order of value."""
         self._localization = self.localize()
         scores = [s.score for s in self._localization]
-        return self._localization, Explorer(scores, self._plan, self._testers_fed)
+        keys = [(s.path, s.line) for s in self._localization]
+        return self._localization, Explorer(scores, self._plan, self._testers_fed, keys)
 
-    def _focus_units(self, verdict: Verdict, depth: int) -> list[_Unit]:
-        """The neighbourhood of a candidate that made progress, on the original code: its
-        site's line and the suspicious lines around it, nearest first. A near miss usually
-        sits at or next to the bug; without this, those sites wait for their turn in the
-        suspiciousness order. Fills already drafted are not drafted again."""
-        site = verdict.draft.site
-        near = [
-            s for s in self._localization
-            if s.path == site.path and abs(s.line - site.line) <= FOCUS_LINES
-        ]  # fmt: skip
-        near.sort(key=lambda s: (abs(s.line - site.line), -s.score))
-        return self._units(near, depth, None, "")
+    def _follow_up(self, explore: Explorer, verdict: Verdict, depth: int) -> None:
+        """A candidate made progress: its line and the lines next to it weigh more, and work
+        on top of it joins the exploration: its fill re-noised (model), and the sites of the
+        lines localized again with its failure, drafted on its version of the file."""
+        draft, failure = verdict.draft, verdict.failure
+        explore.progress(draft.id)
+        cond = (failure.message or "")[-FAILURE_TEXT_CHARS:] if failure else ""
+        frames = _frames([failure]) if failure else {}
 
-    def _feedback_units(self, verdict: Verdict, depth: int) -> list[_Unit]:
-        failure = verdict.failure
-        cond = ""
-        frames: dict[str, list[tuple[str, int]]] = {}
-        if failure is not None:
-            cond = (failure.message or "")[-FAILURE_TEXT_CHARS:]
-            frames = _frames([failure])
-        lines = self.localize(frames)[: 2 * LINES_PER_UNIT]
-        refine = _Unit({}, [], depth, verdict.draft, cond)
-        return [
-            *self._focus_units(verdict, depth),
-            refine,
-            *self._units(lines, depth, verdict.draft, cond),
-        ]
+        def steps() -> list[Step]:
+            lines = self.localize(frames)[:FOLLOW_UP_LINES]
+            sources = {**self._sources(lines), **draft.files}
+            sites = sites_for(sources, lines, count_tokens=self.drafter.count_tokens)
+            refine = [Step("sample", partial(self.drafter.refine, draft, cond))]
+            return refine + [
+                Step(stage, partial(self.drafter.stage, sources, sites, stage, cond, draft.id,
+                                    seed=depth * 1000, missing=self.missing))  # fmt: skip
+                for stage in self.drafter.stages
+                if sites
+            ]
 
-    def _submit(self, pool: Pool, drafts: list[Draft], depth: int) -> None:
-        for draft in drafts:
-            if self.state.drafted >= self.options.max_candidates:
-                return
-            with self._lock:
-                before = len(self._inflight)
-                self._inflight[draft.id] = draft
-                self._busy_change(before)
-                self._depth_of[draft.id] = depth
-            self.state.drafted += 1
-            pool.submit(self._job(draft))
+        explore.add(explore.weight(draft.id) * FOLLOW_UP_SHARE, steps, depth)
+
+    def _submit(self, pool: Pool, draft: Draft) -> None:
+        with self._lock:
+            before = len(self._inflight)
+            self._inflight[draft.id] = draft
+            self._busy_change(before)
+        self.state.drafted += 1
+        pool.submit(self._job(draft))
 
     def _testers_fed(self) -> bool:
         """Enough candidates queued that the workers stay busy while the model samples."""
@@ -351,27 +287,9 @@ class FixLoop:
     def _time_left(self) -> float:
         return self.deadline - time.monotonic()
 
-    def _batches(self, unit: _Unit) -> Iterator[list[Draft]]:
-        """A unit's drafts, batch by batch."""
-        self.state.stage = "feedback"
-        if unit.parent is not None and not unit.sites:
-            yield self.drafter.refine(unit.parent, unit.cond)
-            return
-        yield from self.drafter.draft(
-            unit.sources, unit.sites, unit.cond, unit.parent and unit.parent.id,
-            round_seed=unit.depth * 1000, missing=self.missing, sample_now=self._testers_fed,
-        )  # fmt: skip
-
     def run(self, pool: Pool) -> Outcome:
         started = time.monotonic()
         localization, explore = self.first_round()
-        # The pristine code's failure as the candidates' runs report it: what their failures
-        # are compared with (feedback).
-        pool.submit(Job(PRISTINE, {}, list(self.targets), True, tuple(self.targets)))
-        # Feedback alternates with exploration, a few candidates at a time, so that neither
-        # starves the other and a near miss is followed up while the pool is still busy.
-        feedback = _Stream(self._batches)
-        take_feedback = True
         consumer = threading.Thread(target=self._consume, args=(pool,), daemon=True)
         consumer.start()
         best = 0
@@ -382,7 +300,7 @@ class FixLoop:
                     fresh = list(self._verdicts)
                     self._verdicts.clear()
                 for verdict in sorted(fresh, key=lambda v: -v.targets_passed):
-                    depth = self._depth_of.get(verdict.draft.id, 1)
+                    depth = explore.depth(verdict.draft.id)
                     if (
                         self.options.feedback
                         and depth < self.options.max_rounds
@@ -390,14 +308,11 @@ class FixLoop:
                     ):
                         best = max(best, verdict.targets_passed)
                         rounds = max(rounds, depth + 1)
-                        feedback.units.extend(self._feedback_units(verdict, depth + 1))
-                    if self.options.feedback and self._reference is not None:
-                        seen = effect(self._reference, verdict.failure, verdict.draft.files)
-                        explore.observe(verdict.draft.id, seen)
+                        self._follow_up(explore, verdict, depth + 1)
                 with self._lock:
                     inflight = len(self._inflight)
                 exhausted = self.state.drafted >= self.options.max_candidates
-                if exhausted or not (explore or feedback):
+                if exhausted or not explore:
                     if inflight == 0:
                         break  # everything drafted has been validated: the search is over
                     time.sleep(0.05)
@@ -405,16 +320,13 @@ class FixLoop:
                 if inflight >= MAX_QUEUED_JOBS:
                     time.sleep(0.02)
                     continue
-                room = MAX_QUEUED_JOBS - inflight
-                if (take_feedback and feedback) or not explore:
-                    taken = feedback.take(room)
-                else:
-                    self.state.stage = "drafting"
-                    taken = [(draft, 1) for draft in explore.take(room)]
-                take_feedback = not take_feedback
-                for draft, depth in taken:
+                room = min(MAX_QUEUED_JOBS - inflight,
+                           self.options.max_candidates - self.state.drafted)  # fmt: skip
+                for draft in explore.take(room):
+                    depth = explore.depth(draft.id)
                     self.state.round = max(self.state.round, depth)
-                    self._submit(pool, [draft], depth)
+                    self.state.stage = "drafting" if depth == 1 else "feedback"
+                    self._submit(pool, draft)
         finally:
             self._stop.set()
             consumer.join(timeout=5)

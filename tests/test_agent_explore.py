@@ -1,14 +1,12 @@
-"""agent.explore: the value order across lines and stages, feedback re-weighting, and how a
-candidate's failure is compared with the pristine one."""
+"""agent.explore: the value order across lines and stages, and how progress and follow-up
+work change it."""
 
 from __future__ import annotations
 
 import itertools
-import traceback
 from dataclasses import dataclass
 
-from agent.explore import Explorer, Step, effect, failure_signature
-from runner.results import TestResult
+from agent.explore import Explorer, Step
 
 _ids = itertools.count()
 
@@ -62,19 +60,32 @@ def test_a_line_is_planned_only_when_it_comes_up() -> None:
     assert planned == [0, 1]
 
 
-def test_feedback_moves_the_edits_of_a_line_whose_candidates_changed_the_value() -> None:
+def test_progress_moves_up_the_line_and_its_neighbours() -> None:
     def run(feedback: bool) -> list[tuple[str, str]]:
-        plans = {0: steps("a", substitution=2, edit=40), 1: steps("b", substitution=2, edit=40)}
-        explorer = Explorer([1.0, 0.9], plans.__getitem__)
-        first = explorer.take(4)
-        assert [i.line for i in first] == ["a", "a", "b", "b"]
+        plans = {i: steps(n, substitution=2, edit=40) for i, n in enumerate("abcd")}
+        keys = [("m.py", 10), ("m.py", 30), ("m.py", 31), ("other.py", 31)]
+        explorer = Explorer([1.0, 0.9, 0.8, 0.8], plans.__getitem__, keys=keys)
+        first = explorer.take(8)
+        assert [i.line for i in first] == ["a", "a", "b", "b", "c", "c", "d", "d"]
         if feedback:
-            for item in first:
-                explorer.observe(item.id, "moved" if item.line == "b" else "unchanged")
+            explorer.progress(first[2].id)  # a candidate on line b (m.py:30) made progress
+            explorer.progress(first[3].id)  # more of it is no more evidence
         return order(explorer)
 
-    assert run(feedback=False) == [("a", "edit"), ("b", "edit")]
-    assert run(feedback=True) == [("b", "edit"), ("a", "edit")]
+    assert run(feedback=False) == [("a", "edit"), ("b", "edit"), ("c", "edit"), ("d", "edit")]
+    # b x8, its neighbour c (line 31 of the same file) x3; d is line 31 of another file
+    assert run(feedback=True) == [("b", "edit"), ("c", "edit"), ("a", "edit"), ("d", "edit")]
+
+
+def test_follow_up_work_joins_at_a_share_of_its_lines_weight() -> None:
+    plans = {0: steps("a", substitution=2, edit=40), 1: steps("b", substitution=4)}
+    explorer = Explorer([1.0, 0.05], plans.__getitem__)
+    first = explorer.take(2)
+    assert explorer.depth(first[0].id) == 1
+    explorer.add(explorer.weight(first[0].id) * 0.5, lambda: steps("a2", substitution=3), 2)
+    nxt = explorer.take(3)
+    assert [i.line for i in nxt] == ["a2"] * 3  # worth more than a's edits and b
+    assert explorer.depth(nxt[0].id) == 2
 
 
 def test_samples_wait_while_testers_are_short_of_work_unless_nothing_else_is_left() -> None:
@@ -108,55 +119,3 @@ def test_empty_batches_are_skipped() -> None:
     explorer = Explorer([1.0, 0.9], plans.__getitem__)
     assert order(explorer) == [("a", "edit")]
     assert not explorer
-
-
-def _failure(source: str, *args) -> tuple[str, list[tuple[str, int]]]:
-    """A real traceback of `check(*args)` defined in `source` (file lib.py), called from a
-    test frame in test_lib.py: the message and the (path, line) frames."""
-    lib: dict = {}
-    exec(compile(source, "lib.py", "exec"), lib)
-    test = compile("def test():\n    got = lib['check'](*args)\n    assert got == 24, got\n",
-                   "test_lib.py", "exec")  # fmt: skip
-    scope = {"lib": lib, "args": args}
-    exec(test, scope)
-    try:
-        scope["test"]()
-    except Exception as exc:  # noqa: BLE001 - the failure is the point
-        frames = [(f.filename, f.lineno) for f in traceback.extract_tb(exc.__traceback__)][1:]
-        return "".join(traceback.format_exception(exc)), frames
-    raise AssertionError("the check passed")
-
-
-def result(source: str, *args) -> TestResult:
-    message, frames = _failure(source, *args)
-    return TestResult("j", "test_lib.py::test", "failed", 0.1, message, tuple(frames))
-
-
-LIB = "def check(n):\n    return n + 1\n"
-
-
-def test_a_shifted_file_with_the_same_failure_is_unchanged() -> None:
-    reference = result(LIB, 2)
-    shifted = result("\n\n# a comment\n" + LIB, 2)
-    assert failure_signature(shifted.message) == failure_signature(reference.message)
-    assert effect(reference, shifted, {"lib.py"}) == "unchanged"
-
-
-def test_a_different_value_at_the_same_assertion_moved() -> None:
-    reference = result(LIB, 2)
-    assert effect(reference, result("def check(n):\n    return n - 1\n", 2), {"lib.py"}) == "moved"
-
-
-def test_a_crash_elsewhere_or_a_pass_tells_nothing() -> None:
-    reference = result(LIB, 2)
-    crash = result("def check(n):\n    return n + None\n", 2)
-    assert effect(reference, crash, {"lib.py"}) == ""
-    assert effect(reference, None, {"lib.py"}) == ""
-    other = TestResult("j", "test_lib.py::other", "failed", 0.1, reference.message, ())
-    assert effect(reference, other, {"lib.py"}) == ""
-
-
-def test_object_addresses_do_not_count_as_a_change() -> None:
-    assert failure_signature("x = <Obj at 0x7fe44371c250>") == failure_signature(
-        "x = <Obj at 0x7f0000000010>"
-    )
