@@ -8,8 +8,8 @@ draft of any line goes next; a stage is drafted only when its best draft could b
 valuable. So the top line's first substitutions come first, its hundreds of edits interleave
 with other lines' likelier substitutions, and no line's long tail blocks the others.
 
-Feedback goes through the same order. A candidate that made progress (more target tests pass,
-or the failure moved deeper into the test) multiplies the weight of its line and of the lines
+Feedback goes through the same order. A candidate that made progress (more target tests pass)
+multiplies the weight of its line and of the lines
 next to it (`progress`), and work drafted on top of it (its fill re-noised, new sites on its
 version of the file) joins as new entries (`add`) worth a share of its line's weight: a near
 miss is followed up at once, without starving the rest.
