@@ -46,7 +46,8 @@ class Job:
     """One candidate: files to replace (relpath -> text, None deletes) and the tests to run.
 
     `targets` (the ticket's failing tests) run first; with `fail_fast` the job stops at its first
-    failing test.
+    failing test, once every target has run: how many targets a candidate passes is how the
+    caller tells a partial fix (one of two bugs) from a miss.
     """
 
     id: str
@@ -66,6 +67,11 @@ class _JobState:
     aliases: list[str] = field(default_factory=list)
     stopped: str | None = None  # "fail_fast", "cancelled", "timeout"
     cpu: float = 0.0
+    failed: bool = False
+
+    def targets_reported(self) -> bool:
+        reported = {r.test_id for r in self.results}
+        return all(t in reported for t in self.job.targets)
 
 
 @dataclass
@@ -304,7 +310,8 @@ class Pool:
         self._events.put(result)
         for alias in state.aliases:
             self._events.put(_renamed(result, alias))
-        if result.failed and state.job.fail_fast:
+        state.failed = state.failed or result.failed
+        if state.failed and state.job.fail_fast and state.targets_reported():
             self._stop(state, "fail_fast")
 
     def _stop(self, state: _JobState, reason: str) -> None:

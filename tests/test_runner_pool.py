@@ -51,6 +51,22 @@ def test_fail_fast_runs_targets_first_and_stops(pool):
     assert outcomes(done) == {SQUARE: "failed"}
 
 
+@pytest.mark.parametrize("policy", ["steal", "whole"])
+def test_fail_fast_runs_every_target_before_it_stops(project, policy):
+    # A candidate that fixes one of two targets must be told apart from one that fixes none.
+    with Pool(project, PYTHON, "process", workers=2, test_timeout=TEST_TIMEOUT,
+              policy=policy) as own:  # fmt: skip
+        done = own.run(
+            Job("two", {"geometry/area.py": WRONG}, [TRIVIAL, UNIT], True, targets=(SQUARE, RECT))
+        )
+        assert done.reason == "fail_fast"
+        assert {SQUARE: "failed", RECT: "passed"}.items() <= outcomes(done).items()
+        if policy == "steal":  # regression chunks wait for the targets
+            assert set(outcomes(done)) == {SQUARE, RECT}
+        both = own.run(Job("both", {}, [TRIVIAL, UNIT], True, targets=(SQUARE, RECT)))
+        assert both.green and set(outcomes(both)) == {SQUARE, RECT, TRIVIAL, UNIT}
+
+
 def test_an_infinite_loop_is_a_timeout_failure_within_the_limit(pool):
     loop = area_with("    while True:\n        pass\n")
     start = time.monotonic()

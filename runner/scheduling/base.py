@@ -3,7 +3,9 @@
 A job (one candidate) arrives with its target tests (the ticket's failing tests) and its regression
 tests. A policy turns jobs into chunks (tests of one job run in one forked child); the pool asks
 for the next chunk whenever a worker is idle (so idle workers steal whatever is pending) and drops
-a job's pending chunks when it fails fast or is cancelled.
+a job's pending chunks when it fails fast or is cancelled. A job's targets all run even when one
+fails (the caller counts how many a candidate passes): a chunk holding several targets is sent
+without fail fast, and the pool stops the job once its targets are in.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ class Stats:
 
     def duration(self, test: str) -> float:
         return self.durations.get(test, 0.05)
+
+
+def worker_fail_fast(targets: list[str], fail_fast: bool) -> bool:
+    """Whether a worker may stop a chunk holding these targets at its first failure: not with
+    several (they all run; the pool stops the job once they are in)."""
+    return fail_fast and len(targets) <= 1
 
 
 def regression_order(tests: list[str], stats: Stats) -> list[str]:

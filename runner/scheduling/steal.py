@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict, deque
 
-from runner.scheduling.base import Chunk, Scheduler, regression_order
+from runner.scheduling.base import Chunk, Scheduler, regression_order, worker_fail_fast
 
 
 class StealingScheduler(Scheduler):
@@ -26,7 +26,7 @@ class StealingScheduler(Scheduler):
     def add(self, job_id: str, targets: list[str], tests: list[str], fail_fast: bool) -> None:
         chunks: deque[Chunk] = deque()
         if targets:
-            gate = Chunk(job_id, list(targets), fail_fast)
+            gate = Chunk(job_id, list(targets), worker_fail_fast(targets, fail_fast))
             chunks.append(gate)
             if fail_fast:
                 self._gates[job_id] = gate

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from runner.scheduling.base import Chunk, Scheduler, regression_order
+from runner.scheduling.base import Chunk, Scheduler, regression_order, worker_fail_fast
 
 
 class WholeJobScheduler(Scheduler):
@@ -18,7 +18,7 @@ class WholeJobScheduler(Scheduler):
 
     def add(self, job_id: str, targets: list[str], tests: list[str], fail_fast: bool) -> None:
         order = [*targets, *regression_order(tests, self.stats)]
-        self._queue.append(Chunk(job_id, order, fail_fast))
+        self._queue.append(Chunk(job_id, order, worker_fail_fast(targets, fail_fast)))
 
     def next_chunk(self) -> Chunk | None:
         return self._queue.popleft() if self._queue else None
