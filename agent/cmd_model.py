@@ -107,6 +107,14 @@ def train_cmd(
             help="Highest masking rate of text rows (canvas rows go to 1); may change on resume.",
         ),
     ] = 1.0,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            "--init",
+            help="Warm start: a new run from this exported model directory's weights and "
+                 "tokenizer (new optimizer and schedule); --config and --vocab are then unused.",
+        ),
+    ] = None,
     json_out: JsonOpt = None,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
@@ -118,10 +126,12 @@ def train_cmd(
         rep = Reporter(json_out, verbose, quiet)
         if not resume and (out / "last.pt").exists():
             raise AgentError(f"{out}/last.pt exists: use --resume or another --out")
+        if init is not None and not (init / "config.json").is_file():
+            raise AgentError(f"--init {init}: not a model directory (no config.json)")
         cfg = TrainConfig(minutes=minutes, seq_len=seq_len, batch_size=batch, lr=lr,
                           stream_max_rate=stream_max_rate)
         summary = train(corpus_dir, out, size=size, cfg=cfg, vocab_size=vocab, resume=resume,
-                        echo=not quiet, max_steps=max_steps)
+                        echo=not quiet, max_steps=max_steps, init=init)
         rep.write_json(summary)
         return 0
 

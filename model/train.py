@@ -15,10 +15,11 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,9 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     log_every: int = 10
     seed: int = 1234
+    # Seed of the data order, canvas sites and noise (None: `seed`; validation always uses
+    # `seed`). A warm start takes a new one so it does not replay the init run's batches.
+    data_seed: int | None = None
     threads: int = 2
     local_init: bool = True
 
@@ -376,12 +380,18 @@ def train(
     resume: bool = True,
     echo: bool = True,
     max_steps: int | None = None,
+    init: Path | None = None,
 ) -> dict:
-    """Train (or resume) until the time budget or `max_steps` is spent; returns a summary."""
+    """Train (or resume) until the time budget or `max_steps` is spent; returns a summary.
+
+    `init`: an exported model directory (config.json, model.safetensors, tokenizer.json) to
+    warm-start a new run from: its shape, weights and tokenizer, with a new optimizer and
+    learning-rate schedule (warmup included). Ignored when the run resumes from a checkpoint."""
     out_dir.mkdir(parents=True, exist_ok=True)
     log = Logger(out_dir / LOG, echo)
     ckpt_path = out_dir / CHECKPOINT
     state = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
+    init_net = None if state is not None or init is None else load_init(init, out_dir)
     if state is not None:
         # The budget (and the text rows' noise ceiling) may change on resume; everything else
         # comes from the checkpoint.
@@ -390,19 +400,29 @@ def train(
             changed["stream_max_rate"] = cfg.stream_max_rate
         cfg = TrainConfig.from_dict({**state["train_config"], **changed})
     cfg = cfg or TrainConfig()
+    if init_net is not None and cfg.data_seed is None:
+        cfg = replace(cfg, data_seed=cfg.seed + 1)
+    data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
     torch.set_num_threads(cfg.threads)
     tokenizer, stream = prepare_tokens(corpus_dir, out_dir, vocab_size, log)
     if state is not None:
         mcfg = ModelConfig.from_dict(state["model_config"])
+    elif init_net is not None:
+        mcfg = init_net.config
+        if cfg.seq_len > mcfg.max_seq_len or tokenizer.mask_id != mcfg.mask_id:
+            raise ModelError(f"{init}: window {mcfg.max_seq_len} or mask id {mcfg.mask_id} "
+                             f"does not fit seq_len {cfg.seq_len} / its tokenizer")
     else:
         mcfg = model_config(size, tokenizer.vocab_size, cfg.seq_len, tokenizer.mask_id)
     torch.manual_seed(cfg.seed)
     model = DiffusionLM(mcfg)
-    if state is None and cfg.local_init:
+    if init_net is not None:
+        model.load_state_dict(init_net.state_dict())
+    elif state is None and cfg.local_init:
         local_attention_init(model)
     optimizer = make_optimizer(model, cfg)
     step, tokens_seen, train_seconds, position, canvas_position = 0, 0, 0.0, 0, 0
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(data_seed)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -415,18 +435,21 @@ def train(
         log(f"resumed at step {step}, {tokens_seen:,} tokens, {train_seconds / 60:.1f} min, "
             f"text rows masked up to {cfg.stream_max_rate:g}")
     else:
-        log(f"new {size} model: {model.num_parameters():,} parameters, vocab "
-            f"{mcfg.vocab_size}, seq {cfg.seq_len}, batch {cfg.batch_size}, "
-            f"{cfg.minutes:g} min budget")
-    sampler = WindowSampler(stream, cfg.seq_len, cfg.seed, position)
+        origin = f"warm start from {init}" if init_net is not None else f"new {size} model"
+        log(f"{origin}: {model.num_parameters():,} parameters, vocab "
+            f"{mcfg.vocab_size}, seq {cfg.seq_len}, batch {cfg.batch_size}, lr {cfg.lr:g}, "
+            f"text rows masked up to {cfg.stream_max_rate:g}, {cfg.minutes:g} min budget")
+    sampler = WindowSampler(stream, cfg.seq_len, data_seed, position)
     canvases = None
     if cfg.canvas_rows:
         texts = [f.text for f in read_split(corpus_dir, "train")]
-        canvases = CanvasSampler(texts, tokenizer, cfg.canvas_len, cfg.seed, cfg.max_middle,
+        canvases = CanvasSampler(texts, tokenizer, cfg.canvas_len, data_seed, cfg.max_middle,
                                  canvas_position)
     val = validation_batches(tokenizer, corpus_dir, cfg.seq_len, 4, cfg.seed)
     budget = cfg.minutes * 60.0
     options = noise_options(cfg, tokenizer)
+    if init_net is not None:  # the baseline, on the same fixed validation windows and noise
+        log(f"init step 0 {json.dumps(validation_metrics(model, val, options, cfg.seed))}")
 
     def snapshot() -> None:
         save_checkpoint(ckpt_path, {
@@ -485,6 +508,21 @@ def train(
                **validation_metrics(model, val, options, cfg.seed)}
     log("done " + json.dumps(summary))
     return summary
+
+
+def load_init(init: Path, out_dir: Path) -> DiffusionLM:
+    """The network of an exported model directory, in fp32; its tokenizer becomes the run's
+    (copied to out_dir, so prepare_tokens and a resumed run use it, never a new one)."""
+    from model.checkpoint import load_model
+
+    lm = load_model(init, device="cpu")
+    source = Path(init) / "tokenizer.json"
+    target = out_dir / "tokenizer.json"
+    if not target.is_file():
+        shutil.copyfile(source, target)
+    elif target.read_bytes() != source.read_bytes():
+        raise ModelError(f"{target} differs from the tokenizer of {init}: use another --out")
+    return lm.net.float()
 
 
 def export_weights(run_dir: Path, out_dir: Path, dtype: torch.dtype = torch.float16) -> Path:

@@ -71,6 +71,33 @@ def test_loss_falls_and_a_resumed_run_continues(corpus, tmp_path):
         p.name for p in model_dir.iterdir()}
 
 
+@pytest.mark.slow
+def test_warm_start_continues_from_an_exported_model(corpus, tmp_path):
+    """--init: a new run from an exported model directory keeps its tokenizer and shape, gets a
+    new optimizer, schedule and data order, and its loss starts where the export left off."""
+    cold = tmp_path / "cold"
+    train(corpus, cold, size="tiny", cfg=tiny(), vocab_size=400, echo=False, max_steps=30)
+    cold_losses = logged_losses(cold)
+    exported = export_weights(cold, tmp_path / "model")
+
+    warm = tmp_path / "warm"
+    summary = train(corpus, warm, size="mini", cfg=tiny(), vocab_size=999, echo=False,
+                    max_steps=10, init=exported)
+    assert (warm / "tokenizer.json").read_bytes() == (exported / "tokenizer.json").read_bytes()
+    log = (warm / "train.log").read_text()
+    assert f"warm start from {exported}" in log and "init step 0 {" in log
+    assert summary["step"] == 10 and summary["parameters"] == load_model(
+        exported, device="cpu").net.num_parameters()  # the init's shape, not --config
+    warm_losses = logged_losses(warm)
+    assert all(torch.isfinite(torch.tensor(warm_losses)))
+    assert max(warm_losses) < cold_losses[0] - 0.5  # far below a fresh start: no blow-up
+    state = torch.load(warm / "last.pt", weights_only=False)
+    assert state["train_config"]["data_seed"] == tiny().seed + 1
+
+    resumed = train(corpus, warm, cfg=tiny(), echo=False, max_steps=12, init=exported)
+    assert resumed["step"] == 12 and "resumed at step 10" in (warm / "train.log").read_text()
+
+
 def test_resume_replays_the_same_data(corpus, tmp_path):
     """The data position is the whole data state: a sampler restarted at position p yields
     what the original yields after p windows, across an epoch boundary."""
