@@ -20,6 +20,10 @@ PROJECTS = sorted(
     for p in EXAMPLES.iterdir()
     if (p / "pyproject.toml").is_file() and (EXAMPLES / "tickets" / f"{p.name}.md").is_file()
 )
+# Projects whose ticket holds independent bugs in several modules, one local change each; the
+# others have one bug. A multi-module fix is found in steps: each change passes its own tests.
+FIX_MODULES = {"invoicer": 2}
+MULTI_MODULE = [name for name in PROJECTS if FIX_MODULES.get(name, 1) > 1]
 _OUTCOME = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (.+)$", re.M)
 
 
@@ -126,13 +130,63 @@ def _changed_lines(name: str) -> dict[str, list[str]]:
     return {sign: [ln[1:] for ln in body if ln.startswith(sign)] for sign in "+-"}
 
 
+def _fix_sections(name: str) -> dict[str, str]:
+    """Changed file -> its part of the reference patch."""
+    patch = (EXAMPLES / "fixes" / f"{name}.patch").read_text(encoding="utf-8")
+    parts = re.split(r"^(?=diff --git )", patch, flags=re.M)
+    sections: dict[str, str] = {}
+    for part in parts:
+        files = re.findall(r"^\+\+\+ b/(\S+)", part, re.M)
+        if files:
+            assert len(files) == 1 and files[0] not in sections
+            sections[files[0]] = part
+    return sections
+
+
 def test_reference_fix_is_one_local_change_outside_tests(prepared):
-    patch = (EXAMPLES / "fixes" / f"{prepared.name}.patch").read_text(encoding="utf-8")
-    files = re.findall(r"^\+\+\+ b/(\S+)", patch, re.M)
-    assert len(files) == 1 and not files[0].startswith("tests/")
-    assert patch.count("\n@@ ") == 1
-    changed = _changed_lines(prepared.name)
-    assert len(changed["+"]) == 1 and len(changed["-"]) <= 1
+    sections = _fix_sections(prepared.name)
+    assert len(sections) == FIX_MODULES.get(prepared.name, 1)
+    for path, section in sections.items():
+        assert not path.startswith("tests/")
+        assert section.count("\n@@ ") == 1
+        body = [ln for ln in section.splitlines() if not ln.startswith(("+++", "---"))]
+        assert len([ln for ln in body if ln.startswith("+")]) == 1
+        assert len([ln for ln in body if ln.startswith("-")]) <= 1
+
+
+def test_there_is_a_project_with_bugs_in_two_modules():
+    assert MULTI_MODULE
+
+
+@pytest.mark.parametrize("name", MULTI_MODULE)
+def test_each_module_change_alone_passes_only_its_own_tests(name, tmp_path):
+    ticket_tests = set(load_ticket(str(EXAMPLES / "tickets" / f"{name}.md")).tests)
+    patch = EXAMPLES / "fixes" / f"{name}.patch"
+    passed_by: dict[str, set[str]] = {}
+    for n, path in enumerate(_fix_sections(name)):
+        repo = tmp_path / f"only-{n}"
+        assert _prepare(name, repo).returncode == 0
+        applied = subprocess.run(
+            ["git", "apply", f"--include={path}", str(patch)],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+        )
+        assert applied.returncode == 0, applied.stderr
+        assert subprocess.run(
+            ["git", "diff", "--name-only"], cwd=repo, capture_output=True, text=True
+        ).stdout.split() == [path]
+        collected = _collected(repo)
+        returncode, outcomes = _outcomes(repo, collected)
+        failed = {nid for nid, outcome in outcomes.items() if outcome != "PASSED"}
+        # Still red, failing only ticket tests, and some ticket test now passes.
+        assert returncode == 1, path
+        assert failed < ticket_tests, path
+        assert set(outcomes) == set(collected)
+        passed_by[path] = ticket_tests - failed
+    fixed = list(passed_by.values())
+    assert all(a.isdisjoint(b) for i, a in enumerate(fixed) for b in fixed[i + 1 :])
+    assert set().union(*fixed) == ticket_tests
 
 
 def test_reference_fix_turns_the_suite_green(prepared, tmp_path):
