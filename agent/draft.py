@@ -1,6 +1,7 @@
 """Drafting: fill canvas sites with candidate code, by the diffusion model or by mutation.
 
-A draft is a whole new version of one file. Drafts must parse, are deduplicated by program (AST),
+A draft is a whole new version of one file (plus, when drafted on top of an earlier candidate,
+that candidate's other files). Drafts must parse, are deduplicated by program (AST),
 never touch protected paths, and come out best first (by fill rank, or by model likelihood).
 
 Drafting goes by stages (`Drafter.stage`): one-token substitutions, structural edits
@@ -21,7 +22,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agent.canvases import Site, apply, canvas, dedupe_fills
 from agent.config import MODEL_FREE
@@ -64,10 +65,12 @@ class Draft:
     score: float
     origin: str  # mutation (substitution) | edit | model | remask
     parent: str | None = None
+    # The parent candidate's other files: a fix of a second bug keeps the fix of the first.
+    carried: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def files(self) -> dict[str, str]:
-        return {self.path: self.source}
+        return {**self.carried, self.path: self.source}
 
 
 def model_canvas(source: str, site: Site) -> tuple[str, str, str]:
@@ -100,7 +103,7 @@ class Drafter:
         self.seed = seed
         self.busy = 0.0
         self._ids = itertools.count(1)
-        self._emitted: set[tuple[str, str]] = set()
+        self._emitted: set[tuple] = set()  # (path, text, *carried files)
 
     @property
     def name(self) -> str:
@@ -113,13 +116,15 @@ class Drafter:
             return max(1, len(text.split()))
         return max(1, len(self.lm.tokenizer.encode(text)))
 
-    def _make(self, sources: Mapping[str, str], items, origin: str, parent: str | None):
+    def _make(self, sources: Mapping[str, str], items, origin: str, parent: Draft | None):
         kept = dedupe_fills(sources, items, lambda item: item[0], lambda item: item[1])
         for site, fill, score in kept:
             text = apply(sources[site.path], site, fill)
-            if (site.path, text) in self._emitted:
+            carried = {p: t for p, t in (parent.files if parent else {}).items() if p != site.path}
+            key = (site.path, text, *sorted(carried.items()))
+            if key in self._emitted:
                 continue
-            self._emitted.add((site.path, text))
+            self._emitted.add(key)
             yield Draft(
                 f"d{next(self._ids)}",
                 site.path,
@@ -128,7 +133,8 @@ class Drafter:
                 fill,
                 score,
                 origin,
-                parent,
+                parent.id if parent else None,
+                carried,
             )
 
     @property
@@ -142,7 +148,7 @@ class Drafter:
         sites: Sequence[Site],
         stage: str,
         cond: str = "",
-        parent: str | None = None,
+        parent: Draft | None = None,
         seed: int = 0,
         missing: Sequence[str] = (),
     ) -> list[Draft]:
@@ -150,7 +156,8 @@ class Drafter:
         constant and identifier substitutions), "edit" (structural edits; `missing`: names the
         failures say were not defined, which inserted statements bind), or "sample" (the
         model's fills for the SAMPLED_SITES most suspicious sites, SITES_PER_BATCH in mode
-        `model-only`)."""
+        `model-only`). With `parent`, `sources` hold its version of its files, and every
+        draft keeps its changes to the others."""
         sites = [s for s in sites if not is_protected(s.path, self.never_edit)]
         began = time.monotonic()
         if stage == "sample":
@@ -226,6 +233,6 @@ class Drafter:
             cond=cond, context=CONTEXT_TOKENS, seed=self.seed + 7,
         )  # fmt: skip
         items = [(draft.site, c.text, c.score) for c in candidates]
-        drafts = list(self._make(base, items, "remask", draft.id))
+        drafts = list(self._make(base, items, "remask", draft))
         self.busy += time.monotonic() - began
         return drafts

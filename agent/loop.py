@@ -3,9 +3,9 @@
 Drafting runs on this thread; the test pool runs candidates in sandboxed workers meanwhile, and a
 consumer thread reads its results as they stream in. Drafts come from the explorer
 (`agent.explore`), most valuable first across every suspicious line. A candidate that makes
-progress (more target tests pass) raises the worth of its line and the lines next to it, and
-work on top of it joins the exploration: its fill re-noised and re-denoised, new sites drawn
-on its version of the file, localized again with the frames of its remaining failure.
+progress (more target tests pass) has work on top of it join the exploration: the tests it
+still fails localized again, new sites drawn on its version of the code (keeping its change,
+so a second bug is fixed on top of the first), its fill re-noised and re-denoised.
 """
 
 from __future__ import annotations
@@ -36,9 +36,11 @@ from sandboxes import Limits
 # Candidates queued ahead of the pool: enough to keep the workers busy, few enough that a
 # progressing candidate's follow-up is not stuck behind a long queue.
 MAX_QUEUED_JOBS = 24
-# A progressing candidate's follow-up: the lines localized again with its failure, and the
-# share of its line's weight that work on top of it is worth.
+# A progressing candidate's follow-up: the lines localized again with its failure, what each
+# is worth against a first-round line of the same score (the candidate passes more targets
+# than anything before it), and the share of its line's weight that re-noising its fill is worth.
 FOLLOW_UP_LINES = 6
+FOLLOW_UP_BOOST = 4.0
 FOLLOW_UP_SHARE = 0.5
 # Candidates per worker in flight for the model to sample: below that, testers would wait.
 FED_QUEUE = 4
@@ -131,14 +133,19 @@ class FixLoop:
     # --- localization ------------------------------------------------------------------------
 
     def localize(
-        self, frames: dict[str, list[tuple[str, int]]] | None = None
+        self,
+        frames: dict[str, list[tuple[str, int]]] | None = None,
+        failing: Sequence[str] | None = None,
     ) -> list[SuspiciousLine]:
-        tracebacks = dict(self._base_frames)
+        """Lines ranked by the baseline's coverage; `failing`: the tests still failing (default:
+        every target), the targets not among them count as passing."""
+        failing = list(failing or self.targets)
+        tracebacks = {t: f for t, f in self._base_frames.items() if t in failing}
         tracebacks.update(frames or {})
         return rank_lines(
             self._coverage,
-            failing=self.targets,
-            passing=self.passing,
+            failing=failing,
+            passing=self.passing | (set(self.targets) - set(failing)),
             tracebacks=tracebacks,
             never_edit=self.settings.never_edit,
         )
@@ -219,14 +226,19 @@ class FixLoop:
 
     def _plan(self, index: int) -> list[Step]:
         """The drafting stages of the index-th suspicious line."""
-        line = self._localization[index]
-        sources = self._sources([line])
+        return self._steps(self._localization[index], seed=1000 + index)
+
+    def _steps(
+        self, line: SuspiciousLine, seed: int, cond: str = "", parent: Draft | None = None
+    ) -> list[Step]:
+        """The drafting stages of a suspicious line, on `parent`'s version of the code if any."""
+        sources = {**self._sources([line]), **(parent.files if parent else {})}
         sites = sites_for(sources, [line], count_tokens=self.drafter.count_tokens)
         if not sites:
             return []
         return [
-            Step(stage, partial(self.drafter.stage, sources, sites, stage, seed=1000 + index,
-                                missing=self.missing))  # fmt: skip
+            Step(stage, partial(self.drafter.stage, sources, sites, stage, cond, parent,
+                                seed=seed, missing=self.missing))  # fmt: skip
             for stage in self.drafter.stages
         ]
 
@@ -238,27 +250,26 @@ class FixLoop:
         return self._localization, Explorer(scores, self._plan, self._testers_fed, keys)
 
     def _follow_up(self, explore: Explorer, verdict: Verdict, depth: int) -> None:
-        """A candidate made progress: its line and the lines next to it weigh more, and work
-        on top of it joins the exploration: its fill re-noised (model), and the sites of the
-        lines localized again with its failure, drafted on its version of the file."""
+        """A candidate made progress: work on top of it joins the exploration. The tests it
+        still fails are localized again (the targets it passes count as passing), and each of
+        the top lines drafts on its version of the code, worth FOLLOW_UP_BOOST times its new
+        score: a second bug is looked for where the remaining failure points, before the
+        first round's long tail. Its own fill is re-noised by the model. A near miss (every
+        target passes, a regression fails) also raises its line and the lines next to it."""
         draft, failure = verdict.draft, verdict.failure
-        explore.progress(draft.id)
-        cond = (failure.message or "")[-FAILURE_TEXT_CHARS:] if failure else ""
-        frames = _frames([failure]) if failure else {}
-
-        def steps() -> list[Step]:
-            lines = self.localize(frames)[:FOLLOW_UP_LINES]
-            sources = {**self._sources(lines), **draft.files}
-            sites = sites_for(sources, lines, count_tokens=self.drafter.count_tokens)
-            refine = [Step("sample", partial(self.drafter.refine, draft, cond))]
-            return refine + [
-                Step(stage, partial(self.drafter.stage, sources, sites, stage, cond, draft.id,
-                                    seed=depth * 1000, missing=self.missing))  # fmt: skip
-                for stage in self.drafter.stages
-                if sites
-            ]
-
-        explore.add(explore.weight(draft.id) * FOLLOW_UP_SHARE, steps, depth)
+        results = verdict.done.results
+        passed = {r.test_id for r in results if r.outcome == "passed"}
+        failing = [t for t in self.targets if t not in passed]
+        if not failing:
+            explore.progress(draft.id)
+            failing = [failure.test_id] if failure is not None else list(self.targets)
+        failures = [r for r in results if r.failed and r.test_id in failing]
+        cond = (failures[0].message or "")[-FAILURE_TEXT_CHARS:] if failures else ""
+        refine = [Step("sample", partial(self.drafter.refine, draft, cond))]
+        explore.add(explore.weight(draft.id) * FOLLOW_UP_SHARE, lambda: refine, depth)
+        for rank, line in enumerate(self.localize(_frames(failures), failing)[:FOLLOW_UP_LINES]):
+            steps = partial(self._steps, line, depth * 1000 + rank, cond, draft)
+            explore.add(line.score * FOLLOW_UP_BOOST, steps, depth)
 
     def _submit(self, pool: Pool, draft: Draft) -> None:
         with self._lock:

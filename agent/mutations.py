@@ -160,6 +160,13 @@ def _node_fills(nodes: list[Node], text: str) -> list[str]:
             fills.append(argument.text.decode("utf-8"))
     elif types & _NEGATABLE:
         fills.append(f"not ({text})")
+    # `i + 1` -> `i`: an off-by-one is as often a term too many as a constant one off.
+    binary = next((n for n in nodes if n.type == "binary_operator"), None)
+    if binary is not None:
+        for side in ("left", "right"):
+            operand = binary.child_by_field_name(side)
+            if operand is not None and operand.text is not None:
+                fills.append(operand.text.decode("utf-8"))
     if types & _SHIFTABLE:
         fills += [f"{text} + 1", f"{text} - 1"]
     return fills

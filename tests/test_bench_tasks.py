@@ -31,7 +31,7 @@ def git(repo: Path, *args: str) -> str:
 def test_every_task_matches_its_pinned_library_source() -> None:
     for task in load_tasks(TASKS_FILE):
         pristine = (pristine_repo(get_library(task.library)) / task.file).read_bytes()
-        buggy = buggy_source(task, pristine)
+        buggy = buggy_source(task, task.file, pristine)
         assert buggy != pristine
         assert buggy[task.start_byte :].startswith(task.buggy.encode())
 

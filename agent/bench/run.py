@@ -117,7 +117,7 @@ def _apply_fix(repo: Path, report: dict) -> str | None:
 
 def _judge(task: Task, repo: Path, report: dict) -> dict:
     """plausible: the task's full suite (its own, untouched test files) passes on the fix;
-    exact: the only changed file is the bug's, and it equals the pristine one as an AST."""
+    exact: the only changed files are the bugs', and each equals the pristine one as an AST."""
     buggy = git(repo, "rev-parse", "HEAD").strip()
     problem = _apply_fix(repo, report)
     if problem:
@@ -126,9 +126,12 @@ def _judge(task: Task, repo: Path, report: dict) -> dict:
     git(repo, "checkout", "-q", buggy, "--", *lib.tests, "pytest.ini")
     changed = set(git(repo, "diff", "--name-only", buggy).split())
     suite = run_pytest(repo, timeout=300)
-    pristine = (pristine_repo(lib) / task.file).read_bytes()
-    fixed = repo / task.file
-    exact = changed == {task.file} and fixed.exists() and same_code(fixed.read_bytes(), pristine)
+    files = {site["file"] for site in task.sites()}
+    exact = changed == files and all(
+        (repo / path).exists()
+        and same_code((repo / path).read_bytes(), (pristine_repo(lib) / path).read_bytes())
+        for path in files
+    )
     judge = "" if suite.passed else f"suite after the fix: {len(suite.failures)} failing"
     if suite.timed_out:
         judge = "suite after the fix timed out"

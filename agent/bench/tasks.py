@@ -1,5 +1,6 @@
-"""A task: one injected bug in one pinned library, frozen as a JSON record. The record is a
-recipe: copy the cached pristine repo, put the buggy text at the recorded byte range, commit."""
+"""A task: an injected bug in one pinned library, frozen as a JSON record. The record is a
+recipe: copy the cached pristine repo, put the buggy text at the recorded byte range, commit.
+A compound task (`more_sites`) holds further bugs of other tasks, each at its own range."""
 
 from __future__ import annotations
 
@@ -39,6 +40,14 @@ class Task:
     distance: int = 3  # 0 bug line in the ticket test's traceback ... 3 not even its file
     fix_tokens: int = 0
     extra: dict = field(default_factory=dict)
+    # Further bug sites: {file, start_byte, end_byte, start_line, end_line, original, buggy, kind}
+    more_sites: list[dict] = field(default_factory=list)
+
+    def sites(self) -> list[dict]:
+        """Every bug site of the task, its own first."""
+        keys = ("file", "start_byte", "end_byte", "start_line", "end_line", "original", "buggy",
+                "kind")  # fmt: skip
+        return [{k: getattr(self, k) for k in keys}, *self.more_sites]
 
     @classmethod
     def from_dict(cls, data: dict) -> Task:
@@ -63,12 +72,16 @@ def load_tasks(path: Path = TASKS_FILE) -> list[Task]:
     return tasks
 
 
-def buggy_source(task: Task, pristine: bytes) -> bytes:
-    """The task's file with the bug in; refuses if the pristine text is not where recorded."""
-    found = pristine[task.start_byte : task.end_byte].decode("utf-8", "replace")
-    if found != task.original:
-        raise AgentError(f"task {task.id}: {task.file} does not match the recorded pristine text")
-    return pristine[: task.start_byte] + task.buggy.encode() + pristine[task.end_byte :]
+def buggy_source(task: Task, path: str, pristine: bytes) -> bytes:
+    """File `path` with the task's bugs in it; refuses if the pristine text is not where
+    recorded."""
+    sites = sorted((s for s in task.sites() if s["file"] == path), key=lambda s: -s["start_byte"])
+    for site in sites:  # back to front: earlier byte offsets stay valid
+        a, z = site["start_byte"], site["end_byte"]
+        if pristine[a:z].decode("utf-8", "replace") != site["original"]:
+            raise AgentError(f"task {task.id}: {path} does not match the recorded pristine text")
+        pristine = pristine[:a] + site["buggy"].encode() + pristine[z:]
+    return pristine
 
 
 def build_task_repo(task: Task, dest: Path) -> Path:
@@ -77,8 +90,9 @@ def build_task_repo(task: Task, dest: Path) -> Path:
         raise AgentError(f"task repo destination already exists: {dest}")
     source = pristine_repo(get_library(task.library))
     shutil.copytree(source, dest, symlinks=True)
-    target = dest / task.file
-    target.write_bytes(buggy_source(task, target.read_bytes()))
+    for path in dict.fromkeys(site["file"] for site in task.sites()):
+        target = dest / path
+        target.write_bytes(buggy_source(task, path, target.read_bytes()))
     git(dest, "commit", "-q", "-a", "-m", f"buggy: {task.id}")
     return dest
 
