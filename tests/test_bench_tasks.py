@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from agent.bench.libraries import LIBRARIES, get_library, pristine_repo
+from agent.bench.pairs import compatible, pairs
 from agent.bench.suite import run_pytest
 from agent.bench.tasks import TASKS_FILE, buggy_source, build_task_repo, load_tasks
 from agent.errors import AgentError
+from agent.tickets import parse_ticket
 
 
 def small_tasks(n: int):
@@ -72,3 +74,37 @@ def test_rebuild_refuses_an_existing_destination_and_a_moved_source(tmp_path) ->
     task.start_byte += 1
     with pytest.raises(AgentError, match="does not match"):
         build_task_repo(task, tmp_path / "moved")
+
+
+PAIRS_FILE = TASKS_FILE.parent / "pairs.jsonl"
+
+
+def test_every_two_bug_task_puts_both_bugs_at_their_recorded_places() -> None:
+    pairs_ = load_tasks(PAIRS_FILE)
+    assert pairs_ and all(len(t.sites()) == 2 and t.kind == "two_bugs" for t in pairs_)
+    for task in pairs_:
+        for site in task.sites():
+            pristine = (pristine_repo(get_library(task.library)) / site["file"]).read_bytes()
+            buggy = buggy_source(task, site["file"], pristine)
+            assert buggy != pristine and site["buggy"].encode() in buggy
+        assert list(parse_ticket(task.ticket, task.id).tests) == task.ticket_test.split()
+
+
+@pytest.mark.slow
+def test_a_drawn_pair_fails_both_ticket_tests_and_each_fix_alone_is_progress(tmp_path) -> None:
+    tasks = [t for t in load_tasks(TASKS_FILE) if t.library == "cachetools"]
+    pair = next(pairs(tasks, "test", 1, seed=5))
+    first, second = (next(t for t in tasks if t.id == i) for i in pair.extra["parts"])
+    assert compatible(first, second) and not compatible(first, first)
+    assert first.ticket_test not in second.failing_tests
+    repo = build_task_repo(pair, tmp_path / "pair")
+    failing = run_pytest(repo, pair.ticket_test.split(), timeout=120).failures
+    assert {f.nodeid for f in failing} == {first.ticket_test, second.ticket_test}
+    # With the first bug put right, only the second ticket test still fails.
+    pristine = pristine_repo(LIBRARIES[pair.library])
+    git(repo, "checkout", "HEAD~1", "--", first.file)
+    if second.file == first.file:
+        pristine_text = (pristine / first.file).read_bytes()
+        (repo / first.file).write_bytes(buggy_source(second, first.file, pristine_text))
+    failing = run_pytest(repo, pair.ticket_test.split(), timeout=120).failures
+    assert {f.nodeid for f in failing} == {second.ticket_test}

@@ -91,6 +91,23 @@ def test_green_fix_commits_on_a_branch_and_leaves_the_user_tree(run_agent, tmp_p
     assert "already exists" in again.stderr
 
 
+@pytest.mark.slow
+def test_two_bugs_are_fixed_in_two_rounds_and_not_in_one(run_agent, tmp_path: Path) -> None:
+    # invoicer's ticket names two tests broken by two bugs in two modules: a candidate that
+    # fixes one passes one more target, and only a round drafted on top of it can be green.
+    repo = prepare("invoicer", tmp_path / "invoicer")
+    one_shot = fix(run_agent, repo, "--max-rounds", "1", "--max-candidates", "400",
+                   ticket="invoicer")  # fmt: skip
+    assert one_shot.returncode == 1, one_shot.stderr
+    assert len(json.loads(one_shot.stdout)["failing_after"]) == 2
+    result = fix(run_agent, repo, ticket="invoicer")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["rounds"] >= 2 and report["failing_after"] == []
+    changed = git(repo, "diff", "--name-only", f"{report['commit']}^", report["commit"]).split()
+    assert sorted(changed) == ["src/invoicer/invoice.py", "src/invoicer/terms.py"]
+
+
 def test_cannot_reproduce_exits_3(run_agent, tmp_path: Path) -> None:
     repo = prepare("stockroom", tmp_path / "stockroom")
     subprocess.run(
