@@ -39,7 +39,7 @@ MAX_QUEUED_JOBS = 24
 # A progressing candidate's follow-up: the lines localized again with its failure, what each
 # is worth against a first-round line of the same score (the candidate passes more targets
 # than anything before it), and the share of its line's weight that re-noising its fill is worth.
-FOLLOW_UP_LINES = 6
+FOLLOW_UP_LINES = 40
 FOLLOW_UP_BOOST = 4.0
 FOLLOW_UP_SHARE = 0.5
 # Candidates per worker in flight for the model to sample: below that, testers would wait.
@@ -67,8 +67,12 @@ class Options:
 class Verdict:
     draft: Draft
     done: JobDone
-    targets_passed: int
+    passed_targets: frozenset[str]
     failure: TestResult | None
+
+    @property
+    def targets_passed(self) -> int:
+        return len(self.passed_targets)
 
     @property
     def green(self) -> bool:
@@ -202,9 +206,12 @@ class FixLoop:
         if draft is None:
             return
         results = list(event.results)
-        passed = sum(1 for r in results if r.test_id in self.targets and r.outcome == "passed")
+        passed_targets = frozenset(
+            r.test_id for r in results if r.test_id in self.targets and r.outcome == "passed"
+        )
         failure = next((r for r in results if r.failed), None)
-        verdict = Verdict(draft, event, passed, failure)
+        verdict = Verdict(draft, event, passed_targets, failure)
+        passed = verdict.targets_passed
         self.state.validated += 1
         self.validated += 1
         if passed > self.state.best_passing or self.state.best == "-":
@@ -215,12 +222,14 @@ class FixLoop:
                 self._green = verdict
 
     @staticmethod
-    def _progress(verdict: Verdict, best: int) -> bool:
-        """More target tests pass than the best so far (with one target: it passes, and a
-        regression test fails). A failure that merely moves (another error, or deeper into the
-        test) is not progress: measured on the bug benchmark's dev split, following those up
-        cost candidates (a change that hides a crash's symptom moves the crash)."""
-        return verdict.targets_passed > best
+    def _progress(verdict: Verdict, followed: list[frozenset[str]]) -> bool:
+        """Target tests pass that no candidate followed up so far passed together (with one
+        target: it passes, and a regression test fails; with two bugs: either one fixed, each
+        a way in). A failure that merely moves (another error, or deeper into the test) is not
+        progress: measured on the bug benchmark's dev split, following those up cost
+        candidates (a change that hides a crash's symptom moves the crash)."""
+        passed = verdict.passed_targets
+        return bool(passed) and not any(passed <= earlier for earlier in followed)
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -292,7 +301,7 @@ class FixLoop:
         localization, explore = self.first_round()
         consumer = threading.Thread(target=self._consume, args=(pool,), daemon=True)
         consumer.start()
-        best = 0
+        followed: list[frozenset[str]] = []
         rounds = 1
         try:
             while self._time_left() > 0 and self._green is None:
@@ -304,9 +313,9 @@ class FixLoop:
                     if (
                         self.options.feedback
                         and depth < self.options.max_rounds
-                        and self._progress(verdict, best)
+                        and self._progress(verdict, followed)
                     ):
-                        best = max(best, verdict.targets_passed)
+                        followed.append(verdict.passed_targets)
                         rounds = max(rounds, depth + 1)
                         self._follow_up(explore, verdict, depth + 1)
                 with self._lock:
