@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXAMPLES ?= stockroom slugkit timespan confparse
+EXAMPLES ?= stockroom slugkit timespan confparse invoicer
 DEMO_DIR ?= /tmp/greenpatch-demo
 
 .PHONY: setup system docker-engine demo test lint
