@@ -118,9 +118,10 @@ class Drafter:
 
     def _make(self, sources: Mapping[str, str], items, origin: str, parent: Draft | None):
         kept = dedupe_fills(sources, items, lambda item: item[0], lambda item: item[1])
+        inherited = parent.files if parent else {}
         for site, fill, score in kept:
             text = apply(sources[site.path], site, fill)
-            carried = {p: t for p, t in (parent.files if parent else {}).items() if p != site.path}
+            carried = {p: t for p, t in inherited.items() if p != site.path}
             key = (site.path, text, *sorted(carried.items()))
             if key in self._emitted:
                 continue

@@ -267,8 +267,7 @@ class FixLoop:
         target passes, a regression fails) also raises its line and the lines next to it."""
         draft, failure = verdict.draft, verdict.failure
         results = verdict.done.results
-        passed = {r.test_id for r in results if r.outcome == "passed"}
-        failing = [t for t in self.targets if t not in passed]
+        failing = [t for t in self.targets if t not in verdict.passed_targets]
         if not failing:
             explore.progress(draft.id)
             failing = [failure.test_id] if failure is not None else list(self.targets)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.checkpoint import load_model
 from model.data import code_lines, pick_site, read_split
 from model.diffusion import Noised, noise
 from model.errors import ModelError
@@ -513,8 +514,6 @@ def train(
 def load_init(init: Path, out_dir: Path) -> DiffusionLM:
     """The network of an exported model directory, in fp32; its tokenizer becomes the run's
     (copied to out_dir, so prepare_tokens and a resumed run use it, never a new one)."""
-    from model.checkpoint import load_model
-
     lm = load_model(init, device="cpu")
     source = Path(init) / "tokenizer.json"
     target = out_dir / "tokenizer.json"

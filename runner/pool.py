@@ -68,10 +68,7 @@ class _JobState:
     stopped: str | None = None  # "fail_fast", "cancelled", "timeout"
     cpu: float = 0.0
     failed: bool = False
-
-    def targets_reported(self) -> bool:
-        reported = {r.test_id for r in self.results}
-        return all(t in reported for t in self.job.targets)
+    unreported: set[str] = field(default_factory=set)  # targets without a result yet
 
 
 @dataclass
@@ -230,7 +227,7 @@ class Pool:
             if original in self._jobs:
                 self._jobs[original].aliases.append(job.id)
                 return
-            state = _JobState(job, time.monotonic(), digest)
+            state = _JobState(job, time.monotonic(), digest, unreported=set(job.targets))
             self._jobs[job.id] = state
             self._by_digest[digest] = job.id
             targets = [t for t in dict.fromkeys(job.targets) if not self._answer(state, t)]
@@ -311,7 +308,8 @@ class Pool:
         for alias in state.aliases:
             self._events.put(_renamed(result, alias))
         state.failed = state.failed or result.failed
-        if state.failed and state.job.fail_fast and state.targets_reported():
+        state.unreported.discard(result.test_id)
+        if state.failed and state.job.fail_fast and not state.unreported:
             self._stop(state, "fail_fast")
 
     def _stop(self, state: _JobState, reason: str) -> None:

@@ -8,6 +8,7 @@ both ticket tests fail (checked by running them)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import shutil
@@ -23,10 +24,12 @@ from agent.bench.tasks import Task, build_task_repo
 KIND = "two_bugs"
 
 
-def _function(task: Task) -> tuple[str, str, int] | None:
-    source = (pristine_repo(get_library(task.library)) / task.file).read_bytes()
-    found = enclosing_function(source, task.start_byte)
-    return None if found is None else (task.file, found[0], found[1])
+@functools.cache
+def _function(library: str, path: str, offset: int) -> tuple[str, str, int] | None:
+    """The function around a bug (file, name, first line); every candidate pair asks again."""
+    source = (pristine_repo(get_library(library)) / path).read_bytes()
+    found = enclosing_function(source, offset)
+    return None if found is None else (path, found[0], found[1])
 
 
 def compatible(a: Task, b: Task) -> bool:
@@ -35,7 +38,8 @@ def compatible(a: Task, b: Task) -> bool:
         return False
     if a.ticket_test == b.ticket_test or set(a.failing_tests) & set(b.failing_tests):
         return False
-    fa, fb = _function(a), _function(b)
+    fa = _function(a.library, a.file, a.start_byte)
+    fb = _function(b.library, b.file, b.start_byte)
     return fa is None or fb is None or fa != fb
 
 
