@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agent import cmd_batch, cmd_bench, cmd_fix, cmd_infill, cmd_model, cmd_test
+from agent import cmd_batch, cmd_bench, cmd_fix, cmd_infill, cmd_model, cmd_serve, cmd_test
 
 app = typer.Typer(
     name="agent",
@@ -20,6 +20,7 @@ app.command("test")(cmd_test.test)
 app.command("infill")(cmd_infill.infill)
 app.add_typer(cmd_model.app, name="model")
 app.command("bench")(cmd_bench.bench)
+app.command("serve")(cmd_serve.serve)
 
 
 def main() -> None:
