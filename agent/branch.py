@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 import git
 
 from agent.errors import AgentError
+from agent.repo import open_repo
 from agent.tickets import Ticket
 
 _FALLBACK_IDENTITY = {
@@ -41,15 +42,6 @@ def commit_message(ticket: Ticket) -> str:
     title = " ".join(ticket.title.split())[:72] or ticket.id
     cite = ticket.url or f"ticket {ticket.id}"
     return f"Fix: {title}\n\nFixes {cite}\n\nDrafted and validated by greenpatch.\n"
-
-
-def _open(repo: git.Repo | str | Path) -> git.Repo:
-    if isinstance(repo, git.Repo):
-        return repo
-    try:
-        return git.Repo(repo)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        raise AgentError(f"not a git repository: {repo}") from None
 
 
 def _check_relpath(relpath: str) -> str:
@@ -82,7 +74,7 @@ def _as_bytes(content: Content) -> bytes:
 
 def check_branch_name(repo: git.Repo | str | Path, branch: str) -> None:
     """Raise AgentError unless `branch` is a valid name that does not exist yet."""
-    repo = _open(repo)
+    repo = open_repo(repo)
     if not branch or branch.startswith("-"):
         raise AgentError(f"invalid branch name: {branch!r}")
     try:
@@ -116,7 +108,7 @@ def commit_on_branch(
     touched. Raises AgentError (exit 2) if the branch exists, the name is invalid, the base is
     unknown or a path is outside the repository.
     """
-    repo = _open(repo)
+    repo = open_repo(repo)
     commit = _base_commit(repo, base)
     check_branch_name(repo, branch)
     if not files:
@@ -170,7 +162,7 @@ def _diff_lines(lines: list[str]) -> list[str]:
 def minimal_diff(repo: git.Repo | str | Path, base: str, files: Mapping[str, Content]) -> str:
     """Unified diff (git style, applies with `git apply`) from `base` to `files`; unchanged files
     are left out."""
-    repo = _open(repo)
+    repo = open_repo(repo)
     commit = _base_commit(repo, base)
     parts: list[str] = []
     for relpath in sorted(files):

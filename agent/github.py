@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ import git
 import httpx
 
 from agent.errors import AgentError
+from agent.repo import open_repo
+from sandboxes import safegit
 
 if TYPE_CHECKING:
     from agent.tickets import Ticket
@@ -49,8 +52,23 @@ def server_url() -> str:
     return os.environ.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
 
 
+# Tokens taken out of the environment by `hide_tokens()`: only this process talks to GitHub, so
+# no child (git, pytest, a sandbox, a model server) inherits them; the push gets them back.
+_TOKENS: dict[str, str] = {}
+TOKEN_NAMES = ("GITHUB_TOKEN", "GH_TOKEN")
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def hide_tokens() -> None:
+    """Move the GitHub tokens from os.environ into this module (called once by the CLI)."""
+    for name in TOKEN_NAMES:
+        value = os.environ.pop(name, None)
+        if value:
+            _TOKENS[name] = value
+
+
 def token_from_env() -> str | None:
-    return os.environ.get("GITHUB_TOKEN") or None
+    return os.environ.get("GITHUB_TOKEN") or _TOKENS.get("GITHUB_TOKEN") or None
 
 
 def _hosts() -> set[str]:
@@ -79,7 +97,19 @@ def parse_issue_ref(source: str) -> tuple[str, str, int]:
     )
 
 
-def _headers(token: str | None) -> dict[str, str]:
+def _check_transport(url: str) -> None:
+    """A token goes over https only (plain http to this machine is for local test servers)."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in _LOOPBACK):
+        raise AgentError(
+            f"refusing to send the GitHub token to {parts.scheme}://{parts.hostname}: "
+            "GITHUB_API_URL must be https"
+        )
+
+
+def _headers(token: str | None, url: str) -> dict[str, str]:
+    if token:
+        _check_transport(url)
     headers = {
         "Accept": "application/vnd.github+json",
         "X-GitHub-Api-Version": API_VERSION,
@@ -118,7 +148,7 @@ def _request(
     url = f"{api_url()}{path}"
     try:
         with httpx.Client(timeout=_TIMEOUT, follow_redirects=True) as client:
-            return client.request(method, url, headers=_headers(token), json=json)
+            return client.request(method, url, headers=_headers(token, url), json=json)
     except httpx.HTTPError as exc:
         raise AgentError(f"cannot reach the GitHub API at {api_url()}: {exc}") from None
 
@@ -162,7 +192,7 @@ def _get_pages(
     try:
         with httpx.Client(timeout=_TIMEOUT, follow_redirects=True) as client:
             for _ in range(_MAX_PAGES):
-                response = client.get(url, params=params, headers=_headers(token))
+                response = client.get(url, params=params, headers=_headers(token, url))
                 if response.status_code != 200:
                     hint = (
                         "; set GITHUB_TOKEN for a private repository"
@@ -275,22 +305,34 @@ def compare_url(owner: str, repo: str, base: str, head: str) -> str:
 
 
 def push_branch(repo: git.Repo | str | Path, branch: str, remote: str = "origin") -> None:
-    """Push local branch `branch` to the same name on `remote`; never prompts for credentials."""
-    repo = repo if isinstance(repo, git.Repo) else git.Repo(repo)
+    """Push local branch `branch` to the same name on `remote`; never prompts for credentials.
+
+    The one git process that gets the user's credentials (their own helpers, ssh agent and
+    tokens), never the repository's: no hooks, helpers or receive-pack of its config run."""
+    repo = open_repo(repo)
     if remote not in {r.name for r in repo.remotes}:
         raise AgentError(f"no git remote named '{remote}' to push {branch} to")
     if f"refs/heads/{branch}" not in {ref.path for ref in repo.branches}:
         raise AgentError(f"cannot push {branch}: no such local branch")
+    root = repo.working_tree_dir or repo.git_dir
+    env = safegit.environment(root, push=True)
+    env.update({k: v for k, v in _TOKENS.items() if k not in env})
     try:
-        repo.git.push(
-            "--porcelain",
-            remote,
-            f"refs/heads/{branch}:refs/heads/{branch}",
-            env={"GIT_TERMINAL_PROMPT": "0"},
-            kill_after_timeout=_PUSH_TIMEOUT,  # an ssh prompt must not hang a CI job
-        )
-    except git.GitCommandError as exc:
-        raise AgentError(f"git push of {branch} to {remote} failed: {_push_error(exc)}") from None
+        done = subprocess.run(
+            # --receive-pack: the remote's config may name another program to run (a local
+            # path remote runs it here).
+            ["git", "push", "--porcelain", "--receive-pack=git-receive-pack", remote,
+             f"refs/heads/{branch}:refs/heads/{branch}"],
+            cwd=root, env=env, capture_output=True, text=True, check=False,
+            timeout=_PUSH_TIMEOUT,  # an ssh prompt must not hang a CI job
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise AgentError(
+            f"git push of {branch} to {remote} failed: no answer within {_PUSH_TIMEOUT:.0f}s"
+        ) from None
+    if done.returncode != 0:
+        error = _push_error(done.stdout, done.stderr)
+        raise AgentError(f"git push of {branch} to {remote} failed: {error}")
 
 
 @dataclass(frozen=True)
@@ -329,7 +371,7 @@ def publish_branch(
     """Push `branch`, then open a pull request when the remote is on GitHub and a token is
     given; otherwise report the compare URL (GitHub) or nothing (other hosts) for the caller to
     print with the body."""
-    repo = repo if isinstance(repo, git.Repo) else git.Repo(repo)
+    repo = open_repo(repo)
     push_branch(repo, branch, remote)
     url = repo.remote(remote).url
     base = base or pull_request_base(repo, remote)
@@ -343,8 +385,8 @@ def publish_branch(
     return Published(branch, base, url, pr_url, None)
 
 
-def _push_error(exc: git.GitCommandError) -> str:
-    text = f"{exc.stdout or ''}\n{exc.stderr or ''}"
+def _push_error(stdout: str, stderr: str) -> str:
+    text = f"{stdout}\n{stderr}"
     lines = [ln.strip().strip("'").strip() for ln in text.splitlines()]
     wanted = [ln for ln in lines if ln.startswith(("!", "fatal:", "error:", "remote:"))]
     for line in wanted or lines:

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+from sandboxes import safegit
 from sandboxes.base import SandboxError
 
 OWNER_SUFFIX = ".owner"
@@ -37,11 +38,13 @@ def default_base_dir() -> Path:
     return Path(cache) / "greenpatch" / "worktrees"
 
 
-def _spawn(cwd: Path, *args: str) -> subprocess.Popen[bytes]:
+def _spawn(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    # The repository is untrusted: git runs without its hooks, fsmonitor and filters (safegit).
     try:
         return subprocess.Popen(
             ["git", "-c", f"safe.directory={cwd}", *args],
             cwd=cwd,
+            env=env if env is not None else safegit.environment(cwd),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -57,8 +60,8 @@ def _output(proc: subprocess.Popen[bytes], cwd: Path, what: str) -> str:
     return out.decode("utf-8", "surrogateescape")
 
 
-def _git(cwd: Path, *args: str) -> str:
-    return _output(_spawn(cwd, *args), cwd, args[0])
+def _git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    return _output(_spawn(cwd, *args, env=env), cwd, args[0])
 
 
 def process_start_time(pid: int) -> str | None:
@@ -94,6 +97,8 @@ class Worktree:
         self.repo_root = repo_root
         self._git_dir: str | None = None  # the admin dir under the repo's .git, once known
         self._dot_git = ""
+        # Computed once: reset() runs git for every job and must stay cheap.
+        self._env = safegit.environment(repo_root)
 
     @classmethod
     def create(cls, repo_root: Path, base_dir: Path | None = None) -> Worktree:
@@ -111,9 +116,9 @@ class Worktree:
         Path(f"{path}{OWNER_SUFFIX}").write_text(json.dumps(owner))
         tree = cls(path, top)
         _register(tree)
-        _git(top, "worktree", "add", "--detach", "--quiet", str(path), "HEAD")
+        _git(top, "worktree", "add", "--detach", "--quiet", str(path), "HEAD", env=tree._env)
         tree._dot_git = (path / ".git").read_text()
-        tree._git_dir = _git(path, "rev-parse", "--absolute-git-dir").strip()
+        tree._git_dir = _git(path, "rev-parse", "--absolute-git-dir", env=tree._env).strip()
         return tree
 
     def _git_args(self, *args: str) -> tuple[str, ...]:
@@ -124,7 +129,7 @@ class Worktree:
 
     def git(self, *args: str) -> str:
         """Run git on the worktree; its stdout."""
-        return _git(self.path, *self._git_args(*args))
+        return _git(self.path, *self._git_args(*args), env=self._env)
 
     def _owner(self) -> tuple[int, int] | None:
         """The (uid, gid) files must have, when it is not ours."""
@@ -179,8 +184,9 @@ class Worktree:
             fixed_dot_git = 1
         # Two cheap scans at once instead of `git status`: tracked files that differ from the
         # index (stat, then content when racy), and everything untracked or ignored.
-        modified = _spawn(self.path, *self._git_args("diff-files", "--name-only", "-z"))
-        others = _spawn(self.path, *self._git_args("ls-files", "-o", "-z", "--directory"))
+        env = self._env
+        modified = _spawn(self.path, *self._git_args("diff-files", "--name-only", "-z"), env=env)
+        others = _spawn(self.path, *self._git_args("ls-files", "-o", "-z", "--directory"), env=env)
         restore = [p for p in _output(modified, self.path, "diff-files").split("\0") if p]
         remove = [p for p in _output(others, self.path, "ls-files").split("\0") if p]
         for rel in remove:

@@ -28,7 +28,8 @@ def _body(repo: git.Repo, entry: Entry) -> str:
             report["candidates"], entry.seconds, report.get("model", ""),
         )  # fmt: skip
     # Recovered from the repository after a crash: the commit itself is the evidence.
-    diff = repo.git.diff(f"{entry.commit}^", entry.commit)
+    # Neither an external diff program nor a textconv filter of the repository's config runs.
+    diff = repo.git.diff("--no-ext-diff", "--no-textconv", f"{entry.commit}^", entry.commit)
     return github.pr_body(entry.item.ticket, diff + "\n", {}, [], 0, 0, 0, entry.seconds, "")
 
 

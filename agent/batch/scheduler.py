@@ -37,6 +37,7 @@ from agent.errors import EXIT_CANNOT_REPRODUCE, AgentError
 from agent.fix import FixRequest, run_fix, target_python
 from agent.github import token_from_env
 from agent.loop import Options
+from agent.repo import open_repo
 from agent.reproduce import settings_baseline
 
 # Under a time limit no ticket gets less than this (unless less is left): a slice too thin to
@@ -171,7 +172,7 @@ class Scheduler:
         item = entry.item
         self.board.set(entry.id, "running", "checking the repository")
         try:
-            repo = git.Repo(item.repo)
+            repo = open_repo(item.repo)
             settings = load_settings(item.repo, sandbox=self.options.sandbox,
                                      workers=self.options.workers)  # fmt: skip
             base = repo.head.commit.hexsha
@@ -238,7 +239,7 @@ class Scheduler:
             return
         entry = self.journal.get(ticket_id)
         self.board.set(ticket_id, stage=f"publishing {entry.branch}")
-        done = publish(git.Repo(entry.item.repo), entry, token_from_env())
+        done = publish(open_repo(entry.item.repo), entry, token_from_env())
         self.journal.record_pr(ticket_id, done.pull_request, done.compare_url, done.error)
         if done.error:
             self.warn(f"{ticket_id}: {done.error}")
@@ -250,8 +251,8 @@ class Scheduler:
         if current.final:
             return
         try:
-            found = existing_fix(git.Repo(entry.item.repo), current.branch or "", entry.item.ticket,
-                                 current.base)  # fmt: skip
+            found = existing_fix(open_repo(entry.item.repo), current.branch or "",
+                                 entry.item.ticket, current.base)  # fmt: skip
         except (AgentError, git.GitError, ValueError):
             found = None
         if found is not None:

@@ -1,0 +1,171 @@
+"""Git on a hostile repository runs nothing of it: no hook, fsmonitor, filter driver, textconv,
+external diff, credential helper or receive-pack named by its config, and no token reaches git.
+
+Every command the hostile config names writes a marker file holding the GITHUB_TOKEN it saw; the
+tests run our git paths (worktrees, commits, diffs, push, the batch's PR body) on real
+repositories and assert that no marker exists afterwards and the work itself was done.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agent import github
+from agent.batch.journal import Entry
+from agent.batch.publish import _body
+from agent.batch.sources import BatchTicket
+from agent.branch import commit_on_branch, minimal_diff
+from agent.repo import resolve_repo
+from agent.tickets import Ticket
+from sandboxes.worktree import Worktree
+
+TOKEN = "ghp_hostile_test_token"
+SOURCE = "def add(a, b):\n    return a - b\n"
+FIXED = "def add(a, b):\n    return a + b\n"
+# Each command the hostile config names: its marker, and what it does after writing it.
+COMMANDS = {
+    "post-checkout": "", "reference-transaction": "", "pre-push": "", "pre-commit": "",
+    "fsmonitor": "", "smudge": "cat", "clean": "cat", "process": "", "textconv": "cat \"$1\"",
+    "extdiff": "", "credential": "", "receive-pack": "exec git-receive-pack \"$@\"",
+    "ssh": "", "gpg": "",
+}  # fmt: skip
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def _script(markers: Path, name: str) -> str:
+    path = markers.parent / "bin" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(
+        f'#!/bin/sh\necho "token=$GITHUB_TOKEN" > "{markers}/{name}"\n{COMMANDS[name]}\n'
+    )
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+@pytest.fixture
+def hostile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """(repo, markers): a repository whose config, hooks and attributes run commands."""
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    root = tmp_path / "proj"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.name", "Dev")
+    git(root, "config", "user.email", "dev@example.com")
+    (root / "calc.py").write_text(SOURCE)
+    (root / ".gitattributes").write_text("*.py filter=evil diff=evil\n*.txt filter=proc\n")
+    (root / "notes.txt").write_text("notes\n")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "initial")
+    # Installed after the commit: the attack is on what greenpatch does, not on our set-up.
+    for hook in ("post-checkout", "reference-transaction", "pre-push", "pre-commit"):
+        os.symlink(_script(markers, hook), root / ".git" / "hooks" / hook)
+    config = {
+        "core.fsmonitor": _script(markers, "fsmonitor"),
+        "filter.evil.smudge": _script(markers, "smudge"),
+        "filter.evil.clean": _script(markers, "clean"),
+        "filter.evil.required": "true",
+        "filter.proc.process": _script(markers, "process"),
+        "diff.evil.textconv": _script(markers, "textconv"),
+        "diff.external": _script(markers, "extdiff"),
+        "credential.helper": _script(markers, "credential"),
+        "core.sshCommand": _script(markers, "ssh"),
+        "gpg.program": _script(markers, "gpg"),
+        "commit.gpgSign": "true",
+    }
+    for key, value in config.items():
+        git(root, "config", key, value)
+    return root, markers
+
+
+def _ran(markers: Path) -> dict[str, str]:
+    return {p.name: p.read_text().strip() for p in markers.iterdir()}
+
+
+def test_the_hostile_repository_does_attack_plain_git(hostile: tuple[Path, Path]) -> None:
+    """The fixture is real: plain git runs its hook, fsmonitor and filters with the token."""
+    root, markers = hostile
+    # It fails, too: the process filter does not speak git's protocol.
+    subprocess.run(["git", "worktree", "add", "-q", "--detach", str(root.parent / "plain")],
+                   cwd=root, capture_output=True, check=False)  # fmt: skip
+    ran = _ran(markers)
+    assert {"fsmonitor", "smudge", "process"} <= set(ran)
+    assert ran["smudge"] == f"token={TOKEN}"
+    git(root, "update-ref", "refs/heads/other", "HEAD")
+    assert "reference-transaction" in _ran(markers)
+
+
+def test_worktrees_run_nothing_of_the_repository(
+    hostile: tuple[Path, Path], tmp_path: Path
+) -> None:
+    root, markers = hostile
+    tree = Worktree.create(root, tmp_path / "cache")
+    try:
+        assert (tree.path / "calc.py").read_text() == SOURCE  # checked out, unfiltered
+        tree.write({"calc.py": FIXED, "new.py": "x = 1\n"})
+        assert {rel for _, rel in tree.changed()} == {"calc.py", "new.py"}
+        assert tree.reset() == 2
+        assert (tree.path / "calc.py").read_text() == SOURCE
+    finally:
+        tree.remove()
+    assert _ran(markers) == {}
+
+
+def test_commits_and_diffs_run_nothing_of_the_repository(hostile: tuple[Path, Path]) -> None:
+    root, markers = hostile
+    base = git(root, "rev-parse", "HEAD").strip()
+    files = {"calc.py": FIXED, "notes.txt": "more notes\n"}
+    diff = minimal_diff(root, base, files)
+    assert "+    return a + b" in diff
+    sha = commit_on_branch(root, base, files, "greenpatch/fix", "Fix add")
+    assert git(root, "show", f"{sha}:calc.py") == FIXED  # no clean filter in between
+    assert git(root, "cat-file", "-p", sha).count("gpgsig") == 0
+    assert _ran(markers) == {}
+
+
+def test_the_batch_pr_body_runs_no_textconv_or_external_diff(
+    hostile: tuple[Path, Path],
+) -> None:
+    root, markers = hostile
+    base = git(root, "rev-parse", "HEAD").strip()
+    sha = commit_on_branch(root, base, {"calc.py": FIXED}, "greenpatch/fix", "Fix add")
+    item = BatchTicket(Ticket("t1", "Fix add", "add subtracts"), root)
+    entry = Entry(item, "green", base, "greenpatch/fix", sha, "", 1.0, 1, None, None, None, None)
+    assert "+    return a + b" in _body(resolve_repo(root), entry)
+    assert _ran(markers) == {}
+
+
+def test_push_runs_no_hook_helper_or_receive_pack_of_the_repository(
+    hostile: tuple[Path, Path], tmp_path: Path
+) -> None:
+    root, markers = hostile
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    git(root, "remote", "add", "origin", str(bare))
+    git(root, "config", "remote.origin.receivepack", _script(markers, "receive-pack"))
+    base = git(root, "rev-parse", "HEAD").strip()
+    sha = commit_on_branch(root, base, {"calc.py": FIXED}, "greenpatch/fix", "Fix add")
+    github.push_branch(root, "greenpatch/fix")
+    assert git(bare, "rev-parse", "refs/heads/greenpatch/fix").strip() == sha
+    assert _ran(markers) == {}
+
+
+def test_no_token_reaches_git_on_the_repository(hostile: tuple[Path, Path]) -> None:
+    """An alias shows the environment git's children get: a repository's `!command` would see
+    the same. The token is not in it."""
+    root, _ = hostile
+    git(root, "config", "alias.showenv", "!env")
+    shown = resolve_repo(root).git.showenv()
+    assert "GIT_DIR" in shown or "PATH=" in shown
+    assert TOKEN not in shown
