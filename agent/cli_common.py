@@ -11,6 +11,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 
+from agent import github
 from agent.errors import EXIT_USAGE, AgentError
 from model.errors import ModelError
 from runner.errors import RunnerError
@@ -76,6 +77,7 @@ BudgetOpt = Annotated[
 
 def run(verbose: bool, body: Callable[[], int]) -> NoReturn:
     """Run a command body; user errors become one line on stderr and their exit code."""
+    github.hide_tokens()
     try:
         code = body()
     except USER_ERRORS as exc:
