@@ -47,16 +47,34 @@ SandboxOpt = Annotated[
         help="Isolation for candidate code (default from config: bwrap); 'process' = none.",
     ),
 ]
+PythonOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--python",
+        metavar="PATH",
+        help="Interpreter of the target project's environment (its venv's python); it runs only "
+        "inside the sandbox. Default: [tool.greenpatch] python, else greenpatch's own.",
+    ),
+]
 WorkersOpt = Annotated[
     int | None, typer.Option("--workers", min=1, help="Parallel sandboxed test workers.")
 ]
 ModelOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--model",
-        metavar="PATH",
-        help="Model directory (ours, or a local Dream/DiffuCoder/LLaDA checkpoint); default: the "
-        "embedded model.",
+        metavar="PATH|URL",
+        help="Model directory (ours, or a local Dream/DiffuCoder/LLaDA checkpoint), or an "
+        "OpenAI-compatible server's http(s)://HOST[:PORT]/v1 (key: GREENPATCH_API_KEY); "
+        "default: the embedded model.",
+    ),
+]
+ModelNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model-name",
+        metavar="NAME",
+        help="With --model URL: which of the server's models (default: its only one).",
     ),
 ]
 DrafterOpt = Annotated[

@@ -11,7 +11,9 @@ from agent.cli_common import (
     BudgetOpt,
     DrafterOpt,
     JsonOpt,
+    ModelNameOpt,
     ModelOpt,
+    PythonOpt,
     QuietOpt,
     RepoOpt,
     SandboxOpt,
@@ -19,9 +21,10 @@ from agent.cli_common import (
     WorkersOpt,
     run,
 )
-from agent.config import DRAFTERS, load_settings
+from agent.config import DRAFTERS, MODEL_FREE, load_settings
 from agent.errors import EXIT_GREEN, EXIT_NO_FIX, AgentError
 from agent.output import Reporter
+from agent.remote_setup import check_model_name, connect_remote, remote_url
 from agent.repo import resolve_repo
 from agent.signals import terminate_as_interrupt
 from agent.tickets import load_ticket
@@ -37,8 +40,10 @@ def fix(
     repo: RepoOpt = None,
     budget: BudgetOpt = None,
     model: ModelOpt = None,
+    model_name: ModelNameOpt = None,
     sandbox: SandboxOpt = None,
     workers: WorkersOpt = None,
+    python: PythonOpt = None,
     json_out: JsonOpt = None,
     branch: Annotated[
         str | None,
@@ -78,19 +83,28 @@ def fix(
         chosen = drafter or "model"
         if chosen not in DRAFTERS:
             raise AgentError(f"--drafter must be one of {', '.join(DRAFTERS)}, got '{drafter}'")
+        check_model_name(model, model_name)
         # The fix machinery imports torch: only a real run pays for it, not --help or bad input.
         from agent.fix import FixRequest, run_fix
         from agent.loop import Options
 
         git_repo = resolve_repo(repo)
         settings = load_settings(
-            Path(git_repo.working_tree_dir), sandbox=sandbox, workers=workers, budget=budget
-        )
+            Path(git_repo.working_tree_dir), warn=Reporter(None, quiet=quiet).warn,
+            sandbox=sandbox, workers=workers, budget=budget,
+            python=str(python.absolute()) if python else None,
+        )  # fmt: skip
+        # A model server is checked before any work: unreachable, unknown model -> exit 2.
+        remote = None
+        url = remote_url(model, settings) if chosen not in MODEL_FREE else None
+        if url is not None:
+            remote = connect_remote(url, model_name, settings, from_flag=url == model)
         request = FixRequest(
+            lm=remote,
             ticket=load_ticket(ticket),
             repo=git_repo,
             settings=settings,
-            model=model,
+            model=None if remote is not None or model is None else Path(model),
             drafter=chosen,
             branch=branch,
             pr=pr,

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from agent.cli_common import JsonOpt, QuietOpt, RepoOpt, SandboxOpt, VerboseOpt, WorkersOpt, run
-from agent.config import load_settings
+from agent.cli_common import (
+    JsonOpt,
+    PythonOpt,
+    QuietOpt,
+    RepoOpt,
+    SandboxOpt,
+    VerboseOpt,
+    WorkersOpt,
+    run,
+)
+from agent.config import load_settings, sandbox_options, target_python
 from agent.errors import AgentError
 from agent.output import Reporter
 from agent.repo import resolve_repo
@@ -40,6 +48,7 @@ def test(
     all_tests: Annotated[bool, typer.Option("--all", help="Run the whole suite.")] = False,
     sandbox: SandboxOpt = None,
     workers: WorkersOpt = None,
+    python: PythonOpt = None,
     json_out: JsonOpt = None,
     junit: Annotated[
         Path | None,
@@ -57,13 +66,14 @@ def test(
     def body() -> int:
         git_repo = resolve_repo(repo)
         root = Path(git_repo.working_tree_dir)
-        settings = load_settings(root, sandbox=sandbox, workers=workers)
+        out = Reporter(json_out, verbose, quiet)
+        settings = load_settings(root, warn=out.warn, sandbox=sandbox, workers=workers,
+                                 python=str(python.absolute()) if python else None)  # fmt: skip
         if sum([changed is not None, patch is not None, all_tests]) > 1:
             raise AgentError("give at most one of --changed, --patch, --all")
         if patch is not None and not patch.is_file():
             raise AgentError(f"patch file not found: {patch}")
-        out = Reporter(json_out, verbose, quiet)
-        python = settings.python or sys.executable
+        interpreter = target_python(settings, root)
         started = time.monotonic()
 
         # What to run against: the baseline's commit, the candidate files for a HEAD worktree,
@@ -81,8 +91,20 @@ def test(
             selection_changes = working_changes(root, base) if base != "HEAD" else files
 
         with out.progress() as progress:
-            baseline = settings_baseline(root, python, settings, progress, commit=base)
-        if all_tests:
+            baseline = settings_baseline(root, interpreter, settings, progress, commit=base)
+        if baseline.collect_errors:
+            out.warn(
+                f"{len(baseline.collect_errors)} file(s) did not collect and are out of selection:"
+                f" {', '.join(e['id'] or '?' for e in baseline.collect_errors[:5])}"
+            )
+        if all_tests and not files and base == "HEAD":
+            # The baseline ran exactly this: the whole suite on the pristine tree.
+            tests, reason = baseline.tests, "--all"
+            results = [
+                TestResult("agent-test", r.id, r.outcome, r.seconds, r.message, r.frames, True)
+                for r in (baseline.records[t] for t in tests)
+            ]
+        elif all_tests:
             tests, reason = baseline.tests, "--all"
         else:
             selection = select_tests(baseline, selection_changes)
@@ -91,7 +113,8 @@ def test(
             f"{len(tests)} of {len(baseline.tests)} tests selected"
             + (f" (everything: {reason})" if reason else "")
         )
-        results = _run(out, root, python, settings, baseline, files, tests)
+        if not (all_tests and not files and base == "HEAD"):
+            results = _run(out, root, interpreter, settings, baseline, files, tests)
         seconds = time.monotonic() - started
         counts = {k: sum(r.outcome == k for r in results) for k in ("passed", "failed", "error")}
         skipped = sum(r.outcome == "skipped" for r in results)
@@ -109,6 +132,7 @@ def test(
                 "seconds": round(seconds, 3),
                 "conservative": reason,
                 "sandbox": settings.sandbox,
+                "collect_errors": baseline.collect_errors,
                 "tests": [
                     {
                         "id": r.test_id,
@@ -144,6 +168,7 @@ def _run(out: Reporter, root, python, settings, baseline, files, tests) -> list[
                 root,
                 python,
                 settings.sandbox,
+                backend_options=sandbox_options(settings),
                 workers=settings.workers,
                 limits=limits,
                 test_timeout=settings.test_timeout,

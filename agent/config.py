@@ -1,8 +1,17 @@
-"""`[tool.greenpatch]` in the target repo's pyproject.toml, validated and merged with flags."""
+"""Settings: defaults, the user's own config, `[tool.greenpatch]` of the target repo, then flags.
+
+The repository is untrusted (a labelled issue can come from anyone), so its config cannot weaken
+isolation: it cannot choose the `process` backend, nor name an interpreter the repository ships
+itself. Only the command line and the user's own config (`$XDG_CONFIG_HOME/greenpatch/config.toml`,
+same keys, top level) can.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +43,10 @@ class Settings:
         default_factory=lambda: ["tests/**", "test_*.py", "*_test.py", "**/conftest.py"]
     )
     docker_image: str = "greenpatch-worker:local"
+    # A model server (OpenAI-compatible, `agent serve`, vLLM...) instead of a local model, and
+    # the model it serves to use; `--model` and `--model-name` override them.
+    model_url: str = ""
+    model_name: str = ""
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -47,6 +60,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "memory_mb": (int,),
     "never_edit": (list,),
     "docker_image": (str,),
+    "model_url": (str,),
+    "model_name": (str,),
 }
 _LIST_OF_STR = {"pytest_args", "never_edit"}
 _POSITIVE = {"workers", "budget", "test_timeout", "candidate_timeout", "memory_mb"}
@@ -66,26 +81,85 @@ def _check(key: str, value: Any, where: str) -> Any:
         raise AgentError(f"{where}: '{key}' must be positive, got {value}")
     if key == "sandbox" and value not in SANDBOXES:
         raise AgentError(f"{where}: 'sandbox' must be one of {', '.join(SANDBOXES)}, got '{value}'")
+    if key == "model_url" and value and not value.startswith(("http://", "https://")):
+        raise AgentError(f"{where}: 'model_url' must start with http:// or https://")
     return float(value) if float in types else value
 
 
-def load_settings(repo_root: Path, **flags: Any) -> Settings:
-    """Defaults, then `[tool.greenpatch]` from `repo_root/pyproject.toml`, then non-None flags."""
+def user_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "greenpatch" / "config.toml"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AgentError(f"cannot read {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise AgentError(f"{path} is not valid TOML: {exc}") from None
+
+
+def _checked(section: Any, where: str) -> dict[str, Any]:
+    if not isinstance(section, dict):
+        raise AgentError(f"{where}: the settings must be a table")
+    return {k.replace("-", "_"): _check(k.replace("-", "_"), v, where) for k, v in section.items()}
+
+
+def _shipped_by_repo(repo_root: Path, python: str) -> bool:
+    """Whether `python` (from the repo's config) is a file the repository itself tracks."""
+    path = Path(python) if Path(python).is_absolute() else repo_root / python
+    try:
+        rel = os.path.relpath(os.path.realpath(path), os.path.realpath(repo_root))
+    except ValueError:
+        return False
+    if rel.startswith(".."):
+        return False
+    done = subprocess.run(
+        ["git", "ls-files", "--error-unmatch", "--", rel], cwd=repo_root, capture_output=True,
+        check=False,
+    )  # fmt: skip
+    return done.returncode == 0
+
+
+def load_settings(repo_root: Path, warn: Any = None, **flags: Any) -> Settings:
+    """Defaults, the user's config, `[tool.greenpatch]` of `repo_root/pyproject.toml` (limited:
+    see the module), then non-None flags. `warn(line)` hears what the repo's config may not do."""
     values: dict[str, Any] = {}
+    user = user_config_path()
+    if user.is_file():
+        values.update(_checked(_read_toml(user), str(user)))
     pyproject = repo_root / "pyproject.toml"
     if pyproject.exists():
-        try:
-            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise AgentError(f"cannot read {pyproject}: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise AgentError(f"{pyproject} is not valid TOML: {exc}") from None
-        section = data.get("tool", {}).get("greenpatch", {})
-        if not isinstance(section, dict):
-            raise AgentError(f"{pyproject}: [tool.greenpatch] must be a table")
-        for key, value in section.items():
-            values[key.replace("-", "_")] = _check(key.replace("-", "_"), value, str(pyproject))
+        section = _read_toml(pyproject).get("tool", {}).get("greenpatch", {})
+        repo = _checked(section, f"{pyproject} [tool.greenpatch]")
+        if repo.get("sandbox") == "process" and flags.get("sandbox") is None:
+            if warn is not None:
+                warn(f"{pyproject}: ignored sandbox = 'process': a repository's config cannot "
+                     "turn isolation off (use --sandbox process)")  # fmt: skip
+            del repo["sandbox"]
+        if repo.get("python") and flags.get("python") is None and _shipped_by_repo(
+            repo_root, repo["python"]
+        ):
+            raise AgentError(
+                f"{pyproject}: python = '{repo['python']}' is a file of the repository itself; "
+                "name your interpreter with --python"
+            )
+        values.update(repo)
     for key, value in flags.items():
         if value is not None:
             values[key] = _check(key, value, f"--{key.replace('_', '-')}")
     return dataclasses.replace(Settings(), **values)
+
+
+def sandbox_options(settings: Settings) -> dict[str, Any]:
+    """Constructor options of the chosen sandbox backend."""
+    return {"image": settings.docker_image} if settings.sandbox == "docker" else {}
+
+
+def target_python(settings: Settings, root: Path) -> str:
+    """The target's interpreter: `python` from the config (relative to the repo), else ours."""
+    if not settings.python:
+        return sys.executable
+    path = Path(settings.python)
+    return str(path if path.is_absolute() else root / path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +16,14 @@ from agent.branch import (
     default_branch_name,
     minimal_diff,
 )
-from agent.config import MODEL_FREE, Settings
+from agent.config import MODEL_FREE, Settings, target_python
 from agent.draft import Drafter
 from agent.errors import AgentError
 from agent.github import pr_body, publish_branch, token_from_env
 from agent.live import FixState, LiveView
 from agent.loop import FixLoop, Options
 from agent.output import Reporter
+from agent.remote_draft import is_remote, remote_drafter
 from agent.reproduce import reproduce
 from agent.tickets import Ticket
 
@@ -42,17 +42,11 @@ class FixRequest:
     lm: object | None = None
 
 
-def target_python(settings: Settings, root: Path) -> str:
-    """The target's interpreter: `python` from the config (relative to the repo), else ours."""
-    if not settings.python:
-        return sys.executable
-    path = Path(settings.python)
-    return str(path if path.is_absolute() else root / path)
-
-
-def _drafter(request: FixRequest) -> Drafter:
+def _drafter(request: FixRequest, repro) -> Drafter:
     if request.drafter in MODEL_FREE:
         return Drafter(None, request.settings.never_edit, mode=request.drafter)
+    if is_remote(request.lm):  # a model server (agent.remote_draft): same loop, same checks
+        return remote_drafter(request.lm, request, repro)
     lm = request.lm
     if lm is None:
         import torch  # heavy: imported only when drafting
@@ -83,10 +77,11 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
     state = FixState(ticket=request.ticket.id)
     phases: dict[str, float] = {}
     with reporter.progress() as progress:
-        repro = reproduce(root, python, settings, request.ticket, progress)
+        repro = reproduce(root, python, settings, request.ticket, progress,
+                          deadline=started + settings.budget)  # fmt: skip
         phases["reproduce"] = time.monotonic() - started
         progress.add_task("loading the model", total=None)
-        drafter = _drafter(request)
+        drafter = _drafter(request, repro)
         phases["model"] = time.monotonic() - started - phases["reproduce"]
     state.targets = len(repro.targets)
     reporter.info(
@@ -147,6 +142,12 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
                 )  # fmt: skip
             else:
                 report["reason"] = "the winning candidate failed its confirmation run"
+    if repro.build is not None:
+        repro.build.close()
+    if loop.first_tested is not None:
+        report["first_candidate_seconds"] = round(loop.first_tested - started, 3)
+    report["baseline_complete"] = repro.baseline.complete
+    report["collect_errors"] = repro.baseline.collect_errors
     report["tests_run"] = state.tests_run
     report["validated"] = state.validated  # candidates whose tests finished (drafted: candidates)
     if report["status"] == "green" and request.pr:
@@ -163,6 +164,8 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
         report["pr_body"] = body
         if published.pull_request_url is None:
             reporter.out.print(body, markup=False)
+    if is_remote(request.lm):
+        report["model_server"] = drafter.report()  # requests, retries, tokens of this fix
     report["seconds"] = round(time.monotonic() - started, 3)
     # Where the time went: the budget covers all of it, so each phase is worth knowing.
     report["phases"] = {name: round(value, 3) for name, value in phases.items()}

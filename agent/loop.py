@@ -19,14 +19,14 @@ from functools import partial
 from pathlib import Path
 
 from agent.canvases import sites_for
-from agent.config import Settings
+from agent.config import Settings, sandbox_options
 from agent.draft import Draft, Drafter
 from agent.explore import Explorer, Step
 from agent.live import FixState
 from agent.localize import SuspiciousLine, rank_lines
 from agent.mutations import missing_names
 from agent.reproduce import Reproduction
-from runner.baseline import Baseline
+from runner.baseline import Baseline, default_cache_dir
 from runner.cache import ResultCache
 from runner.pool import Job, Pool
 from runner.results import JobDone, TestResult
@@ -126,6 +126,7 @@ class FixLoop:
         self._busy_since = 0.0
         self._localization: list[SuspiciousLine] = []
         self.validated = 0
+        self.first_tested: float | None = None  # when the first candidate's tests were over
         self._stop = threading.Event()
         self._texts: dict[str, str] = {}
         self._coverage = {t: self.baseline.coverage(t) for t in self.baseline.tests}
@@ -167,12 +168,18 @@ class FixLoop:
 
     # --- validation --------------------------------------------------------------------------
 
-    def _job(self, draft: Draft) -> Job:
+    def _job(self, draft: Draft, unmapped: bool = False) -> Job:
+        """The candidate's job: targets first, then the affected tests that pass at baseline
+        (the map grows while the loop runs); with `unmapped`, also the affected tests the map
+        does not hold yet (confirmation: their baseline outcome is unknown, so they must pass)."""
+        passing = set(self.baseline.passing)
+        if unmapped:
+            passing |= self.baseline.not_yet_mapped()
         if self.options.cold_full_suite:
-            regression = [t for t in self.baseline.tests if t in self.passing]
+            regression = [t for t in self.baseline.collected if t in passing]
         else:
             selection = select_tests(self.baseline, draft.files)
-            regression = [t for t in selection.tests if t in self.passing]
+            regression = [t for t in selection.tests if t in passing]
         regression = [t for t in regression if t not in self.targets]
         return Job(draft.id, draft.files, [*self.targets, *regression], True, tuple(self.targets))
 
@@ -205,6 +212,8 @@ class FixLoop:
             self._busy_change(before)
         if draft is None:
             return
+        if self.first_tested is None:
+            self.first_tested = time.monotonic()
         results = list(event.results)
         passed_targets = frozenset(
             r.test_id for r in results if r.test_id in self.targets and r.outcome == "passed"
@@ -358,23 +367,35 @@ class FixLoop:
     def confirm(self, draft: Draft) -> tuple[bool, JobDone]:
         """Run the winner again in a fresh sandbox on a clean worktree, without the cache:
         targets, every affected test, and the other failing tests (to report what still fails)."""
-        job = self._job(draft)
+        build = self.repro.build
+        if build is not None:
+            # The whole map if it can be had within the budget: selection is exact then.
+            build.finish(timeout=max(1.0, self.deadline - time.monotonic()))
+        job = self._job(draft, unmapped=True)
         others = [t for t in self.repro.failing_before if t not in self.targets]
         job = Job(job.id + "-confirm", job.files, [*job.tests, *others], False, job.targets)
         with self.pool(workers=1, cache=None) as fresh:
             done = fresh.run(job)
         outcome = {r.test_id: r.outcome for r in done.results}
         required = [t for t in job.tests if t not in others]
-        ok = all(outcome.get(t) == "passed" for t in required)
+        # Judged from outside the tests' process too: the worker saw pytest end as it reported
+        # (done.reason "ok", not "unverified"), and each required test reported exactly once.
+        reported = [r.test_id for r in done.results if r.test_id in set(required)]
+        ok = (
+            done.reason == "ok"
+            and len(reported) == len(set(reported)) == len(set(required))
+            and all(outcome.get(t) == "passed" for t in required)
+        )
         return ok, done
 
     def pool(self, workers: int | None = None, cache: ResultCache | None | bool = True) -> Pool:
         if cache is True:
-            cache = ResultCache(self.baseline.path.parent / "results.sqlite")
+            cache = ResultCache(default_cache_dir() / "results.sqlite")
         return Pool(
             self.root,
             self.python,
             self.settings.sandbox,
+            backend_options=sandbox_options(self.settings),
             workers=workers or self.settings.workers,
             limits=Limits(memory_mb=self.settings.memory_mb, output_bytes=1 << 30),
             test_timeout=self.settings.test_timeout,

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.progress import Progress
 
-from agent.config import Settings
+from agent.config import Settings, sandbox_options
 from agent.errors import EXIT_CANNOT_REPRODUCE, AgentError
 from agent.tickets import Ticket
-from runner.baseline import Baseline, build_baseline, git
+from runner.baseline import Baseline, BaselineBuild, BaselineOptions, git, matches_name
+from runner.errors import RunnerError
+from sandboxes import Limits
 
 
 @dataclass
@@ -18,15 +21,57 @@ class Reproduction:
     baseline: Baseline
     targets: list[str]  # failing tests the fix must turn green, in suite order
     failing_before: list[str]  # every test failing at the base commit (flaky ones excluded)
+    # The rest of the coverage map, filling in behind; None when the baseline came whole.
+    build: BaselineBuild | None = None
 
 
-def _matches(named: str, test_id: str) -> bool:
-    """A named id matches itself, its parametrizations, and (for a file or class) its tests."""
-    return test_id == named or test_id.startswith((named + "::", named + "["))
+STAGES = {"collect": "collecting tests", "run": "running the tests with coverage",
+          "fill": "mapping the rest of the suite", "rerun": "re-running failures",
+          "store": "storing"}  # fmt: skip
 
 
-STAGES = {"collect": "collecting tests", "run": "running the suite with coverage",
-          "rerun": "re-running failures", "store": "storing"}  # fmt: skip
+def baseline_options(settings: Settings) -> BaselineOptions:
+    """The baseline runs like the candidates: same sandbox, workers, limits and test timeout."""
+    return BaselineOptions(
+        sandbox=settings.sandbox, workers=settings.workers, pytest_args=settings.pytest_args,
+        test_timeout=settings.test_timeout,
+        limits=Limits(memory_mb=settings.memory_mb, output_bytes=1 << 30),
+        backend_options=sandbox_options(settings),
+    )  # fmt: skip
+
+
+def _reporter(progress: Progress | None) -> Callable[[str, int, int], None] | None:
+    if progress is None:
+        return None
+    task = progress.add_task("baseline", total=None)
+
+    def report(stage: str, done: int, total: int) -> None:
+        label = f"baseline: {STAGES.get(stage, stage)}"
+        progress.update(task, description=label, completed=done, total=total)
+
+    return report
+
+
+def start_baseline(
+    repo_root: Path,
+    python: str,
+    settings: Settings,
+    progress: Progress | None = None,
+    *,
+    commit: str = "HEAD",
+    cache_dir: Path | None = None,
+    first: list[str] | None = None,
+    deadline: float | None = None,
+) -> BaselineBuild:
+    """A baseline build for these settings (from the cache if it was built before)."""
+    report = _reporter(progress)
+    try:
+        return BaselineBuild(
+            repo_root, python, baseline_options(settings), commit=commit, cache_dir=cache_dir,
+            first=first or [], progress=report, deadline=deadline,
+        )  # fmt: skip
+    except RunnerError as exc:
+        raise AgentError(str(exc)) from None
 
 
 def settings_baseline(
@@ -37,48 +82,57 @@ def settings_baseline(
     commit: str = "HEAD",
     cache_dir: Path | None = None,
 ) -> Baseline:
-    """The baseline of `commit` for these settings; its stages show as a task of `progress`."""
-    if progress is None:
-        return build_baseline(
-            repo_root, python, pytest_args=settings.pytest_args, workers=settings.workers,
-            commit=commit, cache_dir=cache_dir,
-        )  # fmt: skip
-    task = progress.add_task("baseline", total=None)
-
-    def report(stage: str, done: int, total: int) -> None:
-        label = f"baseline: {STAGES.get(stage, stage)}"
-        progress.update(task, description=label, completed=done, total=total)
-
+    """The whole baseline of `commit` for these settings; its stages show as a task of
+    `progress`."""
+    build = start_baseline(repo_root, python, settings, progress, commit=commit,
+                           cache_dir=cache_dir)  # fmt: skip
     try:
-        return build_baseline(
-            repo_root, python, pytest_args=settings.pytest_args, workers=settings.workers,
-            progress=report, commit=commit, cache_dir=cache_dir,
-        )  # fmt: skip
+        baseline = build.finish()
     finally:
-        progress.remove_task(task)
+        build.close()
+    if not baseline.complete:
+        raise AgentError(build.error or "the baseline did not finish")
+    return baseline
 
 
 def reproduce(
-    repo_root: Path, python: str, settings: Settings, ticket: Ticket, progress: Progress | None
+    repo_root: Path,
+    python: str,
+    settings: Settings,
+    ticket: Ticket,
+    progress: Progress | None,
+    deadline: float | None = None,
 ) -> Reproduction:
-    baseline = settings_baseline(repo_root, python, settings, progress)
-    failing = baseline.failing
-    if ticket.tests:
-        named: list[str] = []
-        for name in ticket.tests:
-            found = [t for t in baseline.tests if _matches(name, t)]
-            if not found:
-                raise AgentError(f"the ticket names a test that does not exist: {name}")
-            named += found
-        targets = [t for t in dict.fromkeys(named) if t in set(failing)]
-        ran = ", ".join(dict.fromkeys(named))
-    else:
-        targets = list(failing)
-        ran = f"the whole suite ({len(baseline.tests)} tests)"
-    if not targets:
-        raise AgentError(
-            f"cannot reproduce: nothing fails at {git(repo_root, 'rev-parse', 'HEAD')[:10]}; "
-            f"ran {ran}",
-            code=EXIT_CANNOT_REPRODUCE,
-        )
-    return Reproduction(baseline, targets, failing)
+    """The ticket's failing tests on the pristine tree. When the ticket names its tests, those
+    (and their files) run first and the rest of the baseline fills in behind: the caller owns
+    `Reproduction.build` and closes it."""
+    build = start_baseline(repo_root, python, settings, progress, first=list(ticket.tests),
+                           deadline=deadline)  # fmt: skip
+    try:
+        baseline = build.first()
+        failing = baseline.failing
+        if ticket.tests:
+            named: list[str] = []
+            for name in ticket.tests:
+                found = [t for t in baseline.tests if matches_name(name, t)]
+                if not found:
+                    raise AgentError(f"the ticket names a test that does not exist: {name}")
+                named += found
+            targets = [t for t in dict.fromkeys(named) if t in set(failing)]
+            ran = ", ".join(dict.fromkeys(named))
+        else:
+            targets = list(failing)
+            ran = f"the whole suite ({len(baseline.tests)} tests)"
+        if not targets:
+            raise AgentError(
+                f"cannot reproduce: nothing fails at {git(repo_root, 'rev-parse', 'HEAD')[:10]}; "
+                f"ran {ran}",
+                code=EXIT_CANNOT_REPRODUCE,
+            )
+    except RunnerError as exc:
+        build.close()
+        raise AgentError(str(exc)) from None
+    except BaseException:
+        build.close()
+        raise
+    return Reproduction(baseline, targets, failing, build)

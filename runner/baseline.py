@@ -1,10 +1,16 @@
-"""The baseline: the whole suite once on the pristine commit, with per-test line coverage.
+"""The baseline: the suite once on the pristine commit, with per-test line coverage.
 
 Recorded per test: outcome, duration, message, traceback frames and the lines it executed in the
-project's files. Failures are re-run to tell flaky tests from failing ones. Stored in SQLite under
-the user's cache, keyed by the commit's tree (its content, so every clone and copy of the same
-code shares one), environment (interpreter, installed packages) and pytest arguments, so the
-second ticket on the same code pays nothing.
+project's files. Everything runs in the chosen sandbox, through the same warm workers as
+candidates (collection included): the repository at HEAD is untrusted too. Failures are re-run
+to tell flaky tests from failing ones. Stored in SQLite under the user's cache, keyed by the
+commit's tree (its content, so every clone and copy of the same code shares one), environment
+(interpreter, installed packages, isolation) and pytest arguments, so the second ticket on the
+same code pays nothing.
+
+The tests a ticket names run first: `BaselineBuild.first()` answers as soon as they and the tests
+of their files have run, while the rest of the map fills in behind (`finish()`); a baseline with
+tests not yet run (`unmapped`) makes selection run those conservatively.
 """
 
 from __future__ import annotations
@@ -14,20 +20,22 @@ import json
 import os
 import sqlite3
 import subprocess
-import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.collect import WORKER_DIR, collect, run_pytest
-from runner.env import PythonEnv, probe
 from runner.errors import RunnerError
 from runner.imports import closure, import_graph
-from sandboxes.worktree import Worktree
+from runner.pool import Job, Pool
+from runner.results import JobDone, TestCoverage, TestResult
+from runner.tree import read_texts
+from sandboxes import Limits
 
 FLAKY_RERUNS = 2
-SCHEMA = 2
+SCHEMA = 3
+MAX_SOURCE_BYTES = 4 * 1024 * 1024
 
 # progress(stage, done, total): stage is "collect", "run", "rerun" or "store".
 Progress = Callable[[str, int, int], None]
@@ -59,94 +67,117 @@ def git(repo: Path, *args: str) -> str:
 
 
 class Baseline:
-    """A stored baseline; read-only. Paths are relative to the repository root."""
+    """The suite at one commit: records, per-test coverage, sources and the import graph.
 
-    def __init__(self, path: Path) -> None:
+    Paths are relative to the repository root. Read-only for callers; a build in progress adds
+    to it (`unmapped` shrinks) under its own lock.
+    """
+
+    def __init__(
+        self,
+        commit: str,
+        env_hash: str,
+        sources: dict[str, str],
+        tests: Sequence[str],
+        path: Path | None = None,
+    ) -> None:
+        self.commit = commit
+        self.env_hash = env_hash
         self.path = path
-        self._db = sqlite3.connect(str(path), check_same_thread=False)
-        meta = dict(self._db.execute("SELECT key, value FROM meta"))
-        self.commit: str = meta["commit"]
-        self.env_hash: str = meta["env_hash"]
-        self.seconds: float = float(meta["seconds"])
-        rows = self._db.execute(
-            "SELECT nodeid, outcome, seconds, message, frames, flaky FROM tests ORDER BY id"
-        )
-        self.records: dict[str, TestRecord] = {
-            r[0]: TestRecord(
-                r[0], r[1], r[2], r[3], tuple(map(tuple, json.loads(r[4]))), bool(r[5])
-            )
-            for r in rows
-        }
-        self.files: set[str] = set(json.loads(meta["files"]))
-        self._graph: dict[str, set[str]] = {
-            k: set(v) for k, v in json.loads(meta["imports"]).items()
-        }
-        self._file_ids = dict(self._db.execute("SELECT path, id FROM files"))
-        self._test_ids = dict(self._db.execute("SELECT nodeid, id FROM tests"))
-        self._test_names = {v: k for k, v in self._test_ids.items()}
+        self.seconds = 0.0
+        self.records: dict[str, TestRecord] = {}
+        self.collected: list[str] = list(dict.fromkeys(tests))
+        self.unmapped: set[str] = set(self.collected)
+        self.collect_errors: list[dict] = []
+        self._sources = sources
+        self.files: set[str] = set(sources)
+        self._graph = import_graph(sources)
+        self._coverage: dict[str, dict[str, tuple[int, ...]]] = {}
         self._by_file: dict[str, dict[int, set[str]]] = {}
         self._deps: dict[str, frozenset[str]] = {}
+        # A fill in progress adds from its own thread; every read of the maps holds this.
+        self._lock = threading.RLock()
 
     # --- what the suite looks like at this commit ----------------------------------------------
 
     @property
+    def complete(self) -> bool:
+        return not self.unmapped
+
+    def not_yet_mapped(self) -> set[str]:
+        with self._lock:
+            return set(self.unmapped)
+
+    def _records(self) -> list[TestRecord]:
+        with self._lock:
+            return list(self.records.values())
+
+    @property
     def tests(self) -> list[str]:
-        return list(self.records)
+        with self._lock:
+            return [t for t in self.collected if t in self.records]
 
     @property
     def failing(self) -> list[str]:
-        return [
-            t for t, r in self.records.items() if r.outcome in ("failed", "error") and not r.flaky
-        ]
+        return [r.id for r in self._records() if r.outcome in ("failed", "error") and not r.flaky]
 
     @property
     def passing(self) -> list[str]:
-        return [t for t, r in self.records.items() if r.outcome == "passed" and not r.flaky]
+        return [r.id for r in self._records() if r.outcome == "passed" and not r.flaky]
 
     @property
     def flaky(self) -> list[str]:
-        return [t for t, r in self.records.items() if r.flaky]
+        return [r.id for r in self._records() if r.flaky]
 
     @property
     def durations(self) -> dict[str, float]:
-        return {t: r.seconds for t, r in self.records.items()}
+        return {r.id: r.seconds for r in self._records()}
+
+    def add(self, record: TestRecord, lines: dict[str, tuple[int, ...]] | None) -> None:
+        """A test's result (and its lines, when measured) joins the map."""
+        with self._lock:
+            self.records[record.id] = record
+            self.unmapped.discard(record.id)
+            if lines is None:
+                return
+            self._coverage[record.id] = lines
+            for path, numbers in lines.items():
+                index = self._by_file.get(path)
+                if index is not None:
+                    for line in numbers:
+                        index.setdefault(line, set()).add(record.id)
 
     # --- coverage ------------------------------------------------------------------------------
 
     def coverage(self, test_id: str) -> dict[str, set[int]]:
         """{relpath: executed lines} of one test (empty if unknown)."""
-        tid = self._test_ids.get(test_id)
-        if tid is None:
-            return {}
-        names = {v: k for k, v in self._file_ids.items()}
-        rows = self._db.execute("SELECT file, lines FROM coverage WHERE test = ?", (tid,))
-        return {names[f]: set(json.loads(lines)) for f, lines in rows}
+        with self._lock:
+            return {p: set(lines) for p, lines in self._coverage.get(test_id, {}).items()}
 
     def _line_index(self, path: str) -> dict[int, set[str]]:
         if path not in self._by_file:
             index: dict[int, set[str]] = {}
-            fid = self._file_ids.get(path)
-            if fid is not None:
-                rows = self._db.execute("SELECT test, lines FROM coverage WHERE file = ?", (fid,))
-                for tid, lines in rows:
-                    name = self._test_names[tid]
-                    for line in json.loads(lines):
-                        index.setdefault(line, set()).add(name)
+            for test, files in self._coverage.items():
+                for line in files.get(path, ()):
+                    index.setdefault(line, set()).add(test)
             self._by_file[path] = index
         return self._by_file[path]
 
     def tests_covering(self, path: str, lines: Iterable[int] | None = None) -> set[str]:
         """Tests that executed any of `lines` of `path` (any line at all when `lines` is None)."""
-        index = self._line_index(path)
-        wanted = index.keys() if lines is None else lines
-        found: set[str] = set()
-        for line in wanted:
-            found |= index.get(line, set())
-        return found
+        with self._lock:
+            index = self._line_index(path)
+            wanted = list(index) if lines is None else lines
+            found: set[str] = set()
+            for line in wanted:
+                found |= index.get(line, set())
+            return found
 
-    def importers(self, path: str) -> set[str]:
-        """Tests whose test module (or a conftest.py above it) imports `path`, transitively."""
-        return {t for t in self.records if path in self.import_closure(t)}
+    def importers(self, path: str, among: Iterable[str] | None = None) -> set[str]:
+        """Tests (of `among`, default every recorded one) whose test module (or a conftest.py
+        above it) imports `path`, transitively."""
+        candidates = [r.id for r in self._records()] if among is None else list(among)
+        return {t for t in candidates if path in self.import_closure(t)}
 
     def import_closure(self, test_id: str) -> frozenset[str]:
         """Project files the test's module and its conftest files import, transitively."""
@@ -166,219 +197,319 @@ class Baseline:
     def dependencies(self, test_id: str) -> set[str] | None:
         """Every project file a test's result can depend on (executed or imported); None if the
         test is unknown here."""
-        if test_id not in self.records:
-            return None
-        tid = self._test_ids[test_id]
-        names = {v: k for k, v in self._file_ids.items()}
-        executed = {
-            names[f]
-            for (f,) in self._db.execute("SELECT file FROM coverage WHERE test = ?", (tid,))
-        }
+        with self._lock:
+            if test_id not in self.records or test_id not in self._coverage:
+                return None
+            executed = set(self._coverage[test_id])
         return executed | set(self.import_closure(test_id))
 
     def source(self, path: str) -> str | None:
         """A Python file's text at the baseline's commit; None if it had no such file."""
-        row = self._db.execute("SELECT text FROM sources WHERE path = ?", (path,)).fetchone()
-        return None if row is None else row[0]
+        return self._sources.get(path)
 
     def close(self) -> None:
-        self._db.close()
+        """Nothing to release: kept for callers that close what they open."""
+
+    # --- storage -------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: Path) -> Baseline:
+        db = sqlite3.connect(str(path))
+        try:
+            meta = dict(db.execute("SELECT key, value FROM meta"))
+            sources = dict(db.execute("SELECT path, text FROM sources"))
+            rows = db.execute(
+                "SELECT nodeid, outcome, seconds, message, frames, flaky, lines FROM tests "
+                "ORDER BY id"
+            ).fetchall()
+        finally:
+            db.close()
+        baseline = cls(meta["commit"], meta["env_hash"], sources, [r[0] for r in rows], path)
+        baseline.seconds = float(meta["seconds"])
+        baseline.collect_errors = json.loads(meta["collect_errors"])
+        for nodeid, outcome, seconds, message, frames, flaky, lines in rows:
+            record = TestRecord(
+                nodeid, outcome, seconds, message, tuple(map(tuple, json.loads(frames))),
+                bool(flaky),
+            )  # fmt: skip
+            baseline.add(record, {p: tuple(v) for p, v in json.loads(lines).items()})
+        return baseline
+
+    def store(self, target: Path) -> None:
+        """Write a complete baseline to `target` atomically."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".{os.getpid()}.partial")
+        partial.unlink(missing_ok=True)
+        db = sqlite3.connect(str(partial))
+        with db:
+            db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+            db.execute(
+                "CREATE TABLE tests (id INTEGER PRIMARY KEY, nodeid TEXT UNIQUE, outcome TEXT, "
+                "seconds REAL, message TEXT, frames TEXT, flaky INTEGER, lines TEXT)"
+            )
+            db.execute("CREATE TABLE sources (path TEXT PRIMARY KEY, text TEXT)")
+            db.executemany("INSERT INTO sources VALUES (?, ?)", self._sources.items())
+            meta = {
+                "commit": self.commit,
+                "env_hash": self.env_hash,
+                "seconds": str(self.seconds),
+                "collect_errors": json.dumps(self.collect_errors),
+            }
+            db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+            db.executemany(
+                "INSERT INTO tests VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (n, r.id, r.outcome, r.seconds, r.message, json.dumps(r.frames), int(r.flaky),
+                     json.dumps(self._coverage.get(r.id, {})))
+                    for n, r in enumerate(self.records[t] for t in self.tests)
+                ),
+            )  # fmt: skip
+        db.close()
+        os.replace(partial, target)
+        self.path = target
 
 
-def baseline_key(tree: str, env: PythonEnv, pytest_args: Iterable[str]) -> str:
-    raw = json.dumps([SCHEMA, tree, env.hash, list(pytest_args)])
+def baseline_key(tree: str, env_hash: str, isolated: bool, pytest_args: Iterable[str]) -> str:
+    raw = json.dumps([SCHEMA, tree, env_hash, isolated, list(pytest_args)])
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+@dataclass
+class BaselineOptions:
+    """How to run the suite for a baseline (the same sandbox and limits as candidates)."""
+
+    sandbox: str = "bwrap"
+    workers: int = 2
+    pytest_args: Sequence[str] = ()
+    test_timeout: float = 30.0
+    limits: Limits = Limits(output_bytes=1 << 30)
+    backend_options: dict | None = None
+
+
+def matches_name(name: str, test_id: str) -> bool:
+    """A named id matches itself, its parametrizations, and (for a file or class) its tests."""
+    return test_id == name or test_id.startswith((name + "::", name + "["))
+
+
+class BaselineBuild:
+    """A baseline on its way: the named tests first, then their files, then the rest behind.
+
+        build = BaselineBuild(repo, python, options, first=ticket_tests)
+        baseline = build.first()      # the named tests and their files have run
+        ...                           # candidates run meanwhile; selection stays conservative
+        build.finish()                # the whole map, stored in the cache; idempotent
+
+    From the cache, both return at once. Every run of the repository's code happens in the
+    sandbox, each test under `test_timeout`; `deadline` (time.monotonic()) bounds it all.
+    """
+
+    def __init__(
+        self,
+        repo_root: Path,
+        python: str,
+        options: BaselineOptions,
+        *,
+        commit: str = "HEAD",
+        cache_dir: Path | None = None,
+        first: Sequence[str] = (),
+        progress: Progress | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        self.repo_root = Path(repo_root).resolve()
+        self.options = options
+        self.first_names = list(first)
+        self.report = progress or (lambda stage, done, total: None)
+        self.deadline = deadline
+        self.started = time.monotonic()
+        self.cache_dir = Path(cache_dir or default_cache_dir())
+        self.pool = Pool(
+            self.repo_root, python, options.sandbox, workers=options.workers,
+            limits=options.limits, test_timeout=options.test_timeout, job_timeout=24 * 3600.0,
+            pytest_args=options.pytest_args, commit=commit, tools_cache=self.cache_dir.parent,
+            backend_options=options.backend_options,
+        )  # fmt: skip
+        sha = self.pool.commit
+        tree = git(self.repo_root, "rev-parse", f"{sha}^{{tree}}").strip()
+        key = baseline_key(tree, self.pool.env.hash, self.pool.backend.isolated,
+                           options.pytest_args)  # fmt: skip
+        self.target = self.cache_dir / f"{key}.sqlite"
+        self.baseline: Baseline | None = None
+        self._lock = threading.Lock()
+        self._rest: list[str] = []
+        self._thread: threading.Thread | None = None
+        self._error: RunnerError | None = None
+        self._begun = False
+        if self.target.exists():
+            try:
+                self.baseline = Baseline.load(self.target)
+            except (sqlite3.Error, KeyError, ValueError):
+                self.target.unlink()  # an interrupted or older store: build it again
+
+    # --- the caller's side -------------------------------------------------------------------
+
+    def first(self) -> Baseline:
+        """The baseline as soon as the named tests (or, with none named, all) have run."""
+        if self._begun:
+            return self.baseline
+        self._begun = True
+        if self.baseline is not None:
+            self.pool.close()
+            return self.baseline
+        try:
+            self.pool.start()
+            self._collect()
+            first, related = self._order()
+            self._run(first + related, "run")
+        except BaseException:
+            self.pool.close()
+            raise
+        if self._rest:
+            self._thread = threading.Thread(target=self._fill, name="gp-baseline", daemon=True)
+            self._thread.start()
+        else:
+            self._complete()
+        return self.baseline
+
+    def finish(self, timeout: float | None = None) -> Baseline:
+        """The map once the fill is over, or at `timeout`; complete (and stored in the cache)
+        unless the fill was cut short (`error` says why) or is still going."""
+        baseline = self.first()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return baseline
+
+    @property
+    def error(self) -> str | None:
+        return None if self._error is None else str(self._error)
+
+    def close(self) -> None:
+        """Stop filling in (an incomplete map is not stored) and release the workers."""
+        self.deadline = time.monotonic()
+        self.pool.close()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    # --- building ----------------------------------------------------------------------------
+
+    def _collect(self) -> None:
+        self.report("collect", 0, 1)
+        tests, errors = self.pool.collect(self.options.pytest_args)
+        named = [n for n in self.first_names if not any(matches_name(n, t) for t in tests)]
+        if named:
+            # A node id pytest runs when named, though whole-suite collection skips it (a file
+            # outside `python_files`, an unrelated collection error): collect it by name.
+            more, more_errors = self.pool.collect(named)
+            tests += [t for t in more if t not in set(tests)]
+            errors += more_errors
+        if not tests:
+            raise RunnerError(f"no tests found in {self.repo_root}: not a pytest project?")
+        sources = _sources(self.pool)
+        self.baseline = Baseline(self.pool.commit, self.pool.env.hash, sources, tests)
+        self.baseline.collect_errors = errors
+        self.report("collect", 1, 1)
+
+    def _order(self) -> tuple[list[str], list[str]]:
+        """(named tests, the other tests of their files); the rest is left for the fill."""
+        tests = self.baseline.collected
+        if not self.first_names:
+            return tests, []
+        first = [t for t in tests if any(matches_name(n, t) for n in self.first_names)]
+        files = {t.split("::", 1)[0] for t in first}
+        related = [t for t in tests if t not in set(first) and t.split("::", 1)[0] in files]
+        taken = set(first) | set(related)
+        self._rest = [t for t in tests if t not in taken]
+        return first, related
+
+    def _fill(self) -> None:
+        try:
+            self._run(self._rest, "fill")
+            self._complete()
+        except RunnerError as exc:
+            self._error = exc
+        finally:
+            self.pool.close()
+
+    def _run(self, tests: list[str], name: str) -> None:
+        """Run `tests` with coverage, re-run the failures; results join the baseline."""
+        if not tests:
+            return
+        results, lines = self._jobs(tests, name, coverage=True)
+        failing = [t for t, r in results.items() if r.failed]
+        flaky: set[str] = set()
+        for attempt in range(FLAKY_RERUNS):
+            todo = [t for t in failing if t not in flaky]
+            if not todo:
+                break
+            self.report("rerun", attempt, FLAKY_RERUNS)
+            again, _ = self._jobs(todo, f"{name}-rerun{attempt}", coverage=False)
+            flaky |= {t for t, r in again.items() if r.outcome == "passed"}
+        with self._lock:
+            for test in tests:
+                result = results.get(test)
+                if result is None:
+                    continue
+                record = TestRecord(test, result.outcome, result.seconds, result.message,
+                                    result.frames, test in flaky)  # fmt: skip
+                self.baseline.add(record, lines.get(test, {}))
+
+    def _jobs(
+        self, tests: list[str], name: str, coverage: bool
+    ) -> tuple[dict[str, TestResult], dict[str, dict[str, tuple[int, ...]]]]:
+        results: dict[str, TestResult] = {}
+        lines: dict[str, dict[str, tuple[int, ...]]] = {}
+        job = Job(f"baseline-{name}", {}, tests, fail_fast=False, coverage=coverage)
+        self.pool.submit(job)
+        stage = "rerun" if "rerun" in name else "run"
+        for event in self.pool.events(timeout=None):
+            if isinstance(event, TestResult) and event.job_id == job.id:
+                results[event.test_id] = event
+                self.report(stage, len(results), len(tests))
+            elif isinstance(event, TestCoverage) and event.job_id == job.id:
+                lines[event.test_id] = event.lines
+            elif isinstance(event, JobDone) and event.job_id == job.id:
+                break
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                self.pool.cancel(job.id)
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise RunnerError(
+                f"the baseline ran out of time after {len(results)} of {len(tests)} tests"
+            )
+        return results, lines
+
+    def _complete(self) -> None:
+        self.baseline.seconds = time.monotonic() - self.started
+        if self.baseline.complete:
+            self.report("store", 0, 1)
+            self.baseline.store(self.target)
+            self.report("store", 1, 1)
+
+
+def _sources(pool: Pool) -> dict[str, str]:
+    """The commit's tracked Python files, from git's objects (never from a worktree)."""
+    blobs = {p: blob for p, (blob, size) in pool.files.items()
+             if p.endswith(".py") and size <= MAX_SOURCE_BYTES}  # fmt: skip
+    return read_texts(pool.repo_root, blobs)
 
 
 def build_baseline(
     repo_root: Path,
     python: str,
+    options: BaselineOptions | None = None,
     *,
-    pytest_args: Iterable[str] = (),
-    workers: int = 2,
+    commit: str = "HEAD",
     cache_dir: Path | None = None,
     progress: Progress | None = None,
-    commit: str = "HEAD",
+    deadline: float | None = None,
 ) -> Baseline:
-    """The baseline of `commit` (default HEAD) of the repository at `repo_root`, from the cache
-    if it was built before in the same environment, else by running the suite now."""
-    repo_root = Path(repo_root).resolve()
-    env = probe(python)
-    sha = git(repo_root, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}").strip()
-    tree = git(repo_root, "rev-parse", f"{sha}^{{tree}}").strip()
-    args = list(pytest_args)
-    target = Path(cache_dir or default_cache_dir()) / f"{baseline_key(tree, env, args)}.sqlite"
-    if target.exists():
-        try:
-            return Baseline(target)
-        except (sqlite3.Error, KeyError, ValueError):
-            target.unlink()  # an interrupted or older store: build it again
-    if not env.has_coverage:
-        raise RunnerError(
-            f"coverage is not installed for {env.python}: the baseline needs it "
-            "(pip install coverage)"
-        )
-    report = progress or (lambda stage, done, total: None)
-    tree = Worktree.create(repo_root)
+    """The whole baseline of `commit` (default HEAD), from the cache if it was built before."""
+    build = BaselineBuild(repo_root, python, options or BaselineOptions(), commit=commit,
+                          cache_dir=cache_dir, progress=progress, deadline=deadline)  # fmt: skip
     try:
-        if sha != git(repo_root, "rev-parse", "HEAD").strip():
-            tree.git("checkout", "--quiet", "--detach", sha)
-        _run(tree.path, env, args, workers, target, sha, report)
+        baseline = build.finish()
     finally:
-        tree.remove()
-    return Baseline(target)
+        build.close()
+    if not baseline.complete:
+        raise RunnerError(build.error or "the baseline did not finish")
+    return baseline
 
 
-def _run(
-    root: Path, env: PythonEnv, args: list[str], workers: int, target: Path, sha: str, report
-) -> None:
-    started = time.monotonic()
-    report("collect", 0, 1)
-    tests = collect(env, root, args)
-    report("collect", 1, 1)
-    with tempfile.TemporaryDirectory(prefix="gp-baseline-") as tmp:
-        out = Path(tmp, "run")
-        out.mkdir()
-        xdist = ["-n", str(workers)] if env.has_xdist and workers > 1 else []
-
-        def poll() -> None:
-            done = sum(_count_lines(p) for p in out.glob("results.*.jsonl"))
-            report("run", min(done, len(tests)), len(tests))
-
-        run_pytest(
-            env,
-            root,
-            [*xdist, *args],
-            {"GP_BASELINE_DIR": str(out), "GP_COVERAGE_SOURCE": str(root)},
-            poll=poll,
-        )
-        records = _read_results(out, root)
-        missing = [t for t in tests if t not in records]
-        if len(missing) == len(tests):
-            raise RunnerError(f"the baseline run of {root} produced no results")
-        report("run", len(tests), len(tests))
-        cov_json = Path(tmp, "coverage.json")
-        done = subprocess.run(
-            [env.python, str(WORKER_DIR / "gp_covdump.py"), str(out), str(root), str(cov_json)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            line = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RunnerError(f"cannot read the baseline's coverage data: {line}")
-        coverage = json.loads(cov_json.read_text())
-        flaky = _find_flaky(env, root, args, records, tmp, report)
-    files = git(root, "ls-files", "-z").split("\0")
-    sources = {}
-    for path in files:
-        if path.endswith(".py"):
-            try:
-                sources[path] = (root / path).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                continue
-    report("store", 0, 1)
-    _store(target, sha, env, tests, records, flaky, coverage, sources, time.monotonic() - started)
-    report("store", 1, 1)
-
-
-def _count_lines(path: Path) -> int:
-    try:
-        with path.open("rb") as handle:
-            return sum(
-                chunk.count(b'"event": "result"')
-                for chunk in iter(lambda: handle.read(1 << 16), b"")
-            )
-    except OSError:
-        return 0
-
-
-def _read_results(out: Path, root: Path) -> dict[str, TestRecord]:
-    prefix = str(root) + os.sep
-    records: dict[str, TestRecord] = {}
-    for path in sorted(out.glob("results.*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if rec.get("event") != "result":
-                continue
-            frames = tuple((p.removeprefix(prefix), int(n)) for p, n in rec.get("frames") or ())
-            records[rec["id"]] = TestRecord(
-                rec["id"], rec["outcome"], float(rec["seconds"]), rec["message"], frames
-            )
-    return records
-
-
-def _find_flaky(env, root, args, records, tmp, report) -> set[str]:
-    """Re-run the failures; a test that passes in any re-run is flaky, not failing."""
-    failing = [t for t, r in records.items() if r.outcome in ("failed", "error")]
-    flaky: set[str] = set()
-    for attempt in range(FLAKY_RERUNS):
-        todo = [t for t in failing if t not in flaky]
-        if not todo:
-            break
-        report("rerun", attempt, FLAKY_RERUNS)
-        out = Path(tmp, f"rerun{attempt}")
-        out.mkdir()
-        run_pytest(env, root, [*args, *todo], {"GP_BASELINE_DIR": str(out)})
-        for test, rec in _read_results(out, root).items():
-            if test in records and rec.outcome == "passed":
-                flaky.add(test)
-    report("rerun", FLAKY_RERUNS, FLAKY_RERUNS)
-    return flaky
-
-
-def _store(target, sha, env, tests, records, flaky, coverage, sources, seconds) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(f".{os.getpid()}.partial")
-    partial.unlink(missing_ok=True)
-    db = sqlite3.connect(str(partial))
-    with db:
-        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
-        db.execute(
-            "CREATE TABLE tests (id INTEGER PRIMARY KEY, nodeid TEXT UNIQUE, outcome TEXT, "
-            "seconds REAL, message TEXT, frames TEXT, flaky INTEGER)"
-        )
-        db.execute("CREATE TABLE files (id INTEGER PRIMARY KEY, path TEXT UNIQUE)")
-        db.execute("CREATE TABLE coverage (test INTEGER, file INTEGER, lines TEXT)")
-        db.execute("CREATE TABLE sources (path TEXT PRIMARY KEY, text TEXT)")
-        db.executemany("INSERT INTO sources VALUES (?, ?)", sources.items())
-        graph = import_graph(sources)
-        meta = {
-            "commit": sha,
-            "env_hash": env.hash,
-            "python": env.python,
-            "seconds": str(seconds),
-            "files": json.dumps(sorted(sources)),
-            "imports": json.dumps({k: sorted(v) for k, v in graph.items()}),
-        }
-        db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
-        file_ids: dict[str, int] = {}
-        for number, test in enumerate(t for t in tests if t in records):
-            rec = records[test]
-            db.execute(
-                "INSERT INTO tests VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    number,
-                    test,
-                    rec.outcome,
-                    rec.seconds,
-                    rec.message,
-                    json.dumps(rec.frames),
-                    int(test in flaky),
-                ),
-            )
-            for path, lines in coverage.get(test, {}).items():
-                if path not in file_ids:
-                    file_ids[path] = len(file_ids)
-                    db.execute("INSERT INTO files VALUES (?, ?)", (file_ids[path], path))
-                db.execute(
-                    "INSERT INTO coverage VALUES (?, ?, ?)",
-                    (number, file_ids[path], json.dumps(lines)),
-                )
-        db.execute("CREATE INDEX coverage_file ON coverage (file)")
-        db.execute("CREATE INDEX coverage_test ON coverage (test)")
-    db.close()
-    os.replace(partial, target)

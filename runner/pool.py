@@ -17,7 +17,6 @@ import itertools
 import json
 import os
 import queue
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -27,9 +26,11 @@ from pathlib import Path
 from runner.cache import ResultCache, changes_digest, result_key
 from runner.env import probe, source_path
 from runner.errors import RunnerError
-from runner.results import JobDone, TestResult
+from runner.overlay import ensure_overlay
+from runner.results import OUTCOMES, JobDone, TestCoverage, TestResult
 from runner.scheduling import POLICIES, Chunk, Stats
-from sandboxes import Limits, SandboxError, WorkerSpec, get_backend
+from runner.tree import regular_files
+from sandboxes import Limits, SandboxError, WorkerSpec, get_backend, safegit
 from sandboxes.worktree import Worktree
 
 WORKER_DIR = Path(__file__).resolve().parent / "worker"
@@ -38,7 +39,11 @@ RESTARTS_PER_WORKER = 5
 # sandbox must allow for a long session, not one job.
 DEFAULT_LIMITS = Limits(output_bytes=1 << 30)
 
-Event = TestResult | JobDone
+Event = TestResult | JobDone | TestCoverage
+COLLECT_TIMEOUT = 600.0
+# What the host keeps of a worker's word: a message's length, a traceback's depth.
+MESSAGE_CHARS = 4000
+MAX_FRAMES = 30
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,8 @@ class Job:
     tests: list[str]
     fail_fast: bool = True
     targets: tuple[str, ...] = ()
+    # Per-test line coverage (a TestCoverage event per test): what the baseline runs with.
+    coverage: bool = False
 
 
 @dataclass
@@ -85,6 +92,7 @@ class _Slot:
     alive: bool = False
     error: str = ""
     parsed_once: bool = False  # the worker parsed pytest's configuration once for all jobs
+    collecting: dict | None = None  # a collection in progress: its id, event and findings
 
 
 class Pool:
@@ -105,14 +113,24 @@ class Pool:
         durations: dict[str, float] | None = None,
         start_timeout: float = 180.0,
         cold: bool = False,
+        commit: str = "HEAD",
+        tools_cache: Path | None = None,
+        backend_options: dict | None = None,
     ) -> None:
         if policy not in POLICIES:
             raise RunnerError(
                 f"unknown scheduling policy '{policy}' (known: {', '.join(POLICIES)})"
             )
         self.repo_root = Path(repo_root).resolve()
-        self.env = probe(python)
         self.backend_name = backend_name
+        try:
+            self.backend = get_backend(backend_name, **(backend_options or {}))
+        except SandboxError as exc:
+            raise RunnerError(str(exc)) from None
+        self.warning: str | None = getattr(self.backend, "warning", None)
+        self.env = probe(python, self.backend)
+        # Our coverage.py for interpreters without one (see runner.overlay).
+        self.tools = None if tools_cache is None else ensure_overlay(self.env, tools_cache)
         self.n_workers = workers
         self.limits = limits
         self.test_timeout = test_timeout
@@ -125,9 +143,10 @@ class Pool:
         self.cold = cold
         self.stats = Stats(durations=dict(durations or {}))
         self.scheduler = POLICIES[policy](workers, self.stats)
-        self.commit = _head(self.repo_root)
-        self.backend = None
-        self.warning: str | None = None
+        self.commit = _head(self.repo_root, commit)
+        # What the host may read on a worker's word: tracked regular files, never symlinks.
+        self.files = regular_files(self.repo_root, self.commit)
+        self.tracked = frozenset(self.files)
         self._slots: list[_Slot] = []
         self._lock = threading.RLock()
         self._events: queue.Queue[Event] = queue.Queue()
@@ -150,11 +169,12 @@ class Pool:
 
     def start(self) -> None:
         """Create the worktrees, start the workers, wait until every one is warm."""
-        self.backend = get_backend(self.backend_name)
-        self.warning = getattr(self.backend, "warning", None)
         try:
             for index in range(self.n_workers):
-                self._slots.append(_Slot(index, Worktree.create(self.repo_root)))
+                tree = Worktree.create(self.repo_root)
+                if self.commit != _head(tree.path):
+                    tree.git("checkout", "--quiet", "--detach", self.commit)
+                self._slots.append(_Slot(index, tree))
             for slot in self._slots:
                 self._launch(slot)
             deadline = time.monotonic() + self.start_timeout
@@ -174,8 +194,11 @@ class Pool:
             env={
                 "PYTHONPATH": source_path(slot.tree.path),
                 **({"GP_COLD": "1"} if self.cold else {}),
+                **({"GP_OVERLAY": str(self.tools)} if self.tools else {}),
+                # The sandbox's /tmp is the worker's own: emptied between jobs. Never the host's.
+                **({"GP_PRIVATE_TMP": "1"} if self.backend.isolated else {}),
             },
-            readonly=(WORKER_DIR, *self.env.readonly_paths()),
+            readonly=(WORKER_DIR, *((self.tools,) if self.tools else ())),
             limits=self.limits,
         )
         slot.ready.clear()
@@ -349,7 +372,8 @@ class Pool:
 
     def _dispatch(self) -> None:
         for slot in self._slots:
-            if slot.chunk is not None or not slot.alive or not slot.ready.is_set():
+            busy = slot.chunk is not None or slot.collecting is not None
+            if busy or not slot.alive or not slot.ready.is_set():
                 continue
             chunk = self.scheduler.next_chunk()
             if chunk is None:
@@ -368,6 +392,7 @@ class Pool:
                     "fail_fast": chunk.fail_fast,
                     "test_timeout": self.test_timeout,
                     "job_timeout": self.job_timeout,
+                    "coverage": state.job.coverage,
                 },
             )
 
@@ -386,8 +411,19 @@ class Pool:
                 record = json.loads(raw)
             except ValueError:
                 continue
+            if not isinstance(record, dict):
+                continue
+            if record.get("event") == "done":
+                # Whatever the job's tests left in the worktree goes before the next job starts
+                # (the worker restores only the job's own files), so every job, and every result
+                # cached from it, starts from exactly the candidate's tree.
+                with contextlib.suppress(SandboxError, OSError):
+                    slot.tree.reset()
             with self._lock:
-                self._handle(slot, record)
+                try:
+                    self._handle(slot, record)
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    continue  # a malformed record from the sandbox: ignored, never trusted
         with self._lock:
             if slot.worker is worker:
                 self._worker_died(slot)
@@ -398,6 +434,9 @@ class Pool:
             slot.parsed_once = bool(record.get("parsed_once"))
             slot.ready.set()
             self._dispatch()
+            return
+        if slot.collecting is not None and record.get("job") == slot.collecting["id"]:
+            self._collect_event(slot, record)
             return
         entry = self._chunks.get(record.get("job", ""))
         if entry is None:
@@ -411,22 +450,25 @@ class Pool:
             slot.reported.add(record["id"])
             if state.stopped in ("cancelled",):
                 return
-            # Frames name files in the worker's worktree; callers want repository paths.
-            prefix = os.path.realpath(slot.tree.path) + os.sep
-            frames = tuple(
-                (str(p).removeprefix(prefix), int(n)) for p, n in record.get("frames") or ()
-            )
+            outcome = record["outcome"] if record.get("outcome") in OUTCOMES else "error"
             self._record(
                 state,
                 TestResult(
                     chunk.job_id,
-                    record["id"],
-                    record["outcome"],
+                    str(record["id"]),
+                    outcome,
                     float(record.get("seconds") or 0.0),
-                    record.get("message") or "",
-                    frames,
+                    str(record.get("message") or "")[:MESSAGE_CHARS],
+                    self._frames(slot, record.get("frames")),
                 ),
             )
+        elif event == "coverage" and state is not None and state.job.coverage:
+            lines = {
+                rel: tuple(int(n) for n in numbers)
+                for rel, numbers in (record.get("lines") or {}).items()
+                if rel in self.tracked and isinstance(numbers, list)
+            }
+            self._events.put(TestCoverage(chunk.job_id, str(record["id"]), lines))
         elif event == "done":
             if state is not None:
                 state.cpu += float(record.get("cpu") or 0.0)
@@ -436,6 +478,56 @@ class Pool:
             if state is not None:
                 self._maybe_finish(state)
             self._dispatch()
+
+    def _frames(self, slot: _Slot, frames: object) -> tuple[tuple[str, int], ...]:
+        """Frames name files in the worker's worktree; callers want repository paths, and read
+        them: only tracked regular files of the repository pass, anything else is dropped."""
+        prefix = os.path.realpath(slot.tree.path) + os.sep
+        kept = []
+        for path, line in list(frames or ())[-MAX_FRAMES:]:
+            rel = os.path.normpath(str(path).removeprefix(prefix))
+            if rel in self.tracked:
+                kept.append((rel, int(line)))
+        return tuple(kept)
+
+    # --- collection ----------------------------------------------------------------------------
+
+    def collect(self, args: Iterable[str] = ()) -> tuple[list[str], list[dict]]:
+        """Test ids pytest collects for `args` (default: the configured suite) in a worker's
+        sandbox, and the collection errors ({"id", "message"}); RunnerError if it cannot."""
+        event = threading.Event()
+        with self._lock:
+            slot = next((s for s in self._slots if s.alive and s.chunk is None), None)
+            if slot is None or slot.collecting is not None:
+                raise RunnerError("no idle test worker to collect with")
+            job_id = f"collect#{next(self._chunk_ids)}"
+            slot.collecting = {"id": job_id, "event": event, "tests": None, "errors": []}
+            self._send(slot, {"job": job_id, "collect": list(args), "tests": [], "files": {},
+                              "job_timeout": COLLECT_TIMEOUT})  # fmt: skip
+        finished = event.wait(COLLECT_TIMEOUT + 30)
+        with self._lock:
+            found, slot.collecting = slot.collecting, None
+            self._dispatch()
+        if not finished or found is None:
+            raise RunnerError(f"pytest did not finish collecting within {COLLECT_TIMEOUT:g} s")
+        if found["tests"] is None:
+            why = found.get("why") or "pytest could not collect"
+            raise RunnerError(f"pytest cannot collect in {self.repo_root}: {why}")
+        return found["tests"], found["errors"]
+
+    def _collect_event(self, slot: _Slot, record: dict) -> None:
+        found = slot.collecting
+        if record.get("event") == "collected":
+            found["tests"] = [str(t) for t in record.get("tests") or ()]
+            found["errors"] = [
+                {"id": str(e.get("id", "")), "message": str(e.get("message", ""))[:MESSAGE_CHARS]}
+                for e in record.get("errors") or ()
+                if isinstance(e, dict)
+            ]
+        elif record.get("event") == "result":  # the child died before collection finished
+            found["why"] = str(record.get("message") or "")[-MESSAGE_CHARS:]
+        elif record.get("event") == "done":
+            found["event"].set()
 
     def _chunk_over(self, slot: _Slot) -> None:
         self._chunks.pop(slot.chunk_id, None)
@@ -451,6 +543,9 @@ class Pool:
         with contextlib.suppress(Exception):
             worker.wait(5)
         why = _exit_reason(worker)
+        if slot.collecting is not None:
+            slot.collecting["why"] = f"the worker {why}"
+            slot.collecting["event"].set()
         if not slot.ready.is_set():
             slot.error = f"{why}: {_tail(worker)}"
             slot.ready.set()  # wake start(); it reads slot.error
@@ -532,10 +627,9 @@ def _tail(worker: object) -> str:
     return "no output"
 
 
-def _head(repo_root: Path) -> str:
-    done = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=repo_root, capture_output=True, text=True, check=False
-    )
+def _head(repo_root: Path, commit: str = "HEAD") -> str:
+    # The repository is untrusted: no hooks, fsmonitor or filters of its config run.
+    done = safegit.run(repo_root, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
     if done.returncode != 0:
-        raise RunnerError(f"not a git repository with commits: {repo_root}")
+        raise RunnerError(f"not a commit of {repo_root}: {commit}")
     return done.stdout.strip()

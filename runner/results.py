@@ -28,6 +28,17 @@ class TestResult:
 
 
 @dataclass(frozen=True)
+class TestCoverage:
+    """The project lines one test of a coverage job executed: {relpath: lines}."""
+
+    __test__ = False
+
+    job_id: str
+    test_id: str
+    lines: dict[str, tuple[int, ...]]
+
+
+@dataclass(frozen=True)
 class JobDone:
     """A job is finished: every result it will produce has been delivered.
 

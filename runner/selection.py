@@ -6,6 +6,8 @@ files) selects the whole suite and says why. For a Python file of the baseline:
 - a change at module level (imports, constants, class bodies, `def` lines, decorators) selects
   every test that executed any line of the module or whose test module imports it (transitively);
 - a module-level change to a test module also runs the whole file (new tests appear there).
+While the baseline is still filling in, a test not yet mapped is selected when its module imports
+a changed file (transitively): its coverage is unknown, the import graph is not.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def _is_test_module(path: str, baseline: Baseline) -> bool:
 
 
 def _everything(baseline: Baseline, why: str, extra: list[str]) -> Selection:
-    tests = [*baseline.tests, *extra]
+    tests = [*baseline.collected, *extra]
     return Selection(tests, {t: why for t in tests}, conservative=why)
 
 
@@ -73,6 +75,10 @@ def select_tests(baseline: Baseline, changes: dict[str, str | None]) -> Selectio
         elif new is None:
             conservative.append(f"{path} was deleted")
         else:
+            unmapped = baseline.not_yet_mapped()
+            if unmapped:
+                add(baseline.importers(path, among=unmapped),
+                    f"not yet mapped; imports {path}")  # fmt: skip
             change = classify(old, new)
             for func in change.functions:
                 add(
@@ -88,7 +94,7 @@ def select_tests(baseline: Baseline, changes: dict[str, str | None]) -> Selectio
     if conservative:
         return _everything(baseline, "; ".join(conservative), new_test_files)
     inside = tuple(f"{path}::" for path in whole_files)
-    tests = [t for t in baseline.tests if t in reasons and not t.startswith(inside or ("\0",))]
+    tests = [t for t in baseline.collected if t in reasons and not t.startswith(inside or ("\0",))]
     for path in whole_files:
         reasons[path] = "test module changed at module level: run all of it"
     return Selection([*tests, *whole_files], reasons)

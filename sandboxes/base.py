@@ -28,6 +28,8 @@ class Limits:
     file_size_mb: int = 256
     wall_seconds: float | None = None
     output_bytes: int = 16 * 1024 * 1024
+    # What the worktree (the one host directory a worker can write) may grow to in all.
+    disk_mb: int | None = 1024
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ class Worker(abc.ABC):
     def exit_reason(self) -> str | None:
         """Why the worker ended, None while it runs.
 
-        One of: "timeout" (wall clock), "output limit", "memory", "cpu time", "file size",
+        One of: "timeout" (wall clock), "output limit", "disk quota", "memory", "cpu time",
+        "file size",
         "stopped" (by `stop()`), "killed by signal N", "exit N". "memory" and "file size" are
         also read from a Python traceback (MemoryError, "File too large") on standard error.
         """

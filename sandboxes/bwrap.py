@@ -134,4 +134,5 @@ class BwrapBackend(Backend):
             worker.stop()
             lines = worker.stderr_tail().strip().splitlines()
             raise SandboxError(f"bwrap could not start: {lines[-1] if lines else 'no message'}")
+        worker.watch_disk(spec.worktree)
         return worker

@@ -220,10 +220,12 @@ class DockerBackend(Backend):
             self._prepare_spare(spec, user)
 
         try:
-            return DockerWorker(self, container, spec, env, user, stopped)
+            worker = DockerWorker(self, container, spec, env, user, stopped)
         except self._errors.DockerException as exc:
             self._remove(container)
             raise SandboxError(f"cannot exec in the container: {exc}") from None
+        worker.watch_disk(spec.worktree)
+        return worker
 
     def close(self) -> None:
         with self._lock:

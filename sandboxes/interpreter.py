@@ -3,34 +3,42 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
-import subprocess
 from pathlib import Path
 
-_PROBE = (
-    "import json, site, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, "
-    "sys.base_exec_prefix, *site.getsitepackages()]))"
-)
+
+def _venv_home(bin_dir: Path) -> Path | None:
+    """The base interpreter's directory named by a venv's pyvenv.cfg (`home = ...`), if any."""
+    cfg = bin_dir.parent / "pyvenv.cfg"
+    try:
+        lines = cfg.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        key, _, value = line.partition("=")
+        if key.strip() == "home" and value.strip():
+            return Path(value.strip())
+    return None
 
 
 @functools.lru_cache(maxsize=32)
 def python_paths(executable: str) -> tuple[Path, ...]:
     """Directories to bind read-only so `executable` works in a sandbox (empty if not a Python).
 
-    Cached per executable: a probe costs one interpreter start.
+    Read from the file system, never by running the interpreter: it may be the repository's own
+    code, which runs only inside a sandbox. A venv brings its own directory and its base
+    interpreter's prefix (from pyvenv.cfg); a plain interpreter its prefix (bin/..).
     """
-    if not Path(executable).name.startswith("python"):
+    exe = Path(os.path.abspath(executable))
+    if not exe.name.startswith("python") or not exe.exists():
         return ()
-    try:
-        out = subprocess.run(
-            [executable, "-I", "-c", _PROBE], capture_output=True, check=True, timeout=30
-        ).stdout
-        dirs = json.loads(out)
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return ()
-    real = Path(os.path.realpath(executable)).parent
-    return minimal_roots([Path(d) for d in dirs] + [real])
+    dirs = [exe.parent.parent]
+    home = _venv_home(exe.parent)
+    if home is not None:
+        dirs.append(Path(os.path.realpath(home)).parent)
+    real = Path(os.path.realpath(exe))
+    dirs += [real.parent, real.parent.parent]
+    return minimal_roots([d for d in dirs if d != Path("/")])
 
 
 def minimal_roots(paths: list[Path]) -> tuple[Path, ...]:

@@ -12,13 +12,16 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO
 
 from sandboxes.base import Limits, Worker
 
 STDERR_TAIL_BYTES = 16 * 1024
 PUMP_GRACE_SECONDS = 0.5
+DISK_POLL = 0.5
 _SIGNAL_REASONS = {signal.SIGXCPU: "cpu time", signal.SIGXFSZ: "file size"}
 
 # A pump source: returns (1 for stdout or 2 for stderr, data); empty data at end of stream.
@@ -140,6 +143,25 @@ class StreamWorker(Worker):
         if self._status(0) is None:  # after a natural exit, leftovers wait for stop()
             self._stop_with("timeout")
 
+    def watch_disk(self, path: Path) -> None:
+        """Kill the worker once the files under `path` exceed `limits.disk_mb` (polled).
+
+        RLIMIT_FSIZE caps one file; this caps them all. Between two polls a worker can overshoot
+        by what it writes in DISK_POLL seconds, each file still capped by RLIMIT_FSIZE.
+        """
+        if self.limits.disk_mb is None:
+            return
+        limit = self.limits.disk_mb * 1024 * 1024
+
+        def watch() -> None:
+            while self._status(0) is None:
+                time.sleep(DISK_POLL)
+                if tree_bytes(path, limit) > limit:
+                    self._stop_with("disk quota")
+                    return
+
+        threading.Thread(target=watch, name=f"disk-{path.name}", daemon=True).start()
+
     def _limit_exceeded(self) -> None:
         # Killed from another thread: a backend may need this one to keep reading meanwhile.
         threading.Thread(target=self._stop_with, args=("output limit",), daemon=True).start()
@@ -188,6 +210,24 @@ class StreamWorker(Worker):
 
     def stderr_tail(self) -> str:
         return self.stderr_tail_bytes().decode("utf-8", "replace")
+
+
+def tree_bytes(path: Path, stop_at: int) -> int:
+    """Bytes of the regular files under `path`, symlinks not followed; stops counting past
+    `stop_at` (the caller only needs to know that it was exceeded)."""
+    total = 0
+    pending = [str(path)]
+    while pending:
+        with contextlib.suppress(OSError), os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                    elif entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_blocks * 512
+        if total > stop_at:
+            break
+    return total
 
 
 def fd_reader(fd: int, stream: int) -> Reader:

@@ -106,20 +106,11 @@ def _skip_reason(report) -> str:
     return str(longrepr)
 
 
-def _file_writer(path: str):
-    handle = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives with the run
-
-    def write(text: str) -> None:
-        handle.write(text)
-
-    return write
-
-
 class Collector:
-    """Writes the collected test ids and collection errors as one JSON document."""
+    """Writes the collected test ids and collection errors as one JSON line."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, write) -> None:
+        self._write = write
         self.errors: list[dict] = []
 
     def pytest_collectreport(self, report) -> None:
@@ -127,49 +118,37 @@ class Collector:
             self.errors.append({"id": report.nodeid, "message": _trim(report.longreprtext)})
 
     def pytest_collection_finish(self, session) -> None:
-        with open(self.path, "w", encoding="utf-8") as handle:
-            json.dump({"tests": [i.nodeid for i in session.items], "errors": self.errors}, handle)
+        record = {
+            "event": "collected",
+            "tests": [i.nodeid for i in session.items],
+            "errors": self.errors,
+        }
+        self._write(json.dumps(record) + "\n")
+
+
+def per_test_lines(cov, root: str) -> dict[str, dict[str, list[int]]]:
+    """{test id: {relpath under root: executed lines}} from a stopped Coverage with contexts."""
+    data = cov.get_data()
+    prefix = root + os.sep
+    per_test: dict[str, dict[str, list[int]]] = {}
+    for measured in data.measured_files():
+        real = os.path.realpath(measured)
+        if not real.startswith(prefix):
+            continue
+        rel = real[len(prefix) :]
+        for line, contexts in data.contexts_by_lineno(measured).items():
+            for context in contexts:
+                if context:
+                    per_test.setdefault(context, {}).setdefault(rel, []).append(line)
+    return per_test
 
 
 # --- loaded with `-p gp_plugin`, configured through the environment: -------------------------
-# GP_COLLECT_OUT=file: write what was collected; GP_BASELINE_DIR=dir: results (and, with
-# GP_COVERAGE_SOURCE=root, per-test coverage) of every process that runs tests;
 # GP_RESULTS_FD=n: results as JSON lines on descriptor n (a cold worker's fresh pytest).
 
 
 def pytest_configure(config) -> None:
-    if os.environ.get("GP_COLLECT_OUT") and not config.pluginmanager.hasplugin("gp-collector"):
-        config.pluginmanager.register(Collector(os.environ["GP_COLLECT_OUT"]), "gp-collector")
     results_fd = os.environ.get("GP_RESULTS_FD")
     if results_fd and not config.pluginmanager.hasplugin("gp-reporter"):
         out = os.fdopen(int(results_fd), "w", buffering=1, encoding="utf-8")
         config.pluginmanager.register(Reporter(out.write), "gp-reporter")
-        return
-    out_dir = os.environ.get("GP_BASELINE_DIR")
-    if not out_dir or config.pluginmanager.hasplugin("gp-reporter"):
-        return
-    # Under xdist the controller only relays reports; tests (and coverage) run in the workers.
-    under_xdist = getattr(config.option, "numprocesses", None)
-    if under_xdist and not hasattr(config, "workerinput"):
-        return
-    tag = f"{os.getpid()}"
-    cov = None
-    if os.environ.get("GP_COVERAGE_SOURCE"):
-        import coverage
-
-        cov = coverage.Coverage(
-            data_file=os.path.join(out_dir, f"cov.{tag}"),
-            source=[os.environ["GP_COVERAGE_SOURCE"]],
-            config_file=False,
-        )
-        cov.start()
-        config._gp_coverage = cov
-    reporter = Reporter(_file_writer(os.path.join(out_dir, f"results.{tag}.jsonl")), cov)
-    config.pluginmanager.register(reporter, "gp-reporter")
-
-
-def pytest_unconfigure(config) -> None:
-    cov = getattr(config, "_gp_coverage", None)
-    if cov is not None:
-        cov.stop()
-        cov.save()

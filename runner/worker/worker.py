@@ -31,6 +31,10 @@ import sys
 import tempfile
 import time
 
+# Our tools (coverage.py) for an interpreter that lacks them: appended, so the project's own
+# copy, if it has one, wins.
+if os.environ.get("GP_OVERLAY"):
+    sys.path.append(os.environ["GP_OVERLAY"])
 ROOT = os.path.realpath(sys.argv[1])
 PYTEST_ARGS = sys.argv[2:]
 # GP_COLD=1: every job runs in a fresh `python -m pytest` process, nothing pre-imported or
@@ -49,6 +53,9 @@ BASE_ARGS = [
     "ignore::pytest.PytestAssertRewriteWarning",
 ]
 LOG_TAIL = 3000
+# Set by isolated backends, where /tmp (also HOME) is this worker's own tmpfs: nothing a job's
+# tests leave there may reach the next job.
+PRIVATE_TMP = os.environ.get("GP_PRIVATE_TMP") == "1"
 
 
 class Stdin:
@@ -399,6 +406,21 @@ class Files:
             os.utime(path, ns=(old[1], old[2]))
 
 
+def clear_tmp() -> None:
+    import shutil
+
+    keep = os.path.realpath(LOG.path)
+    with contextlib.suppress(OSError), os.scandir("/tmp") as entries:
+        for entry in entries:
+            if os.path.realpath(entry.path) == keep:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
 def cold_exec(job: dict, tests: list[str], done: set[str], write_fd: int) -> None:
     """Replace the child by a fresh pytest process whose plugin writes to `write_fd`."""
     os.set_inheritable(write_fd, True)
@@ -423,7 +445,7 @@ def run_child(job: dict, tests: list[str], done: set[str], files: Files, write_f
         os.dup2(LOG.fd, 2)
         sys.dont_write_bytecode = True
         files.write_candidate()
-        if COLD:
+        if COLD and job.get("collect") is None and not job.get("coverage"):
             cold_exec(job, tests, done, write_fd)
         importlib.invalidate_caches()
         out = os.fdopen(write_fd, "w", buffering=1, encoding="utf-8")
@@ -431,10 +453,23 @@ def run_child(job: dict, tests: list[str], done: set[str], files: Files, write_f
         import gp_plugin
         import pytest
 
+        if job.get("collect") is not None:
+            args = [*BASE_ARGS, *PYTEST_ARGS, "--collect-only", *job["collect"]]
+            code = int(pytest.main(args, plugins=[gp_plugin.Collector(out.write)]))
+            out.write(json.dumps({"event": "exit", "code": code}) + "\n")
+            out.flush()
+            return
+        cov = None
+        if job.get("coverage"):
+            import coverage
+
+            # In memory (no data file): the per-test lines go back over the result pipe.
+            cov = coverage.Coverage(data_file=None, source=[ROOT], config_file=False)
+            cov.start()
         # After a crash, a whole-file entry runs again without the tests already reported.
         deselect = [d for d in done if d not in tests]
         fail_fast = bool(job.get("fail_fast"))
-        reporter = gp_plugin.Reporter(out.write)
+        reporter = gp_plugin.Reporter(out.write, cov)
         if WARM.usable(files, tests):
             code = WARM.run(tests, fail_fast, deselect, reporter)
         else:
@@ -446,6 +481,10 @@ def run_child(job: dict, tests: list[str], done: set[str], files: Files, write_f
                 *tests,
             ]
             code = int(pytest.main(args, plugins=[reporter]))
+        if cov is not None:
+            cov.stop()
+            for test, lines in gp_plugin.per_test_lines(cov, ROOT).items():
+                out.write(json.dumps({"event": "coverage", "id": test, "lines": lines}) + "\n")
         out.write(json.dumps({"event": "exit", "code": code}) + "\n")
         out.flush()
     except BaseException as exc:  # noqa: BLE001 - report whatever broke, then leave
@@ -504,6 +543,9 @@ class JobRun:
             return
         tests = list(self.job["tests"])
         try:
+            if self.job.get("collect") is not None:
+                self.run_once([], files)
+                return
             while tests and self.reason == "ok":
                 if not self.run_once(tests, files):
                     break
@@ -586,7 +628,7 @@ class JobRun:
                         self.done.add(record["id"])
                         self.failed = self.failed or record["outcome"] in ("failed", "error")
                         emit({**record, "job": self.id})
-                    elif event == "collect_error":
+                    elif event in ("collect_error", "collected", "coverage"):
                         emit({**record, "job": self.id})
                     elif event == "exit":
                         exit_code = record["code"]
@@ -670,6 +712,8 @@ def main() -> None:
                 continue  # for a job that already finished
             run = JobRun(job)
             run.run()
+            if PRIVATE_TMP:
+                clear_tmp()
             emit({"event": "done", "job": run.id, "reason": run.reason, "cpu": round(run.cpu, 6)})
     finally:
         LOG.remove()
