@@ -98,6 +98,8 @@ def name_map(config: ModelConfig, layout: str) -> dict[str, str]:
     net_names = _expected_names(config)
     if layout == FORMAT:
         return {n: n for n in net_names}
+    if config.repair_head:
+        raise ModelError(f"the {layout} layout has no repair head: save in our format")
     top = {
         "qwen2": {"embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
                   "lm_head.weight": "lm_head.weight"},
@@ -123,6 +125,8 @@ def _expected_names(config: ModelConfig) -> list[str]:
     names += [f"blocks.{i}.{n}" for i in range(config.n_layers) for n in per_block]
     if not config.tie_embeddings:
         names.append("lm_head.weight")
+    if config.repair_head:
+        names += ["repair.weight", "repair.bias"]
     return names
 
 

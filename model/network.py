@@ -36,6 +36,8 @@ class ModelConfig:
     mask_id: int = 0
     # Which tensor names a checkpoint uses: "greenpatch" (ours), "qwen2" or "llada".
     layout: str = "greenpatch"
+    # Ours only: a per-token repair head (see `DiffusionLM.repair_logits`).
+    repair_head: bool = False
 
     def __post_init__(self) -> None:
         if self.dim % self.n_heads:
@@ -232,8 +234,15 @@ class DiffusionLM(nn.Module):
         self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed.weight
+        # Two logits per token: [0] this token was corrupted (replaced-token detection, as
+        # ELECTRA), [1] a statement is missing after the line this newline token ends.
+        self.repair = nn.Linear(config.dim, 2) if config.repair_head else None
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
         self.apply(self._init_weights)
+        if self.repair is not None:
+            # Both events are rare (a few tokens of a window): start at a prior of ~1%, so the
+            # first steps do not spend themselves pushing every logit down.
+            nn.init.constant_(self.repair.bias, -4.6)
         for name, p in self.named_parameters():
             if name.endswith(("o_proj.weight", "down_proj.weight")):
                 # Residual projections scaled down with depth (GPT-2), for stable early training.
@@ -288,6 +297,16 @@ class DiffusionLM(nn.Module):
         if positions is not None:
             h = torch.gather(h, 1, positions[..., None].expand(-1, -1, h.shape[-1]))
         return self.lm_head(h)
+
+    def repair_logits(self, input_ids: torch.Tensor,
+                      attention_mask: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass over clean-looking (unmasked) code: token logits [B, T, V] and repair logits
+        [B, T, 2] (corrupted; statement missing after this token's newline)."""
+        if self.repair is None:
+            raise ModelError("this model has no repair head")
+        h = self.hidden_states(input_ids, attention_mask)
+        return self.lm_head(h), self.repair(h)
 
     def new_cache(self, attention_mask: torch.Tensor | None = None) -> ContextCache:
         return ContextCache(len(self.blocks), attention_mask)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.bugs import corrupt, roc_auc
 from model.checkpoint import load_model
 from model.data import code_lines, pick_site, read_split
 from model.diffusion import Noised, noise
@@ -35,6 +36,7 @@ from model.tokenizer import CodeTokenizer, train_tokenizer
 
 CHECKPOINT = "last.pt"
 LOG = "train.log"
+FIX_WEIGHT = 0.3
 
 
 @dataclass
@@ -64,6 +66,10 @@ class TrainConfig:
     data_seed: int | None = None
     threads: int = 2
     local_init: bool = True
+    # Rows of bug noise per step (`BugSampler`; 0: none, and no repair head on a new model),
+    # and the weight of their loss beside the masked-diffusion loss.
+    bug_rows: int = 4
+    bug_weight: float = 1.0
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -245,6 +251,133 @@ class CanvasSampler:
         return tokens, maskable
 
 
+@dataclass
+class BugBatch:
+    """Rows of corrupted code: the model input and, per token, what the repair head learns."""
+    inputs: torch.Tensor     # [B, T] corrupted code, padded with pad
+    valid: torch.Tensor      # [B, T] bool: not padding
+    corrupted: torch.Tensor  # [B, T] bool: written by the corruption
+    newline: torch.Tensor    # [B, T] bool: the token holds a line break
+    missing: torch.Tensor    # [B, T] bool: a statement was deleted after this line break
+    targets: torch.Tensor    # [B, T] the clean tokens where they align one to one, else pad
+    aligned: torch.Tensor    # [B] bool: the row has clean targets
+
+
+class BugSampler:
+    """Windows of training files with one corruption shaped like a real bug (`model.bugs`)
+    at a random point of the window's middle three fifths; `clean_share` of the rows are left
+    clean, so that "nothing is wrong here" is learned too. The window is the file's text
+    tokenized as inference tokenizes a function: in one piece. Example i is a pure function of
+    (seed, i)."""
+
+    def __init__(self, texts: list[str], tokenizer: CodeTokenizer, seq_len: int, seed: int,
+                 position: int = 0, clean_share: float = 0.1) -> None:
+        if not texts:
+            raise ModelError("no training files for bug rows")
+        self.texts, self.tok, self.seq_len, self.seed = texts, tokenizer, seq_len, seed
+        self.position, self.clean_share = position, clean_share
+        self.ends = np.cumsum([len(t) for t in texts]).tolist()
+        self.newline_ids = set(newline_ids(tokenizer))
+
+    def example(self, index: int) -> dict[str, list]:
+        rng = random.Random(self.seed * 2_000_029 + index)
+        for _ in range(100):
+            f = min(bisect.bisect_right(self.ends, rng.random() * self.ends[-1]),
+                    len(self.texts) - 1)
+            clean = self.texts[f]
+            at = rng.randrange(len(clean))
+            if rng.random() < self.clean_share:
+                return self._row(clean, clean, at, None, None, rng)
+            bug = corrupt(clean, rng, at=at)
+            if bug is not None:
+                return self._row(bug.text, clean, bug.start, bug.end, bug.missing_after, rng)
+        raise ModelError("could not corrupt any training file")
+
+    def _row(self, text: str, clean: str, start: int, end: int | None,
+             missing_after: int | None, rng: random.Random) -> dict[str, list]:
+        """`start`..`end`: what the corruption wrote (end None: a clean row, centred on
+        `start`); `missing_after`: the newline after which a statement was deleted."""
+        reach = 6 * self.seq_len  # characters: more than the window can hold
+        a = max(0, start - reach)
+        newline = text.find("\n", a, start)
+        if a and newline >= 0:
+            a = newline + 1  # whole lines, as a function is cut
+        z = min(len(text), (start if end is None else end) + reach)
+        ids, offsets = self.tok.encode_with_offsets(text[a:z])
+        grow = len(text) - len(clean)
+        clean_ids = self.tok.encode(clean[a:z - grow])
+        site = next((i for i, (_, e) in enumerate(offsets) if e > start - a), len(ids) - 1)
+        lo = site - rng.randint(self.seq_len // 5, 4 * self.seq_len // 5)
+        lo = max(0, min(lo, len(ids) - self.seq_len))
+        window = range(lo, min(len(ids), lo + self.seq_len))
+        s, e = start - a, (start if end is None else end) - a
+        m = None if missing_after is None else missing_after - a
+
+        def written(i: int) -> bool:
+            o0, o1 = offsets[i]
+            if end is None or m is not None:  # clean, or a whole line was deleted
+                return False
+            if s == e:  # something was removed inside a line: the tokens at the cut
+                return o0 <= s <= o1
+            return o0 < e and o1 > s
+
+        aligned = len(clean_ids) == len(ids)
+        return {
+            "ids": [ids[i] for i in window],
+            "corrupted": [written(i) for i in window],
+            "newline": [ids[i] in self.newline_ids for i in window],
+            "missing": [m is not None and offsets[i][0] <= m < offsets[i][1] for i in window],
+            "targets": [clean_ids[i] for i in window] if aligned else [],
+        }
+
+    def next_batch(self, batch_size: int) -> BugBatch:
+        pad = self.tok.pad_id
+        shape = (batch_size, self.seq_len)
+        inputs = torch.full(shape, pad, dtype=torch.long)
+        targets = torch.full(shape, pad, dtype=torch.long)
+        flags = {k: torch.zeros(shape, dtype=torch.bool)
+                 for k in ("valid", "corrupted", "newline", "missing")}
+        aligned = torch.zeros(batch_size, dtype=torch.bool)
+        for row in range(batch_size):
+            ex = self.example(self.position)
+            self.position += 1
+            n = len(ex["ids"])
+            inputs[row, :n] = torch.tensor(ex["ids"])
+            flags["valid"][row, :n] = True
+            for k in ("corrupted", "newline", "missing"):
+                flags[k][row, :n] = torch.tensor(ex[k], dtype=torch.bool)
+            if ex["targets"]:
+                targets[row, :n] = torch.tensor(ex["targets"])
+                aligned[row] = True
+        return BugBatch(inputs, flags["valid"], flags["corrupted"], flags["newline"],
+                        flags["missing"], targets, aligned)
+
+
+def _balanced_bce(logits: torch.Tensor, labels: torch.Tensor, where: torch.Tensor
+                  ) -> torch.Tensor:
+    """Binary cross-entropy with positives and negatives weighted equally (a corrupted token
+    is ~1 in 256): the mean over positives plus the mean over negatives, halved."""
+    bce = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
+    pos, neg = (labels & where).float(), (~labels & where).float()
+    return 0.5 * ((bce * pos).sum() / pos.sum().clamp(min=1)
+                  + (bce * neg).sum() / neg.sum().clamp(min=1))
+
+
+def repair_loss(model: DiffusionLM, batch: BugBatch) -> torch.Tensor:
+    """Replaced-token detection on every token, "a statement is missing after this line" on
+    every newline token, and the clean token at each corrupted position (rows whose clean
+    and corrupted tokens align one to one)."""
+    logits, repair = model.repair_logits(batch.inputs, batch.valid.long())
+    loss = _balanced_bce(repair[..., 0], batch.corrupted, batch.valid)
+    loss = loss + _balanced_bce(repair[..., 1], batch.missing, batch.newline & batch.valid)
+    fix = batch.corrupted & batch.aligned[:, None]
+    if fix.any():
+        # Down-weighted: from a model that copies what it sees, this starts near 9 nats and
+        # would drown the detection losses (~2.3 each at the start).
+        loss = loss + FIX_WEIGHT * F.cross_entropy(logits[fix].float(), batch.targets[fix])
+    return loss
+
+
 def masked_loss(model: DiffusionLM, noised: Noised, pad_id: int | None,
                 visible_weight: float = 0.1) -> torch.Tensor:
     """Mean cross-entropy over the masked positions of the whole batch, plus `visible_weight`
@@ -351,12 +484,28 @@ def validation_batches(tokenizer: CodeTokenizer, corpus_dir: Path, seq_len: int,
 
 
 @torch.no_grad()
+def repair_metrics(model: DiffusionLM, batch: BugBatch) -> dict[str, float]:
+    """On fixed corrupted validation windows: the AUC of the corruption logit over tokens, and
+    how often the most suspicious token of a corrupted row is a corrupted one."""
+    model.eval()
+    _, repair = model.repair_logits(batch.inputs, batch.valid.long())
+    model.train()
+    score = repair[..., 0].float().masked_fill(~batch.valid, -1e9)
+    rows = batch.corrupted.any(-1)
+    hits = batch.corrupted.gather(1, score.argmax(-1, keepdim=True))[:, 0]
+    return {"val_detect_auc": round(roc_auc(score[batch.valid], batch.corrupted[batch.valid]), 4),
+            "val_detect_top1": round(float(hits[rows].float().mean()), 4)}
+
+
+@torch.no_grad()
 def validation_metrics(model: DiffusionLM, batches: list[torch.Tensor], options: dict,
-                       seed: int) -> dict[str, float]:
+                       seed: int, bugs: BugBatch | None = None) -> dict[str, float]:
     """On fixed windows with fixed noise: the training loss (no substitution), and masked-token
-    top-1 accuracy with 15% of tokens masked."""
+    top-1 accuracy with 15% of tokens masked; with `bugs` (and a repair head), the repair
+    metrics too."""
     if not batches:
         return {}
+    extra = repair_metrics(model, bugs) if bugs is not None and model.repair else {}
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     opts = {**options, "substitution_rate": 0.0}
@@ -369,7 +518,7 @@ def validation_metrics(model: DiffusionLM, batches: list[torch.Tensor], options:
         total += int(masked.sum())
     model.train()
     return {"val_loss": round(sum(losses) / len(losses), 4),
-            "val_top1": round(right / max(total, 1), 4)}
+            "val_top1": round(right / max(total, 1), 4), **extra}
 
 
 def train(
@@ -409,20 +558,25 @@ def train(
     if state is not None:
         mcfg = ModelConfig.from_dict(state["model_config"])
     elif init_net is not None:
-        mcfg = init_net.config
+        mcfg = replace(init_net.config, repair_head=init_net.config.repair_head or
+                       cfg.bug_rows > 0)
         if cfg.seq_len > mcfg.max_seq_len or tokenizer.mask_id != mcfg.mask_id:
             raise ModelError(f"{init}: window {mcfg.max_seq_len} or mask id {mcfg.mask_id} "
                              f"does not fit seq_len {cfg.seq_len} / its tokenizer")
     else:
-        mcfg = model_config(size, tokenizer.vocab_size, cfg.seq_len, tokenizer.mask_id)
+        mcfg = replace(model_config(size, tokenizer.vocab_size, cfg.seq_len, tokenizer.mask_id),
+                       repair_head=cfg.bug_rows > 0)
     torch.manual_seed(cfg.seed)
     model = DiffusionLM(mcfg)
     if init_net is not None:
-        model.load_state_dict(init_net.state_dict())
+        # Weights exported before the repair head existed leave only the head to initialize.
+        missing, _ = model.load_state_dict(init_net.state_dict(), strict=False)
+        if any(not name.startswith("repair.") for name in missing):
+            raise ModelError(f"{init}: missing weights {', '.join(missing)}")
     elif state is None and cfg.local_init:
         local_attention_init(model)
     optimizer = make_optimizer(model, cfg)
-    step, tokens_seen, train_seconds, position, canvas_position = 0, 0, 0.0, 0, 0
+    step, tokens_seen, train_seconds, position, canvas_position, bug_position = 0, 0, 0.0, 0, 0, 0
     gen = torch.Generator().manual_seed(data_seed)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -430,6 +584,7 @@ def train(
         step, tokens_seen = state["step"], state["tokens_seen"]
         train_seconds, position = state["train_seconds"], state["data_position"]
         canvas_position = state.get("canvas_position", 0)
+        bug_position = state.get("bug_position", 0)
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
@@ -446,11 +601,19 @@ def train(
         texts = [f.text for f in read_split(corpus_dir, "train")]
         canvases = CanvasSampler(texts, tokenizer, cfg.canvas_len, data_seed, cfg.max_middle,
                                  canvas_position)
+    bugs, val_bugs = None, None
+    if cfg.bug_rows and mcfg.repair_head:
+        texts = texts if cfg.canvas_rows else [f.text for f in read_split(corpus_dir, "train")]
+        bugs = BugSampler(texts, tokenizer, cfg.seq_len, data_seed, bug_position)
+        val_texts = [f.text for f in read_split(corpus_dir, "validation")]
+        if val_texts:
+            val_bugs = BugSampler(val_texts, tokenizer, cfg.seq_len, cfg.seed).next_batch(64)
     val = validation_batches(tokenizer, corpus_dir, cfg.seq_len, 4, cfg.seed)
     budget = cfg.minutes * 60.0
     options = noise_options(cfg, tokenizer)
     if init_net is not None:  # the baseline, on the same fixed validation windows and noise
-        log(f"init step 0 {json.dumps(validation_metrics(model, val, options, cfg.seed))}")
+        metrics = validation_metrics(model, val, options, cfg.seed, val_bugs)
+        log(f"init step 0 {json.dumps(metrics)}")
 
     def snapshot() -> None:
         save_checkpoint(ckpt_path, {
@@ -459,6 +622,7 @@ def train(
             "tokens_seen": tokens_seen, "train_seconds": train_seconds,
             "data_position": sampler.position, "generator": gen.get_state(),
             "canvas_position": canvases.position if canvases else 0,
+            "bug_position": bugs.position if bugs else 0,
             "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
         })
 
@@ -479,6 +643,10 @@ def train(
             loss = 0.5 * (loss + canvas_loss(model, canvas_tokens, maskable, tokenizer.pad_id,
                                              gen))
             step_tokens += canvas_tokens.numel()
+        if bugs is not None:
+            bug_batch = bugs.next_batch(cfg.bug_rows)
+            loss = loss + cfg.bug_weight * repair_loss(model, bug_batch)
+            step_tokens += bug_batch.inputs.numel()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -499,14 +667,14 @@ def train(
                 f"epoch {sampler.epoch_fraction:.3f} min {train_seconds / 60:.1f}")
             window_start, window_tokens, window_loss, window_n = time.monotonic(), 0, 0.0, 0
         if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
-            metrics = validation_metrics(model, val, options, cfg.seed)
+            metrics = validation_metrics(model, val, options, cfg.seed, val_bugs)
             snapshot()
             last_ckpt = time.monotonic()
             log(f"checkpoint step {step} {json.dumps(metrics)}")
     snapshot()
     summary = {"step": step, "tokens_seen": tokens_seen, "train_minutes": train_seconds / 60,
                "loss": loss_value, "parameters": model.num_parameters(),
-               **validation_metrics(model, val, options, cfg.seed)}
+               **validation_metrics(model, val, options, cfg.seed, val_bugs)}
     log("done " + json.dumps(summary))
     return summary
 
