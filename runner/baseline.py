@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -31,7 +30,7 @@ from runner.imports import closure, import_graph
 from runner.pool import Job, Pool
 from runner.results import JobDone, TestCoverage, TestResult
 from runner.tree import read_texts
-from sandboxes import Limits
+from sandboxes import Limits, safegit
 
 FLAKY_RERUNS = 2
 SCHEMA = 3
@@ -59,7 +58,8 @@ def default_cache_dir() -> Path:
 
 
 def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
+    # The repository is untrusted: no hooks, fsmonitor or filters of its config run.
+    done = safegit.run(repo, *args)
     if done.returncode != 0:
         line = (done.stderr.strip().splitlines() or ["failed"])[-1]
         raise RunnerError(f"git {args[0]} in {repo}: {line}")
