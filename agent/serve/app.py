@@ -4,7 +4,8 @@ Routes (all JSON; errors in OpenAI's shape `{"error": {"message", "type", "param
 - `GET /health`: the process is up (no auth). `GET /ready`: 200 once the model is loaded, else
   503 (no auth).
 - `GET /v1/models`: the one served model; its entry lists `capabilities`
-  (`fim`, `completions`, `chat`, `score`) so a client need not probe.
+  (`fim`, `completions`, `chat`, `score`) so a client need not probe, and the limits
+  `max_tokens` and `max_n` (requests above them get a 400).
 - `POST /v1/fim/completions` (Inception's shape: `model`, `prompt` = the prefix, `suffix`,
   `max_tokens`, `stream`, and `n`, `temperature`, `stop`) and `POST /v1/completions` (OpenAI's,
   with `suffix`; `prompt` a string or a list of strings): the diffusion model fills at most
@@ -304,7 +305,8 @@ def create_app(load: Callable[[], Engine], model_id: str, api_key: str | None = 
 
     async def models(request: Request) -> Response:
         entry = {"id": state.model_id, "object": "model", "created": state.created,
-                 "owned_by": "greenpatch", "capabilities": CAPABILITIES}  # fmt: skip
+                 "owned_by": "greenpatch", "capabilities": CAPABILITIES,
+                 "max_tokens": state.limits.max_tokens, "max_n": state.limits.max_n}  # fmt: skip
         return JSONResponse({"object": "list", "data": [entry]})
 
     async def health(request: Request) -> Response:
