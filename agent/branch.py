@@ -72,17 +72,34 @@ def _as_bytes(content: Content) -> bytes:
     return content.encode("utf-8") if isinstance(content, str) else content
 
 
+def _conflict(repo: git.Repo, branch: str) -> str | None:
+    """Why `refs/heads/BRANCH` cannot be created now, or None: it exists, or a branch is named
+    like one of its folders (`greenpatch` blocks `greenpatch/x`) or has it as a folder."""
+    full = f"refs/heads/{branch}"
+    for ref in repo.git.for_each_ref("--format=%(refname)", "refs/heads/").splitlines():
+        name = ref.removeprefix("refs/heads/")
+        if ref == full:
+            return f"branch {branch} already exists"
+        if full.startswith(ref + "/") or ref.startswith(full + "/"):
+            return f"branch {name} exists, and git cannot have both {name} and {branch}"
+    return None
+
+
 def check_branch_name(repo: git.Repo | str | Path, branch: str) -> None:
-    """Raise AgentError unless `branch` is a valid name that does not exist yet."""
+    """Raise AgentError unless `branch` is a valid name that git would create as it is: not
+    existing, not blocked by an existing branch, not a shorthand (`@{-1}`) git resolves."""
     repo = open_repo(repo)
-    if not branch or branch.startswith("-"):
+    if not branch or branch.startswith("-") or branch == "HEAD":
         raise AgentError(f"invalid branch name: {branch!r}")
     try:
-        repo.git.check_ref_format("--branch", branch)
+        resolved = repo.git.check_ref_format("--branch", branch)
     except git.GitCommandError:
         raise AgentError(f"invalid branch name: {branch!r}") from None
-    if f"refs/heads/{branch}" in {ref.path for ref in repo.branches}:
-        raise AgentError(f"branch {branch} already exists; pass --branch NAME")
+    if resolved != branch:
+        raise AgentError(f"invalid branch name: {branch!r} (git reads it as {resolved!r})")
+    why = _conflict(repo, branch)
+    if why:
+        raise AgentError(f"{why}; pass --branch NAME")
 
 
 def _identity_env(repo: git.Repo) -> dict[str, str]:
@@ -111,6 +128,40 @@ def commit_on_branch(
     repo = open_repo(repo)
     commit = _base_commit(repo, base)
     check_branch_name(repo, branch)
+    new = _commit(repo, commit, files, message)
+    _create_branch(repo, branch, new)
+    return new
+
+
+def commit_fix(
+    repo: git.Repo | str | Path,
+    base: str,
+    files: Mapping[str, Content],
+    branch: str,
+    message: str,
+) -> tuple[str, str]:
+    """`commit_on_branch`, for a fix found after minutes of work, which is never lost: when
+    `branch` cannot be created any more (the name, or a branch blocking it, appeared meanwhile),
+    the commit goes on the first free one of `BRANCH-2` ... `BRANCH-9`, `greenpatch-<sha>`.
+    Returns (sha, the branch it is on)."""
+    repo = open_repo(repo)
+    new = _commit(repo, _base_commit(repo, base), files, message)
+    names = [branch, *(f"{branch}-{n}" for n in range(2, 10)), f"greenpatch-{new[:12]}"]
+    problems = []
+    for name in names:
+        try:
+            check_branch_name(repo, name)
+            _create_branch(repo, name, new)
+        except AgentError as exc:
+            problems.append(str(exc))
+            continue
+        return new, name
+    raise AgentError(f"the fix is commit {new}, but no branch could be made for it: {problems[0]}")
+
+
+def _commit(repo: git.Repo, commit: git.Commit, files: Mapping[str, Content], message: str
+            ) -> str:  # fmt: skip
+    """A new commit of `files` on top of `commit`, built through a private index; its sha."""
     if not files:
         raise AgentError("nothing to commit: the fix changes no files")
     checked = {_check_relpath(p): c for p, c in files.items()}
@@ -124,23 +175,27 @@ def commit_on_branch(
                 mode = _REGULAR_MODES[blob.mode] if blob is not None else "100644"
                 staged = Path(tmp) / "content"
                 staged.write_bytes(_as_bytes(content))
-                # --path applies the repo's filters (eol, attributes) as `git add` would.
+                # --path applies the repo's eol attributes as `git add` would (filter drivers
+                # are off: see sandboxes.safegit).
                 sha = repo.git.hash_object("-w", f"--path={relpath}", str(staged), env=env)
                 repo.git.update_index("--add", "--cacheinfo", f"{mode},{sha},{relpath}", env=env)
             tree = repo.git.write_tree(env=env)
             if tree == commit.tree.hexsha:
                 raise AgentError("nothing to commit: the fix leaves every file as it was")
-            new = repo.git.commit_tree(tree, "-p", commit.hexsha, "-m", message, env=env)
+            return repo.git.commit_tree(tree, "-p", commit.hexsha, "-m", message, env=env)
         except git.GitCommandError as exc:
             raise AgentError(f"git failed while committing the fix: {_one_line(exc)}") from None
+
+
+def _create_branch(repo: git.Repo, branch: str, sha: str) -> None:
     try:
-        repo.git.update_ref("-m", f"greenpatch: {branch}", f"refs/heads/{branch}", new, "")
+        repo.git.update_ref("-m", f"greenpatch: {branch}", f"refs/heads/{branch}", sha, "")
     except git.GitCommandError as exc:
         # The empty old value makes git refuse if somebody created the branch meanwhile.
-        if f"refs/heads/{branch}" in {ref.path for ref in repo.branches}:
-            raise AgentError(f"branch {branch} already exists; pass --branch NAME") from None
+        why = _conflict(repo, branch)
+        if why:
+            raise AgentError(f"{why}; pass --branch NAME") from None
         raise AgentError(f"cannot create branch {branch}: {_one_line(exc)}") from None
-    return new
 
 
 def _one_line(exc: git.GitCommandError) -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from agent.cli_common import (
+    USER_ERRORS,
     BudgetOpt,
     DrafterOpt,
     JsonOpt,
@@ -22,7 +24,7 @@ from agent.cli_common import (
     run,
 )
 from agent.config import DRAFTERS, MODEL_FREE, load_settings
-from agent.errors import EXIT_GREEN, EXIT_NO_FIX, AgentError
+from agent.errors import EXIT_CANNOT_REPRODUCE, EXIT_GREEN, EXIT_NO_FIX, AgentError
 from agent.output import Reporter
 from agent.remote_setup import check_model_name, connect_remote, remote_url
 from agent.repo import resolve_repo
@@ -117,13 +119,41 @@ def fix(
             ),
         )
         reporter = Reporter(json_out, verbose=verbose, quiet=quiet)
-        report = run_fix(request, reporter)
+        started = time.monotonic()
+        try:
+            report = run_fix(request, reporter)
+        except (*USER_ERRORS, KeyboardInterrupt) as exc:
+            # Once work began the JSON is written whatever happens: a committed fix is in it.
+            stopped = failed_report(request.report, request.ticket.id, exc)
+            stopped["seconds"] = round(time.monotonic() - started, 3)
+            reporter.write_json(stopped)
+            raise
         reporter.write_json(report)
         show_summary(reporter, report)
         return EXIT_GREEN if report["status"] == "green" else EXIT_NO_FIX
 
     with terminate_as_interrupt():
         run(verbose, body)
+
+
+def failed_report(partial: dict, ticket: str, exc: BaseException) -> dict:
+    """The JSON of a run stopped by `exc`: the contract's fields, what was done so far (a fix
+    already committed keeps its status, branch and commit), and the error."""
+    report = {
+        "status": "error", "ticket": ticket, "branch": None, "commit": None, "diff": "",
+        "rounds": 0, "candidates": 0, "tests_run": 0, "seconds": 0.0,
+        "failing_before": [], "failing_after": [], **partial,
+    }  # fmt: skip
+    if isinstance(exc, KeyboardInterrupt):
+        report.update(status="interrupted" if report["status"] != "green" else "green",
+                      error="interrupted")  # fmt: skip
+        return report
+    if getattr(exc, "code", None) == EXIT_CANNOT_REPRODUCE:
+        report["status"] = "cannot-reproduce"
+    elif report["status"] != "green":
+        report["status"] = "error"
+    report["error"] = str(exc)
+    return report
 
 
 def show_summary(reporter: Reporter, report: dict) -> None:

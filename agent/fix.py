@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import git
 
 from agent.branch import (
     check_branch_name,
+    commit_fix,
     commit_message,
-    commit_on_branch,
     default_branch_name,
     minimal_diff,
 )
@@ -40,6 +40,8 @@ class FixRequest:
     options: Options | None = None
     # A model already loaded (batch shares one across tickets); else loaded from `model`.
     lm: object | None = None
+    # The report as it stands, filled in by run_fix: what the caller writes when it fails midway.
+    report: dict = field(default_factory=dict)
 
 
 def _drafter(request: FixRequest, repro) -> Drafter:
@@ -91,10 +93,12 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
     options = request.options or Options(budget=settings.budget)
     options.budget = max(1.0, options.budget - (time.monotonic() - started))
     loop = FixLoop(root, python, settings, repro, drafter, options, state)
-    report = {
+    report = request.report
+    report.update({
         "status": "no-fix",
         "ticket": request.ticket.id,
         "branch": None,
+        "branch_requested": branch,
         "commit": None,
         "diff": "",
         "rounds": 0,
@@ -106,7 +110,7 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
         "targets": repro.targets,
         "model": drafter.name,
         "sandbox": settings.sandbox,
-    }
+    })
     with LiveView(state, reporter.err, enabled=not reporter.quiet):
         mark = time.monotonic()
         with loop.pool() as pool:
@@ -133,11 +137,12 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
                 outcomes = {r.test_id: r.outcome for r in confirmed.results}
                 failing_after = [t for t in repro.failing_before if outcomes.get(t) != "passed"]
                 diff = minimal_diff(repo, base, winner.files)
-                commit = commit_on_branch(
+                # Under another name if `branch` was taken meanwhile: the fix is never lost.
+                commit, committed = commit_fix(
                     repo, base, winner.files, branch, commit_message(request.ticket)
                 )
                 report.update(
-                    status="green", branch=branch, commit=commit, diff=diff,
+                    status="green", branch=committed, commit=commit, diff=diff,
                     failing_after=failing_after, tests_confirmed=outcomes,
                 )  # fmt: skip
             else:
@@ -157,7 +162,7 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
             time.monotonic() - started, drafter.name,
         )  # fmt: skip
         published = publish_branch(
-            repo, branch, f"Fix: {request.ticket.title}", body, token=token_from_env()
+            repo, report["branch"], f"Fix: {request.ticket.title}", body, token=token_from_env()
         )
         report["pull_request"] = published.pull_request_url
         report["compare_url"] = published.compare_url

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.branch import commit_message, commit_on_branch, default_branch_name, minimal_diff
+from agent.branch import (
+    check_branch_name,
+    commit_fix,
+    commit_message,
+    commit_on_branch,
+    default_branch_name,
+    minimal_diff,
+)
 from agent.errors import AgentError
 from agent.tickets import Ticket
 
@@ -115,6 +122,48 @@ def test_invalid_branch_name(repo: Path, name: str) -> None:
     base = git(repo, "rev-parse", "HEAD").strip()
     with pytest.raises(AgentError, match="invalid branch name"):
         commit_on_branch(repo, base, FIX, name, "fix")
+
+
+@pytest.mark.parametrize(
+    ("existing", "wanted"),
+    [("greenpatch", "greenpatch/stockroom"), ("greenpatch/x", "greenpatch"),
+     ("a/b/c", "a/b")],
+)  # fmt: skip
+def test_a_branch_blocked_by_an_existing_one_is_refused_before_any_work(
+    repo: Path, existing: str, wanted: str
+) -> None:
+    """git keeps refs as files: `greenpatch` and `greenpatch/x` cannot both exist."""
+    git(repo, "branch", existing)
+    with pytest.raises(AgentError) as err:
+        check_branch_name(repo, wanted)
+    assert str(err.value) == (
+        f"branch {existing} exists, and git cannot have both {existing} and {wanted}; "
+        "pass --branch NAME"
+    )
+
+
+def test_names_git_would_read_as_another_branch_are_refused(repo: Path) -> None:
+    git(repo, "checkout", "-q", "-b", "other")
+    git(repo, "checkout", "-q", "main")  # @{-1} now means `other`
+    for name in ("@{-1}", "HEAD"):
+        with pytest.raises(AgentError, match="invalid branch name"):
+            check_branch_name(repo, name)
+
+
+def test_a_fix_whose_branch_was_taken_meanwhile_goes_on_a_fresh_name(repo: Path) -> None:
+    base = git(repo, "rev-parse", "HEAD").strip()
+    check_branch_name(repo, "greenpatch/fix")  # free when the run starts
+    git(repo, "branch", "greenpatch/fix")  # ...and taken by the time the fix is found
+    sha, branch = commit_fix(repo, base, FIX, "greenpatch/fix", "fix")
+    assert branch == "greenpatch/fix-2"
+    assert git(repo, "rev-parse", branch).strip() == sha
+    assert git(repo, "rev-parse", "greenpatch/fix").strip() == base  # somebody's, untouched
+    # A branch named like the folder blocks every greenpatch/... name: a flat one is used.
+    git(repo, "branch", "-D", "greenpatch/fix", "greenpatch/fix-2")
+    git(repo, "branch", "greenpatch")
+    sha, branch = commit_fix(repo, base, FIX, "greenpatch/fix", "fix")
+    assert branch == f"greenpatch-{sha[:12]}"
+    assert git(repo, "show", f"{branch}:pkg/calc.py") == FIX["pkg/calc.py"]
 
 
 def test_paths_outside_repo_and_unknown_base_are_refused(repo: Path) -> None:

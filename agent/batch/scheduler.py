@@ -216,8 +216,9 @@ class Scheduler:
             self._finish(entry, "error", started, reason=str(exc))
             return
         if report["status"] == "green":
-            self._finish(entry, "green", started, branch=branch, commit=report["commit"],
-                         report=report)  # fmt: skip
+            # The fix may be on another name than asked (agent.branch.commit_fix).
+            self._finish(entry, "green", started, branch=report["branch"],
+                         commit=report["commit"], report=report)  # fmt: skip
             self._publish(entry.id)
         else:
             reason = report.get("reason") or (

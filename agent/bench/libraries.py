@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import AgentError
+from sandboxes import safegit
 
 # Fixed identity and dates make every rebuilt commit hash reproducible.
 GIT_ENV = {
@@ -147,7 +148,8 @@ def get_library(name: str) -> Library:
 
 
 def git(repo: Path, *args: str) -> str:
-    env = {**os.environ, **GIT_ENV}
+    # The library's files are not ours: git runs without hooks, filters or secrets (safegit).
+    env = {**safegit.environment(repo), **GIT_ENV}
     proc = subprocess.run(
         ["git", "-C", str(repo), *args], capture_output=True, text=True, env=env, check=False
     )
