@@ -33,8 +33,9 @@ import tokenize
 import venv
 from pathlib import Path
 
-from runner.baseline import build_baseline
 from runner.collect import pytest_env
+
+from runner.baseline import BaselineOptions, build_baseline
 from runner.pool import Job, Pool
 from runner.selection import select_tests
 
@@ -370,7 +371,7 @@ def main() -> None:
     baseline = build_baseline(
         repo,
         python,
-        workers=args.workers,
+        BaselineOptions(sandbox="process", workers=args.workers),
         progress=lambda stage, done, total: (
             log(f"baseline: {stage} {done}/{total}") if stage != "run" or done == total else None
         ),

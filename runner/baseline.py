@@ -401,6 +401,11 @@ class BaselineBuild:
             more, more_errors = self.pool.collect(named)
             tests += [t for t in more if t not in set(tests)]
             errors += more_errors
+        if not tests and errors:
+            first = errors[0]
+            last = (first["message"].strip().splitlines() or ["?"])[-1].strip()
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise RunnerError(f"no tests: collection error in {first['id'] or '?'}: {last}{more}")
         if not tests:
             raise RunnerError(f"no tests found in {self.repo_root}: not a pytest project?")
         sources = _sources(self.pool)

@@ -473,8 +473,8 @@ class Pool:
             if state is not None:
                 state.cpu += float(record.get("cpu") or 0.0)
             self._chunk_over(slot)
-            if state is not None and record.get("reason") == "timeout":
-                self._stop(state, "timeout")
+            if state is not None and record.get("reason") in ("timeout", "unverified"):
+                self._stop(state, record["reason"])
             if state is not None:
                 self._maybe_finish(state)
             self._dispatch()

@@ -9,10 +9,14 @@ import time
 
 import pytest
 
-from runner.baseline import build_baseline
+from runner.baseline import BaselineOptions, build_baseline
 from runner.pool import Job, Pool
 from runner.results import JobDone
 from runner.selection import select_tests
+
+# The flaky test keeps its state outside the worktree: only `process` lets it persist.
+PROCESS = BaselineOptions(sandbox="process", workers=1)
+
 from tests.runner_support import (
     ALL,
     AREA,
@@ -45,7 +49,7 @@ def built(tmp_path_factory):
         },
     )
     start = time.monotonic()
-    baseline = build_baseline(repo, PYTHON, workers=1, cache_dir=tmp / "cache")
+    baseline = build_baseline(repo, PYTHON, PROCESS, cache_dir=tmp / "cache")
     return repo, tmp / "cache", baseline, time.monotonic() - start
 
 
@@ -73,7 +77,7 @@ def test_baseline_has_per_test_lines(built):
 def test_baseline_is_stored_and_reused(built):
     repo, cache, baseline, _ = built
     start = time.monotonic()
-    again = build_baseline(repo, PYTHON, workers=1, cache_dir=cache)
+    again = build_baseline(repo, PYTHON, PROCESS, cache_dir=cache)
     assert time.monotonic() - start < 2.0
     assert again.path == baseline.path and again.tests == baseline.tests
 
@@ -89,7 +93,7 @@ def test_a_copy_of_the_same_code_shares_the_baseline(built, tmp_path):
     )  # fmt: skip
     assert _head(copy) != _head(repo)
     start = time.monotonic()
-    shared = build_baseline(copy, PYTHON, workers=1, cache_dir=cache)
+    shared = build_baseline(copy, PYTHON, PROCESS, cache_dir=cache)
     assert time.monotonic() - start < 2.0
     assert shared.path == baseline.path
 

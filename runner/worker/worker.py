@@ -517,6 +517,7 @@ class JobRun:
         self.failed = False
         self.reason = "ok"
         self.cpu = 0.0  # CPU seconds of the forked children: the job's cost, whatever the load
+        self.agrees = True  # the last child's exit agreed with what it reported
 
     def result(self, test: str, outcome: str, message: str, seconds: float = 0.0) -> None:
         self.done.add(test)
@@ -589,6 +590,7 @@ class JobRun:
         exit_code: int | None = None
         killed: str | None = None
         child_error = ""
+        child_failed = False
         buffer = b""
         try:
             while True:
@@ -626,7 +628,8 @@ class JobRun:
                     elif event == "result":
                         current = None
                         self.done.add(record["id"])
-                        self.failed = self.failed or record["outcome"] in ("failed", "error")
+                        child_failed = child_failed or record["outcome"] in ("failed", "error")
+                        self.failed = self.failed or child_failed
                         emit({**record, "job": self.id})
                     elif event in ("collect_error", "collected", "coverage"):
                         emit({**record, "job": self.id})
@@ -644,9 +647,17 @@ class JobRun:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
             tail = LOG.tail()
+        self.agrees = self.exit_agrees(exit_code, status, child_failed)
         return self.settle(
             tests, current, current_start, killed, exit_code, status, child_error, tail
         )
+
+    @staticmethod
+    def exit_agrees(exit_code: int | None, status: int, failed: bool) -> bool:
+        """pytest's own exit event, the child's real exit status and its outcomes agree."""
+        if exit_code is None or not os.WIFEXITED(status) or os.WEXITSTATUS(status) != exit_code:
+            return False
+        return exit_code == (1 if failed else 0)
 
     def settle(
         self, tests, current, current_start, killed, exit_code, status, child_error, tail
@@ -672,6 +683,11 @@ class JobRun:
             )
             return True
         remaining = [t for t in tests if not self.is_done(t)]
+        if not remaining and tests and not COLD and not self.agrees:
+            # Every test reported, yet pytest did not end as a session that ran them ends: the
+            # results may be the tests' own writing (a forged green). Nothing of it is trusted.
+            self.reason = "unverified"
+            return False
         if not remaining or (exit_code in (1, 2) and self.fail_fast and self.failed):
             if remaining:
                 self.reason = "fail_fast"
