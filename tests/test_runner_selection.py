@@ -13,10 +13,6 @@ from runner.baseline import BaselineOptions, build_baseline
 from runner.pool import Job, Pool
 from runner.results import JobDone
 from runner.selection import select_tests
-
-# The flaky test keeps its state outside the worktree: only `process` lets it persist.
-PROCESS = BaselineOptions(sandbox="process", workers=1)
-
 from tests.runner_support import (
     ALL,
     AREA,
@@ -27,6 +23,9 @@ from tests.runner_support import (
     area_with,
     make_project,
 )
+
+# The flaky test keeps its state outside the worktree: only `process` lets it persist.
+PROCESS = BaselineOptions(sandbox="process", workers=1)
 
 BROKEN = "tests/test_broken.py::test_broken"
 FLAKY = "tests/test_flaky.py::test_flaky"
