@@ -159,9 +159,9 @@ class FixLoop:
         for path in dict.fromkeys(s.path for s in lines):
             if path in self._texts:
                 continue
+            # The commit's own Python files only (read from git's objects): a path the tests
+            # report is never opened on the host.
             text = self.baseline.source(path)
-            if text is None and (self.root / path).is_file():
-                text = (self.root / path).read_text(encoding="utf-8")
             if text is not None:
                 self._texts[path] = text
         return {s.path: self._texts[s.path] for s in lines if s.path in self._texts}
