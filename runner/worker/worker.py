@@ -245,8 +245,11 @@ class WarmConfig:
 
     def prepare(self, tops: set[str]) -> None:
         import pytest
-        from _pytest.config import _prepareconfig
+        from _pytest.config import Config, _prepareconfig
 
+        if not hasattr(Config, "ArgsSource"):
+            self.why = f"pytest {pytest.__version__} predates the session entry jobs reuse"
+            return
         before = set(sys.modules)
         saved = [os.dup(fd) for fd in (0, 1, 2)]
         devnull = os.open(os.devnull, os.O_RDWR)
