@@ -107,6 +107,14 @@ def train_cmd(
             help="Highest masking rate of text rows (canvas rows go to 1); may change on resume.",
         ),
     ] = 1.0,
+    canvas_rows: Annotated[
+        int, typer.Option("--canvas-rows", min=0, help="Infill canvas rows per step.")
+    ] = 8,
+    bug_rows: Annotated[
+        int,
+        typer.Option("--bug-rows", min=0,
+                     help="Rows of bug noise per step (0: no repair head on a new model)."),
+    ] = 4,
     init: Annotated[
         Path | None,
         typer.Option(
@@ -129,7 +137,8 @@ def train_cmd(
         if init is not None and not (init / "config.json").is_file():
             raise AgentError(f"--init {init}: not a model directory (no config.json)")
         cfg = TrainConfig(minutes=minutes, seq_len=seq_len, batch_size=batch, lr=lr,
-                          stream_max_rate=stream_max_rate)
+                          stream_max_rate=stream_max_rate, canvas_rows=canvas_rows,
+                          bug_rows=bug_rows)
         summary = train(corpus_dir, out, size=size, cfg=cfg, vocab_size=vocab, resume=resume,
                         echo=not quiet, max_steps=max_steps, init=init)
         rep.write_json(summary)
@@ -172,13 +181,21 @@ def eval_cmd(
     ] = "heldout",
     sites: Annotated[int, typer.Option("--sites", min=1, help="Line sites and mutants.")] = 50,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the site sample.")] = 0,
+    bugs: Annotated[
+        int, typer.Option("--bugs", min=1, help="Injected bugs for the repair metrics.")
+    ] = 100,
+    repair_only: Annotated[
+        bool, typer.Option("--repair-only", help="Only the repair metrics (repair head).")
+    ] = False,
     json_out: JsonOpt = None,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Masked-token top-1, whole-line exact match, mutant recovery@k and decoding speed."""
+    """Masked-token top-1, whole-line exact match, mutant recovery@k and decoding speed; with
+    a repair head, corruption-detection AUC, bug-line localization and fix recovery."""
     import torch
 
+    from agent.draft import line_candidates
     from model.checkpoint import load_model
     from model.evaluate import LINE_BEAM, TOP_K, EvalConfig, evaluate
 
@@ -188,7 +205,7 @@ def eval_cmd(
         rep = Reporter(json_out, verbose, quiet)
         torch.set_num_threads(2)
         lm = load_model(model, device="cpu")
-        cfg = EvalConfig(line_sites=sites, mutant_sites=sites, seed=seed)
+        cfg = EvalConfig(line_sites=sites, mutant_sites=sites, seed=seed, bug_sites=bugs)
         with rep.progress() as progress:
             tasks: dict[str, int] = {}
 
@@ -197,9 +214,15 @@ def eval_cmd(
                     tasks[stage] = progress.add_task(stage, total=total)
                 progress.update(tasks[stage], advance=1)
 
-            result = evaluate(lm, corpus_dir, split, cfg, tick)
+            result = evaluate(lm, corpus_dir, split, cfg, tick, candidates=line_candidates,
+                              repair_only=repair_only)
         rep.out.print(f"model {result['model']} ({result['parameters']:,} parameters), "
                       f"split {split}, seed {seed}")
+        if "detect_auc" in result:
+            print_repair(rep, result)
+        if repair_only:
+            rep.write_json(result)
+            return 0
         rep.out.print(f"masked-token top-1 ({cfg.mask_rate:.0%} masked, "
                       f"{result['masked_tokens']} tokens): {pct(result['masked_token_top1'])}")
         rep.out.print(f"whole-line exact match ({result['line_sites']} lines): top-1 "
@@ -220,3 +243,17 @@ def eval_cmd(
         return 0
 
     run(verbose, body)
+
+
+def print_repair(rep: Reporter, result: dict) -> None:
+    rep.out.print(f"corruption detection AUC (tokens of bug windows): {result['detect_auc']:.3f}")
+    kinds = ", ".join(f"{k} {pct(v).strip()}" for k, v in result["localize_top1_by_kind"].items())
+    rep.out.print(f"bug-line localization top-1 in its function ({result['bug_sites']} bugs): "
+                  f"{pct(result['localize_top1'])} (chance {pct(result['localize_chance'])}); "
+                  f"{kinds}")
+    rep.out.print(f"fix recovery given the line: @1 {pct(result['fix_recovery@1'])}, @10 "
+                  f"{pct(result['fix_recovery@10'])} ranked by the model; fixed order @1 "
+                  f"{pct(result['fix_recovery_fixed_order@1'])}, @10 "
+                  f"{pct(result['fix_recovery_fixed_order@10'])}; the fix among the "
+                  f"candidates: {pct(result['fix_reachable'])}; "
+                  f"{result['ms_per_candidate_ranked']:.1f} ms per candidate ranked")

@@ -8,9 +8,12 @@ Drafting goes by stages (`Drafter.stage`): one-token substitutions, structural e
 (`agent.mutations`), and fills sampled from the diffusion model for the most suspicious sites,
 ranked by its likelihood. Which line's stage is drafted and tested when is the explorer's call
 (`agent.explore`). Modes:
-- `model` (default): all three stages. The model-free fills are not re-ranked by the model:
-  measured with `benchmarks/draft_rank.py`, the embedded model's likelihood put the right fix
-  later than the fixed order did.
+- `model` (default): with a model that has a repair head (`model.repair`), the "repair" stage
+  (every substitution and edit of the line, each scored by the model against the buggy
+  original at its site, best first; `Draft.score` is that score, in nats) then the samples;
+  with another model, substitutions, edits and samples, the model-free fills in their fixed
+  order (a plain diffusion model's likelihood put the right fix later than the fixed order,
+  measured with `benchmarks/draft_rank.py`).
 - `model-only`: the samples alone (ablation);
 - `edits`: substitutions and edits, no model (ablation: what the model adds);
 - `mutations`: operator/constant/identifier substitutions only, no model (the mutation-only
@@ -24,11 +27,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from agent.canvases import Site, apply, canvas, dedupe_fills
+from agent.canvases import Site, apply, canvas, dedupe_fills, sites_for
 from agent.config import MODEL_FREE
-from agent.localize import is_protected
+from agent.localize import SuspiciousLine, is_protected
 from agent.mutations import edit_fills, substitution_fills
 from model.checkpoint import LoadedModel
+from model.repair import has_repair_head, rank_candidates
 from model.sampler import Canvas, infill, remask, score_fills
 
 # Canvases decoded in one batched call; with `samples` each, this bounds the batch size.
@@ -47,12 +51,28 @@ SAMPLED_SITES = 2
 # Most bugs are one token: the cheap substitutions go first, then the edits that multiply the
 # candidates, then the model's samples.
 STAGES = {
-    "model": ("substitution", "edit", "sample"),
+    "model": ("repair", "sample"),
+    "model-plain": ("substitution", "edit", "sample"),
     "model-only": ("sample",),
     "edits": ("substitution", "edit"),
     "mutations": ("substitution",),
 }
-ORIGIN = {"substitution": "mutation", "edit": "edit", "sample": "model"}
+ORIGIN = {"substitution": "mutation", "edit": "edit", "repair": "repair", "sample": "model"}
+
+
+def fixed_order(source: str, sites: Sequence[Site], stage: str,
+                missing: Sequence[str] = ()) -> list[tuple[Site, str, float]]:
+    """(site, fill, -rank) of one model-free stage ("substitution" or "edit") for `sites`, in
+    the fixed order: every site's first fill, then every site's second, ..."""
+    def fills_of(site: Site) -> list[str]:
+        if stage == "substitution":
+            return substitution_fills(source, site)
+        return [""] if site.kind == "delete" else edit_fills(source, site, missing)
+
+    items = [(site, fill, -float(rank)) for site in sites
+             for rank, fill in enumerate(fills_of(site))]
+    items.sort(key=lambda item: -item[2])  # stable: sites keep their order within a rank
+    return items
 
 
 @dataclass(frozen=True)
@@ -63,7 +83,7 @@ class Draft:
     site: Site
     fill: str
     score: float
-    origin: str  # mutation (substitution) | edit | model | remask
+    origin: str  # mutation (substitution) | edit | repair (both, ranked) | model | remask
     parent: str | None = None
     # The parent candidate's other files: a fix of a second bug keeps the fix of the first.
     carried: Mapping[str, str] = field(default_factory=dict)
@@ -85,6 +105,18 @@ def model_canvas(source: str, site: Site) -> tuple[str, str, str]:
     return stripped, suffix, prefix[len(stripped) :]
 
 
+def line_candidates(source: str, line: int, path: str = "module.py"
+                    ) -> list[tuple[int, int, str]]:
+    """The model-free candidates of one line as edits (start, end, replacement) of `source`,
+    in the drafter's fixed order (substitutions, then edits), one per distinct program."""
+    sources = {path: source}
+    sites = sites_for(sources, [SuspiciousLine(path, line, 1.0, 0.0, False, 0.0)])
+    items = fixed_order(source, sites, "substitution") + fixed_order(source, sites, "edit")
+    kept = dedupe_fills(sources, items, lambda item: item[0], lambda item: item[1])
+    return [(site.start_char, site.end_char, site.lead + fill + site.trail)
+            for site, fill, _ in kept]
+
+
 class Drafter:
     """Turns sites into drafts; `busy` accumulates the seconds spent drafting."""
 
@@ -98,6 +130,8 @@ class Drafter:
     ) -> None:
         self.lm = lm
         self.mode = mode if lm is not None or mode in MODEL_FREE else "edits"
+        if self.mode == "model" and not has_repair_head(lm):
+            self.mode = "model-plain"
         self.never_edit = list(never_edit)
         self.samples = samples
         self.seed = seed
@@ -109,7 +143,9 @@ class Drafter:
     def name(self) -> str:
         if self.lm is None:
             return f"{self.mode} (no model)"
-        return self.lm.name if self.mode == "model" else f"{self.lm.name} ({self.mode})"
+        if self.mode in ("model", "model-plain"):
+            return self.lm.name
+        return f"{self.lm.name} ({self.mode})"
 
     def count_tokens(self, text: str) -> int:
         if self.lm is None:
@@ -155,31 +191,47 @@ class Drafter:
     ) -> list[Draft]:
         """One stage's drafts for `sites`, best first: "substitution" (one-token operator,
         constant and identifier substitutions), "edit" (structural edits; `missing`: names the
-        failures say were not defined, which inserted statements bind), or "sample" (the
-        model's fills for the SAMPLED_SITES most suspicious sites, SITES_PER_BATCH in mode
-        `model-only`). With `parent`, `sources` hold its version of its files, and every
-        draft keeps its changes to the others."""
+        failures say were not defined, which inserted statements bind), "repair" (both, ranked
+        by the model's repair head against the original), or "sample" (the model's fills for
+        the SAMPLED_SITES most suspicious sites, SITES_PER_BATCH in mode `model-only`). With
+        `parent`, `sources` hold its version of its files, and every draft keeps its changes
+        to the others."""
         sites = [s for s in sites if not is_protected(s.path, self.never_edit)]
         began = time.monotonic()
         if stage == "sample":
-            sites = sites[: SAMPLED_SITES if self.mode == "model" else SITES_PER_BATCH]
-            items = self._scored(sources, self._samples(sources, sites, cond, seed), cond)
+            sampled = SITES_PER_BATCH if self.mode == "model-only" else SAMPLED_SITES
+            items = self._scored(sources, self._samples(sources, sites[:sampled], cond, seed),
+                                 cond)
         else:
-
-            def fills_of(source: str, site: Site) -> list[str]:
-                if stage == "substitution":
-                    return substitution_fills(source, site)
-                return [""] if site.kind == "delete" else edit_fills(source, site, missing)
-
-            items = [
-                (site, fill, -float(rank))
-                for site in sites
-                for rank, fill in enumerate(fills_of(sources[site.path], site))
-            ]
+            parts = ("substitution", "edit") if stage == "repair" else (stage,)
+            items = []
+            for path in dict.fromkeys(s.path for s in sites):
+                here = [s for s in sites if s.path == path]
+                for part in parts:
+                    items += fixed_order(sources[path], here, part, missing)
+            if stage == "repair":
+                items = self._ranked(sources, items)
         items.sort(key=lambda item: -item[2])
         drafts = list(self._make(sources, items, ORIGIN[stage], parent))
         self.busy += time.monotonic() - began
         return drafts
+
+    def _ranked(self, sources: Mapping[str, str], items: list[tuple[Site, str, float]]
+                ) -> list[tuple[Site, str, float]]:
+        """The fills scored by the repair head against the original at their site (higher is
+        better), best first; model-free order among equals. Fills that do not parse are
+        dropped first, so the model scores only real candidates."""
+        assert self.lm is not None
+        kept = dedupe_fills(sources, items, lambda item: item[0], lambda item: item[1])
+        out = []
+        for path in dict.fromkeys(site.path for site, _, _ in kept):
+            mine = [item for item in kept if item[0].path == path]
+            edits = [(site.start_char, site.end_char, site.lead + fill + site.trail)
+                     for site, fill, _ in mine]
+            scores = rank_candidates(self.lm, sources[path], edits)
+            out += [(site, fill, score) for (site, fill, _), score in zip(mine, scores,
+                                                                           strict=True)]
+        return out
 
     def _samples(self, sources, chunk: Sequence[Site], cond: str, seed: int):
         assert self.lm is not None

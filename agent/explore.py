@@ -1,9 +1,13 @@
 """Exploration order: which suspicious line's next draft goes to the testers.
 
 Every suspicious line drafts in stages (one-token substitutions, structural edits, model
-samples), each stage a batch of fills for the line's sites, best first per site. A draft is
-worth its chance of being the fix: the line's weight, times the stage's prior, shared among
-the stage's sites, times a geometric decay over the fill's rank at its site. The most valuable
+samples; or, with a repair model, "repair": substitutions and edits together, each scored by
+the model against the buggy original), each stage a batch of fills for the line's sites, best
+first per site. A draft is worth its chance of being the fix: the line's weight, times the
+stage's prior, times its share of the stage: for "repair", the softmax of the model's scores
+over the line's drafts (a score is how many nats of "this looks wrong" the edit removes, so
+exp(score) is a likelihood ratio); for the fixed-order stages, shared among the stage's sites,
+times a geometric decay over the fill's rank at its site. The most valuable
 draft of any line goes next; a stage is drafted only when its best draft could be the most
 valuable. So the top line's first substitutions come first, its hundreds of edits interleave
 with other lines' likelier substitutions, and no line's long tail blocks the others.
@@ -19,14 +23,19 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 # P(the fix is in this stage | the line holds the bug), measured on the bug benchmark's dev split
 # (`benchmarks/draft_rank.py --split dev`).
-STAGE_PRIOR = {"substitution": 0.6, "edit": 0.35, "sample": 0.05}
-# Sites per stage assumed before a stage is drafted (drafting it tells).
-GUESSED_SITES = {"substitution": 8, "edit": 10, "sample": 2}
+# "repair" holds both model-free stages.
+STAGE_PRIOR = {"substitution": 0.6, "edit": 0.35, "repair": 0.95, "sample": 0.05}
+# The value of a stage's best draft, assumed before it is drafted (drafting it tells): for the
+# fixed-order stages, its first fill's share among ~8/10/2 sites; for "repair", the model's
+# top share of the line's drafts.
+GUESS = {"substitution": 0.6 * 0.2 / 8, "edit": 0.35 * 0.2 / 10, "repair": 0.95 * 0.25,
+         "sample": 0.05 * 0.2 / 2}
 # P(the k-th fill of a site is the fix | the site is) ~ (1 - RANK_DECAY) * RANK_DECAY**k.
 RANK_DECAY = 0.8
 # A progressing candidate's line, and the lines within NEAR_LINES of it in the same file.
@@ -49,6 +58,11 @@ def _values(stage: str, drafts: list) -> list[float]:
     sites = {d.site for d in drafts}
     if not sites:
         return []
+    if stage == "repair":
+        top = max(d.score for d in drafts)
+        weights = [math.exp(d.score - top) for d in drafts]
+        total = sum(weights)
+        return [STAGE_PRIOR[stage] * w / total for w in weights]
     per_site = STAGE_PRIOR[stage] * (1 - RANK_DECAY) / len(sites)
     seen: dict = {}
     values = []
@@ -69,19 +83,20 @@ class _Line:
     # (-value, tie, draft): drafted, not yet handed out, best first
     pending: list = field(default_factory=list)
 
-    def next_stage(self) -> str | None:
+    def next_stage(self, first: str) -> str | None:
         if self.plan is not None:  # not planned yet: its first stage is assumed
-            return "substitution"
+            return first
         return self.steps[0].stage if self.steps else None
 
-    def head(self, skip_samples: bool) -> tuple[float, bool] | None:
+    def head(self, skip_samples: bool, first: str = "substitution"
+             ) -> tuple[float, bool] | None:
         """The value of the line's best draft (weight excluded), and whether it is still to
-        be drafted (an estimate)."""
+        be drafted (an estimate); `first`: the stage an unplanned line starts with."""
         drafted = -self.pending[0][0] if self.pending else None
-        stage = self.next_stage()
+        stage = self.next_stage(first)
         guess = None
         if stage is not None and not (skip_samples and stage == "sample"):
-            guess = STAGE_PRIOR[stage] * (1 - RANK_DECAY) / GUESSED_SITES[stage]
+            guess = GUESS[stage]
         if guess is not None and (drafted is None or guess > drafted):
             return guess, True
         return None if drafted is None else (drafted, False)
@@ -104,11 +119,14 @@ class Explorer:
             _Line(s, (lambda i=i: plan(i)), keys[i] if keys else None) for i, s in enumerate(scores)
         ]
         self.sample_now = sample_now
+        # The stage unplanned lines start with: every line has the drafter's stages, so the
+        # first line planned tells.
+        self.first_stage = "substitution"
         self._line_of: dict[str, _Line] = {}
         self._tie = itertools.count()
 
     def __bool__(self) -> bool:
-        return any(line.head(False) is not None for line in self.lines)
+        return any(line.head(False, self.first_stage) is not None for line in self.lines)
 
     def add(self, weight: float, steps: Callable[[], list[Step]], depth: int) -> None:
         """New work (e.g. drafted on top of a candidate), worth `weight` like a line."""
@@ -141,7 +159,7 @@ class Explorer:
     def _best(self, skip_samples: bool) -> tuple[_Line, bool] | None:
         best, best_value, to_draft = None, 0.0, False
         for line in self.lines:
-            head = line.head(skip_samples)
+            head = line.head(skip_samples, self.first_stage)
             if head is not None and line.weight * head[0] > best_value:
                 best, best_value, to_draft = line, line.weight * head[0], head[1]
         return None if best is None else (best, to_draft)
@@ -149,6 +167,8 @@ class Explorer:
     def _draft_next_stage(self, line: _Line) -> None:
         if line.plan is not None:
             line.steps, line.plan = line.plan(), None
+            if line.steps and line.depth == 1:
+                self.first_stage = line.steps[0].stage
             return
         step = line.steps.pop(0)
         drafts = step.make()

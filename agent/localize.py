@@ -5,7 +5,9 @@ Signals, in order of weight:
   line counts as executed by a failing test if it is in its coverage or its traceback.
 - Traceback frames of the failures: the deepest frame outside protected paths is the most telling,
   the next outer frames less so; averaged over the failing tests.
-- The model's disbelief in the line's current tokens (0..1), a small tie-breaking nudge.
+- The denoiser's disbelief in the line (0..1; `denoiser_disbelief`): one forward pass of the
+  repair head over each suspicious function says, per line, how likely a token of it was
+  corrupted or a statement is missing after it.
 
 `rank_lines` is a pure function of its inputs. To update localization from new runs (e.g. the
 candidates of a round, run on the same source), re-call it with the merged coverage and outcomes.
@@ -19,8 +21,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from model.bugs import enclosing_function
+from model.checkpoint import LoadedModel
+from model.repair import line_suspicion
+
 TRACEBACK_WEIGHT = 0.3
-DISBELIEF_WEIGHT = 0.1
+DISBELIEF_WEIGHT = 0.5
+# Functions the denoiser reads per localization: the ones holding the most suspicious lines.
+DENOISED_FUNCTIONS = 24
 
 Coverage = Mapping[str, Mapping[str, Iterable[int]]]
 Frames = Mapping[str, Sequence[tuple[str, int]]]
@@ -139,3 +147,39 @@ def rank_lines(
         ranked.append(SuspiciousLine(path, line, round(score, 12), base, trace > 0, doubt))
     ranked.sort(key=lambda s: (-s.score, s.path, s.line))
     return ranked[:limit] if limit is not None else ranked
+
+
+def denoiser_disbelief(
+    lm: LoadedModel, sources: Mapping[str, str], lines: Iterable[tuple[str, int]],
+    max_functions: int = DENOISED_FUNCTIONS,
+) -> dict[tuple[str, int], float]:
+    """{(path, line): 0..1} for every line of the functions holding `lines` (most suspicious
+    first: the first `max_functions` distinct functions are read, one pass each)."""
+    out: dict[tuple[str, int], float] = {}
+    done: set[tuple[str, int, int]] = set()
+    for path, number in lines:
+        if (path, number) in out or path not in sources:
+            continue
+        text = sources[path]
+        at = _line_start(text, number)
+        if at is None:
+            continue
+        start, end = enclosing_function(text, at)
+        if (path, start, end) in done:
+            continue
+        if len(done) >= max_functions:
+            break
+        done.add((path, start, end))
+        for line in line_suspicion(lm, text, start, end):
+            out[(path, line.line)] = line.score
+    return out
+
+
+def _line_start(text: str, number: int) -> int | None:
+    """The character of the 1-based line's first non-blank: inside the function when the
+    line is (its indentation may not be)."""
+    lines = text.split("\n")
+    if not 1 <= number <= len(lines):
+        return None
+    line = lines[number - 1]
+    return sum(len(x) + 1 for x in lines[:number - 1]) + len(line) - len(line.lstrip())

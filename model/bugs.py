@@ -375,3 +375,34 @@ def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     counts = torch.zeros(len(uniq)).index_add_(0, inverse, torch.ones_like(ranks))
     ranks = (sums / counts)[inverse]
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def bug_line(bug: Bug) -> int:
+    """The 1-based line a repair must touch: the written text's line, or for a deleted
+    statement the line it is missing after (where the agent inserts)."""
+    at = bug.missing_after if bug.missing_after is not None else bug.start
+    if bug.missing_after is None:
+        at += len(bug.text[bug.start:bug.end]) - len(bug.text[bug.start:bug.end].lstrip())
+    return bug.text.count("\n", 0, at) + 1
+
+
+def enclosing_function(text: str, at: int, lines: int = 20) -> tuple[int, int]:
+    """Characters of the innermost function around character `at` (what localization reads
+    per suspicious function); outside any function, `lines` lines either side."""
+    data = text.encode("utf-8")
+    byte_at = len(text[:at].encode("utf-8"))
+    node = _parser().parse(data).root_node.descendant_for_byte_range(byte_at, byte_at)
+    while node is not None and node.type != "function_definition":
+        node = node.parent
+    if node is not None:
+        start = data.rfind(b"\n", 0, node.start_byte) + 1
+        return len(data[:start].decode("utf-8", "replace")), len(
+            data[:node.end_byte].decode("utf-8", "replace"))
+    start = at
+    for _ in range(lines):
+        start = text.rfind("\n", 0, max(0, start - 1)) + 1
+    end = at
+    for _ in range(lines):
+        nxt = text.find("\n", end + 1)
+        end = len(text) if nxt < 0 else nxt
+    return start, end

@@ -11,7 +11,14 @@
   sampler settings (whole lines: at most 12 candidates, so k <= 10; tokens: 16 samples per span
   length, up to 48 candidates), and a beam over the span (`beam_infill`: the model's k most
   likely fills, what "top-k infills" means; width 50 for tokens, 10 for whole lines);
-- decoding speed of the default sampler settings on this machine: tokens/s, candidates/s.
+- decoding speed of the default sampler settings on this machine: tokens/s, candidates/s;
+- repair, for a model with a repair head, on bugs injected into the split (`model.bugs`, every
+  kind): corruption-detection AUC over the tokens of bug windows; top-1 localization (the most
+  suspicious line of the bug's function, by one pass, is the bug's line; chance is one over
+  the function's lines); fix recovery@1/@10 given the line: the candidates a caller makes for
+  that line (the agent's model-free fills) ranked by the model against the buggy original,
+  the original among the first k; beside it the same candidates in their model-free order,
+  and the share of bugs whose fix is among them at all.
 
 Everything is drawn with a fixed seed, so two models are compared on the same sites.
 """
@@ -30,11 +37,13 @@ from pathlib import Path
 
 import torch
 
+from model.bugs import bug_line, corrupt, enclosing_function, roc_auc
 from model.checkpoint import LoadedModel
 from model.data import Site, pick_site, read_split
 from model.errors import ModelError
+from model.repair import has_repair_head, line_suspicion, rank_candidates
 from model.sampler import beam_infill, infill_site, span_lengths
-from model.train import WindowSampler, encode_split
+from model.train import BugSampler, WindowSampler, encode_split
 
 TOP_K = (1, 10, 50)
 LINE_BEAM = 10
@@ -56,6 +65,8 @@ class EvalConfig:
     token_samples: int = 16   # token-level mutants: x3 lengths, up to 48 distinct candidates
     context: int = 128        # tokens of prefix + span + suffix the sampler sees
     seed: int = 0
+    bug_sites: int = 100      # injected bugs for localization and fix recovery
+    bug_windows: int = 64     # bug windows for the detection AUC
 
 
 @dataclass(frozen=True)
@@ -238,17 +249,93 @@ def _rank(fills: list[str], want: str) -> int | None:
     return next((i for i, f in enumerate(fills) if f.rstrip() == want), None)
 
 
+# (buggy source, 1-based line) -> candidate edits (start, end, replacement) in a model-free
+# order, best first.
+Candidates = Callable[[str, int], list[tuple[int, int, str]]]
+
+
+def repair_eval(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
+                candidates: Candidates | None, tick: Callable[[], None]) -> dict:
+    """Detection AUC, top-1 line localization and fix recovery given the line (see the
+    module docstring)."""
+    bugs = BugSampler(texts, lm.tokenizer, lm.config.max_seq_len, cfg.seed).next_batch(
+        cfg.bug_windows)
+    with torch.no_grad():
+        _, logits = lm.net.repair_logits(bugs.inputs.to(lm.device), bugs.valid.long().to(
+            lm.device))
+    auc = roc_auc(logits[..., 0].float().cpu()[bugs.valid], bugs.corrupted[bugs.valid])
+    rng = random.Random(cfg.seed + 1)
+    weights = [len(t) for t in texts]
+    hits = chance = 0.0
+    count = reachable = 0
+    model_at = {k: 0 for k in (1, 10)}
+    fixed_at = {k: 0 for k in (1, 10)}
+    per_kind: dict[str, list[int]] = {}
+    seconds = 0.0
+    scored = 0
+    while count < cfg.bug_sites:
+        clean = rng.choices(texts, weights)[0]
+        bug = corrupt(clean, rng, at=rng.randrange(len(clean)))
+        if bug is None:
+            continue
+        count += 1
+        tick()
+        line = bug_line(bug)
+        start, end = enclosing_function(bug.text, bug.start)
+        lines = line_suspicion(lm, bug.text, start, end)
+        top = max(lines, key=lambda s: s.score).line if lines else None
+        hits += top == line
+        chance += 1 / max(1, len(lines))
+        per_kind.setdefault(bug.kind, []).append(int(top == line))
+        if candidates is None:
+            continue
+        edits = candidates(bug.text, line)
+        want = "".join(clean.split())  # the fix, up to whitespace
+        right = ["".join((bug.text[:a] + fill + bug.text[z:]).split()) == want
+                 for a, z, fill in edits]
+        if not any(right):
+            continue
+        reachable += 1
+        began = time.perf_counter()
+        scores = rank_candidates(lm, bug.text, edits)
+        seconds += time.perf_counter() - began
+        scored += len(edits)
+        order = sorted(range(len(edits)), key=lambda i: -scores[i])  # stable: ties keep order
+        model_rank = next(r for r, i in enumerate(order) if right[i])
+        fixed_rank = right.index(True)
+        for k in model_at:
+            model_at[k] += model_rank < k
+            fixed_at[k] += fixed_rank < k
+    out = {"detect_auc": auc, "bug_sites": count, "localize_top1": hits / count,
+           "localize_chance": chance / count,
+           "localize_top1_by_kind": {k: sum(v) / len(v) for k, v in sorted(per_kind.items())}}
+    if candidates is not None:
+        out.update({"fix_reachable": reachable / count,
+                    "ms_per_candidate_ranked": 1000 * seconds / max(1, scored)})
+        for k in model_at:
+            out[f"fix_recovery@{k}"] = model_at[k] / count
+            out[f"fix_recovery_fixed_order@{k}"] = fixed_at[k] / count
+    return out
+
+
 def evaluate(lm: LoadedModel, corpus_dir: Path, split: str, cfg: EvalConfig | None = None,
-             tick: Callable[[str, int], None] | None = None) -> dict:
-    """All metrics on one split. `tick(stage, total)` is called once per site for progress."""
+             tick: Callable[[str, int], None] | None = None,
+             candidates: Candidates | None = None, repair_only: bool = False) -> dict:
+    """All metrics on one split (`repair_only`: only the repair metrics). `tick(stage, total)`
+    is called once per site for progress; `candidates` makes the fills that fix recovery
+    ranks."""
     cfg = cfg or EvalConfig()
     texts = split_files(corpus_dir, split)
     tick = tick or (lambda stage, total: None)
     start = time.perf_counter()
     result = {"split": split, "model": lm.name, "parameters": lm.net.num_parameters(),
               "config": asdict(cfg)}
-    result.update(token_accuracy(lm, corpus_dir, split, cfg))
-    result.update(line_exact(lm, texts, cfg, lambda: tick("line", cfg.line_sites)))
-    result.update(mutant_recovery(lm, texts, cfg, lambda: tick("mutant", cfg.mutant_sites)))
+    if not repair_only:
+        result.update(token_accuracy(lm, corpus_dir, split, cfg))
+        result.update(line_exact(lm, texts, cfg, lambda: tick("line", cfg.line_sites)))
+        result.update(mutant_recovery(lm, texts, cfg, lambda: tick("mutant", cfg.mutant_sites)))
+    if has_repair_head(lm):
+        result.update(repair_eval(lm, texts, cfg, candidates,
+                                  lambda: tick("repair", cfg.bug_sites)))
     result["seconds"] = time.perf_counter() - start
     return result

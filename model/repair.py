@@ -1,0 +1,170 @@
+"""The denoiser as a repair critic: which lines of a function look corrupted, and how much
+better a candidate edit looks than the buggy original at its site.
+
+Both read the repair head (`DiffusionLM.repair_logits`, trained on bug noise by
+`model.train.BugSampler`) over code as it is, unmasked, tokenized in one piece as training
+tokenized it. A line's suspicion is its most suspicious token's probability of having been
+corrupted, or, for "a statement is missing here", the probability on the line break after it.
+A candidate's score is how much "wrongness" (summed over a window around its site: every
+token's -log P(clean)) it removes compared with the original: a fix should make the window
+look like ordinary code, and a candidate that makes its surroundings look wrong (an unbound
+name, a broken call) pays for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from model.checkpoint import LoadedModel
+from model.tokenizer import CodeTokenizer
+
+# Tokens around a candidate's site: its statement and a line or two either side. A line has
+# a few hundred candidates and the cost is linear in this (128 tokens measured 162 ms per
+# candidate on the shared 2-core machine, 1 thread): the far context changes little between
+# candidates of one site.
+SCORE_WINDOW = 48
+# Rows per forward pass when scoring candidates.
+SCORE_BATCH = 64
+
+
+@dataclass(frozen=True)
+class LineSuspicion:
+    line: int        # 1-based line of the text
+    corrupted: float  # P(a token of the line was corrupted), the line's most suspicious token
+    missing: float    # P(a statement is missing after the line)
+
+    @property
+    def score(self) -> float:
+        return max(self.corrupted, self.missing)
+
+
+def has_repair_head(lm: LoadedModel | None) -> bool:
+    return lm is not None and getattr(lm.net, "repair", None) is not None
+
+
+def _line_of(text: str, char: int) -> int:
+    return text.count("\n", 0, char) + 1
+
+
+@torch.no_grad()
+def line_suspicion(lm: LoadedModel, text: str, start: int = 0, end: int | None = None
+                   ) -> list[LineSuspicion]:
+    """Every line of `text[start:end]` (a function, say; `start` at a line start) scored by one
+    pass of the repair head (several overlapping windows when it is longer than the model's
+    window: each token keeps its highest score). Line numbers are `text`'s."""
+    end = len(text) if end is None else end
+    ids, offsets = lm.tokenizer.encode_with_offsets(text[start:end])
+    if not ids:
+        return []
+    size = lm.config.max_seq_len
+    stride = max(1, size * 3 // 4)
+    corrupt = torch.full((len(ids),), -1e9)
+    missing = torch.full((len(ids),), -1e9)
+    for lo in range(0, max(1, len(ids) - size + stride), stride):
+        window = torch.tensor(ids[lo:lo + size], device=lm.device)[None]
+        _, logits = lm.net.repair_logits(window)
+        logits = logits[0].float().cpu()
+        part = slice(lo, lo + window.shape[1])
+        corrupt[part] = torch.maximum(corrupt[part], logits[:, 0])
+        missing[part] = torch.maximum(missing[part], logits[:, 1])
+    piece = text[start:end]
+    lines: dict[int, list[float]] = {}
+    for i, (a, b) in enumerate(offsets):
+        token = piece[a:b]
+        stripped = len(token) - len(token.lstrip())
+        # A token that opens with a line break ("\n    ") ends the line before it: its
+        # "missing" logit is about that line; its "corrupted" one is about the text it holds.
+        first = a + stripped if token.strip() else a
+        line = _line_of(text, start + first)
+        entry = lines.setdefault(line, [0.0, 0.0])
+        if token.strip():
+            entry[0] = max(entry[0], float(torch.sigmoid(corrupt[i])))
+        newline = token.find("\n")
+        if newline >= 0:
+            before = _line_of(text, start + a + newline)
+            slot = lines.setdefault(before, [0.0, 0.0])
+            slot[1] = max(slot[1], float(torch.sigmoid(missing[i])))
+    return [LineSuspicion(n, c, m) for n, (c, m) in sorted(lines.items())]
+
+
+def _window(text: str, start: int, end: int, reach: int) -> tuple[int, int]:
+    """Characters around [start, end): whole lines, `reach` characters each way at most."""
+    a = max(0, start - reach)
+    newline = text.find("\n", a, start)
+    if a and newline >= 0:
+        a = newline + 1
+    z = min(len(text), end + reach)
+    return a, z
+
+
+@torch.no_grad()
+def wrongness(lm: LoadedModel, texts: Sequence[str], centres: Sequence[int],
+              window: int = SCORE_WINDOW) -> list[float]:
+    """For each text, the repair head's total disbelief over `window` tokens around the
+    character `centres[i]`: the sum over tokens of -log P(not corrupted), plus over line
+    breaks of -log P(no statement missing). Batched."""
+    tok = lm.tokenizer
+    rows: list[list[int]] = []
+    for text, centre in zip(texts, centres, strict=True):
+        ids, offsets = tok.encode_with_offsets(text)
+        site = next((i for i, (_, e) in enumerate(offsets) if e > centre), len(ids) - 1)
+        lo = max(0, min(site - window // 2, len(ids) - window))
+        rows.append(ids[lo:lo + window])
+    newline = _newline_table(lm)
+    out: list[float] = []
+    for b in range(0, len(rows), SCORE_BATCH):
+        chunk = rows[b:b + SCORE_BATCH]
+        width = max(len(r) for r in chunk)
+        ids = torch.full((len(chunk), width), tok.pad_id, dtype=torch.long)
+        valid = torch.zeros((len(chunk), width), dtype=torch.bool)
+        for i, r in enumerate(chunk):
+            ids[i, :len(r)] = torch.tensor(r)
+            valid[i, :len(r)] = True
+        ids, valid = ids.to(lm.device), valid.to(lm.device)
+        _, logits = lm.net.repair_logits(ids, valid.long())
+        logits = logits.float()
+        bad = F.softplus(logits[..., 0]) * valid  # -log(1 - sigmoid(x)) = softplus(x)
+        gone = F.softplus(logits[..., 1]) * (valid & newline[ids])
+        out += (bad.sum(-1) + gone.sum(-1)).tolist()
+    return out
+
+
+@lru_cache(maxsize=4)
+def _newline_ids(tokenizer: CodeTokenizer) -> tuple[int, ...]:
+    """Tokens holding a line break (byte-level BPE's picture of b"\\n" is U+010A)."""
+    return tuple(i for i in range(tokenizer.vocab_size)
+                 if "\u010a" in (tokenizer.token_text(i) or ""))
+
+
+def _newline_table(lm: LoadedModel) -> torch.Tensor:
+    """[V] bool: the token holds a line break."""
+    table = torch.zeros(lm.config.vocab_size, dtype=torch.bool)
+    table[list(_newline_ids(lm.tokenizer))] = True
+    return table.to(lm.device)
+
+
+def rank_candidates(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, str]],
+                    reach: int = 1500) -> list[float]:
+    """How much better each edit (start, end, replacement: characters of `source`) looks than
+    the original at its site: the original's wrongness minus the candidate's, each read over
+    the same window of lines around the site. Higher is better; 0 is "no better"."""
+    if not edits:
+        return []
+    texts, centres, originals, ocentres = [], [], [], []
+    for start, end, fill in edits:
+        a, z = _window(source, start, end, reach)
+        texts.append(source[a:start] + fill + source[end:z])
+        centres.append(start - a)
+        originals.append(source[a:z])
+        ocentres.append(start - a)
+    # The original once per distinct window (candidates at one site share it).
+    unique = list(dict.fromkeys(zip(originals, ocentres, strict=True)))
+    base = dict(zip(unique, wrongness(lm, [u[0] for u in unique], [u[1] for u in unique]),
+                    strict=True))
+    scores = wrongness(lm, texts, centres)
+    return [base[(o, c)] - s for o, c, s in zip(originals, ocentres, scores, strict=True)]
