@@ -11,6 +11,7 @@ from agent.cli_common import (
     BudgetOpt,
     DrafterOpt,
     JsonOpt,
+    ModelNameOpt,
     ModelOpt,
     QuietOpt,
     RepoOpt,
@@ -38,6 +39,7 @@ def batch(
     repo: RepoOpt = None,
     budget: BudgetOpt = None,
     model: ModelOpt = None,
+    model_name: ModelNameOpt = None,
     drafter: DrafterOpt = None,
     sandbox: SandboxOpt = None,
     workers: WorkersOpt = None,
@@ -98,6 +100,7 @@ def batch(
         flags = {
             "budget": budget, "time_limit": time_limit, "parallel": parallel,
             "drafter": drafter, "model": model, "sandbox": sandbox, "workers": workers, "pr": pr,
+            "model_name": model_name,
         }  # fmt: skip
         request = BatchRequest(backlog, repo, flags, journal, resume)
         runner = Batch(request, reporter)

@@ -7,9 +7,11 @@ from typing import Annotated
 
 import typer
 
-from agent.cli_common import JsonOpt, ModelOpt, QuietOpt, VerboseOpt, run
+from agent.cli_common import JsonOpt, ModelNameOpt, ModelOpt, QuietOpt, VerboseOpt, run
 from agent.errors import AgentError
 from agent.output import Reporter
+from agent.remote_setup import check_model_name, connect_remote, remote_infill
+from model.remote import is_url
 
 
 def parse_lines(spec: str) -> tuple[int, int]:
@@ -55,6 +57,7 @@ def infill(
     ],
     n: Annotated[int, typer.Option("--n", min=1, help="Number of candidates to return.")] = 5,
     model: ModelOpt = None,
+    model_name: ModelNameOpt = None,
     json_out: JsonOpt = None,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
@@ -70,6 +73,23 @@ def infill(
         prefix = "".join(source_lines[: a - 1])
         middle = "".join(source_lines[a - 1 : b])
         suffix = "".join(source_lines[b:])
+        check_model_name(model, model_name)
+        if is_url(model):
+            remote = connect_remote(model, model_name)
+            fills, usage = remote_infill(remote, prefix, middle, suffix, n)
+            report = {
+                "file": str(file), "lines": [a, b], "model": remote.name,
+                "candidates": [{"text": t, "score": None if s is None else round(s, 4)}
+                               for t, s in fills],
+                "usage": usage.as_dict(),
+            }  # fmt: skip
+            reporter.write_json(report)
+            if json_out != "-":
+                for rank, (text, score) in enumerate(fills, 1):
+                    shown = "" if score is None else f"  score {score:.3f}"
+                    reporter.out.rule(f"#{rank}{shown}")
+                    reporter.out.print(text, markup=False, highlight=False, end="")
+            return 0
         with reporter.progress() as progress:
             task = progress.add_task("loading the model", total=None)
             from model.checkpoint import load_model  # torch is heavy: import it only now

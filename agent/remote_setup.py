@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
+from agent.canvases import rough_token_count
 from agent.config import Settings
 from agent.errors import AgentError
-from model.remote import PROVIDER_KEYS, RemoteModel, is_url, key_from_env
+from model.remote import PROVIDER_KEYS, RemoteModel, Usage, is_url, key_from_env
 
 # Requests in flight to the server at once, per process (a batch's tickets share them).
 CONCURRENCY = 4
@@ -53,3 +54,22 @@ def connect_remote(url: str, model_name: str | None, settings: Settings | None =
 def check_model_name(model: str | None, model_name: str | None) -> None:
     if model_name is not None and model is not None and not is_url(model):
         raise AgentError("--model-name goes with --model http(s)://HOST/v1, not a directory")
+
+
+def remote_infill(remote: RemoteModel, prefix: str, middle: str, suffix: str,
+                  n: int) -> tuple[list[tuple[str, float | None]], Usage]:  # fmt: skip
+    """`agent infill` on a server: up to `n` distinct fills, best first, with the server's
+    score when it has the /fim/score extension (else None, in the server's order)."""
+    usage = Usage()
+    count = rough_token_count(middle)
+    # A diffusion model we serve fills exactly max_tokens masks: several lengths, as in-process.
+    lengths = sorted({count, count + 3, count + 8}) if remote.exact_spans else [2 * count + 8]
+    texts: list[str] = []
+    for length in lengths:
+        texts += remote.fim(prefix, suffix, length, n + 1, usage)
+    texts = [t for t in dict.fromkeys(texts) if t.strip() and t != middle]
+    if remote.can_score and texts:
+        scored = sorted(zip(texts, remote.score(prefix, suffix, texts, usage), strict=True),
+                        key=lambda pair: -pair[1])  # fmt: skip
+        return [(t, s) for t, s in scored][:n], usage
+    return [(t, None) for t in texts][:n], usage

@@ -164,7 +164,8 @@ class RemoteModel:
         """List the models (unreachable server, refused key or unknown model: RemoteError with
         exit code 2) and find out what the server can do."""
         try:
-            listing = self._request("GET", "/models", None, Usage(), retries=1, start=True)
+            # Retried like any request: a server still loading its model answers 503.
+            listing = self._request("GET", "/models", None, Usage(), start=True)
         except RemoteError as exc:
             raise RemoteError(str(exc), EXIT_USAGE) from None
         entries = [e for e in listing.get("data") or [] if isinstance(e, dict) and "id" in e]

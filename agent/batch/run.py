@@ -22,6 +22,8 @@ from agent.batch.sources import load_backlog
 from agent.config import DRAFTERS, MODEL_FREE, SANDBOXES
 from agent.errors import AgentError
 from agent.output import Reporter
+from agent.remote_setup import connect_remote
+from model.remote import RemoteModel, is_url
 
 
 def default_journal(cwd: Path | None = None) -> Path:
@@ -54,7 +56,7 @@ def _options(flags: dict[str, Any], stored: dict[str, Any] | None) -> BatchOptio
         raise ValueError(f"unknown batch options: {sorted(unknown)}")
     values = {k: v for k, v in (stored or {}).items() if k in names}
     values.update({k: v for k, v in flags.items() if v is not None})
-    if values.get("model") is not None:
+    if values.get("model") is not None and not is_url(values["model"]):
         values["model"] = Path(values["model"])
     options = BatchOptions(**values)
     if options.drafter not in DRAFTERS:
@@ -138,6 +140,10 @@ class Batch:
             warn_line(f"skipped {problem}")
         self.lm = request.lm
         work = [e for e in self.journal.entries() if not e.final]
+        if self.options.drafter not in MODEL_FREE and work and is_url(self.options.model):
+            # One server for every ticket: checked once here (unreachable, unknown model:
+            # exit 2), its request cap shared by the tickets in flight.
+            self.lm = connect_remote(str(self.options.model), self.options.model_name)
         if self.options.drafter not in MODEL_FREE and work and self.lm is None:
             import torch  # heavy: imported only when drafting
 
@@ -147,7 +153,7 @@ class Batch:
             workers = self.options.workers or 2
             torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
             self.lm = load_model(self.options.model)
-        if self.lm is not None:
+        if self.lm is not None and not isinstance(self.lm, RemoteModel):
             self.lm = shared_model(self.lm)
 
     def run(self) -> dict[str, Any]:

@@ -54,7 +54,8 @@ class BatchOptions:
     time_limit: float | None = None  # the whole batch, seconds
     parallel: int = 2
     drafter: str = "model"
-    model: Path | None = None
+    model: Path | str | None = None  # a directory, or a model server's URL
+    model_name: str | None = None  # which of the server's models
     sandbox: str | None = None
     workers: int | None = None
     pr: bool = False

@@ -3,9 +3,9 @@
 Routes (all JSON; errors in OpenAI's shape `{"error": {"message", "type", "param", "code"}}`):
 - `GET /health`: the process is up (no auth). `GET /ready`: 200 once the model is loaded, else
   503 (no auth).
-- `GET /v1/models`: the one served model; its entry lists `capabilities`
-  (`fim`, `completions`, `chat`, `score`) so a client need not probe, and the limits
-  `max_tokens` and `max_n` (requests above them get a 400).
+- `GET /v1/models`: the one served model (503 until it is loaded); its entry lists
+  `capabilities` (`fim`, `completions`, `chat`, `score`) so a client need not probe, and the
+  limits `max_tokens` (at most half the model's window) and `max_n` (above them: 400).
 - `POST /v1/fim/completions` (Inception's shape: `model`, `prompt` = the prefix, `suffix`,
   `max_tokens`, `stream`, and `n`, `temperature`, `stop`) and `POST /v1/completions` (OpenAI's,
   with `suffix`; `prompt` a string or a list of strings): the diffusion model fills at most
@@ -44,6 +44,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from agent.serve.engine import Engine, Sampling, finish_reason
+from model.errors import ModelError
 from model.sampler import Canvas
 
 log = logging.getLogger("greenpatch.serve")
@@ -128,9 +129,10 @@ def _int_in(body: dict, name: str, default: int, limit: int, *aliases: str) -> i
     return value
 
 
-def _sampling(body: dict, limits: Limits) -> tuple[Sampling, int, list[str]]:
+def _sampling(body: dict, limits: Limits, max_span: int) -> tuple[Sampling, int, list[str]]:
     n = _int_in(body, "n", 1, limits.max_n)
-    max_tokens = _int_in(body, "max_tokens", 16, limits.max_tokens, "max_completion_tokens")
+    max_tokens = _int_in(body, "max_tokens", 16, min(limits.max_tokens, max_span),
+                         "max_completion_tokens")  # fmt: skip
     temperature = float(_field(body, "temperature", (int, float), 0.8))
     if not 0 <= temperature <= 2:
         raise ApiError(400, "'temperature' must be between 0 and 2", param="temperature")
@@ -220,7 +222,7 @@ def create_app(load: Callable[[], Engine], model_id: str, api_key: str | None = 
     async def completions(request: Request, fim: bool) -> Response:
         body = await _body(request, state.limits)
         check_model(body)
-        sampling, max_tokens, stop = _sampling(body, state.limits)
+        sampling, max_tokens, stop = _sampling(body, state.limits, engine().max_span)
         prompt = body.get("prompt")
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if (not isinstance(prompts, list) or not prompts
@@ -255,7 +257,7 @@ def create_app(load: Callable[[], Engine], model_id: str, api_key: str | None = 
     async def chat_completions(request: Request) -> Response:
         body = await _body(request, state.limits)
         check_model(body)
-        sampling, max_tokens, stop = _sampling(body, state.limits)
+        sampling, max_tokens, stop = _sampling(body, state.limits, engine().max_span)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(
             isinstance(m, dict) and isinstance(m.get("content"), str)
@@ -296,17 +298,18 @@ def create_app(load: Callable[[], Engine], model_id: str, api_key: str | None = 
         if len(texts) > state.limits.max_fills:
             raise ApiError(400, f"at most {state.limits.max_fills} fills per request",
                            param="fills")  # fmt: skip
-        too_long = [t for t in texts if engine().count_tokens(t) > state.limits.max_tokens]
-        if too_long:
-            raise ApiError(400, f"a fill is over {state.limits.max_tokens} tokens", param="fills")
+        longest = min(state.limits.max_tokens, engine().max_span)
+        if any(engine().count_tokens(t) > longest for t in texts):
+            raise ApiError(400, f"a fill is over {longest} tokens", param="fills")
         scores = await asyncio.wrap_future(engine().score(prefix, suffix, texts)) if texts else []
         data = [{"index": i, "score": s} for i, s in enumerate(scores)]
         return JSONResponse({"object": "list", "model": state.model_id, "data": data})
 
     async def models(request: Request) -> Response:
+        longest = min(state.limits.max_tokens, engine().max_span)  # 503 until loaded
         entry = {"id": state.model_id, "object": "model", "created": state.created,
                  "owned_by": "greenpatch", "capabilities": CAPABILITIES,
-                 "max_tokens": state.limits.max_tokens, "max_n": state.limits.max_n}  # fmt: skip
+                 "max_tokens": longest, "max_n": state.limits.max_n}  # fmt: skip
         return JSONResponse({"object": "list", "data": [entry]})
 
     async def health(request: Request) -> Response:
@@ -334,6 +337,12 @@ def create_app(load: Callable[[], Engine], model_id: str, api_key: str | None = 
                 return await handler(request)
             except ApiError as exc:
                 return exc.response()
+            except ModelError as exc:  # the model cannot do what was asked (window...)
+                return ApiError(400, str(exc)).response()
+            except Exception as exc:  # noqa: BLE001 - a bug: one log line, OpenAI's shape
+                log.error("%s %s failed: %s: %s", request.method, request.url.path,
+                          type(exc).__name__, exc)  # fmt: skip
+                return ApiError(500, "internal error", kind="server_error").response()
 
         return route
 

@@ -73,6 +73,8 @@ class Engine:
         seed: int = 0,
     ) -> None:
         self.lm = lm
+        # A span must leave room for context in the model's window.
+        self.max_span = lm.config.max_seq_len // 2
         self.max_batch = max_batch
         self.window = window
         self.context = context
