@@ -38,6 +38,7 @@ def ensure_overlay(env: PythonEnv, cache_root: Path) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    staging.chmod(0o755)  # read by the sandbox's own unprivileged uid
     try:
         if _same_abi(env):
             _copy_ours(staging)
