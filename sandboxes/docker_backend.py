@@ -143,7 +143,11 @@ class DockerBackend(Backend):
         for path in minimal_roots([*python_paths(spec.argv[0]), *spec.readonly]):
             if not spec.worktree.is_relative_to(path):
                 volumes[str(path)] = {"bind": str(path), "mode": "ro"}
-        volumes[str(spec.worktree)] = {"bind": str(spec.worktree), "mode": "rw"}
+        from docker.types import Mount  # the SDK is imported on demand (see __init__)
+
+        # A mount, not a volume: a volume's missing source is created by dockerd (as root), so a
+        # spare container started after its worktree was removed left an empty folder behind.
+        worktree = Mount(str(spec.worktree), str(spec.worktree), type="bind", read_only=False)
         try:
             container = self.client.containers.create(
                 self.image,
@@ -159,6 +163,7 @@ class DockerBackend(Backend):
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 volumes=volumes,
+                mounts=[worktree],
                 working_dir=str(spec.worktree),
                 hostname="sandbox",
                 labels={LABEL: self._label},

@@ -15,10 +15,13 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +34,21 @@ _live: dict[Path, Worktree] = {}
 _live_lock = threading.Lock()
 _hooks_installed = False
 _swept: set[Path] = set()  # cache dirs already cleared of stale worktrees by this process
+_swept_repos: set[Path] = set()  # repositories whose .git/worktrees this process pruned
+_janitor: subprocess.Popen[bytes] | None = None
+_NAME = re.compile(r".+-\d+-[0-9a-f]{8}")  # a worktree folder: <repo>-<pid>-<random>
+# Run by a process of its own that outlives us: when its stdin (a pipe only we hold) ends, we
+# are gone, however we ended (SIGKILL included), and it removes what we left.
+_JANITOR = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from sandboxes.worktree import cleanup_stale, owner_gone
+bases = [line.strip() for line in sys.stdin if line.strip()]
+owner_gone(int(sys.argv[2]), sys.argv[3], 10.0)
+for base in dict.fromkeys(bases):
+    cleanup_stale(Path(base))
+"""
 
 
 def default_base_dir() -> Path:
@@ -110,6 +128,10 @@ class Worktree:
         if base not in _swept:
             _swept.add(base)
             cleanup_stale(base)
+            _tell_janitor(base)
+        if top not in _swept_repos:
+            _swept_repos.add(top)
+            _sweep_repo(top)
         path = base / f"{top.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         owner = {"pid": os.getpid(), "start": process_start_time(os.getpid()), "repo": str(top)}
         # The owner file comes first, so a crash at any later point leaves something to clean.
@@ -243,22 +265,84 @@ def _remove_worktree(path: Path, repo_root: Path) -> None:
         Path(f"{path}{OWNER_SUFFIX}").unlink()
 
 
+def _alive(owner: dict) -> bool:
+    """Whether the process an owner file names still runs (a zombie does not)."""
+    try:
+        stat = Path(f"/proc/{int(owner['pid'])}/stat").read_text()
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[0] not in "ZX" and fields[19] == owner.get("start")
+
+
+def _read_owner(owner_file: Path) -> dict:
+    try:
+        owner = json.loads(owner_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
 def cleanup_stale(base_dir: Path | None = None) -> list[Path]:
-    """Remove worktrees left behind by processes that no longer exist; the paths removed."""
+    """Remove worktrees left behind by processes that no longer exist; the paths removed. Empty
+    worktree folders without an owner file (a container engine recreates a removed bind mount's
+    source) go too."""
     base = Path(base_dir or default_base_dir())
     removed = []
     for owner_file in base.glob(f"*{OWNER_SUFFIX}"):
-        try:
-            owner = json.loads(owner_file.read_text())
-            alive = process_start_time(int(owner["pid"])) == owner["start"]
-        except (OSError, ValueError, KeyError, TypeError):
-            owner, alive = {}, False
-        if alive:
+        owner = _read_owner(owner_file)
+        if _alive(owner):
             continue
         path = Path(str(owner_file)[: -len(OWNER_SUFFIX)])
         _remove_worktree(path, Path(owner.get("repo", path)))
         removed.append(path)
+    with contextlib.suppress(OSError):
+        for path in base.iterdir():
+            if _NAME.fullmatch(path.name) and not Path(f"{path}{OWNER_SUFFIX}").exists():
+                with contextlib.suppress(OSError):
+                    path.rmdir()  # only when empty: never somebody's files
+                    removed.append(path)
     return removed
+
+
+def _sweep_repo(top: Path) -> None:
+    """Worktrees of `top` whose greenpatch run died, wherever their cache was, are removed, and
+    entries of worktrees that no longer exist are pruned from its .git/worktrees."""
+    env = safegit.environment(top)
+    with contextlib.suppress(SandboxError):
+        for line in _git(top, "worktree", "list", "--porcelain", env=env).splitlines():
+            if not line.startswith("worktree "):
+                continue
+            path = Path(line[len("worktree ") :])
+            owner_file = Path(f"{path}{OWNER_SUFFIX}")
+            if owner_file.is_file() and not _alive(_read_owner(owner_file)):
+                _remove_worktree(path, top)
+        _git(top, "worktree", "prune", env=env)
+
+
+def owner_gone(pid: int, start: str, timeout: float) -> None:
+    """Wait (at most `timeout` seconds) until process `pid` (started at `start`) is gone or a
+    zombie: its worktrees can be told from a live run's only then."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive({"pid": pid, "start": start}):
+        time.sleep(0.05)
+
+
+def _tell_janitor(base: Path) -> None:
+    """Start the janitor once per process; tell it every cache dir we make worktrees in."""
+    global _janitor
+    if _janitor is None:
+        with contextlib.suppress(OSError):
+            _janitor = subprocess.Popen(
+                [sys.executable, "-c", _JANITOR, str(Path(__file__).resolve().parents[1]),
+                 str(os.getpid()), str(process_start_time(os.getpid()))],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                cwd="/", env=safegit.scrub(os.environ), start_new_session=True,
+            )  # fmt: skip
+    if _janitor is not None and _janitor.stdin is not None:
+        with contextlib.suppress(OSError):
+            _janitor.stdin.write(f"{base}\n".encode())
+            _janitor.stdin.flush()
 
 
 def remove_all() -> None:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from sandboxes.base import SandboxError
+from sandboxes.base import Limits, SandboxError, WorkerSpec
 from sandboxes.worktree import Worktree, cleanup_stale
 from tests.conftest import git, make_repo
+from tests.test_sandbox_helpers import use_backend
 
 FILES = {
     "pkg/__init__.py": "",
@@ -191,10 +192,60 @@ def test_removed_on_exit(user_repo: Path, tmp_path: Path, then: str, how: int | 
     assert git(user_repo, "worktree", "list").count("\n") == 1
 
 
-def test_crash_leftovers_cleaned_by_a_later_run(user_repo: Path, tmp_path: Path) -> None:
+# The run dies with its janitor (a machine crash, a kill of everything): nothing cleans up then.
+NO_JANITOR = "import sandboxes.worktree as w; w._janitor.kill(); w._janitor.wait(); print('alone')"
+NO_JANITOR += "; sys.stdout.flush(); time.sleep(60)"
+
+
+def test_a_killed_run_leaves_nothing_behind(user_repo: Path, tmp_path: Path) -> None:
+    """SIGKILL runs no exit hook: the janitor process, which outlives the run, removes its
+    worktrees and their entries in the user's .git/worktrees."""
     cache = tmp_path / "cache"
     proc = _spawn_owner(user_repo, cache, "time.sleep(60)")
     path = Path(proc.stdout.readline().strip())
+    proc.kill()
+    proc.wait(30)
+    deadline = time.monotonic() + 20
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not path.exists()
+    assert list(cache.iterdir()) == []
+    assert git(user_repo, "worktree", "list").count("\n") == 1
+
+
+def test_a_stale_worktree_of_another_cache_is_removed_at_start(
+    user_repo: Path, tmp_path: Path
+) -> None:
+    """A run that died with its janitor, its cache elsewhere: the next run on the repository
+    finds its worktree in the user's .git/worktrees and removes it."""
+    crashed = _spawn_owner(user_repo, tmp_path / "elsewhere", NO_JANITOR)
+    path = Path(crashed.stdout.readline().strip())
+    assert crashed.stdout.readline() == "alone\n"
+    crashed.kill()
+    crashed.wait(30)
+    with Worktree.create(user_repo, tmp_path / "cache") as tree:
+        assert not path.exists()
+        listed = git(user_repo, "worktree", "list")
+        assert str(path) not in listed and str(tree.path) in listed
+
+
+def test_empty_worktree_folders_without_owner_are_swept(tmp_path: Path) -> None:
+    """A container engine recreates a removed worktree as an empty folder: swept; a folder
+    with files in it is never touched."""
+    cache = tmp_path / "cache"
+    (cache / "proj-123-0123abcd").mkdir(parents=True)
+    (cache / "proj-124-89abcdef").mkdir()
+    (cache / "proj-124-89abcdef" / "keep.txt").write_text("somebody's\n")
+    (cache / "notes").mkdir()
+    assert cleanup_stale(cache) == [cache / "proj-123-0123abcd"]
+    assert sorted(p.name for p in cache.iterdir()) == ["notes", "proj-124-89abcdef"]
+
+
+def test_crash_leftovers_cleaned_by_a_later_run(user_repo: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    proc = _spawn_owner(user_repo, cache, NO_JANITOR)
+    path = Path(proc.stdout.readline().strip())
+    assert proc.stdout.readline() == "alone\n"
     live = Worktree.create(user_repo, cache)  # ours: alive, must survive the cleanup
     proc.kill()  # SIGKILL: no exit hook runs
     proc.wait(30)
@@ -207,8 +258,9 @@ def test_crash_leftovers_cleaned_by_a_later_run(user_repo: Path, tmp_path: Path)
 
 def test_next_run_sweeps_leftovers_by_itself(user_repo: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    crashed = _spawn_owner(user_repo, cache, "time.sleep(60)")
+    crashed = _spawn_owner(user_repo, cache, NO_JANITOR)
     path = Path(crashed.stdout.readline().strip())
+    assert crashed.stdout.readline() == "alone\n"
     crashed.kill()
     crashed.wait(30)
     later = _spawn_owner(user_repo, cache, "pass")  # a new run, in a new process
@@ -227,3 +279,17 @@ def test_reset_is_fast_on_a_large_repo(tmp_path: Path) -> None:
         assert tree.reset() == 10
         assert time.perf_counter() - start < 2.0
         assert tree.changed() == []
+
+
+@pytest.mark.docker
+def test_a_container_made_after_its_worktree_was_removed_leaves_no_folder(
+    tmp_path: Path,
+) -> None:
+    """A spare container is made in the background when a worker stops; when the run has
+    removed the worktree by then, the engine must not recreate it as an empty folder."""
+    backend = use_backend("docker")
+    gone = tmp_path / "cache" / "proj-1-0123abcd"
+    spec = WorkerSpec(argv=[sys.executable, "-c", "pass"], worktree=gone, limits=Limits())
+    with pytest.raises(SandboxError, match="cannot create a container"):
+        backend._create(spec, f"{os.getuid()}:{os.getgid()}")
+    assert not gone.exists()
