@@ -132,21 +132,28 @@ def log(console: Console, message: str) -> None:
     console.log(message, highlight=False)
 
 
+def _spec(p: dict, pytest: str) -> Spec:
+    return Spec(
+        name=p["name"],
+        version=p["version"],
+        sha256=p["sha256"],
+        install=p.get("install", "editable"),
+        deps=tuple(p.get("deps", ())),
+        pytest=p.get("pytest", pytest),
+        note=p.get("note", ""),
+        timeout=float(p.get("timeout", 600)),
+    )
+
+
+def big_suite(path: Path = PACKAGES) -> Spec:
+    """The 5,000+ test suite of the baseline-cost and first-candidate benchmarks."""
+    data = tomllib.loads(path.read_text())
+    return _spec(data["big_suite"], data["pytest"])
+
+
 def load_specs(path: Path = PACKAGES, only: Iterable[str] | None = None) -> list[Spec]:
     data = tomllib.loads(path.read_text())
-    specs = [
-        Spec(
-            name=p["name"],
-            version=p["version"],
-            sha256=p["sha256"],
-            install=p.get("install", "editable"),
-            deps=tuple(p.get("deps", ())),
-            pytest=p.get("pytest", data["pytest"]),
-            note=p.get("note", ""),
-            timeout=float(p.get("timeout", 600)),
-        )
-        for p in data["package"]
-    ]
+    specs = [_spec(p, data["pytest"]) for p in data["package"]]
     if only:
         wanted = [w.strip() for w in only if w.strip()]
         by_name = {s.name: s for s in specs}
@@ -236,12 +243,20 @@ def prepare_repo(spec: Spec, sdist: Path, cache: Path = CACHE) -> Path:
     return repo
 
 
-def prepare_venv(spec: Spec, repo: Path, cache: Path = CACHE) -> Path:
+def prepare_venv(spec: Spec, repo: Path, cache: Path = CACHE, tools: tuple[str, ...] = ()) -> Path:
     """The user's venv: the package as its docs install it, its test deps, pytest; none of ours."""
-    env_dir = cache / "venvs" / spec.key
+    # `tools` (pytest-xdist for a reference run of plain `pytest -n 2`) make a second venv: the
+    # user's own stays without them.
+    env_dir = cache / "venvs" / (spec.key + ("-reference" if tools else ""))
     python = env_dir / "bin" / "python"
     wanted = json.dumps(
-        {"install": spec.install, "deps": spec.deps, "pytest": spec.pytest, "repo": str(repo)}
+        {
+            "install": spec.install,
+            "deps": spec.deps,
+            "pytest": spec.pytest,
+            "repo": str(repo),
+            "tools": tools,
+        }
     )
     marker = env_dir / "compat-spec.json"
     if python.exists() and marker.exists() and marker.read_text() == wanted:
@@ -253,7 +268,10 @@ def prepare_venv(spec: Spec, repo: Path, cache: Path = CACHE) -> Path:
     # from the sdist's PKG-INFO: tell it the real one.
     env = {**os.environ, "SETUPTOOLS_SCM_PRETEND_VERSION": spec.version}
     done = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", *target, *spec.deps, f"pytest=={spec.pytest}"],
+        [
+            *(str(python), "-m", "pip", "install", "-q", *target, *spec.deps),
+            *(f"pytest=={spec.pytest}", *tools),
+        ],
         cwd=repo,
         env=env,
         capture_output=True,
@@ -274,7 +292,7 @@ def prepare_venv(spec: Spec, repo: Path, cache: Path = CACHE) -> Path:
         text=True,
         check=True,
     ).stdout.strip()
-    if leaked:
+    if leaked and not tools:
         # A matrix venv with our tools in it would hide the very problem it exists to show.
         raise RuntimeError(f"the test deps pulled in {leaked}: fix packages.toml")
     marker.write_text(wanted)
@@ -403,15 +421,22 @@ def venv_fingerprint(env_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def run_plain(python: Path, repo: Path, out_dir: Path, timeout: float) -> Run:
-    """`python -m pytest --junitxml` in the repo, as the user runs it; the tree left as it was."""
-    junit = out_dir / "plain.xml"
+def run_plain(
+    python: Path,
+    repo: Path,
+    out_dir: Path,
+    timeout: float,
+    args: Iterable[str] = (),
+    name: str = "plain",
+) -> Run:
+    """`python -m pytest --junitxml [args]` in the repo, as the user runs it; the tree kept."""
+    junit = out_dir / f"{name}.xml"
     before = untracked(repo)
     started = time.monotonic()
-    with (out_dir / "plain.log").open("wb") as logf:
+    with (out_dir / f"{name}.log").open("wb") as logf:
         try:
             proc = subprocess.run(
-                [str(python), "-m", "pytest", f"--junitxml={junit}"],
+                [str(python), "-m", "pytest", f"--junitxml={junit}", *args],
                 cwd=repo,
                 stdin=subprocess.DEVNULL,
                 stdout=logf,
@@ -434,6 +459,38 @@ def run_plain(python: Path, repo: Path, out_dir: Path, timeout: float) -> Run:
     else:
         run.error = f"plain pytest exited {code} without a junit report"
     return run
+
+
+def fresh_cache(python: Path, root: Path) -> tuple[Path, float]:
+    """An XDG_CACHE_HOME without baselines or results, but with the overlay for `python` built.
+
+    The overlay (coverage and our plugin for that interpreter) is a one-time cost per Python
+    version, not per repository: one warm-up `agent test --all` on a one-test repository builds
+    it, then everything else the warm-up cached goes. (seconds the warm-up took)
+    """
+    xdg = root / "xdg-cache"
+    tiny = root / "tiny-repo"
+    tiny.mkdir(parents=True)
+    (tiny / "test_tiny.py").write_text("def test_tiny():\n    assert 1 + 1 == 2\n")
+    git(tiny, "init", "-q", "-b", "main")
+    git(tiny, "-c", "user.name=b", "-c", "user.email=b@example.com", "add", "-A")
+    git(tiny, "-c", "user.name=b", "-c", "user.email=b@example.com", "commit", "-qm", "tiny")
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(AGENT), "test", "--all", "--repo", str(tiny), "--python", str(python), "-q"],
+        env={**os.environ, "XDG_CACHE_HOME": str(xdg)},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    seconds = time.monotonic() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"overlay warm-up failed: {error_line(done.stderr)}")
+    ours = xdg / "greenpatch"
+    for entry in ours.iterdir() if ours.exists() else ():
+        if entry.name != "overlays":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    return xdg, seconds
 
 
 _HELP: dict[str, bool] = {}
@@ -527,17 +584,26 @@ def run_agent(
         run.outcomes[key] = test["outcome"]
         run.messages[key] = test.get("message") or ""
         run.ids[key] = test["id"]
+    # Files that failed to collect: where plain pytest's junit has an error entry for the module.
+    for failure in data.get("collect_errors", []):
+        key = junit_key(failure["id"])
+        run.outcomes.setdefault(key, "error")
+        run.messages.setdefault(key, failure.get("message") or "")
+        run.ids.setdefault(key, failure["id"])
     if code not in (0, 1):
         run.error = f"exit {code}: {error_line(stderr)}"
     return run, flag
 
 
-def classify(plain: str, agent: str, plain_msg: str, agent_msg: str) -> str:
+def classify(
+    plain: str, agent: str, plain_msg: str, agent_msg: str, plain_interrupted: bool = False
+) -> str:
     """Why one test's outcomes differ, as a short category (the table groups by it)."""
     if agent == "absent":
         return "not run by agent" if plain != "error" else "not run by agent (errors in plain)"
     if plain == "absent":
-        return "only run by agent"
+        # Plain pytest stops at a collection error; the runner records it and runs the rest.
+        return "plain stopped at a collection error" if plain_interrupted else "only run by agent"
     message = agent_msg if agent in ("failed", "error", "skipped") else plain_msg
     if NETWORK.search(message):
         return "network (the sandbox has none)"
@@ -552,6 +618,8 @@ def compare(plain: Run, agent: Run) -> tuple[list[Difference], int]:
     """Test-by-test differences (agent ids where known), and whole modules skipped at collection."""
     differences: list[Difference] = []
     module_skips = 0
+    # A collection error appears in junit as an error of a module-level entry (no classname).
+    interrupted = any(k.startswith("::") and o == "error" for k, o in plain.outcomes.items())
     for key in sorted(set(plain.outcomes) | set(agent.outcomes)):
         p = plain.outcomes.get(key, "absent")
         a = agent.outcomes.get(key, "absent")
@@ -562,7 +630,7 @@ def compare(plain: Run, agent: Run) -> tuple[list[Difference], int]:
             # testcase; it holds no test, and pytest's own count of tests does not grow by it.
             module_skips += 1
             continue
-        why = classify(p, a, plain.messages.get(key, ""), agent.messages.get(key, ""))
+        why = classify(p, a, plain.messages.get(key, ""), agent.messages.get(key, ""), interrupted)
         differences.append(Difference(agent.ids.get(key, key), p, a, why))
     return differences, module_skips
 
