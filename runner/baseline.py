@@ -330,7 +330,9 @@ class BaselineBuild:
         )  # fmt: skip
         sha = self.pool.commit
         tree = git(self.repo_root, "rev-parse", f"{sha}^{{tree}}").strip()
-        key = baseline_key(tree, self.pool.env.hash, self.pool.backend.isolated,
+        # The overlay's name carries our coverage.py version: other tools, another map.
+        tools = self.pool.tools.name if self.pool.tools else ""
+        key = baseline_key(tree, f"{self.pool.env.hash}:{tools}", self.pool.backend.isolated,
                            options.pytest_args)  # fmt: skip
         self.target = self.cache_dir / f"{key}.sqlite"
         self.baseline: Baseline | None = None
@@ -472,6 +474,10 @@ class BaselineBuild:
             elif isinstance(event, TestCoverage) and event.job_id == job.id:
                 lines[event.test_id] = event.lines
             elif isinstance(event, JobDone) and event.job_id == job.id:
+                if event.reason == "tool error":
+                    raise RunnerError(
+                        f"cannot measure coverage with {self.pool.env.python}: {event.tool_error}"
+                    )
                 break
             if self.deadline is not None and time.monotonic() > self.deadline:
                 self.pool.cancel(job.id)

@@ -41,6 +41,8 @@ DEFAULT_LIMITS = Limits(output_bytes=1 << 30)
 
 Event = TestResult | JobDone | TestCoverage
 COLLECT_TIMEOUT = 600.0
+# Worker job ends that stop the whole job (its other chunks are dropped).
+STOPPING = ("timeout", "unverified", "tool error")
 # What the host keeps of a worker's word: a message's length, a traceback's depth.
 MESSAGE_CHARS = 4000
 MAX_FRAMES = 30
@@ -76,6 +78,7 @@ class _JobState:
     cpu: float = 0.0
     failed: bool = False
     unreported: set[str] = field(default_factory=set)  # targets without a result yet
+    tool_error: str = ""  # our own tools failed in the worker (not the project's tests)
 
 
 @dataclass
@@ -356,6 +359,7 @@ class Pool:
             tuple(state.results),
             time.monotonic() - state.started,
             state.cpu,
+            state.tool_error,
         )
         self._finished[job_id] = done
         self._events.put(done)
@@ -462,6 +466,8 @@ class Pool:
                     self._frames(slot, record.get("frames")),
                 ),
             )
+        elif event == "tool_error" and state is not None:
+            state.tool_error = str(record.get("message") or "")[:MESSAGE_CHARS]
         elif event == "coverage" and state is not None and state.job.coverage:
             lines = {
                 rel: tuple(int(n) for n in numbers)
@@ -473,7 +479,7 @@ class Pool:
             if state is not None:
                 state.cpu += float(record.get("cpu") or 0.0)
             self._chunk_over(slot)
-            if state is not None and record.get("reason") in ("timeout", "unverified"):
+            if state is not None and record.get("reason") in STOPPING:
                 self._stop(state, record["reason"])
             if state is not None:
                 self._maybe_finish(state)

@@ -43,7 +43,8 @@ class JobDone:
     """A job is finished: every result it will produce has been delivered.
 
     `reason`: "ok" (all requested tests ran), "fail_fast" (stopped at the first failure),
-    "cancelled", "timeout" (the job's time ran out), "duplicate" (answered by an identical job).
+    "cancelled", "timeout" (the job's time ran out), "duplicate" (answered by an identical job),
+    "unverified" (pytest did not end as its reports say), "tool error" (our coverage.py failed).
     """
 
     job_id: str
@@ -51,6 +52,7 @@ class JobDone:
     results: tuple[TestResult, ...] = field(default=())
     seconds: float = 0.0
     cpu_seconds: float = 0.0  # CPU time the job's test processes used (not the pool's own)
+    tool_error: str = ""  # reason "tool error": what of ours failed in the worker
 
     def count(self, outcome: str) -> int:
         return sum(1 for r in self.results if r.outcome == outcome)

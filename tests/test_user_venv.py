@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from runner.pool import Job, Pool
+from tests.conftest import make_repo
+
 ROOT = Path(__file__).resolve().parent.parent
 # What pytest needs at run time, copied from our environment into the user's.
 PYTEST_DISTS = ("pytest", "_pytest", "pluggy", "iniconfig", "packaging", "pygments", "py.py")
@@ -65,3 +68,14 @@ def test_fix_with_a_venv_that_lacks_coverage_leaves_it_unchanged(tmp_path):
     assert digest(tmp_path / "venv") == before
     overlays = list((tmp_path / "cache/greenpatch/overlays").iterdir())
     assert len(overlays) == 1 and (overlays[0] / "coverage").is_dir()
+
+
+def test_coverage_missing_in_the_worker_is_a_tool_error_not_test_errors(tmp_path):
+    # Without the overlay, the user's venv cannot measure coverage: that must stop the job as
+    # our failure (and so never be cached as the project's outcomes), not error every test.
+    python = user_venv(tmp_path / "venv")
+    repo = make_repo(tmp_path / "repo", {"test_a.py": "def test_a():\n    pass\n"})
+    with Pool(repo, str(python), "bwrap", workers=1) as pool:
+        done = pool.run(Job("cov", {}, ["test_a.py::test_a"], fail_fast=False, coverage=True))
+    assert done.reason == "tool error" and "coverage" in done.tool_error
+    assert done.results == ()

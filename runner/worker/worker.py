@@ -464,7 +464,13 @@ def run_child(job: dict, tests: list[str], done: set[str], files: Files, write_f
             return
         cov = None
         if job.get("coverage"):
-            import coverage
+            try:
+                import coverage
+            except ImportError as exc:
+                # Our tool, not the project's failure: the job reports it instead of results.
+                out.write(json.dumps({"event": "tool_error", "message": repr(exc)}) + "\n")
+                out.flush()
+                return
 
             # In memory (no data file): the per-test lines go back over the result pipe.
             cov = coverage.Coverage(data_file=None, source=[ROOT], config_file=False)
@@ -640,6 +646,9 @@ class JobRun:
                         exit_code = record["code"]
                     elif event == "child_error":
                         child_error = record["message"]
+                    elif event == "tool_error":
+                        self.reason = "tool error"
+                        emit({**record, "job": self.id})
         finally:
             os.close(read_fd)
             _, status, usage = os.wait4(pid, 0)
@@ -667,6 +676,8 @@ class JobRun:
     ) -> bool:
         """Account for tests the child did not report: timed out, crashed, or never reached."""
         elapsed = time.monotonic() - current_start
+        if self.reason == "tool error":
+            return False
         if killed == "cancel":
             self.reason = "cancelled"
             return False
