@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
+
+try:  # typer vendors click since 0.2x; before, it used click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer
+    from click import exceptions as click_errors
 
 from agent import cmd_batch, cmd_bench, cmd_fix, cmd_infill, cmd_model, cmd_serve, cmd_test
 
@@ -24,4 +31,18 @@ app.command("serve")(cmd_serve.serve)
 
 
 def main() -> None:
-    app()
+    """Run the CLI; a bad flag or argument is one line on stderr and exit 2, like every other
+    usage error (click would print a usage block, typer a box)."""
+    try:
+        code = app(standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as exc:
+        exc.show()  # `agent` alone: the help, as before
+        sys.exit(exc.exit_code)
+    except click_errors.ClickException as exc:
+        message = " ".join(exc.format_message().split())
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except click_errors.Abort:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from agent import github
 from agent.errors import AgentError
@@ -13,6 +14,8 @@ from agent.errors import AgentError
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
 _TESTS_LINE = re.compile(r"^\s*(?:[-*]\s*)?tests?\s*:\s*(.*)$", re.I | re.M)
 _NODE_ID = re.compile(r"[\w./-]+\.py(?:::[\w\[\]\-.=]+)*")
+_PATHLIKE = re.compile(r"/|\\|::|\.py\b")
+MAX_TICKET_BYTES = 1 << 20  # a ticket is words for a person: more is a mistake or an attack
 
 
 @dataclass
@@ -30,6 +33,33 @@ class Ticket:
         return text[:60] or "ticket"
 
 
+def _test_ids(text: str) -> list[str]:
+    """The pytest node ids among the words of `text`. A word that names a path (a `/`, `::` or
+    `.py` in it) must be a node id inside the repository: a ticket is untrusted input, and a
+    test it names is what the agent runs."""
+    ids = []
+    for word in re.split(r"[\s,;]+", text):
+        word = word.strip("`'\"()").lstrip("[")
+        if word.count("]") > word.count("["):  # the end of a YAML list: [a, b]
+            word = word.rstrip("]")
+        if not _PATHLIKE.search(word) or "://" in word:  # prose, or a link to somewhere
+            continue
+        ids.append(check_node_id(word))
+    return ids
+
+
+def check_node_id(test_id: str) -> str:
+    """`test_id` if it is a pytest node id of a test file inside the repository, else
+    AgentError (exit 2): no absolute path, no `..`, nothing but a .py file and names."""
+    path = PurePosixPath(test_id.split("::", 1)[0])
+    if not _NODE_ID.fullmatch(test_id) or path.is_absolute() or ".." in path.parts:
+        raise AgentError(
+            "the ticket names a test that is not a pytest node id inside the repository: "
+            f"{test_id[:200]}"
+        )
+    return test_id
+
+
 def _named_tests(text: str) -> list[str]:
     """Pytest node ids from front matter (`tests: [a, b]` or a `- item` list) or `tests:` lines."""
     found: list[str] = []
@@ -41,9 +71,9 @@ def _named_tests(text: str) -> list[str]:
             for item in lines[i + 1 :]:
                 if not re.match(r"^\s*-\s*", item):
                     break
-                found += _NODE_ID.findall(item)
+                found += _test_ids(re.sub(r"^\s*-\s*", "", item))
     for match in _TESTS_LINE.finditer(text):
-        found += _NODE_ID.findall(match.group(1))
+        found += _test_ids(match.group(1))
     return list(dict.fromkeys(found))
 
 
@@ -67,12 +97,23 @@ def github_ticket(source: str) -> Ticket:
     )
 
 
+def read_capped(stream: BinaryIO, what: str, limit: int = MAX_TICKET_BYTES) -> str:
+    """At most `limit` bytes of `stream` as UTF-8 text; AgentError past it (never read whole)."""
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise AgentError(f"{what} is larger than {limit // (1 << 20)} MB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AgentError(f"cannot read {what}: not UTF-8 text ({exc.reason})") from None
+
+
 def load_ticket(source: str) -> Ticket:
     """A ticket from a file path, `-` (stdin), `gh:OWNER/REPO#N` or a GitHub issue URL."""
     if github.is_issue_ref(source):
         return github_ticket(source)
     if source == "-":
-        text = sys.stdin.read()
+        text = read_capped(sys.stdin.buffer, "the ticket on standard input")
         ticket_id = "stdin"
     else:
         path = Path(source)
@@ -81,8 +122,9 @@ def load_ticket(source: str) -> Ticket:
         if not path.is_file():
             raise AgentError(f"ticket is not a file: {source}")
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+            with path.open("rb") as stream:
+                text = read_capped(stream, f"ticket {source}")
+        except OSError as exc:
             raise AgentError(f"cannot read ticket {source}: {exc}") from None
         ticket_id = path.stem
     if not text.strip():

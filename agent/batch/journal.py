@@ -201,13 +201,23 @@ class Journal:
         with self._lock:
             rows = self._db.execute(
                 "SELECT record, state, base, branch, sha, reason, seconds, attempts, report, "
-                "pull_request, compare_url, pr_error FROM tickets ORDER BY seq"
+                "pull_request, compare_url, pr_error, id FROM tickets ORDER BY seq"
             ).fetchall()
-        return [
-            Entry(BatchTicket.from_record(json.loads(r[0])), r[1], r[2], r[3], r[4], r[5], r[6],
-                  r[7], json.loads(r[8]) if r[8] else None, r[9], r[10], r[11])
-            for r in rows
-        ]  # fmt: skip
+        entries = []
+        for r in rows:
+            # A row only this code writes: a damaged one (edited by hand, a broken disk) stops
+            # the batch with one line rather than be skipped, which would run or lose a ticket.
+            try:
+                entries.append(Entry(
+                    BatchTicket.from_record(json.loads(r[0])), r[1], r[2], r[3], r[4], r[5],
+                    r[6], r[7], json.loads(r[8]) if r[8] else None, r[9], r[10], r[11],
+                ))  # fmt: skip
+            except (ValueError, KeyError, TypeError) as exc:
+                raise AgentError(
+                    f"the journal {self.path} is damaged: ticket {r[12]!r} has an unreadable "
+                    f"record ({type(exc).__name__}: {exc}); move the journal away to start over"
+                ) from None
+        return entries
 
     def get(self, ticket_id: str) -> Entry:
         for entry in self.entries():

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from agent import github
 from agent.branch import default_branch_name
 from agent.errors import AgentError
 from agent.repo import resolve_repo
-from agent.tickets import Ticket, load_ticket, parse_ticket
+from agent.tickets import MAX_TICKET_BYTES, Ticket, check_node_id, load_ticket, parse_ticket
 
 TICKET_SUFFIXES = (".md", ".markdown", ".txt")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -130,19 +131,40 @@ def _from_folder(folder: Path, repos: _Repos) -> Backlog:
     return backlog
 
 
+def _lines(stream: BinaryIO) -> Iterator[bytes | None]:
+    """The lines of `stream`, read one at a time; None for a line longer than a ticket may be
+    (its rest is skipped unread into memory)."""
+    while True:
+        line = stream.readline(MAX_TICKET_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_TICKET_BYTES and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):
+                line = stream.readline(1 << 20)
+            yield None
+        else:
+            yield line
+
+
 def _from_jsonl(path: Path, repos: _Repos) -> Backlog:
     backlog = Backlog(str(path), "jsonl")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        with path.open("rb") as stream:
+            for number, raw in enumerate(_lines(stream), 1):
+                where = f"{path}:{number}"
+                if raw is None:
+                    backlog.problems.append(
+                        Problem(where, f"line longer than {MAX_TICKET_BYTES >> 20} MB; skipped")
+                    )
+                    continue
+                try:
+                    line = raw.decode("utf-8")
+                    if line.strip():
+                        backlog.tickets.append(_jsonl_ticket(line, path.parent, repos, where))
+                except ValueError as exc:  # UnicodeDecodeError included
+                    backlog.problems.append(Problem(where, str(exc)))
+    except OSError as exc:
         raise AgentError(f"cannot read backlog {path}: {exc}") from None
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            backlog.tickets.append(_jsonl_ticket(line, path.parent, repos, f"{path}:{number}"))
-        except ValueError as exc:
-            backlog.problems.append(Problem(f"{path}:{number}", str(exc)))
     return backlog
 
 
@@ -169,12 +191,17 @@ def _jsonl_ticket(line: str, base: Path, repos: _Repos, origin: str) -> BatchTic
     if not data["body"].strip():
         raise ValueError("'body' is empty")
     tests = data.get("tests")
-    if tests is None:
-        tests = parse_ticket(data["body"], ticket_id).tests
-    elif isinstance(tests, str):
-        tests = tests.split()
-    elif not (isinstance(tests, list) and all(isinstance(t, str) for t in tests)):
-        raise ValueError("'tests' must be a list of pytest node ids or one string of them")
+    try:
+        if tests is None:
+            tests = parse_ticket(data["body"], ticket_id).tests
+        elif isinstance(tests, str):
+            tests = [check_node_id(t) for t in tests.split()]
+        elif isinstance(tests, list) and all(isinstance(t, str) for t in tests):
+            tests = [check_node_id(t) for t in tests]
+        else:
+            raise ValueError("'tests' must be a list of pytest node ids or one string of them")
+    except AgentError as exc:
+        raise ValueError(str(exc)) from None
     repo_field = data.get("repo")
     if repo_field is not None and not isinstance(repo_field, str):
         raise ValueError("'repo' must be a path")
@@ -192,7 +219,12 @@ def _from_github(spec: str, repos: _Repos) -> Backlog:
     root = repos.get()
     backlog = Backlog(spec, "github")
     for issue in github.list_issues_by_label(owner, name, label, github.token_from_env()):
-        ticket = parse_ticket(f"# {issue.title}\n\n{issue.body}", f"{owner}-{name}-{issue.number}")
+        try:
+            ticket = parse_ticket(f"# {issue.title}\n\n{issue.body}",
+                                  f"{owner}-{name}-{issue.number}")  # fmt: skip
+        except AgentError as exc:  # an unsafe test path in one issue skips that issue only
+            backlog.problems.append(Problem(issue.html_url, str(exc)))
+            continue
         ticket.title, ticket.url = issue.title, issue.html_url
         backlog.tickets.append(BatchTicket(ticket, root, issue.html_url))
     return backlog
