@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import AgentError
+from sandboxes import safegit
 
 SANDBOXES = ("bwrap", "docker", "process")
 # Who drafts candidates (see agent.draft): kept here so the CLI can check it without torch.
@@ -117,7 +118,7 @@ def _shipped_by_repo(repo_root: Path, python: str) -> bool:
         return False
     done = subprocess.run(
         ["git", "ls-files", "--error-unmatch", "--", rel], cwd=repo_root, capture_output=True,
-        check=False,
+        env=safegit.environment(repo_root), check=False,
     )  # fmt: skip
     return done.returncode == 0
 

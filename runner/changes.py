@@ -6,15 +6,17 @@ the working tree or the real index.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 from pathlib import Path
 
 from runner.errors import RunnerError
+from sandboxes import safegit
 
 
 def _git(root: Path, *args: str, env: dict | None = None, stdin: bytes | None = None) -> bytes:
+    # The repository is untrusted: `git diff` would run its fsmonitor and clean filters.
+    env = env if env is not None else safegit.environment(root)
     done = subprocess.run(
         ["git", *args], cwd=root, input=stdin, capture_output=True, env=env, check=False
     )
@@ -49,7 +51,7 @@ def working_changes(root: Path, base: str = "HEAD") -> dict[str, str | None]:
 def patch_changes(root: Path, patch: str) -> dict[str, str | None]:
     """The files a unified diff changes, as they are after applying it to HEAD."""
     with tempfile.TemporaryDirectory(prefix="gp-patch-") as tmp:
-        env = dict(os.environ, GIT_INDEX_FILE=str(Path(tmp, "index")))
+        env = dict(safegit.environment(root), GIT_INDEX_FILE=str(Path(tmp, "index")))
         _git(root, "read-tree", "HEAD", env=env)
         try:
             _git(

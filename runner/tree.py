@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 from runner.errors import RunnerError
+from sandboxes import safegit
 
 REGULAR = ("100644", "100755")
 
@@ -19,7 +20,7 @@ def regular_files(repo_root: Path, commit: str) -> dict[str, tuple[str, int]]:
     submodules)."""
     done = subprocess.run(
         ["git", "ls-tree", "-r", "-z", "--long", "--full-tree", commit],
-        cwd=repo_root, capture_output=True, check=False,
+        cwd=repo_root, env=safegit.environment(repo_root), capture_output=True, check=False,
     )  # fmt: skip
     if done.returncode != 0:
         raise RunnerError(f"cannot list the files of {commit[:12]} in {repo_root}")
@@ -39,7 +40,7 @@ def read_texts(repo_root: Path, blobs: dict[str, str]) -> dict[str, str]:
     request = "".join(f"{blob}\n" for blob in blobs.values()).encode()
     done = subprocess.run(
         ["git", "cat-file", "--batch"], cwd=repo_root, input=request, capture_output=True,
-        check=False,
+        env=safegit.environment(repo_root), check=False,
     )  # fmt: skip
     if done.returncode != 0:
         raise RunnerError(f"cannot read the files of {repo_root} from git")

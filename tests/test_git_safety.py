@@ -22,6 +22,7 @@ from agent.batch.sources import BatchTicket
 from agent.branch import commit_on_branch, minimal_diff
 from agent.repo import resolve_repo
 from agent.tickets import Ticket
+from runner.changes import patch_changes, working_changes
 from sandboxes.worktree import Worktree
 
 TOKEN = "ghp_hostile_test_token"
@@ -169,3 +170,15 @@ def test_no_token_reaches_git_on_the_repository(hostile: tuple[Path, Path]) -> N
     shown = resolve_repo(root).git.showenv()
     assert "GIT_DIR" in shown or "PATH=" in shown
     assert TOKEN not in shown
+
+
+def test_agent_test_changed_runs_nothing_of_the_repository(hostile: tuple[Path, Path]) -> None:
+    """`agent test --changed`: the working tree's changes, read with git diff in the user's
+    repository (which would ask the fsmonitor and clean the changed files)."""
+    root, markers = hostile
+    (root / "calc.py").write_text(FIXED)
+    (root / "new.py").write_text("y = 2\n")
+    assert working_changes(root) == {"calc.py": FIXED, "new.py": "y = 2\n"}
+    patched = patch_changes(root, minimal_diff(root, "HEAD", {"calc.py": FIXED}))
+    assert patched == {"calc.py": FIXED}
+    assert _ran(markers) == {}
