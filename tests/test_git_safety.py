@@ -20,6 +20,7 @@ from agent.batch.journal import Entry
 from agent.batch.publish import _body
 from agent.batch.sources import BatchTicket
 from agent.branch import commit_on_branch, minimal_diff
+from agent.errors import AgentError
 from agent.repo import resolve_repo
 from agent.tickets import Ticket
 from runner.changes import patch_changes, working_changes
@@ -181,4 +182,27 @@ def test_agent_test_changed_runs_nothing_of_the_repository(hostile: tuple[Path, 
     assert working_changes(root) == {"calc.py": FIXED, "new.py": "y = 2\n"}
     patched = patch_changes(root, minimal_diff(root, "HEAD", {"calc.py": FIXED}))
     assert patched == {"calc.py": FIXED}
+    assert _ran(markers) == {}
+
+
+def test_push_runs_the_users_ssh_command_with_the_token_never_the_repositorys(
+    hostile: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The push is the one git process that gets credentials: the user's own (global) ssh
+    command and the token; the repository's core.sshCommand does not run."""
+    root, markers = hostile
+    home = tmp_path / "home"
+    home.mkdir()
+    user_ssh = home / "user-ssh"
+    user_ssh.write_text(f'#!/bin/sh\necho "token=$GITHUB_TOKEN" > "{home}/ran"\nexit 1\n')
+    user_ssh.chmod(0o755)
+    (home / ".gitconfig").write_text(f"[core]\n\tsshCommand = {user_ssh}\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    git(root, "remote", "add", "origin", "ssh://git.example.invalid/acme/lib.git")
+    base = git(root, "rev-parse", "HEAD").strip()
+    commit_on_branch(root, base, {"calc.py": FIXED}, "greenpatch/fix", "Fix add")
+    with pytest.raises(AgentError, match="^git push of greenpatch/fix to origin failed"):
+        github.push_branch(root, "greenpatch/fix")
+    assert (home / "ran").read_text().strip() == f"token={TOKEN}"
     assert _ran(markers) == {}
