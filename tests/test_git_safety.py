@@ -8,9 +8,11 @@ repositories and assert that no marker exists afterwards and the work itself was
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from agent.repo import resolve_repo
 from agent.tickets import Ticket
 from runner.changes import patch_changes, working_changes
 from sandboxes.worktree import Worktree
+from tests.test_fix_cli import ROOT, prepare
 
 TOKEN = "ghp_hostile_test_token"
 SOURCE = "def add(a, b):\n    return a - b\n"
@@ -70,7 +73,13 @@ def hostile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path
     (root / "notes.txt").write_text("notes\n")
     git(root, "add", ".")
     git(root, "commit", "-q", "-m", "initial")
-    # Installed after the commit: the attack is on what greenpatch does, not on our set-up.
+    arm(root, markers)
+    return root, markers
+
+
+def arm(root: Path, markers: Path) -> None:
+    """Hooks and config that run commands; installed after the commits: the attack is on what
+    greenpatch does, not on our set-up."""
     for hook in ("post-checkout", "reference-transaction", "pre-push", "pre-commit"):
         os.symlink(_script(markers, hook), root / ".git" / "hooks" / hook)
     config = {
@@ -88,7 +97,6 @@ def hostile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path
     }
     for key, value in config.items():
         git(root, "config", key, value)
-    return root, markers
 
 
 def _ran(markers: Path) -> dict[str, str]:
@@ -205,4 +213,27 @@ def test_push_runs_the_users_ssh_command_with_the_token_never_the_repositorys(
     with pytest.raises(AgentError, match="^git push of greenpatch/fix to origin failed"):
         github.push_branch(root, "greenpatch/fix")
     assert (home / "ran").read_text().strip() == f"token={TOKEN}"
+    assert _ran(markers) == {}
+
+
+def test_agent_fix_on_a_hostile_repository_runs_none_of_its_git_config(tmp_path: Path) -> None:
+    """The whole run (baseline, workers' worktrees, confirmation, commit, diff) on an example
+    whose hooks, fsmonitor and filters would each leave a marker holding the token."""
+    repo = prepare("stockroom", tmp_path / "stockroom")
+    (repo / ".gitattributes").write_text("*.py filter=evil diff=evil\n*.toml filter=proc\n")
+    git(repo, "add", ".gitattributes")
+    git(repo, "commit", "-q", "-m", "attributes")
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    arm(repo, markers)
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "fix", str(ROOT / "examples/tickets/stockroom.md"),
+         "--repo", str(repo), "--drafter", "edits", "--sandbox", "process", "--budget", "240",
+         "--json", "-", "-q"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "GITHUB_TOKEN": TOKEN},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["status"] == "green"
+    assert "if quantity >= tier.min_quantity:" in report["diff"]
     assert _ran(markers) == {}
