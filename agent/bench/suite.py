@@ -13,6 +13,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandboxes import safegit
+
 _FRAME = re.compile(r"^([^\s:][^:]*\.py):(\d+): ", re.M)
 MEMORY_LIMIT = 2 << 30
 
@@ -98,7 +100,8 @@ def run_pytest(
             f"--timeout={test_timeout:g}",
             *(["-x"] if exitfirst else []), *(targets or []),
         ]
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
+        # A library's suite on the host: it gets no credential of ours (safegit.scrub).
+        env = {**safegit.scrub(os.environ), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
         env.pop("PYTHONPATH", None)
         proc = subprocess.Popen(
             cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
