@@ -8,8 +8,10 @@ of the machine could read it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -107,10 +109,29 @@ def serve(
         print(f"serving {model_id} on http://{shown}:{bound}/v1", file=sys.stderr, flush=True)
         # uvicorn turns SIGTERM and SIGINT into a graceful shutdown: no new connections,
         # requests in flight finish, then the engine drains its queue.
-        uvicorn.Server(config).run(sockets=[sock])
+        _server_class()(config).run(sockets=[sock])
         return 0
 
     run(verbose, body)
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            """uvicorn re-raises SIGTERM once it has shut down, so the process would die "by
+            the signal"; a server that stopped as asked exits 0 instead."""
+            signals = (signal.SIGINT, signal.SIGTERM)
+            previous = {s: signal.signal(s, self.handle_exit) for s in signals}
+            try:
+                yield
+            finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+
+    return Server
 
 
 def _family(host: str) -> socket.AddressFamily:

@@ -1,8 +1,8 @@
 """The HTTP side of `agent serve`: OpenAI-compatible routes over the batching engine (Starlette).
 
 Routes (all JSON; errors in OpenAI's shape `{"error": {"message", "type", "param", "code"}}`):
-- `GET /health`: the process is up (no auth). `GET /ready`: 200 once the model is loaded, else
-  503 (no auth).
+- `GET /health`: the process is up (no auth). `GET /ready`: 200 once the model is loaded, with
+  the number of /v1 requests in flight, else 503 (no auth).
 - `GET /v1/models`: the one served model (503 until it is loaded); its entry lists
   `capabilities` (`fim`, `completions`, `chat`, `score`) so a client need not probe, and the
   limits `max_tokens` (at most half the model's window) and `max_n` (above them: 400).
@@ -83,6 +83,7 @@ class State:
         self.engine: Engine | None = None
         self.load_error: str | None = None
         self.created = int(time.time())
+        self.inflight = 0  # /v1 requests being answered (routes run on one event loop)
 
 
 # -- request parsing ------------------------------------------------------------------------------
@@ -319,12 +320,14 @@ def create_app(load: Callable[[], Engine], model_id: str, api_key: str | None = 
         if state.engine is None:
             status = "failed" if state.load_error else "loading"
             return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
-        return JSONResponse({"status": "ready", "model": state.model_id})
+        return JSONResponse({"status": "ready", "model": state.model_id,
+                             "inflight": state.inflight})  # fmt: skip
 
     def guarded(handler: Callable) -> Callable:
         """Auth, then the handler; every ApiError becomes OpenAI's error shape."""
 
         async def route(request: Request) -> Response:
+            state.inflight += 1
             try:
                 if state.api_key is not None:
                     given = request.headers.get("authorization", "")
@@ -343,6 +346,8 @@ def create_app(load: Callable[[], Engine], model_id: str, api_key: str | None = 
                 log.error("%s %s failed: %s: %s", request.method, request.url.path,
                           type(exc).__name__, exc)  # fmt: skip
                 return ApiError(500, "internal error", kind="server_error").response()
+            finally:
+                state.inflight -= 1
 
         return route
 

@@ -145,7 +145,9 @@ class Engine:
 
     def _execute(self, jobs: list) -> None:
         infills: dict[Sampling, list[InfillJob]] = {}
-        for job in jobs:
+        # A request whose client went away (or a shutdown that ran out of time) cancelled its
+        # future: it is not decoded.
+        for job in [j for j in jobs if j.future.set_running_or_notify_cancel()]:
             if isinstance(job, ScoreJob):
                 self._resolve(job, lambda j=job: score_fills(
                     self.lm, j.prefix, j.suffix, j.fills, context=self.context))
