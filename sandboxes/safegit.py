@@ -32,7 +32,10 @@ SECRET_NAMES = frozenset({
     "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "ACTIONS_RUNTIME_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "SSH_AUTH_SOCK",
 })  # fmt: skip
-_SECRET_PATTERN = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|CREDENTIAL", re.I)
+# ...and any name with one of these words in it (NPM_TOKEN, DB_PASSWORD; not TOKENIZERS_...).
+_SECRET_PATTERN = re.compile(
+    r"(?:^|_)(?:TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|CREDENTIALS?)(?:_|$)", re.I
+)
 # What a push needs of them: the user's git credentials (a `gh auth git-credential` helper reads
 # GH_TOKEN/GITHUB_TOKEN) and ssh agent.
 PUSH_SECRETS = ("GITHUB_TOKEN", "GH_TOKEN", "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN",

@@ -26,6 +26,7 @@ from agent.errors import AgentError
 from agent.repo import resolve_repo
 from agent.tickets import Ticket
 from runner.changes import patch_changes, working_changes
+from sandboxes import safegit
 from sandboxes.worktree import Worktree
 from tests.test_fix_cli import ROOT, prepare
 
@@ -237,3 +238,31 @@ def test_agent_fix_on_a_hostile_repository_runs_none_of_its_git_config(tmp_path:
     assert report["status"] == "green"
     assert "if quantity >= tier.min_quantity:" in report["diff"]
     assert _ran(markers) == {}
+
+
+def test_a_filter_whose_name_holds_dots_and_an_equals_sign_is_off_too(tmp_path: Path) -> None:
+    """`-c filter.a=b.x.smudge=` would split at the first `=`: the overrides go by
+    GIT_CONFIG_KEY_n/VALUE_n, which take any name."""
+    root = tmp_path / "odd"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / "a.py").write_text("x = 1\n")
+    (root / ".gitattributes").write_text("*.py filter=a=b.x\n")
+    git(root, "add", ".")
+    git(root, "-c", "user.name=Dev", "-c", "user.email=d@e", "commit", "-q", "-m", "initial")
+    marker = tmp_path / "ran"
+    git(root, "config", "filter.a=b.x.smudge", f"sh -c 'touch {marker}; cat'")
+    with Worktree.create(root, tmp_path / "cache") as tree:
+        assert (tree.path / "a.py").read_text() == "x = 1\n"
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [("GITHUB_TOKEN", True), ("NPM_TOKEN", True), ("GREENPATCH_API_KEY", True),
+     ("AWS_SECRET_ACCESS_KEY", True), ("DB_PASSWORD", True), ("SSH_AUTH_SOCK", True),
+     ("TOKENIZERS_PARALLELISM", False), ("PATH", False), ("HOME", False)],
+)  # fmt: skip
+def test_what_counts_as_a_secret(name: str, secret: bool) -> None:
+    assert safegit.is_secret(name) is secret
+    assert (name in safegit.scrub({name: "x"})) is not secret
