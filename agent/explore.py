@@ -95,7 +95,8 @@ class _Line:
         drafted = -self.pending[0][0] if self.pending else None
         stage = self.next_stage(first)
         guess = None
-        if stage is not None and not (skip_samples and stage == "sample"):
+        # Planning costs nothing but a list of steps: an unplanned line is never held back.
+        if stage is not None and not (skip_samples and stage == "sample" and self.plan is None):
             guess = GUESS[stage]
         if guess is not None and (drafted is None or guess > drafted):
             return guess, True

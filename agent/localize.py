@@ -26,7 +26,10 @@ from model.checkpoint import LoadedModel
 from model.repair import line_suspicion
 
 TRACEBACK_WEIGHT = 0.3
-DISBELIEF_WEIGHT = 0.5
+DISBELIEF_WEIGHT = 0.1
+# The weight of `denoiser_disbelief` (pass it as `disbelief_weight`): see
+# `benchmarks/draft_rank.py`, which measures localization with and without it.
+DENOISER_WEIGHT = 0.5
 # Functions the denoiser reads per localization: the ones holding the most suspicious lines.
 DENOISED_FUNCTIONS = 24
 
@@ -113,6 +116,7 @@ def rank_lines(
     disbelief: Mapping[tuple[str, int], float] | None = None,
     never_edit: Sequence[str] = (),
     limit: int | None = None,
+    disbelief_weight: float = DISBELIEF_WEIGHT,
 ) -> list[SuspiciousLine]:
     """Lines executed by at least one failing test, outside `never_edit`, best first.
 
@@ -143,7 +147,7 @@ def rank_lines(
         base = ochiai(failed, passed_count.get((path, line), 0), len(failing))
         doubt = min(1.0, max(0.0, float(disbelief.get((path, line), 0.0))))
         trace = in_trace.get((path, line), 0.0)
-        score = base + TRACEBACK_WEIGHT * trace + DISBELIEF_WEIGHT * doubt
+        score = base + TRACEBACK_WEIGHT * trace + disbelief_weight * doubt
         ranked.append(SuspiciousLine(path, line, round(score, 12), base, trace > 0, doubt))
     ranked.sort(key=lambda s: (-s.score, s.path, s.line))
     return ranked[:limit] if limit is not None else ranked

@@ -7,8 +7,15 @@ and mode: the 1-based rank of the first draft equal to the reference fix (same A
 drafting seconds spent until then. In one budget a lower rank is found sooner: ranks show what
 the model adds, apart from test timing.
 
+With an embedded model that has a repair head, mode `model` ranks every substitution and edit
+of a line by it (`agent.draft`'s "repair" stage); `model+loc` also re-ranks the suspicious
+lines with the denoiser's disbelief (`agent.localize.denoiser_disbelief`, weight
+DENOISER_WEIGHT). For benchmark tasks it also prints where the buggy line is in the
+localization: spectrum + traceback alone, and with the denoiser (top-1 and rank).
+
     .venv/bin/python benchmarks/draft_rank.py [--sample 12] [--seed 0] [--split test]
-        [--limit 3000] [--modes model,edits,mutations] [--examples/--no-examples]
+        [--limit 3000] [--modes model,model+loc,edits,mutations] [--examples/--no-examples]
+        [--model DIR]
 """
 
 from __future__ import annotations
@@ -36,8 +43,10 @@ from agent.bench.splits import sample  # noqa: E402
 from agent.bench.tasks import build_task_repo, load_tasks  # noqa: E402
 from agent.config import MODEL_FREE, load_settings  # noqa: E402
 from agent.draft import Drafter  # noqa: E402
+from agent.explore import Explorer  # noqa: E402
 from agent.fix import target_python  # noqa: E402
 from agent.live import FixState  # noqa: E402
+from agent.localize import DENOISER_WEIGHT, denoiser_disbelief, rank_lines  # noqa: E402
 from agent.loop import FixLoop, Options  # noqa: E402
 from agent.reproduce import reproduce  # noqa: E402
 from agent.tickets import load_ticket, parse_ticket  # noqa: E402
@@ -53,6 +62,7 @@ class Case:
     repo: Path
     ticket: object
     fixed: dict[str, str]  # relpath -> the reference fix's text of each file it changes
+    lines: tuple[int, ...] = ()  # lines of the buggy file a fix may be localized at
 
 
 def example_case(name: str, work: Path) -> Case:
@@ -72,16 +82,63 @@ def example_case(name: str, work: Path) -> Case:
 def task_case(task, work: Path) -> Case:
     repo = build_task_repo(task, work / task.id)
     pristine = (pristine_repo(get_library(task.library)) / task.file).read_text()
-    return Case(task.id, task.kind, repo, parse_ticket(task.ticket, task.id), {task.file: pristine})
+    # A deleted statement is put back after the line before it (or before the line after).
+    lines = (
+        (task.start_line - 1, task.start_line)
+        if task.kind == "deleted_statement"
+        else (task.start_line,)
+    )
+    return Case(
+        task.id, task.kind, repo, parse_ticket(task.ticket, task.id), {task.file: pristine}, lines
+    )
 
 
-def rank(case: Case, drafter: Drafter, limit: int) -> dict:
+def with_denoiser(loop: FixLoop, lm) -> list:
+    """The loop's localization re-ranked with the denoiser's disbelief in each line."""
+    plain = loop.localize()
+    sources = loop._sources(plain)
+    doubt = denoiser_disbelief(lm, sources, [(s.path, s.line) for s in plain])
+    failing = list(loop.targets)
+    tracebacks = {t: f for t, f in loop._base_frames.items() if t in failing}
+    return rank_lines(
+        loop._coverage,
+        failing=failing,
+        passing=loop.passing | (set(loop.targets) - set(failing)),
+        tracebacks=tracebacks,
+        disbelief=doubt,
+        never_edit=loop.settings.never_edit,
+        disbelief_weight=DENOISER_WEIGHT,
+    )
+
+
+def line_rank(case: Case, localization: list) -> int | None:
+    """1-based rank of the first suspicious line where the fix belongs."""
+    path = next(iter(case.fixed))
+    return next(
+        (i + 1 for i, s in enumerate(localization) if s.path == path and s.line in case.lines), None
+    )
+
+
+def rank(case: Case, drafter: Drafter, limit: int, denoise: bool = False) -> dict:
     settings = load_settings(case.repo)
     python = target_python(settings, case.repo)
     repro = reproduce(case.repo, python, settings, case.ticket, None)
     loop = FixLoop(case.repo, python, settings, repro, drafter, Options(budget=1e9),
                    FixState(ticket=case.name))  # fmt: skip
     localization, explorer = loop.first_round()
+    where = {"line_rank": line_rank(case, localization)} if case.lines else {}
+    if denoise:
+        began = time.monotonic()
+        localization = loop._localization = with_denoiser(loop, drafter.lm)
+        explorer = Explorer(
+            [s.score for s in localization],
+            loop._plan,
+            lambda: True,
+            [(s.path, s.line) for s in localization],
+        )
+        drafter.busy += time.monotonic() - began
+        if case.lines:
+            where["line_rank_denoiser"] = line_rank(case, localization)
     explorer.sample_now = lambda: True  # no testers to keep fed here
     fix_lines = [s for s in localization if s.path in case.fixed]
     count = 0
@@ -92,13 +149,13 @@ def rank(case: Case, drafter: Drafter, limit: int) -> dict:
             if want is not None and len(case.fixed) == 1 and same_code(draft.source, want):
                 return {"rank": count, "seconds": round(drafter.busy, 2),
                         "site": draft.site.kind, "origin": draft.origin,
-                        "localized_lines": len(localization)}  # fmt: skip
+                        "localized_lines": len(localization), **where}  # fmt: skip
             if count >= limit:
                 return {"rank": None, "seconds": round(drafter.busy, 2),
-                        "why": f"not in the first {limit}"}  # fmt: skip
+                        "why": f"not in the first {limit}", **where}  # fmt: skip
     return {"rank": None, "seconds": round(drafter.busy, 2), "why": "never drafted",
             "drafted": count, "localized_lines": len(localization),
-            "fix_file_lines": len(fix_lines)}  # fmt: skip
+            "fix_file_lines": len(fix_lines), **where}  # fmt: skip
 
 
 def main() -> None:
@@ -107,12 +164,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=3000)
-    parser.add_argument("--modes", default="model,edits,mutations")
+    parser.add_argument("--modes", default="model,model+loc,edits,mutations")
     parser.add_argument("--examples", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--model", type=Path, help="model directory (default: the embedded one)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    lm = load_model(None)
+    lm = load_model(args.model)
     tasks = [t for t in load_tasks() if t.split == args.split]
     chosen = sample([t.id for t in tasks], args.sample, args.seed) if args.sample else []
     by_id = {t.id: t for t in tasks}
@@ -125,10 +183,11 @@ def main() -> None:
         for case in cases:
             row = {"task": case.name, "kind": case.kind}
             for mode in modes:
-                drafter = Drafter(None if mode in MODEL_FREE else lm, [], mode=mode)
+                base = mode.removesuffix("+loc")
+                drafter = Drafter(None if base in MODEL_FREE else lm, [], mode=base)
                 started = time.monotonic()
                 try:
-                    row[mode] = rank(case, drafter, args.limit)
+                    row[mode] = rank(case, drafter, args.limit, mode.endswith("+loc"))
                 except Exception as exc:  # noqa: BLE001 - one broken task must not end the run
                     row[mode] = {"rank": None, "why": f"{type(exc).__name__}: {exc}"[:200]}
                 row[mode]["wall"] = round(time.monotonic() - started, 1)
@@ -141,15 +200,41 @@ def main() -> None:
     print()
     for mode in modes:
         found = [r[mode]["rank"] for r in rows if r[mode].get("rank")]
-        print(f"{mode:10s} found {len(found)}/{len(rows)}; median rank "
-              f"{statistics.median(found) if found else '-'}")
+        print(
+            f"{mode:10s} found {len(found)}/{len(rows)}; median rank "
+            f"{statistics.median(found) if found else '-'}"
+        )
+    for mode in modes:  # per kind: unfound counts as past the limit
+        kinds = sorted({r["kind"] for r in rows})
+        cells = []
+        for kind in kinds:
+            ranks = [r[mode].get("rank") or args.limit + 1 for r in rows if r["kind"] == kind]
+            cells.append(f"{kind} {statistics.median(ranks):g}")
+        print(f"{mode:10s} median rank by kind (unfound = {args.limit + 1}): {', '.join(cells)}")
+    for key, label in (
+        ("line_rank", "spectrum + traceback"),
+        ("line_rank_denoiser", "with the denoiser"),
+    ):
+        ranks = [
+            next((r[m][key] for m in modes if key in r[m]), None)
+            for r in rows
+            if any(key in r[m] for m in modes)
+        ]
+        if ranks:
+            top1 = sum(1 for x in ranks if x == 1)
+            print(
+                f"buggy line, {label}: top-1 {top1}/{len(ranks)}, median rank "
+                f"{statistics.median([x or 10**6 for x in ranks]):g} (not localized: 10^6)"
+            )
     for other in modes[1:]:
         both = [r for r in rows if r[modes[0]].get("rank") and r[other].get("rank")]
         better = sum(1 for r in both if r[modes[0]]["rank"] < r[other]["rank"])
         worse = sum(1 for r in both if r[modes[0]]["rank"] > r[other]["rank"])
         ratios = [r[other]["rank"] / r[modes[0]]["rank"] for r in both]
-        print(f"{modes[0]} vs {other} where both find it ({len(both)}): earlier {better}, later "
-              f"{worse}, median rank ratio {statistics.median(ratios) if ratios else '-'}")
+        print(
+            f"{modes[0]} vs {other} where both find it ({len(both)}): earlier {better}, later "
+            f"{worse}, median rank ratio {statistics.median(ratios) if ratios else '-'}"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

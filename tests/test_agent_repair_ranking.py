@@ -1,0 +1,147 @@
+"""The denoiser in the agent: line suspicion from the repair head, candidates ranked against
+the buggy original, the drafter's "repair" stage and the explorer's values for it. The network's
+repair logits are stubbed to flag one token, so the plumbing is tested apart from training."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from agent.canvases import sites_for
+from agent.draft import Drafter, line_candidates
+from agent.explore import Explorer, Step
+from agent.localize import SuspiciousLine, denoiser_disbelief, rank_lines
+from model.checkpoint import wrap
+from model.network import DiffusionLM, ModelConfig
+from model.repair import line_suspicion, rank_candidates
+from tests.model_support import stdlib_tokenizer
+
+SOURCE = """\
+def price(total, count):
+    if count == 0:
+        return 0
+    share = total - count
+    return share
+
+
+def other(x):
+    return x
+"""
+
+
+def flagging_model(word: str):
+    """A tiny model whose repair head says "corrupted" on exactly the tokens of `word` (and
+    nowhere "a statement is missing")."""
+    tok = stdlib_tokenizer()
+    net = DiffusionLM(ModelConfig.tiny(vocab_size=tok.vocab_size, mask_id=tok.mask_id,
+                                       repair_head=True)).eval()
+    bad = set(tok.encode(word))
+
+    def repair_logits(ids, attention_mask=None):
+        flags = torch.isin(ids, torch.tensor(sorted(bad)))
+        logits = torch.full((*ids.shape, 2), -6.0)
+        logits[..., 0] = torch.where(flags, 6.0, -6.0)
+        return torch.zeros(*ids.shape, tok.vocab_size), logits
+
+    net.repair_logits = repair_logits
+    return wrap(net, tok)
+
+
+def test_line_suspicion_points_at_the_flagged_line() -> None:
+    lm = flagging_model(" -")
+    lines = line_suspicion(lm, SOURCE)
+    assert {s.line for s in lines} >= {1, 2, 3, 4, 5, 8, 9}
+    top = max(lines, key=lambda s: s.score)
+    assert top.line == 4 and top.corrupted > 0.99
+    assert all(s.score < 0.01 for s in lines if s.line != 4)
+    # A part of the text: line numbers stay the file's.
+    start = SOURCE.index("def other")
+    assert {s.line for s in line_suspicion(lm, SOURCE, start)} == {8, 9}
+
+
+def test_a_long_function_is_read_in_overlapping_windows() -> None:
+    lm = flagging_model(" -")
+    body = "".join(f"    v{i} = {i}\n" for i in range(200)) + "    w = a - b\n"
+    text = "def f(a, b):\n" + body
+    assert len(lm.tokenizer.encode(text)) > 2 * lm.config.max_seq_len
+    lines = line_suspicion(lm, text)
+    assert max(lines, key=lambda s: s.score).line == 202 and len(lines) == 202
+
+
+def test_candidates_are_scored_against_the_original() -> None:
+    lm = flagging_model(" -")
+    at = SOURCE.index("-")
+    edits = [(at, at + 1, "+"), (at, at + 1, "-"), (at, at + 1, "*"), (at, at + 1, "- 1 -")]
+    scores = rank_candidates(lm, SOURCE, edits)
+    assert scores[1] == 0.0  # the original itself: no better
+    assert scores[0] > 5 and math.isclose(scores[0], scores[2], rel_tol=1e-5)
+    assert scores[3] < 0  # a second flagged token: worse than the original
+    assert rank_candidates(lm, SOURCE, edits[:1]) == scores[:1]  # batching changes nothing
+
+
+def test_denoiser_disbelief_reads_each_function_once() -> None:
+    lm = flagging_model(" -")
+    calls = []
+    real = lm.net.repair_logits
+
+    def counting(ids, attention_mask=None):
+        calls.append(ids.shape)
+        return real(ids, attention_mask)
+
+    lm.net.repair_logits = counting
+    doubt = denoiser_disbelief(lm, {"m.py": SOURCE}, [("m.py", 2), ("m.py", 4), ("m.py", 9)])
+    assert len(calls) == 2  # price() and other()
+    assert doubt[("m.py", 4)] > 0.99 and doubt[("m.py", 2)] < 0.01 and ("m.py", 9) in doubt
+    assert denoiser_disbelief(lm, {"m.py": SOURCE}, [("m.py", 2), ("m.py", 9)],
+                              max_functions=1).keys() == {("m.py", n) for n in range(1, 6)}
+    # Spectrum ties broken by the denoiser, with the weight given.
+    cov = {"t::f": {"m.py": {2, 4}}}
+    ranked = rank_lines(cov, ["t::f"], [], disbelief=doubt, disbelief_weight=0.5)
+    assert [s.line for s in ranked] == [4, 2] and math.isclose(
+        ranked[0].score - ranked[1].score, 0.5 * (doubt[("m.py", 4)] - doubt[("m.py", 2)]))
+
+
+def test_the_repair_stage_ranks_substitutions_and_edits_by_the_model() -> None:
+    lm = flagging_model(" -")
+    drafter = Drafter(lm, [], mode="model")
+    assert drafter.stages == ("repair", "sample")
+    assert Drafter(None, [], mode="model").stages == ("substitution", "edit")
+    sources = {"m.py": SOURCE}
+    sites = sites_for(sources, [SuspiciousLine("m.py", 4, 1.0, 1.0, False, 0.0)],
+                      count_tokens=drafter.count_tokens)
+    drafts = drafter.stage(sources, sites, "repair")
+    assert drafts and all(d.origin == "repair" for d in drafts)
+    scores = [d.score for d in drafts]
+    assert scores == sorted(scores, reverse=True)
+    # Removing the flagged token is what the model likes; it comes before any edit keeping it.
+    assert "-" not in drafts[0].source.splitlines()[3]
+    keeps = [i for i, d in enumerate(drafts) if "-" in d.source.splitlines()[3]]
+    assert keeps and min(keeps) > 0 and all(drafts[i].score <= 0.0 for i in keeps)
+    # The same candidates as the model-free stages, in another order.
+    plain = Drafter(None, [], mode="edits")
+    fixed = plain.stage(sources, sites, "substitution") + plain.stage(sources, sites, "edit")
+    assert sorted(d.source for d in drafts) == sorted(d.source for d in fixed)
+
+
+def test_line_candidates_are_the_fixed_order_and_include_the_fix() -> None:
+    buggy = SOURCE.replace("total - count", "total + count")
+    edits = line_candidates(buggy, 4)
+    texts = [buggy[:a] + fill + buggy[z:] for a, z, fill in edits]
+    assert SOURCE in texts and len(set(texts)) == len(texts)
+
+
+class Item:
+    def __init__(self, id: str, score: float) -> None:
+        self.id, self.site, self.score = id, id, score
+
+
+def test_the_explorer_values_repair_drafts_by_the_models_softmax() -> None:
+    drafts = [Item("a", 0.0), Item("b", 2.0), Item("c", 1.0)]
+    explorer = Explorer([1.0], lambda i: [Step("repair", lambda: list(drafts))])
+    assert [d.id for d in explorer.take(3)] == ["b", "c", "a"]
+    # A second line whose first draft is worth more than the first line's second.
+    lines = {0: [Item("a1", 5.0), Item("a2", 0.0)], 1: [Item("b1", 0.0)]}
+    explorer = Explorer([1.0, 0.5],
+                        lambda i: [Step("repair", lambda: list(lines[i]))])  # fmt: skip
+    assert [d.id for d in explorer.take(3)] == ["a1", "b1", "a2"]
