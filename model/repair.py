@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from model.checkpoint import LoadedModel
 from model.tokenizer import CodeTokenizer
 
-# Tokens around a candidate's site: its statement and a line or two either side. A line has
-# a few hundred candidates and the cost is linear in this (128 tokens measured 162 ms per
-# candidate on the shared 2-core machine, 1 thread): the far context changes little between
-# candidates of one site.
-SCORE_WINDOW = 48
+# Tokens around a candidate's site: its statement and about a line either side. A line has a
+# few hundred candidates and the cost is linear in this (128 tokens measured 162 ms per
+# candidate on the shared 2-core machine at load ~15, 1 thread): the far context changes
+# little between candidates of one site.
+SCORE_WINDOW = 32
 # Rows per forward pass when scoring candidates.
 SCORE_BATCH = 64
 
