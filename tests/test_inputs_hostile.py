@@ -64,10 +64,12 @@ def test_a_ticket_naming_a_test_outside_the_repository_is_refused(named: str) ->
 def test_tests_lines_in_prose_and_node_ids_still_read() -> None:
     ticket = parse_ticket(
         "# Bug\n\nTests: see https://ci.example.com/run/1/log for the output\n"
-        "tests: `tests/test_cart.py::test_total[2-3]`, tests/test_cart.py::test_empty\n",
+        "tests: `tests/test_cart.py::test_total[2+3]`, tests/test_cart.py::Cart::test_empty\n",
         "t",
     )
-    assert ticket.tests == ["tests/test_cart.py::test_total[2-3]", "tests/test_cart.py::test_empty"]
+    assert ticket.tests == [
+        "tests/test_cart.py::test_total[2+3]", "tests/test_cart.py::Cart::test_empty"
+    ]
 
 
 def test_agent_fix_refuses_a_ticket_naming_etc_passwd(run_agent, tmp_path: Path) -> None:
