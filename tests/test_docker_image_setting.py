@@ -1,0 +1,36 @@
+"""The `docker_image` setting is the image the docker workers run in (it was accepted and never
+used: every container ran the default image)."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_settings, sandbox_options
+from runner.pool import Pool
+from tests.conftest import make_repo
+from tests.test_sandbox_helpers import use_backend
+
+
+@pytest.mark.docker
+def test_the_docker_image_setting_reaches_the_workers(tmp_path: Path) -> None:
+    engine = use_backend("docker")  # skip (or fail under CI) without an engine
+    image = f"greenpatch-worker-test:{uuid.uuid4().hex[:8]}"
+    repo = make_repo(tmp_path / "repo", {
+        "pyproject.toml": f'[tool.greenpatch]\ndocker_image = "{image}"\n',
+        "tests/test_a.py": "def test_a():\n    assert True\n",
+    })  # fmt: skip
+    settings = load_settings(repo, sandbox="docker")
+    assert settings.docker_image == image
+    try:
+        with Pool(repo, sys.executable, "docker", workers=1,
+                  backend_options=sandbox_options(settings)) as pool:  # fmt: skip
+            assert pool.backend.image == image
+            ran = [c.image.tags for c in engine.client.containers.list(
+                filters={"ancestor": image})]  # fmt: skip
+            assert ran and all(image in tags for tags in ran)
+    finally:
+        engine.client.images.remove(image, force=True)
