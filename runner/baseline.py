@@ -35,6 +35,9 @@ from sandboxes import Limits, safegit
 FLAKY_RERUNS = 2
 SCHEMA = 3
 MAX_SOURCE_BYTES = 4 * 1024 * 1024
+# Baseline jobs per worker: enough that a worker done early takes another, few enough that
+# each fork and coverage start-up is spread over many tests.
+JOBS_PER_WORKER = 4
 
 # progress(stage, done, total): stage is "collect", "run", "rerun" or "store".
 Progress = Callable[[str, int, int], None]
@@ -395,7 +398,7 @@ class BaselineBuild:
 
     def _collect(self) -> None:
         self.report("collect", 0, 1)
-        tests, errors = self.pool.collect(self.options.pytest_args)
+        tests, errors = self.pool.collect()
         named = [n for n in self.first_names if not any(matches_name(n, t) for t in tests)]
         if named:
             # A node id pytest runs when named, though whole-suite collection skips it (a file
@@ -440,7 +443,13 @@ class BaselineBuild:
         """Run `tests` with coverage, re-run the failures; results join the baseline."""
         if not tests:
             return
-        results, lines = self._jobs(tests, name, coverage=True)
+        results, lines = self._jobs(self._entries(tests), len(tests), name, coverage=True)
+        missing = [t for t in tests if t not in results]
+        if missing:
+            # A crash mid-file ends that file's entry: its remaining tests run by their ids.
+            more, more_lines = self._jobs(missing, len(missing), f"{name}-rest", coverage=True)
+            results.update(more)
+            lines.update(more_lines)
         failing = [t for t, r in results.items() if r.failed]
         flaky: set[str] = set()
         for attempt in range(FLAKY_RERUNS):
@@ -448,42 +457,74 @@ class BaselineBuild:
             if not todo:
                 break
             self.report("rerun", attempt, FLAKY_RERUNS)
-            again, _ = self._jobs(todo, f"{name}-rerun{attempt}", coverage=False)
+            again, _ = self._jobs(todo, len(todo), f"{name}-rerun{attempt}", coverage=False)
             flaky |= {t for t, r in again.items() if r.outcome == "passed"}
         with self._lock:
             for test in tests:
                 result = results.get(test)
-                if result is None:
-                    continue
+                if result is None:  # pytest never reported it, even when named: an error
+                    result = TestResult("", test, "error", 0.0, "not run: pytest did not report it")
                 record = TestRecord(test, result.outcome, result.seconds, result.message,
                                     result.frames, test in flaky)  # fmt: skip
                 self.baseline.add(record, lines.get(test, {}))
 
+    def _entries(self, tests: list[str]) -> list[str]:
+        """`tests` with every file whose collected tests are all among them given as the file:
+        pytest resolves thousands of node ids one by one, a file at once."""
+        by_file: dict[str, list[str]] = {}
+        for test in self.baseline.collected:
+            by_file.setdefault(test.split("::", 1)[0], []).append(test)
+        wanted = set(tests)
+        entries: list[str] = []
+        whole: set[str] = set()
+        for test in tests:
+            path = test.split("::", 1)[0]
+            if path in whole:
+                continue
+            if "::" in test and all(t in wanted for t in by_file.get(path, ())):
+                whole.add(path)
+                entries.append(path)
+            else:
+                entries.append(test)
+        return entries
+
     def _jobs(
-        self, tests: list[str], name: str, coverage: bool
+        self, entries: list[str], expected: int, name: str, coverage: bool
     ) -> tuple[dict[str, TestResult], dict[str, dict[str, tuple[int, ...]]]]:
+        """Run `entries` (test ids and whole files) as several jobs, so that workers that finish
+        early take more; the results and lines per test id."""
         results: dict[str, TestResult] = {}
         lines: dict[str, dict[str, tuple[int, ...]]] = {}
-        job = Job(f"baseline-{name}", {}, tests, fail_fast=False, coverage=coverage)
-        self.pool.submit(job)
+        parts = max(1, min(len(entries), JOBS_PER_WORKER * self.options.workers))
+        size = -(-len(entries) // parts)
+        jobs = {
+            f"baseline-{name}-{n}": entries[start : start + size]
+            for n, start in enumerate(range(0, len(entries), size))
+        }
+        for job_id, part in jobs.items():
+            self.pool.submit(Job(job_id, {}, part, fail_fast=False, coverage=coverage))
         stage = "rerun" if "rerun" in name else "run"
+        open_jobs = set(jobs)
         for event in self.pool.events(timeout=None):
-            if isinstance(event, TestResult) and event.job_id == job.id:
+            if isinstance(event, TestResult) and event.job_id in jobs:
                 results[event.test_id] = event
-                self.report(stage, len(results), len(tests))
-            elif isinstance(event, TestCoverage) and event.job_id == job.id:
+                self.report(stage, len(results), expected)
+            elif isinstance(event, TestCoverage) and event.job_id in jobs:
                 lines[event.test_id] = event.lines
-            elif isinstance(event, JobDone) and event.job_id == job.id:
+            elif isinstance(event, JobDone) and event.job_id in jobs:
                 if event.reason == "tool error":
                     raise RunnerError(
                         f"cannot measure coverage with {self.pool.env.python}: {event.tool_error}"
                     )
-                break
+                open_jobs.discard(event.job_id)
+                if not open_jobs:
+                    break
             if self.deadline is not None and time.monotonic() > self.deadline:
-                self.pool.cancel(job.id)
+                for job_id in open_jobs:
+                    self.pool.cancel(job_id)
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise RunnerError(
-                f"the baseline ran out of time after {len(results)} of {len(tests)} tests"
+                f"the baseline ran out of time after {len(results)} of {expected} tests"
             )
         return results, lines
 

@@ -96,6 +96,7 @@ class _Slot:
     error: str = ""
     parsed_once: bool = False  # the worker parsed pytest's configuration once for all jobs
     collecting: dict | None = None  # a collection in progress: its id, event and findings
+    suite: tuple[list[str], list[dict]] | None = None  # what its start-up collection found
 
 
 class Pool:
@@ -417,6 +418,11 @@ class Pool:
                 continue
             if not isinstance(record, dict):
                 continue
+            if record.get("event") == "ready":
+                # The bytecode the worker's start-up wrote is every job's to reuse; reset()
+                # keeps it only while untouched.
+                with contextlib.suppress(SandboxError, OSError):
+                    slot.tree.keep_untracked()
             if record.get("event") == "done":
                 # Whatever the job's tests left in the worktree goes before the next job starts
                 # (the worker restores only the job's own files), so every job, and every result
@@ -436,6 +442,8 @@ class Pool:
         event = record.get("event")
         if event == "ready":
             slot.parsed_once = bool(record.get("parsed_once"))
+            if isinstance(record.get("tests"), list):
+                slot.suite = self._collected(record["tests"], record.get("collect_errors"))
             slot.ready.set()
             self._dispatch()
             return
@@ -501,6 +509,11 @@ class Pool:
     def collect(self, args: Iterable[str] = ()) -> tuple[list[str], list[dict]]:
         """Test ids pytest collects for `args` (default: the configured suite) in a worker's
         sandbox, and the collection errors ({"id", "message"}); RunnerError if it cannot."""
+        args = list(args)
+        with self._lock:
+            started = next((s.suite for s in self._slots if s.suite is not None), None)
+        if not args and started is not None:
+            return list(started[0]), list(started[1])
         event = threading.Event()
         with self._lock:
             slot = next((s for s in self._slots if s.alive and s.chunk is None), None)
@@ -508,7 +521,7 @@ class Pool:
                 raise RunnerError("no idle test worker to collect with")
             job_id = f"collect#{next(self._chunk_ids)}"
             slot.collecting = {"id": job_id, "event": event, "tests": None, "errors": []}
-            self._send(slot, {"job": job_id, "collect": list(args), "tests": [], "files": {},
+            self._send(slot, {"job": job_id, "collect": args, "tests": [], "files": {},
                               "job_timeout": COLLECT_TIMEOUT})  # fmt: skip
         finished = event.wait(COLLECT_TIMEOUT + 30)
         with self._lock:
@@ -521,15 +534,19 @@ class Pool:
             raise RunnerError(f"pytest cannot collect in {self.repo_root}: {why}")
         return found["tests"], found["errors"]
 
+    @staticmethod
+    def _collected(tests: object, errors: object) -> tuple[list[str], list[dict]]:
+        return [str(t) for t in tests or ()], [
+            {"id": str(e.get("id", "")), "message": str(e.get("message", ""))[:MESSAGE_CHARS]}
+            for e in errors or ()
+            if isinstance(e, dict)
+        ]
+
     def _collect_event(self, slot: _Slot, record: dict) -> None:
         found = slot.collecting
         if record.get("event") == "collected":
-            found["tests"] = [str(t) for t in record.get("tests") or ()]
-            found["errors"] = [
-                {"id": str(e.get("id", "")), "message": str(e.get("message", ""))[:MESSAGE_CHARS]}
-                for e in record.get("errors") or ()
-                if isinstance(e, dict)
-            ]
+            found["tests"], found["errors"] = self._collected(record.get("tests"),
+                                                              record.get("errors"))  # fmt: skip
         elif record.get("event") == "result":  # the child died before collection finished
             found["why"] = str(record.get("message") or "")[-MESSAGE_CHARS:]
         elif record.get("event") == "done":

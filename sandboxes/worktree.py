@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -70,6 +71,17 @@ def _spawn(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subproce
         raise SandboxError("git is not installed (apt-get install git)") from None
 
 
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, ctime) of a regular file, never following a symlink; None otherwise."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return (st.st_ino, st.st_size, st.st_ctime_ns)
+
+
 def _output(proc: subprocess.Popen[bytes], cwd: Path, what: str) -> str:
     out, err = proc.communicate()
     if proc.returncode != 0:
@@ -117,6 +129,8 @@ class Worktree:
         self._dot_git = ""
         # Computed once: reset() runs git for every job and must stay cheap.
         self._env = safegit.environment(repo_root)
+        # Untracked files that survive a reset while untouched (see keep_untracked).
+        self._kept: dict[str, tuple[int, int, int]] = {}
 
     @classmethod
     def create(cls, repo_root: Path, base_dir: Path | None = None) -> Worktree:
@@ -196,6 +210,24 @@ class Worktree:
             entries.append((code, rel))
         return entries
 
+    def keep_untracked(self) -> int:
+        """Let the untracked files present now (a warm worker's bytecode caches) survive later
+        resets for as long as each is untouched; how many.
+
+        Touched is judged by inode, size and ctime: a sandbox can reset a file's mtime, never
+        its ctime, so a rewritten, replaced or renamed file is removed like any other.
+        """
+        listed = _output(
+            _spawn(self.path, *self._git_args("ls-files", "-o", "-z"), env=self._env),
+            self.path, "ls-files",
+        )  # fmt: skip
+        self._kept = {}
+        for rel in filter(None, listed.split("\0")):
+            stamp = _stamp(self.path / rel)
+            if stamp is not None:
+                self._kept[rel] = stamp
+        return len(self._kept)
+
     def reset(self) -> int:
         """Back to HEAD, touching only what changed; the number of paths restored or removed."""
         dot_git = self.path / ".git"
@@ -208,9 +240,14 @@ class Worktree:
         # index (stat, then content when racy), and everything untracked or ignored.
         env = self._env
         modified = _spawn(self.path, *self._git_args("diff-files", "--name-only", "-z"), env=env)
-        others = _spawn(self.path, *self._git_args("ls-files", "-o", "-z", "--directory"), env=env)
+        # With kept files, untracked paths are listed file by file to tell them apart.
+        listing = ["ls-files", "-o", "-z", *(() if self._kept else ("--directory",))]
+        others = _spawn(self.path, *self._git_args(*listing), env=env)
         restore = [p for p in _output(modified, self.path, "diff-files").split("\0") if p]
-        remove = [p for p in _output(others, self.path, "ls-files").split("\0") if p]
+        remove = [
+            p for p in _output(others, self.path, "ls-files").split("\0")
+            if p and not (p in self._kept and _stamp(self.path / p) == self._kept[p])
+        ]  # fmt: skip
         for rel in remove:
             _remove_path(self.path / rel.rstrip("/"))
             self._prune_empty_parents(Path(rel.rstrip("/")))

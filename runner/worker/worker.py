@@ -37,6 +37,28 @@ if os.environ.get("GP_OVERLAY"):
     sys.path.append(os.environ["GP_OVERLAY"])
 ROOT = os.path.realpath(sys.argv[1])
 PYTEST_ARGS = sys.argv[2:]
+# pytest options whose value is the next argument (a value is never a test path).
+VALUE_OPTIONS = {"-k", "-m", "-p", "-c", "-o", "-W", "--rootdir", "--deselect", "--ignore",
+                 "--ignore-glob", "--confcutdir", "--basetemp", "--import-mode", "--tb",
+                 "--override-ini", "--maxfail", "--durations", "--junitxml", "-r"}  # fmt: skip
+
+
+def options_only(args: list[str]) -> list[str]:
+    """`args` without the test paths in it: a job names its own tests, and paths given too
+    would run their whole trees again beside them."""
+    kept = []
+    for index, arg in enumerate(args):
+        after_option = index > 0 and args[index - 1] in VALUE_OPTIONS
+        path = arg.split("::", 1)[0]
+        if not (arg.startswith("-") or after_option) and os.path.exists(os.path.join(ROOT, path)):
+            continue
+        kept.append(arg)
+    return kept
+
+
+JOB_ARGS = options_only(PYTEST_ARGS)
+
+
 # GP_COLD=1: every job runs in a fresh `python -m pytest` process, nothing pre-imported or
 # parsed once: the baseline that warm workers are measured against (same protocol, same limits).
 COLD = os.environ.get("GP_COLD") == "1"
@@ -116,8 +138,10 @@ def is_project_module(name: str, module, tops: set[str]) -> bool:
 # --- start-up ----------------------------------------------------------------------------------
 
 
-def collect_module_names() -> list[str]:
-    """Which modules a collection of the suite imports; run in a child so the parent stays clean.
+def collect_suite() -> dict:
+    """A collection of the suite, run in a child so the parent stays clean: which modules it
+    imports ("modules"), and the test ids and collection errors pytest found ("tests", "errors";
+    tests is None when collection did not finish).
 
     The child also leaves bytecode caches behind (project modules, rewritten test modules), so
     jobs import from .pyc instead of compiling.
@@ -131,11 +155,15 @@ def collect_module_names() -> list[str]:
         os.dup2(devnull, 2)
         code = 1
         try:
+            import gp_plugin
             import pytest
 
-            pytest.main([*BASE_ARGS, "--collect-only", *PYTEST_ARGS])
+            found = {"tests": None, "errors": []}
+            grab = gp_plugin.Collector(lambda line: found.update(json.loads(line)))
+            pytest.main([*BASE_ARGS, "--collect-only", *PYTEST_ARGS], plugins=[grab])
             names = [n for n, m in list(sys.modules.items()) if m is not None]
-            os.write(write_fd, json.dumps(names).encode())
+            found = {"modules": names, "tests": found["tests"], "errors": found["errors"]}
+            os.write(write_fd, json.dumps(found).encode())
             code = 0
         finally:
             os._exit(code)
@@ -146,9 +174,9 @@ def collect_module_names() -> list[str]:
     os.close(read_fd)
     os.waitpid(pid, 0)
     try:
-        return json.loads(b"".join(chunks) or b"[]")
+        return json.loads(b"".join(chunks))
     except ValueError:
-        return []
+        return {"modules": [], "tests": None, "errors": []}
 
 
 def cache_entry_points() -> None:
@@ -182,16 +210,18 @@ def cache_entry_points() -> None:
     pluggy.PluginManager.load_setuptools_entrypoints = load_setuptools_entrypoints
 
 
-def preload() -> int:
+def preload() -> tuple[int, dict]:
+    """Import what every job needs; (modules imported, the start-up collection)."""
     if COLD:
-        return 0
+        return 0, {"tests": None, "errors": []}
     import gp_plugin  # noqa: F401
     import pytest  # noqa: F401 - the point is to have it imported before any fork
 
     cache_entry_points()
     tops = project_top_names()
     loaded = 0
-    for name in collect_module_names():
+    suite = collect_suite()
+    for name in suite["modules"]:
         if name in sys.modules or name.split(".")[0] in tops or name.startswith("__main__"):
             continue
         if name.startswith(("conftest", "test_")) or "." not in name and name.endswith("_test"):
@@ -216,7 +246,7 @@ def preload() -> int:
     # spares every child pytest's gc.collect() calls over them (and copy-on-write of their pages).
     gc.collect()
     gc.freeze()
-    return loaded
+    return loaded, suite
 
 
 class WarmConfig:
@@ -238,7 +268,6 @@ class WarmConfig:
         self.config = None
         self.why = ""  # why jobs cannot use a configuration parsed once
         self.read: set[str] = set()
-        self.positional: list[str] = []
         self.maxfail = 0
         self.deselect: list[str] = []
         self._ini_dirs: dict[str, bool] = {}
@@ -282,7 +311,6 @@ class WarmConfig:
         self.read = {
             os.path.realpath(m.__file__) for m in loaded.values() if under_root(m.__file__)
         }
-        self.positional = list(config.option.file_or_dir or [])
         self.maxfail = config.option.maxfail
         self.deselect = list(config.option.deselect or [])
         self.config = config
@@ -311,7 +339,7 @@ class WarmConfig:
         from _pytest.config import Config
 
         config = self.config
-        config.args = [*self.positional, *tests]
+        config.args = list(tests)
         config.args_source = Config.ArgsSource.ARGS
         config.option.file_or_dir = list(config.args)
         config.option.maxfail = 1 if fail_fast else self.maxfail
@@ -432,7 +460,7 @@ def cold_exec(job: dict, tests: list[str], done: set[str], write_fd: int) -> Non
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
     deselect = [a for d in done if d not in tests for a in ("--deselect", d)]
     fail_fast = ["-x"] if job.get("fail_fast") else []
-    args = [*BASE_ARGS, "-p", "gp_plugin", *PYTEST_ARGS, *fail_fast, *deselect, *tests]
+    args = [*BASE_ARGS, "-p", "gp_plugin", *JOB_ARGS, *fail_fast, *deselect, *tests]
     os.execve(sys.executable, [sys.executable, "-m", "pytest", *args], env)
 
 
@@ -457,7 +485,8 @@ def run_child(job: dict, tests: list[str], done: set[str], files: Files, write_f
         import pytest
 
         if job.get("collect") is not None:
-            args = [*BASE_ARGS, *PYTEST_ARGS, "--collect-only", *job["collect"]]
+            named = job["collect"]
+            args = [*BASE_ARGS, *(JOB_ARGS if named else PYTEST_ARGS), "--collect-only", *named]
             code = int(pytest.main(args, plugins=[gp_plugin.Collector(out.write)]))
             out.write(json.dumps({"event": "exit", "code": code}) + "\n")
             out.flush()
@@ -484,7 +513,7 @@ def run_child(job: dict, tests: list[str], done: set[str], files: Files, write_f
         else:
             args = [
                 *BASE_ARGS,
-                *PYTEST_ARGS,
+                *JOB_ARGS,
                 *(["-x"] if fail_fast else []),
                 *(a for d in deselect for a in ("--deselect", d)),
                 *tests,
@@ -723,12 +752,15 @@ def main() -> None:
     os.chdir(ROOT)
     started = time.monotonic()
     try:
-        loaded = preload()
+        loaded, suite = preload()
         emit(
             {
                 "event": "ready",
                 "pid": os.getpid(),
                 "preloaded": loaded,
+                # What pytest collects of the suite: the pool asks no second time.
+                "tests": suite["tests"],
+                "collect_errors": suite["errors"],
                 "parsed_once": WARM.config is not None,
                 "parsed_once_not_because": WARM.why,
                 "seconds": round(time.monotonic() - started, 3),
