@@ -49,7 +49,7 @@ def flagging_model(word: str):
 
 
 def test_line_suspicion_points_at_the_flagged_line() -> None:
-    lm = flagging_model(" -")
+    lm = flagging_model("-")
     lines = line_suspicion(lm, SOURCE)
     assert {s.line for s in lines} >= {1, 2, 3, 4, 5, 8, 9}
     top = max(lines, key=lambda s: s.score)
@@ -61,7 +61,7 @@ def test_line_suspicion_points_at_the_flagged_line() -> None:
 
 
 def test_a_long_function_is_read_in_overlapping_windows() -> None:
-    lm = flagging_model(" -")
+    lm = flagging_model("-")
     body = "".join(f"    v{i} = {i}\n" for i in range(200)) + "    w = a - b\n"
     text = "def f(a, b):\n" + body
     assert len(lm.tokenizer.encode(text)) > 2 * lm.config.max_seq_len
@@ -70,7 +70,7 @@ def test_a_long_function_is_read_in_overlapping_windows() -> None:
 
 
 def test_candidates_are_scored_against_the_original() -> None:
-    lm = flagging_model(" -")
+    lm = flagging_model("-")
     at = SOURCE.index("-")
     edits = [(at, at + 1, "+"), (at, at + 1, "-"), (at, at + 1, "*"), (at, at + 1, "- 1 -")]
     scores = rank_candidates(lm, SOURCE, edits)
@@ -81,7 +81,7 @@ def test_candidates_are_scored_against_the_original() -> None:
 
 
 def test_denoiser_disbelief_reads_each_function_once() -> None:
-    lm = flagging_model(" -")
+    lm = flagging_model("-")
     calls = []
     real = lm.net.repair_logits
 
@@ -103,7 +103,7 @@ def test_denoiser_disbelief_reads_each_function_once() -> None:
 
 
 def test_the_repair_stage_ranks_substitutions_and_edits_by_the_model() -> None:
-    lm = flagging_model(" -")
+    lm = flagging_model("-")
     drafter = Drafter(lm, [], mode="model")
     assert drafter.stages == ("repair", "sample")
     assert Drafter(None, [], mode="model").stages == ("substitution", "edit")
@@ -117,7 +117,7 @@ def test_the_repair_stage_ranks_substitutions_and_edits_by_the_model() -> None:
     # Removing the flagged token is what the model likes; it comes before any edit keeping it.
     assert "-" not in drafts[0].source.splitlines()[3]
     keeps = [i for i, d in enumerate(drafts) if "-" in d.source.splitlines()[3]]
-    assert keeps and min(keeps) > 0 and all(drafts[i].score < 1.0 for i in keeps)
+    assert keeps and min(keeps) > 0 and all(drafts[i].score < 0.1 for i in keeps)
     # The same candidates as the model-free stages, in another order.
     plain = Drafter(None, [], mode="edits")
     fixed = plain.stage(sources, sites, "substitution") + plain.stage(sources, sites, "edit")
