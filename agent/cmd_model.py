@@ -185,7 +185,8 @@ def eval_cmd(
         int, typer.Option("--bugs", min=1, help="Injected bugs for the repair metrics.")
     ] = 100,
     repair_only: Annotated[
-        bool, typer.Option("--repair-only", help="Only the repair metrics (repair head).")
+        bool, typer.Option("--repair-only",
+                           help="Masked-token top-1 and the repair metrics only (no sampling).")
     ] = False,
     json_out: JsonOpt = None,
     verbose: VerboseOpt = False,
@@ -218,13 +219,13 @@ def eval_cmd(
                               repair_only=repair_only)
         rep.out.print(f"model {result['model']} ({result['parameters']:,} parameters), "
                       f"split {split}, seed {seed}")
+        rep.out.print(f"masked-token top-1 ({cfg.mask_rate:.0%} masked, "
+                      f"{result['masked_tokens']} tokens): {pct(result['masked_token_top1'])}")
         if "detect_auc" in result:
             print_repair(rep, result)
         if repair_only:
             rep.write_json(result)
             return 0
-        rep.out.print(f"masked-token top-1 ({cfg.mask_rate:.0%} masked, "
-                      f"{result['masked_tokens']} tokens): {pct(result['masked_token_top1'])}")
         rep.out.print(f"whole-line exact match ({result['line_sites']} lines): top-1 "
                       f"{pct(result['line_exact_top1'])}, top-10 "
                       f"{pct(result['line_exact_top10'])}")

@@ -321,7 +321,8 @@ def repair_eval(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
 def evaluate(lm: LoadedModel, corpus_dir: Path, split: str, cfg: EvalConfig | None = None,
              tick: Callable[[str, int], None] | None = None,
              candidates: Candidates | None = None, repair_only: bool = False) -> dict:
-    """All metrics on one split (`repair_only`: only the repair metrics). `tick(stage, total)`
+    """All metrics on one split (`repair_only`: masked-token top-1 and the repair metrics, no
+    sampling). `tick(stage, total)`
     is called once per site for progress; `candidates` makes the fills that fix recovery
     ranks."""
     cfg = cfg or EvalConfig()
@@ -330,8 +331,8 @@ def evaluate(lm: LoadedModel, corpus_dir: Path, split: str, cfg: EvalConfig | No
     start = time.perf_counter()
     result = {"split": split, "model": lm.name, "parameters": lm.net.num_parameters(),
               "config": asdict(cfg)}
+    result.update(token_accuracy(lm, corpus_dir, split, cfg))
     if not repair_only:
-        result.update(token_accuracy(lm, corpus_dir, split, cfg))
         result.update(line_exact(lm, texts, cfg, lambda: tick("line", cfg.line_sites)))
         result.update(mutant_recovery(lm, texts, cfg, lambda: tick("mutant", cfg.mutant_sites)))
     if has_repair_head(lm):
