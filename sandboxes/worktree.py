@@ -343,10 +343,12 @@ def cleanup_stale(base_dir: Path | None = None) -> list[Path]:
 
 
 def _sweep_repo(top: Path) -> None:
-    """Worktrees of `top` whose greenpatch run died, wherever their cache was, are removed, and
-    entries of worktrees that no longer exist are pruned from its .git/worktrees."""
+    """Worktrees of `top` whose greenpatch run died, wherever their cache was, are removed with
+    their entries in its .git/worktrees. Other worktrees of the user are left alone (a missing
+    one may be on a drive not mounted now): git prunes only when an entry of ours is stale."""
     env = safegit.environment(top)
     with contextlib.suppress(SandboxError):
+        stale = False
         for line in _git(top, "worktree", "list", "--porcelain", env=env).splitlines():
             if not line.startswith("worktree "):
                 continue
@@ -354,7 +356,10 @@ def _sweep_repo(top: Path) -> None:
             owner_file = Path(f"{path}{OWNER_SUFFIX}")
             if owner_file.is_file() and not _alive(_read_owner(owner_file)):
                 _remove_worktree(path, top)
-        _git(top, "worktree", "prune", env=env)
+            elif _NAME.fullmatch(path.name) and not path.exists() and not owner_file.exists():
+                stale = True  # ours, its folder and owner file gone, its entry left
+        if stale:
+            _git(top, "worktree", "prune", env=env)
 
 
 def owner_gone(pid: int, start: str, timeout: float) -> None:
