@@ -32,6 +32,9 @@ _NAME = r"[A-Za-z0-9_.-]+"
 _GH_REF = re.compile(rf"^gh:({_NAME})/({_NAME})#(\d+)$")
 _PUSH_TIMEOUT = 300.0
 _MAX_BODY_DIFF = 20_000  # GitHub caps a PR body at 65,536 characters.
+_LOCAL_RECEIVE_PACK = (
+    "git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c receive.autogc=false receive-pack"
+)
 
 
 @dataclass(frozen=True)
@@ -315,13 +318,20 @@ def push_branch(repo: git.Repo | str | Path, branch: str, remote: str = "origin"
     if f"refs/heads/{branch}" not in {ref.path for ref in repo.branches}:
         raise AgentError(f"cannot push {branch}: no such local branch")
     root = repo.working_tree_dir or repo.git_dir
-    env = safegit.environment(root, push=True)
-    env.update({k: v for k, v in _TOKENS.items() if k not in env})
+    url = safegit.run(root, "remote", "get-url", "--push", remote).stdout.strip()
+    if _is_local(url):
+        # A remote on this machine: its receive-pack runs here, without our config overrides
+        # (git clears them for another repository), so it gets them on its command line, and
+        # no credentials: its hooks are as untrusted as the config that named it.
+        env = safegit.environment(root)
+        receive_pack = _LOCAL_RECEIVE_PACK
+    else:
+        env = safegit.environment(root, push=True)
+        env.update({k: v for k, v in _TOKENS.items() if k not in env})
+        receive_pack = "git-receive-pack"  # not the one remote.<name>.receivepack names
     try:
         done = subprocess.run(
-            # --receive-pack: the remote's config may name another program to run (a local
-            # path remote runs it here).
-            ["git", "push", "--porcelain", "--receive-pack=git-receive-pack", remote,
+            ["git", "push", "--porcelain", f"--receive-pack={receive_pack}", remote,
              f"refs/heads/{branch}:refs/heads/{branch}"],
             cwd=root, env=env, capture_output=True, text=True, check=False,
             timeout=_PUSH_TIMEOUT,  # an ssh prompt must not hang a CI job
@@ -333,6 +343,17 @@ def push_branch(repo: git.Repo | str | Path, branch: str, remote: str = "origin"
     if done.returncode != 0:
         error = _push_error(done.stdout, done.stderr)
         raise AgentError(f"git push of {branch} to {remote} failed: {error}")
+
+
+def _is_local(url: str) -> bool:
+    """Whether a remote URL is a repository on this machine (a path or file://): not
+    `scheme://...` and not scp-like `host:path`."""
+    if url.startswith("file://"):
+        return True
+    if "://" in url:
+        return False
+    colon, slash = url.find(":"), url.find("/")
+    return colon < 0 or (0 <= slash < colon)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ COMMANDS = {
     "post-checkout": "", "reference-transaction": "", "pre-push": "", "pre-commit": "",
     "fsmonitor": "", "smudge": "cat", "clean": "cat", "process": "", "textconv": "cat \"$1\"",
     "extdiff": "", "credential": "", "receive-pack": "exec git-receive-pack \"$@\"",
-    "ssh": "", "gpg": "",
+    "ssh": "", "gpg": "", "pre-receive": "", "post-receive": "", "update": "",
 }  # fmt: skip
 
 
@@ -165,6 +165,9 @@ def test_push_runs_no_hook_helper_or_receive_pack_of_the_repository(
     git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
     git(root, "remote", "add", "origin", str(bare))
     git(root, "config", "remote.origin.receivepack", _script(markers, "receive-pack"))
+    # A remote on this machine runs its receive-pack, and that its hooks, here.
+    for hook in ("pre-receive", "post-receive", "update"):
+        os.symlink(_script(markers, hook), bare / "hooks" / hook)
     base = git(root, "rev-parse", "HEAD").strip()
     sha = commit_on_branch(root, base, {"calc.py": FIXED}, "greenpatch/fix", "Fix add")
     github.push_branch(root, "greenpatch/fix")
