@@ -151,9 +151,9 @@ def environment(repo: Path | str, *, push: bool = False) -> dict[str, str]:
     return env
 
 
-def run(repo: Path | str, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+def run(repo: Path | str, *args: str) -> subprocess.CompletedProcess:
     """`git ARGS` in `repo` with the safe environment; text output, never raises on failure."""
     return subprocess.run(
         ["git", *args], cwd=repo, env=environment(repo), capture_output=True, text=True,
-        check=False, timeout=timeout,
+        check=False,
     )  # fmt: skip
