@@ -154,11 +154,15 @@ class StreamWorker(Worker):
         limit = self.limits.disk_mb * 1024 * 1024
 
         def watch() -> None:
+            pause = DISK_POLL
             while self._status(0) is None:
-                time.sleep(DISK_POLL)
-                if tree_bytes(path, limit) > limit:
+                time.sleep(pause)
+                used = tree_bytes(path, limit)
+                if used > limit:
                     self._stop_with("disk quota")
                     return
+                # Near the limit, look often: the overshoot is what is written between looks.
+                pause = DISK_POLL if used < limit // 2 else DISK_POLL / 10
 
         threading.Thread(target=watch, name=f"disk-{path.name}", daemon=True).start()
 

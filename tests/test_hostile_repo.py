@@ -165,9 +165,9 @@ def test_a_forged_green_is_not_a_verdict(backend_name, tmp_path):
     assert not done.green and done.reason == "unverified"  # ...is not a verdict
 
 
-FILL = (
+FILL = (  # tries 1 GiB in 4 MiB files
     "def test_fill():\n"
-    "    for n in range(40):\n"
+    "    for n in range(256):\n"
     "        with open(f'blob{n}', 'wb') as f:\n"
     "            f.write(b'x' * (4 << 20))\n"
     "    import time; time.sleep(10)\n"
@@ -184,7 +184,8 @@ def test_the_worktree_has_a_disk_quota(backend_name, tmp_path):
         assert done.results[0].outcome == "failed"
         assert "disk quota" in done.results[0].message
         used = sum(f.stat().st_size for t in trees for f in t.rglob("blob*"))
-    assert used < 100 << 20
+    # Polled, so it overshoots by what is written between two looks: bounded, far below 1 GiB.
+    assert used < 256 << 20
 
 
 @pytest.mark.bwrap
