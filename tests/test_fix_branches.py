@@ -4,10 +4,15 @@ is committed it is never lost: the JSON report is written whatever fails after i
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from tests.conftest import git
-from tests.test_fix_cli import fix, prepare
+from tests.test_fix_cli import ROOT, fix, prepare
 
 
 def _worktrees(repo: Path) -> int:
@@ -52,3 +57,24 @@ def test_the_report_is_written_when_the_pull_request_fails_after_the_commit(
     assert report["branch"] == report["branch_requested"] == "greenpatch/stockroom"
     assert git(repo, "rev-parse", "greenpatch/stockroom").strip() == report["commit"]
     assert report["error"] == "no git remote named 'origin' to push greenpatch/stockroom to"
+
+
+def test_the_report_is_written_when_the_run_is_stopped(tmp_path: Path) -> None:
+    repo = prepare("stockroom", tmp_path / "stockroom")
+    out = tmp_path / "report.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "fix", str(ROOT / "examples/tickets/stockroom.md"),
+         "--repo", str(repo), "--drafter", "edits", "--sandbox", "process", "-q",
+         "--json", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+    )  # fmt: skip
+    deadline = time.monotonic() + 120  # until the run has worktrees of its own
+    while time.monotonic() < deadline and _worktrees(repo) < 2 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    report = json.loads(out.read_text())
+    assert report["status"] == "interrupted" and report["error"] == "interrupted"
+    assert report["ticket"] == "stockroom" and report["branch"] is None
