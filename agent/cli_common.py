@@ -95,9 +95,9 @@ BudgetOpt = Annotated[
 
 def run(verbose: bool, body: Callable[[], int]) -> NoReturn:
     """Run a command body; user errors become one line on stderr and their exit code."""
-    github.hide_tokens()
     try:
-        code = body()
+        with github.tokens_hidden():
+            code = body()
     except USER_ERRORS as exc:
         if verbose:
             traceback.print_exc()

@@ -7,6 +7,7 @@ servers work unchanged. The token comes from `GITHUB_TOKEN`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -55,19 +56,25 @@ def server_url() -> str:
     return os.environ.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
 
 
-# Tokens taken out of the environment by `hide_tokens()`: only this process talks to GitHub, so
-# no child (git, pytest, a sandbox, a model server) inherits them; the push gets them back.
+# Tokens taken out of the environment by `tokens_hidden()`: only this process talks to GitHub,
+# so no child (git, pytest, a sandbox, a model server) inherits them; the push gets them back.
 _TOKENS: dict[str, str] = {}
 TOKEN_NAMES = ("GITHUB_TOKEN", "GH_TOKEN")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-def hide_tokens() -> None:
-    """Move the GitHub tokens from os.environ into this module (called once by the CLI)."""
-    for name in TOKEN_NAMES:
-        value = os.environ.pop(name, None)
-        if value:
-            _TOKENS[name] = value
+@contextlib.contextmanager
+def tokens_hidden() -> Iterator[None]:
+    """While a command runs (the CLI wraps each in this), the GitHub tokens are out of
+    os.environ and kept here; they are back afterwards."""
+    hidden = {name: os.environ.pop(name) for name in TOKEN_NAMES if name in os.environ}
+    _TOKENS.update(hidden)
+    try:
+        yield
+    finally:
+        for name, value in hidden.items():
+            _TOKENS.pop(name, None)
+            os.environ.setdefault(name, value)
 
 
 def token_from_env() -> str | None:

@@ -150,9 +150,9 @@ def test_the_token_is_never_sent_over_plain_http(monkeypatch: pytest.MonkeyPatch
 def test_the_token_leaves_the_environment_of_every_child(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GITHUB_TOKEN", "ghp_secret")
     monkeypatch.setenv("GH_TOKEN", "gho_secret")
-    monkeypatch.setattr(github, "_TOKENS", {})
-    github.hide_tokens()
-    assert "GITHUB_TOKEN" not in os.environ and "GH_TOKEN" not in os.environ
-    assert github.token_from_env() == "ghp_secret"  # this process still talks to GitHub
-    child = subprocess.run(["env"], capture_output=True, text=True, check=True).stdout
-    assert "_secret" not in child
+    with github.tokens_hidden():  # what the CLI does around every command
+        assert "GITHUB_TOKEN" not in os.environ and "GH_TOKEN" not in os.environ
+        assert github.token_from_env() == "ghp_secret"  # this process still talks to GitHub
+        child = subprocess.run(["env"], capture_output=True, text=True, check=True).stdout
+        assert "_secret" not in child
+    assert os.environ["GITHUB_TOKEN"] == "ghp_secret" and github.token_from_env() == "ghp_secret"
