@@ -62,9 +62,12 @@ def test_container_is_hardened(tmp_path: Path) -> None:
     assert "/tmp" in host["Tmpfs"]
     if os.geteuid() == 0:
         assert not config["User"].startswith("0:")  # root hands the worker a uid of its own
+    # The worktree is a mount (its source must exist), the only writable one; the rest is ro.
     binds = {b.split(":")[0]: b.split(":")[-1] for b in host["Binds"]}
-    assert binds[str(tmp_path)] == "rw"
-    assert all(mode == "ro" for path, mode in binds.items() if path != str(tmp_path))
+    [mount] = host["Mounts"]
+    assert mount["Type"] == "bind" and mount["Source"] == mount["Target"] == str(tmp_path)
+    assert not mount.get("ReadOnly")
+    assert all(mode == "ro" for mode in binds.values())
     assert not any(Path.home().is_relative_to(p) for p in binds)
 
 
