@@ -9,10 +9,10 @@ from pathlib import Path
 from rich.progress import Progress
 
 from agent.config import Settings, sandbox_options
-from agent.errors import EXIT_CANNOT_REPRODUCE, AgentError
+from agent.errors import EXIT_CANNOT_REPRODUCE, EXIT_NO_FIX, EXIT_USAGE, AgentError
 from agent.tickets import Ticket
 from runner.baseline import Baseline, BaselineBuild, BaselineOptions, git, matches_name
-from runner.errors import RunnerError
+from runner.errors import OutOfTime, RunnerError
 from sandboxes import Limits
 
 
@@ -131,7 +131,9 @@ def reproduce(
             )
     except RunnerError as exc:
         build.close()
-        raise AgentError(str(exc)) from None
+        # Out of budget is "no fix within the budget", not bad input.
+        code = EXIT_NO_FIX if isinstance(exc, OutOfTime) else EXIT_USAGE
+        raise AgentError(str(exc), code=code) from None
     except BaseException:
         build.close()
         raise

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.errors import RunnerError
+from runner.errors import OutOfTime, RunnerError
 from runner.imports import closure, import_graph
 from runner.pool import Job, Pool
 from runner.results import JobDone, TestCoverage, TestResult
@@ -330,6 +330,8 @@ class BaselineBuild:
             limits=options.limits, test_timeout=options.test_timeout, job_timeout=24 * 3600.0,
             pytest_args=options.pytest_args, commit=commit, tools_cache=self.cache_dir.parent,
             backend_options=options.backend_options,
+            # A conftest that hangs at import holds the workers' start: it counts too.
+            start_timeout=180.0 if deadline is None else max(5.0, deadline - time.monotonic()),
         )  # fmt: skip
         sha = self.pool.commit
         tree = git(self.repo_root, "rev-parse", f"{sha}^{{tree}}").strip()
@@ -505,27 +507,31 @@ class BaselineBuild:
             self.pool.submit(Job(job_id, {}, part, fail_fast=False, coverage=coverage))
         stage = "rerun" if "rerun" in name else "run"
         open_jobs = set(jobs)
-        for event in self.pool.events(timeout=None):
-            if isinstance(event, TestResult) and event.job_id in jobs:
-                results[event.test_id] = event
-                self.report(stage, len(results), expected)
-            elif isinstance(event, TestCoverage) and event.job_id in jobs:
-                lines[event.test_id] = event.lines
-            elif isinstance(event, JobDone) and event.job_id in jobs:
-                if event.reason == "tool error":
-                    raise RunnerError(
-                        f"cannot measure coverage with {self.pool.env.python}: {event.tool_error}"
-                    )
-                open_jobs.discard(event.job_id)
-                if not open_jobs:
-                    break
+        while open_jobs:
             if self.deadline is not None and time.monotonic() > self.deadline:
                 for job_id in open_jobs:
                     self.pool.cancel(job_id)
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            raise RunnerError(
-                f"the baseline ran out of time after {len(results)} of {expected} tests"
-            )
+                raise OutOfTime(
+                    f"the baseline ran out of time after {len(results)} of {expected} tests"
+                )
+            # A second without news at most: the deadline holds while a test hangs.
+            for event in self.pool.events(timeout=1.0):
+                if isinstance(event, TestResult) and event.job_id in jobs:
+                    results[event.test_id] = event
+                    self.report(stage, len(results), expected)
+                elif isinstance(event, TestCoverage) and event.job_id in jobs:
+                    lines[event.test_id] = event.lines
+                elif isinstance(event, JobDone) and event.job_id in jobs:
+                    if event.reason == "tool error":
+                        python = self.pool.env.python
+                        raise RunnerError(
+                            f"cannot measure coverage with {python}: {event.tool_error}"
+                        )
+                    open_jobs.discard(event.job_id)
+                if not open_jobs or (
+                    self.deadline is not None and time.monotonic() > self.deadline
+                ):
+                    break
         return results, lines
 
     def _complete(self) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from runner.cache import ResultCache, changes_digest, result_key
 from runner.env import probe, source_path
-from runner.errors import RunnerError
+from runner.errors import OutOfTime, RunnerError
 from runner.overlay import ensure_overlay
 from runner.results import OUTCOMES, JobDone, TestCoverage, TestResult
 from runner.scheduling import POLICIES, Chunk, Stats
@@ -183,9 +183,13 @@ class Pool:
                 self._launch(slot)
             deadline = time.monotonic() + self.start_timeout
             for slot in self._slots:
-                if not slot.ready.wait(max(0.0, deadline - time.monotonic())) or not slot.alive:
-                    why = slot.error or f"not ready after {self.start_timeout:g} s"
-                    raise RunnerError(f"test worker {slot.index} did not start: {why}")
+                if not slot.ready.wait(max(0.0, deadline - time.monotonic())):
+                    raise OutOfTime(
+                        f"test worker {slot.index} was not ready after {self.start_timeout:.0f} s "
+                        "(collecting the suite)"
+                    )
+                if not slot.alive:
+                    raise RunnerError(f"test worker {slot.index} did not start: {slot.error}")
         except BaseException:
             self.close()
             raise

@@ -7,6 +7,7 @@ a strict xfail where it cannot.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -224,3 +225,29 @@ def _running_under(path: Path) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+@pytest.mark.bwrap
+@pytest.mark.parametrize("where", ["test", "conftest"])
+def test_fix_keeps_its_budget_when_the_repository_hangs(tmp_path, where):
+    # The failing test, or the conftest every test imports, loops forever.
+    forever = "while True:\n    pass\n"
+    tests = {"tests/test_loop.py": "def test_forever():\n" + "".join(
+        f"    {line}\n" for line in forever.splitlines())}  # fmt: skip
+    if where == "conftest":
+        tests["tests/conftest.py"] = forever
+    repo = make_repo(tmp_path / "repo", {"lib.py": "X = 1\n", **tests})
+    ticket = tmp_path / "ticket.md"
+    ticket.write_text("# It hangs\n\ntests: tests/test_loop.py::test_forever\n")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    start = time.monotonic()
+    done = subprocess.run(
+        [PYTHON, "-m", "agent", "fix", str(ticket), "--repo", str(repo), "--budget", "20",
+         "--drafter", "mutations", "--sandbox", "bwrap", "--json", str(tmp_path / "out.json")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert time.monotonic() - start < 20 + 15, done.stderr
+    assert done.returncode == 1, done.stderr  # no fix within the budget
+    assert json.loads((tmp_path / "out.json").read_text())["status"] != "green"
+    assert "Traceback" not in done.stderr
+    assert _running_under(tmp_path / "cache") == []
