@@ -39,9 +39,12 @@ def worker_fail_fast(targets: list[str], fail_fast: bool) -> bool:
     return fail_fast and len(targets) <= 1
 
 
-def regression_order(tests: list[str], stats: Stats) -> list[str]:
-    """Most likely to fail first (failed most often for other candidates), then the quickest:
-    a failing candidate is rejected as early as possible."""
+def regression_order(tests: list[str], stats: Stats, fail_fast: bool = True) -> list[str]:
+    """With fail fast: most likely to fail first (failed most often for other candidates), then
+    the quickest, so a failing candidate is rejected as early as possible. Without: the suite's
+    own order, which tests that depend on what ran before them (sys.modules, caches) expect."""
+    if not fail_fast:
+        return list(tests)
     return sorted(tests, key=lambda t: (-stats.failures[t], stats.duration(t)))
 
 

@@ -30,7 +30,7 @@ class StealingScheduler(Scheduler):
             chunks.append(gate)
             if fail_fast:
                 self._gates[job_id] = gate
-        ordered = regression_order(tests, self.stats)
+        ordered = regression_order(tests, self.stats, fail_fast)
         expected = sum(self.stats.duration(t) for t in ordered)
         parts = self.workers if expected >= self.min_seconds else 1
         share = max(1, math.ceil(len(ordered) / parts))

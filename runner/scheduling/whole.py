@@ -17,7 +17,7 @@ class WholeJobScheduler(Scheduler):
         self._queue: deque[Chunk] = deque()
 
     def add(self, job_id: str, targets: list[str], tests: list[str], fail_fast: bool) -> None:
-        order = [*targets, *regression_order(tests, self.stats)]
+        order = [*targets, *regression_order(tests, self.stats, fail_fast)]
         self._queue.append(Chunk(job_id, order, worker_fail_fast(targets, fail_fast)))
 
     def next_chunk(self) -> Chunk | None:
