@@ -6,6 +6,8 @@ the working tree or the real index.
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -30,11 +32,25 @@ def _names(raw: bytes) -> list[str]:
     return [n for n in raw.decode("utf-8", "surrogateescape").split("\0") if n]
 
 
-def _read(path: Path) -> str | None:
+MAX_FILE_BYTES = 16 * 1024 * 1024
+
+
+def _read(root: Path, name: str) -> str | None:
+    """A changed file's text; None if deleted. Only regular files: a link's target (a host
+    file, a directory) never goes to the sandbox in its place."""
+    path = root / name
     try:
-        return path.read_bytes().decode("utf-8", "surrogateescape")
+        st = os.lstat(path)
     except FileNotFoundError:
         return None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+        raise RunnerError(f"{name} is {kind}: only regular files can be tested as a change")
+    if st.st_size > MAX_FILE_BYTES:
+        raise RunnerError(f"{name} is over {MAX_FILE_BYTES >> 20} MiB: too big to test as a change")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(MAX_FILE_BYTES + 1).decode("utf-8", "surrogateescape")
 
 
 def working_changes(root: Path, base: str = "HEAD") -> dict[str, str | None]:
@@ -45,7 +61,7 @@ def working_changes(root: Path, base: str = "HEAD") -> dict[str, str | None]:
         raise RunnerError(f"unknown revision: {base}") from None
     names = _names(_git(root, "diff", "--name-only", "--no-renames", "-z", base, "--"))
     names += _names(_git(root, "ls-files", "--others", "--exclude-standard", "-z"))
-    return {name: _read(root / name) for name in dict.fromkeys(names)}
+    return {name: _read(root, name) for name in dict.fromkeys(names)}
 
 
 def patch_changes(root: Path, patch: str) -> dict[str, str | None]:
