@@ -93,6 +93,7 @@ class Run:
     messages: dict[str, str] = field(default_factory=dict)  # junit key -> failure message
     ids: dict[str, str] = field(default_factory=dict)  # junit key -> node id (agent side)
     error: str = ""  # one line: why the run produced no results (exit 2, timeout, ...)
+    interrupted: bool = False  # plain pytest stopped at a collection error, ran nothing
 
 
 @dataclass
@@ -456,6 +457,9 @@ def run_plain(
         run.error = f"plain pytest timed out after {timeout:.0f} s"
     elif junit.exists():
         run.outcomes, run.messages = parse_junit(junit)
+        # "Interrupted: 1 error during collection": junit cannot say that nothing else ran.
+        log_text = (out_dir / f"{name}.log").read_text(errors="replace")
+        run.interrupted = bool(re.search(r"Interrupted: \d+ errors? during collection", log_text))
     else:
         run.error = f"plain pytest exited {code} without a junit report"
     return run
@@ -622,8 +626,7 @@ def compare(plain: Run, agent: Run) -> tuple[list[Difference], int]:
     """Test-by-test differences (agent ids where known), and whole modules skipped at collection."""
     differences: list[Difference] = []
     module_skips = 0
-    # A collection error appears in junit as an error of a module-level entry (no classname).
-    interrupted = any(k.startswith("::") and o == "error" for k, o in plain.outcomes.items())
+    interrupted = plain.interrupted
     for key in sorted(set(plain.outcomes) | set(agent.outcomes)):
         p = plain.outcomes.get(key, "absent")
         a = agent.outcomes.get(key, "absent")

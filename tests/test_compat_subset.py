@@ -122,6 +122,11 @@ def test_differences_are_classified() -> None:
         ("a::gone", "not run by agent"),
         ("a::new", "only run by agent"),
     }
+    # Plain pytest stopped at a collection error: what only the agent ran is said so.
+    plain.interrupted = True
+    assert ("a::new", "plain stopped at a collection error") in {
+        (d.test, d.why) for d in compat.compare(plain, agent)[0]
+    }
     # A module skipped at import is a junit entry without a class, not a test.
     plain.outcomes = {"::tests.test_windows": "skipped"}
     agent.outcomes = {}
