@@ -81,6 +81,8 @@ def fix(
     3 cannot reproduce (nothing fails).
     """
 
+    progress: dict = {}  # the report as run_fix fills it in: what is written if the run stops
+
     def body() -> int:
         chosen = drafter or "model"
         if chosen not in DRAFTERS:
@@ -117,23 +119,28 @@ def fix(
                 seed=seed,
                 cold_full_suite=cold_full_suite,
             ),
+            report=progress,
         )
         reporter = Reporter(json_out, verbose=verbose, quiet=quiet)
-        started = time.monotonic()
-        try:
-            report = run_fix(request, reporter)
-        except (*USER_ERRORS, KeyboardInterrupt) as exc:
-            # Once work began the JSON is written whatever happens: a committed fix is in it.
-            stopped = failed_report(request.report, request.ticket.id, exc)
-            stopped["seconds"] = round(time.monotonic() - started, 3)
-            reporter.write_json(stopped)
-            raise
+        report = run_fix(request, reporter)
         reporter.write_json(report)
         show_summary(reporter, report)
         return EXIT_GREEN if report["status"] == "green" else EXIT_NO_FIX
 
+    def reported() -> int:
+        # The JSON is written whatever stops the run, a bad input or an error after the fix was
+        # committed (the branch and commit are in it): CI reads it either way.
+        started = time.monotonic()
+        try:
+            return body()
+        except (*USER_ERRORS, KeyboardInterrupt) as exc:
+            stopped = failed_report(progress, progress.get("ticket") or ticket, exc)
+            stopped["seconds"] = round(time.monotonic() - started, 3)
+            Reporter(json_out, quiet=True).write_json(stopped)
+            raise
+
     with terminate_as_interrupt():
-        run(verbose, body)
+        run(verbose, reported)
 
 
 def failed_report(partial: dict, ticket: str, exc: BaseException) -> dict:

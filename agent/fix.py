@@ -70,6 +70,7 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
     base = repo.head.commit.hexsha
     settings = request.settings
     branch = request.branch or default_branch_name(request.ticket)
+    request.report.update(ticket=request.ticket.id, branch_requested=branch)
     check_branch_name(repo, branch)
     python = target_python(settings, root)
     if not Path(python).exists():

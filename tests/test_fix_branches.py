@@ -41,6 +41,10 @@ def test_a_branch_shorthand_is_refused_before_any_work(run_agent, tmp_path: Path
     assert result.returncode == 2
     assert "invalid branch name: '@{-1}'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    # --json is written on every outcome, a refusal before any work included.
+    report = json.loads(result.stdout)
+    assert report["status"] == "error" and report["ticket"] == "stockroom"
+    assert report["error"].startswith("invalid branch name: '@{-1}'")
 
 
 def test_the_report_is_written_when_the_pull_request_fails_after_the_commit(
