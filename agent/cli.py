@@ -36,7 +36,8 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except click_errors.NoArgsIsHelpError as exc:
-        exc.show()  # `agent` alone: the help, as before
+        if exc.format_message().strip():  # typer's rich help is printed already, as before
+            exc.show()
         sys.exit(exc.exit_code)
     except click_errors.ClickException as exc:
         message = " ".join(exc.format_message().split())
