@@ -642,6 +642,28 @@ def compare(plain: Run, agent: Run) -> tuple[list[Difference], int]:
     return differences, module_skips
 
 
+ALONE = "order-dependent: plain pytest gives the same without the rest of the suite"
+
+
+def recheck_alone(
+    python: Path, repo: Path, out_dir: Path, timeout: float, differences: list[Difference]
+) -> None:
+    """Run the tests the agent saw differently again with plain pytest, without the rest.
+
+    A test that passes in the whole suite but fails on its own relies on what earlier tests left
+    behind (an import, a cache): a fact of the suite, not the runner's doing, whatever the runner
+    runs with it. Those differences are reclassified as such.
+    """
+    ids = [d.test for d in differences if d.agent != "absent" and "::" in d.test.lstrip(":")]
+    ids = [i for i in ids if not i.startswith("::")][:300]
+    if not ids:
+        return
+    alone = run_plain(python, repo, out_dir, timeout, ids, "alone")
+    for d in differences:
+        if d.agent != "absent" and alone.outcomes.get(junit_key(d.test)) == d.agent:
+            d.why = ALONE
+
+
 def counts(outcomes: dict[str, str]) -> dict[str, int]:
     c = Counter(outcomes.values())
     return {k: c.get(k, 0) for k in OUTCOMES}
@@ -689,6 +711,9 @@ def run_package(
     if tree_state(repo) != tree_before:
         hygiene.append("the user's working tree changed")
     differences, module_skips = compare(plain, agent) if not agent.error else ([], 0)
+    if differences:
+        step("plain pytest on the differing tests alone")
+        recheck_alone(python, repo, out_dir, spec.timeout, differences)
     why = Counter(d.why for d in differences)
     if plain.error:
         why["plain run failed"] += 1
