@@ -41,6 +41,7 @@ DEFAULT_LIMITS = Limits(output_bytes=1 << 30)
 
 Event = TestResult | JobDone | TestCoverage
 COLLECT_TIMEOUT = 600.0
+TRACING_SLOWDOWN = 3
 # Worker job ends that stop the whole job (its other chunks are dropped).
 STOPPING = ("timeout", "unverified", "tool error")
 # What the host keeps of a worker's word: a message's length, a traceback's depth.
@@ -399,7 +400,9 @@ class Pool:
                     "files": state.job.files,
                     "tests": chunk.tests,
                     "fail_fast": chunk.fail_fast,
-                    "test_timeout": self.test_timeout,
+                    # Tracing slows a CPU-bound test down severalfold; its limit grows alike.
+                    "test_timeout": self.test_timeout * (TRACING_SLOWDOWN if state.job.coverage
+                                                         else 1),  # fmt: skip
                     "job_timeout": self.job_timeout,
                     "coverage": state.job.coverage,
                 },

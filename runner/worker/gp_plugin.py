@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import pytest
@@ -144,11 +145,43 @@ def per_test_lines(cov, root: str) -> dict[str, dict[str, list[int]]]:
 
 
 # --- loaded with `-p gp_plugin`, configured through the environment: -------------------------
-# GP_RESULTS_FD=n: results as JSON lines on descriptor n (a cold worker's fresh pytest).
+# GP_RESULTS_FD=n: results as JSON lines on descriptor n (a job in a fresh pytest process);
+# GP_COVERAGE=1 as well: per-test lines too, from the root directory's files.
+
+
+class SessionEnd:
+    """Reports pytest's exit status as the session ends, and the per-test lines if measured."""
+
+    def __init__(self, write, cov) -> None:
+        self._write = write
+        self._cov = cov
+
+    def pytest_sessionfinish(self, session, exitstatus) -> None:
+        if self._cov is not None:
+            self._cov.stop()
+            root = os.path.realpath(str(session.config.rootpath))
+            for test, lines in per_test_lines(self._cov, root).items():
+                self._write(json.dumps({"event": "coverage", "id": test, "lines": lines}) + "\n")
+        self._write(json.dumps({"event": "exit", "code": int(exitstatus)}) + "\n")
 
 
 def pytest_configure(config) -> None:
     results_fd = os.environ.get("GP_RESULTS_FD")
-    if results_fd and not config.pluginmanager.hasplugin("gp-reporter"):
-        out = os.fdopen(int(results_fd), "w", buffering=1, encoding="utf-8")
-        config.pluginmanager.register(Reporter(out.write), "gp-reporter")
+    if not results_fd or config.pluginmanager.hasplugin("gp-reporter"):
+        return
+    out = os.fdopen(int(results_fd), "w", buffering=1, encoding="utf-8")
+    cov = None
+    if os.environ.get("GP_COVERAGE") == "1":
+        # Our overlay goes after the interpreter's own paths: a project's coverage.py wins.
+        if os.environ.get("GP_OVERLAY"):
+            sys.path.append(os.environ["GP_OVERLAY"])
+        try:
+            import coverage
+        except ImportError as exc:
+            out.write(json.dumps({"event": "tool_error", "message": repr(exc)}) + "\n")
+            os._exit(70)
+        root = os.path.realpath(str(config.rootpath))
+        cov = coverage.Coverage(data_file=None, source=[root], config_file=False)
+        cov.start()
+    config.pluginmanager.register(Reporter(out.write, cov), "gp-reporter")
+    config.pluginmanager.register(SessionEnd(out.write, cov), "gp-session-end")

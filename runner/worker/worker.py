@@ -78,6 +78,12 @@ LOG_TAIL = 3000
 # Set by isolated backends, where /tmp (also HOME) is this worker's own tmpfs: nothing a job's
 # tests leave there may reach the next job.
 PRIVATE_TMP = os.environ.get("GP_PRIVATE_TMP") == "1"
+# Why every job runs in a fresh pytest process although this worker is warm ("" if it does not).
+FRESH_WHY = ""
+
+
+def fresh_process() -> bool:
+    return COLD or bool(FRESH_WHY)
 
 
 class Stdin:
@@ -217,8 +223,15 @@ def preload() -> tuple[int, dict]:
     import gp_plugin  # noqa: F401
     import pytest  # noqa: F401 - the point is to have it imported before any fork
 
-    cache_entry_points()
+    global FRESH_WHY
     tops = project_top_names()
+    own = sorted(n for n, m in sys.modules.items() if m and is_project_module(n, m, tops))
+    if own:
+        # The project is something pytest itself runs on (pluggy, iniconfig...): a warm pytest
+        # would run on one copy while the tests import the candidate's. Fresh processes then.
+        FRESH_WHY = f"pytest itself imports the project's {', '.join(own[:3])}"
+        return 0, collect_suite()
+    cache_entry_points()
     loaded = 0
     suite = collect_suite()
     for name in suite["modules"]:
@@ -457,6 +470,8 @@ def cold_exec(job: dict, tests: list[str], done: set[str], write_fd: int) -> Non
     os.set_inheritable(write_fd, True)
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, GP_RESULTS_FD=str(write_fd), PYTHONDONTWRITEBYTECODE="1")
+    if job.get("coverage"):
+        env["GP_COVERAGE"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
     deselect = [a for d in done if d not in tests for a in ("--deselect", d)]
     fail_fast = ["-x"] if job.get("fail_fast") else []
@@ -476,7 +491,7 @@ def run_child(job: dict, tests: list[str], done: set[str], files: Files, write_f
         os.dup2(LOG.fd, 2)
         sys.dont_write_bytecode = True
         files.write_candidate()
-        if COLD and job.get("collect") is None and not job.get("coverage"):
+        if fresh_process() and job.get("collect") is None:
             cold_exec(job, tests, done, write_fd)
         importlib.invalidate_caches()
         out = os.fdopen(write_fd, "w", buffering=1, encoding="utf-8")
@@ -682,7 +697,7 @@ class JobRun:
             os.close(read_fd)
             _, status, usage = os.wait4(pid, 0)
             self.cpu += usage.ru_utime + usage.ru_stime
-            if COLD and exit_code is None and os.WIFEXITED(status) and killed is None:
+            if fresh_process() and exit_code is None and os.WIFEXITED(status) and not killed:
                 exit_code = os.WEXITSTATUS(status)  # a fresh pytest reports it by exiting
             # Whatever the child started in its group (subprocesses, forks) dies with it.
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -726,7 +741,7 @@ class JobRun:
             )
             return True
         remaining = [t for t in tests if not self.is_done(t)]
-        if not remaining and tests and not COLD and not self.agrees:
+        if not remaining and tests and not self.agrees:
             # Every test reported, yet pytest did not end as a session that ran them ends: the
             # results may be the tests' own writing (a forged green). Nothing of it is trusted.
             self.reason = "unverified"
@@ -763,6 +778,7 @@ def main() -> None:
                 "collect_errors": suite["errors"],
                 "parsed_once": WARM.config is not None,
                 "parsed_once_not_because": WARM.why,
+                "fresh_processes_because": FRESH_WHY,
                 "seconds": round(time.monotonic() - started, 3),
             }
         )
