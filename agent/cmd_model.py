@@ -253,7 +253,9 @@ def print_repair(rep: Reporter, result: dict) -> None:
                   f"{pct(result['localize_top1'])} (chance {pct(result['localize_chance'])}); "
                   f"{kinds}")
     rep.out.print(f"fix recovery given the line: @1 {pct(result['fix_recovery@1'])}, @10 "
-                  f"{pct(result['fix_recovery@10'])} ranked by the model; fixed order @1 "
+                  f"{pct(result['fix_recovery@10'])} ranked by the model with the fixed order as "
+                  f"a prior (model alone @1 {pct(result['fix_recovery_model_alone@1'])}, @10 "
+                  f"{pct(result['fix_recovery_model_alone@10'])}); fixed order @1 "
                   f"{pct(result['fix_recovery_fixed_order@1'])}, @10 "
                   f"{pct(result['fix_recovery_fixed_order@10'])}; the fix among the "
                   f"candidates: {pct(result['fix_reachable'])}; "

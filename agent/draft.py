@@ -10,7 +10,8 @@ ranked by its likelihood. Which line's stage is drafted and tested when is the e
 (`agent.explore`). Modes:
 - `model` (default): with a model that has a repair head (`model.repair`), the "repair" stage
   (every substitution and edit of the line, each scored by the model against the buggy
-  original at its site, best first; `Draft.score` is that score, in nats) then the samples;
+  original at its site, with the fixed order as a prior, best first; `Draft.score` is that
+  key, in nats) then the samples;
   with another model, substitutions, edits and samples, the model-free fills in their fixed
   order (a plain diffusion model's likelihood put the right fix later than the fixed order,
   measured with `benchmarks/draft_rank.py`).
@@ -32,7 +33,7 @@ from agent.config import MODEL_FREE
 from agent.localize import SuspiciousLine, is_protected
 from agent.mutations import edit_fills, substitution_fills
 from model.checkpoint import LoadedModel
-from model.repair import has_repair_head, rank_candidates
+from model.repair import has_repair_head, rank_candidates, with_prior
 from model.sampler import Canvas, infill, remask, score_fills
 
 # Canvases decoded in one batched call; with `samples` each, this bounds the batch size.
@@ -218,9 +219,9 @@ class Drafter:
 
     def _ranked(self, sources: Mapping[str, str], items: list[tuple[Site, str, float]]
                 ) -> list[tuple[Site, str, float]]:
-        """The fills scored by the repair head against the original at their site (higher is
-        better), best first; model-free order among equals. Fills that do not parse are
-        dropped first, so the model scores only real candidates."""
+        """The fills scored by the repair head against the original at their site, with the
+        model-free order as a prior (`model.repair.with_prior`; higher is better). Fills that
+        do not parse are dropped first, so the model scores only real candidates."""
         assert self.lm is not None
         kept = dedupe_fills(sources, items, lambda item: item[0], lambda item: item[1])
         out = []
@@ -228,9 +229,8 @@ class Drafter:
             mine = [item for item in kept if item[0].path == path]
             edits = [(site.start_char, site.end_char, site.lead + fill + site.trail)
                      for site, fill, _ in mine]
-            scores = rank_candidates(self.lm, sources[path], edits)
-            out += [(site, fill, score) for (site, fill, _), score in zip(mine, scores,
-                                                                           strict=True)]
+            keys = with_prior(rank_candidates(self.lm, sources[path], edits))
+            out += [(site, fill, key) for (site, fill, _), key in zip(mine, keys, strict=True)]
         return out
 
     def _samples(self, sources, chunk: Sequence[Site], cond: str, seed: int):

@@ -17,8 +17,9 @@
   suspicious line of the bug's function, by one pass, is the bug's line; chance is one over
   the function's lines); fix recovery@1/@10 given the line: the candidates a caller makes for
   that line (the agent's model-free fills) ranked by the model against the buggy original,
-  the original among the first k; beside it the same candidates in their model-free order,
-  and the share of bugs whose fix is among them at all.
+  the original among the first k (ranked with the model-free order as a prior, as the agent
+  ranks them; and by the model's score alone); beside it the same candidates in their
+  model-free order, and the share of bugs whose fix is among them at all.
 
 Everything is drawn with a fixed seed, so two models are compared on the same sites.
 """
@@ -41,7 +42,7 @@ from model.bugs import bug_line, corrupt, enclosing_function, roc_auc
 from model.checkpoint import LoadedModel
 from model.data import Site, pick_site, read_split
 from model.errors import ModelError
-from model.repair import has_repair_head, line_suspicion, rank_candidates
+from model.repair import has_repair_head, line_suspicion, rank_candidates, with_prior
 from model.sampler import beam_infill, infill_site, span_lengths
 from model.train import BugSampler, WindowSampler, encode_split
 
@@ -269,6 +270,7 @@ def repair_eval(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
     hits = chance = 0.0
     count = reachable = 0
     model_at = {k: 0 for k in (1, 10)}
+    alone_at = {k: 0 for k in (1, 10)}
     fixed_at = {k: 0 for k in (1, 10)}
     per_kind: dict[str, list[int]] = {}
     seconds = 0.0
@@ -300,11 +302,13 @@ def repair_eval(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
         scores = rank_candidates(lm, bug.text, edits)
         seconds += time.perf_counter() - began
         scored += len(edits)
-        order = sorted(range(len(edits)), key=lambda i: -scores[i])  # stable: ties keep order
-        model_rank = next(r for r, i in enumerate(order) if right[i])
+        keys = with_prior(scores)
+        model_rank = _first_right(keys, right)
+        alone_rank = _first_right(scores, right)
         fixed_rank = right.index(True)
         for k in model_at:
             model_at[k] += model_rank < k
+            alone_at[k] += alone_rank < k
             fixed_at[k] += fixed_rank < k
     out = {"detect_auc": auc, "bug_sites": count, "localize_top1": hits / count,
            "localize_chance": chance / count,
@@ -314,8 +318,16 @@ def repair_eval(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
                     "ms_per_candidate_ranked": 1000 * seconds / max(1, scored)})
         for k in model_at:
             out[f"fix_recovery@{k}"] = model_at[k] / count
+            out[f"fix_recovery_model_alone@{k}"] = alone_at[k] / count
             out[f"fix_recovery_fixed_order@{k}"] = fixed_at[k] / count
     return out
+
+
+def _first_right(keys: list[float], right: list[bool]) -> int:
+    """0-based rank of the first right candidate when sorted by key, highest first (stable:
+    ties keep the given order)."""
+    order = sorted(range(len(keys)), key=lambda i: -keys[i])
+    return next(r for r, i in enumerate(order) if right[i])
 
 
 def evaluate(lm: LoadedModel, corpus_dir: Path, split: str, cfg: EvalConfig | None = None,

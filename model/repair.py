@@ -5,14 +5,17 @@ Both read the repair head (`DiffusionLM.repair_logits`, trained on bug noise by
 `model.train.BugSampler`) over code as it is, unmasked, tokenized in one piece as training
 tokenized it. A line's suspicion is its most suspicious token's probability of having been
 corrupted, or, for "a statement is missing here", the probability on the line break after it.
-A candidate's score is how much "wrongness" (summed over a window around its site: every
-token's -log P(clean)) it removes compared with the original: a fix should make the window
+A candidate's score is how much "wrongness" (summed over the lines around its site: every
+token's -log P(clean)) it removes compared with the original: a fix should make those lines
 look like ordinary code, and a candidate that makes its surroundings look wrong (an unbound
-name, a broken call) pays for it.
+name, a broken call) pays for it. Original and candidate are read over the same lines of the
+original plus the fill: a window of a fixed token count would let a longer fill push the
+suspicious tokens out of view and look like a fix.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,11 +26,18 @@ import torch.nn.functional as F
 from model.checkpoint import LoadedModel
 from model.tokenizer import CodeTokenizer
 
-# Tokens around a candidate's site: its statement and about a line either side. A line has a
-# few hundred candidates and the cost is linear in this (128 tokens measured 162 ms per
-# candidate on the shared 2-core machine at load ~15, 1 thread): the far context changes
-# little between candidates of one site.
-SCORE_WINDOW = 32
+# Lines of context either side of a candidate's site. A line has a few hundred candidates and
+# the cost is linear in the tokens read (128 tokens measured 162 ms per candidate on the
+# shared 2-core machine at load ~15, 1 thread): the far context changes little between
+# candidates of one site.
+SCORE_LINES = 1
+# At most this many tokens are read per candidate (around the site) when the lines are long.
+SCORE_WINDOW = 96
+# The model-free order as a prior beside the model's score: a candidate's key is its score
+# minus PRIOR_WEIGHT * log(1 + its position in that order), i.e. a power-law prior over the
+# fixed order times the model's likelihood ratio. Chosen on validation bugs (model card); 0
+# ranks by the model alone.
+PRIOR_WEIGHT = 3.0
 # Rows per forward pass when scoring candidates.
 SCORE_BATCH = 64
 
@@ -92,22 +102,29 @@ def line_suspicion(lm: LoadedModel, text: str, start: int = 0, end: int | None =
     return [LineSuspicion(n, c, m) for n, (c, m) in sorted(lines.items())]
 
 
-def _window(text: str, start: int, end: int, reach: int) -> tuple[int, int]:
-    """Characters around [start, end): whole lines, `reach` characters each way at most."""
-    a = max(0, start - reach)
-    newline = text.find("\n", a, start)
-    if a and newline >= 0:
-        a = newline + 1
-    z = min(len(text), end + reach)
-    return a, z
+def _lines_around(text: str, start: int, end: int, lines: int) -> tuple[int, int]:
+    """Characters of the lines holding [start, end) and `lines` more lines either side."""
+    a = text.rfind("\n", 0, start) + 1
+    for _ in range(lines):
+        if a == 0:
+            break
+        a = text.rfind("\n", 0, a - 1) + 1
+    z = end if end > start and text[end - 1:end] == "\n" else text.find("\n", end)
+    z = len(text) if z < 0 else z
+    for _ in range(lines):
+        if z >= len(text):
+            break
+        nxt = text.find("\n", z + 1)
+        z = len(text) if nxt < 0 else nxt
+    return a, min(len(text), z + 1)
 
 
 @torch.no_grad()
 def wrongness(lm: LoadedModel, texts: Sequence[str], centres: Sequence[int],
               window: int = SCORE_WINDOW) -> list[float]:
-    """For each text, the repair head's total disbelief over `window` tokens around the
-    character `centres[i]`: the sum over tokens of -log P(not corrupted), plus over line
-    breaks of -log P(no statement missing). Batched."""
+    """For each text, the repair head's total disbelief over its tokens (at most `window`,
+    around the character `centres[i]`): the sum over tokens of -log P(not corrupted), plus
+    over line breaks of -log P(no statement missing). Batched."""
     tok = lm.tokenizer
     rows: list[list[int]] = []
     for text, centre in zip(texts, centres, strict=True):
@@ -149,15 +166,15 @@ def _newline_table(lm: LoadedModel) -> torch.Tensor:
 
 
 def rank_candidates(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, str]],
-                    reach: int = 1500) -> list[float]:
+                    lines: int = SCORE_LINES) -> list[float]:
     """How much better each edit (start, end, replacement: characters of `source`) looks than
     the original at its site: the original's wrongness minus the candidate's, each read over
-    the same window of lines around the site. Higher is better; 0 is "no better"."""
+    the same lines around the site (plus the fill). Higher is better; 0 is "no better"."""
     if not edits:
         return []
     texts, centres, originals, ocentres = [], [], [], []
     for start, end, fill in edits:
-        a, z = _window(source, start, end, reach)
+        a, z = _lines_around(source, start, end, lines)
         texts.append(source[a:start] + fill + source[end:z])
         centres.append(start - a)
         originals.append(source[a:z])
@@ -168,3 +185,9 @@ def rank_candidates(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int
                     strict=True))
     scores = wrongness(lm, texts, centres)
     return [base[(o, c)] - s for o, c, s in zip(originals, ocentres, scores, strict=True)]
+
+
+def with_prior(scores: Sequence[float], weight: float = PRIOR_WEIGHT) -> list[float]:
+    """Ranking keys of candidates given in the model-free order, with their model scores
+    (see PRIOR_WEIGHT): higher first."""
+    return [s - weight * math.log1p(i) for i, s in enumerate(scores)]

@@ -14,7 +14,7 @@ from agent.explore import Explorer, Step
 from agent.localize import SuspiciousLine, denoiser_disbelief, rank_lines
 from model.checkpoint import wrap
 from model.network import DiffusionLM, ModelConfig
-from model.repair import line_suspicion, rank_candidates
+from model.repair import line_suspicion, rank_candidates, with_prior
 from tests.model_support import stdlib_tokenizer
 
 SOURCE = """\
@@ -74,10 +74,17 @@ def test_candidates_are_scored_against_the_original() -> None:
     at = SOURCE.index("-")
     edits = [(at, at + 1, "+"), (at, at + 1, "-"), (at, at + 1, "*"), (at, at + 1, "- 1 -")]
     scores = rank_candidates(lm, SOURCE, edits)
-    assert scores[1] == 0.0  # the original itself: no better
+    assert abs(scores[1]) < 1e-4  # the original itself: no better
     assert scores[0] > 5 and math.isclose(scores[0], scores[2], rel_tol=1e-5)
     assert scores[3] < 0  # a second flagged token: worse than the original
     assert rank_candidates(lm, SOURCE, edits[:1]) == scores[:1]  # batching changes nothing
+
+
+def test_the_fixed_order_is_a_power_law_prior() -> None:
+    keys = with_prior([0.0, 0.0, 3.0, 0.0], weight=2.0)
+    assert keys[0] == 0.0 and keys[1] < 0.0
+    assert math.isclose(keys[2], 3.0 - 2.0 * math.log(3))
+    assert with_prior([1.0, 5.0], weight=0.0) == [1.0, 5.0]  # the model alone
 
 
 def test_denoiser_disbelief_reads_each_function_once() -> None:
