@@ -254,9 +254,11 @@ def print_repair(rep: Reporter, result: dict) -> None:
                   f"{kinds}")
     rep.out.print(f"fix recovery given the line: @1 {pct(result['fix_recovery@1'])}, @10 "
                   f"{pct(result['fix_recovery@10'])} ranked by the model with the fixed order as "
-                  f"a prior (model alone @1 {pct(result['fix_recovery_model_alone@1'])}, @10 "
-                  f"{pct(result['fix_recovery_model_alone@10'])}); fixed order @1 "
+                  f"a prior; fixed order @1 "
                   f"{pct(result['fix_recovery_fixed_order@1'])}, @10 "
                   f"{pct(result['fix_recovery_fixed_order@10'])}; the fix among the "
                   f"candidates: {pct(result['fix_reachable'])}; "
                   f"{result['ms_per_candidate_ranked']:.1f} ms per candidate ranked")
+    sweep = "; ".join(f"{w}: @1 {pct(v['at1']).strip()}, @10 {pct(v['at10']).strip()}, median "
+                      f"rank {v['median_rank']}" for w, v in result["prior_sweep"].items())
+    rep.out.print(f"by prior weight (reachable bugs; 0 = the model alone): {sweep}")

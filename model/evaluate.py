@@ -30,6 +30,7 @@ import io
 import keyword
 import random
 import re
+import statistics
 import time
 import tokenize
 from collections.abc import Callable
@@ -47,6 +48,9 @@ from model.sampler import beam_infill, infill_site, span_lengths
 from model.train import BugSampler, WindowSampler, encode_split
 
 TOP_K = (1, 10, 50)
+# Weights of the model-free order's prior tried in the repair ranking (`model.repair.
+# with_prior`), to choose PRIOR_WEIGHT on the validation split (0: the model alone).
+PRIOR_SWEEP = (0.0, 1.0, 2.0, 3.0, 5.0, 10.0)
 LINE_BEAM = 10
 OPERATOR_SWAPS = {
     "==": "!=", "!=": "==", "<": "<=", "<=": "<", ">": ">=", ">=": ">", "+": "-", "-": "+",
@@ -270,8 +274,8 @@ def repair_eval(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
     hits = chance = 0.0
     count = reachable = 0
     model_at = {k: 0 for k in (1, 10)}
-    alone_at = {k: 0 for k in (1, 10)}
     fixed_at = {k: 0 for k in (1, 10)}
+    sweep: dict[float, list[int]] = {w: [] for w in PRIOR_SWEEP}
     per_kind: dict[str, list[int]] = {}
     seconds = 0.0
     scored = 0
@@ -302,23 +306,26 @@ def repair_eval(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
         scores = rank_candidates(lm, bug.text, edits)
         seconds += time.perf_counter() - began
         scored += len(edits)
-        keys = with_prior(scores)
-        model_rank = _first_right(keys, right)
-        alone_rank = _first_right(scores, right)
+        model_rank = _first_right(with_prior(scores), right)
         fixed_rank = right.index(True)
+        for w in PRIOR_SWEEP:
+            sweep[w].append(_first_right(with_prior(scores, w), right))
         for k in model_at:
             model_at[k] += model_rank < k
-            alone_at[k] += alone_rank < k
             fixed_at[k] += fixed_rank < k
     out = {"detect_auc": auc, "bug_sites": count, "localize_top1": hits / count,
            "localize_chance": chance / count,
            "localize_top1_by_kind": {k: sum(v) / len(v) for k, v in sorted(per_kind.items())}}
     if candidates is not None:
         out.update({"fix_reachable": reachable / count,
-                    "ms_per_candidate_ranked": 1000 * seconds / max(1, scored)})
+                    "ms_per_candidate_ranked": 1000 * seconds / max(1, scored),
+                    "prior_sweep": {str(w): {"at1": sum(r < 1 for r in ranks) / count,
+                                             "at10": sum(r < 10 for r in ranks) / count,
+                                             "median_rank": statistics.median(ranks) + 1
+                                             if ranks else None}
+                                    for w, ranks in sweep.items()}})
         for k in model_at:
             out[f"fix_recovery@{k}"] = model_at[k] / count
-            out[f"fix_recovery_model_alone@{k}"] = alone_at[k] / count
             out[f"fix_recovery_fixed_order@{k}"] = fixed_at[k] / count
     return out
 
