@@ -139,6 +139,12 @@ def load_settings(repo_root: Path, warn: Any = None, **flags: Any) -> Settings:
                 warn(f"{pyproject}: ignored sandbox = 'process': a repository's config cannot "
                      "turn isolation off (use --sandbox process)")  # fmt: skip
             del repo["sandbox"]
+        if "docker_image" in repo:
+            # The image is the container's whole root: the repository does not choose it.
+            if warn is not None:
+                warn(f"{pyproject}: ignored docker_image: a repository's config cannot choose "
+                     "the sandbox's image (use your own config)")  # fmt: skip
+            del repo["docker_image"]
         if repo.get("python") and flags.get("python") is None and _shipped_by_repo(
             repo_root, repo["python"]
         ):

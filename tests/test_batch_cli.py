@@ -53,13 +53,13 @@ def test_bad_lines_are_skipped_the_rest_runs_on_one_baseline(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     builds: list[Path] = []
-    build = baseline_module._run
+    collect = baseline_module.BaselineBuild._collect
 
-    def counting_build(root: Path, *args, **kwargs):  # a spy: the real build runs
-        builds.append(root)
-        return build(root, *args, **kwargs)
+    def counting_collect(self):  # a spy: every build that runs the suite collects it once
+        builds.append(self.repo_root)
+        return collect(self)
 
-    monkeypatch.setattr(baseline_module, "_run", counting_build)
+    monkeypatch.setattr(baseline_module.BaselineBuild, "_collect", counting_collect)
     repo = make_repo(tmp_path / "calc", CALC)
     head = git(repo, "rev-parse", "HEAD")
     backlog = _jsonl(tmp_path / "backlog.jsonl", [
