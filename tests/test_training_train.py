@@ -20,10 +20,18 @@ from model.train import (
     learning_rate,
     train,
 )
+from tests.model_support import TEST_THREADS, torch_threads
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 MODULES = ["textwrap.py", "fnmatch.py", "shlex.py", "bisect.py", "heapq.py", "glob.py",
            "colorsys.py", "keyword.py", "linecache.py", "reprlib.py"]
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """`train` sets torch's thread count for the process: put it back for the tests after."""
+    with torch_threads(torch.get_num_threads()):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +47,8 @@ def corpus(tmp_path_factory) -> Path:
 
 def tiny(**overrides) -> TrainConfig:
     base = dict(seq_len=64, batch_size=4, canvas_rows=4, canvas_len=64, lr=3e-3,
-                warmup_steps=5, minutes=30, checkpoint_minutes=100, log_every=5, threads=1)
+                warmup_steps=5, minutes=30, checkpoint_minutes=100, log_every=5,
+                threads=TEST_THREADS)
     return TrainConfig(**{**base, **overrides})
 
 
@@ -56,6 +65,8 @@ def test_loss_falls_and_a_resumed_run_continues(corpus, tmp_path):
     assert first["step"] == 30 and (run / "last.pt").is_file()
     losses = logged_losses(run)
     assert all(torch.isfinite(torch.tensor(losses)))
+    # Measured fall: 1.7-3.0 over seeds 1234 and 0-3 with AVX512 and with AVX2 kernels, 2.46
+    # with 2 threads (seed 1234).
     assert sum(losses[-3:]) / 3 < sum(losses[:2]) / 2 - 0.5
 
     resumed = train(corpus, run, size="tiny", cfg=tiny(), vocab_size=400, echo=False,
@@ -90,7 +101,9 @@ def test_warm_start_continues_from_an_exported_model(corpus, tmp_path):
         exported, device="cpu").net.num_parameters()  # the init's shape, not --config
     warm_losses = logged_losses(warm)
     assert all(torch.isfinite(torch.tensor(warm_losses)))
-    assert max(warm_losses) < cold_losses[0] - 0.5  # far below a fresh start: no blow-up
+    # Far below a fresh start, no blow-up. Measured margin: 1.8-3.7 over seeds 1234 and 0-3
+    # with AVX512 and with AVX2 kernels, 1.80 with 2 threads (seed 1234).
+    assert max(warm_losses) < cold_losses[0] - 0.5
     state = torch.load(warm / "last.pt", weights_only=False)
     assert state["train_config"]["data_seed"] == tiny().seed + 1
 
