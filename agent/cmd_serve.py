@@ -52,6 +52,14 @@ def serve(
     context: Annotated[
         int, typer.Option("--context", min=16, help="Tokens of context around a fill at most.")
     ] = 256,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads", min=1,
+            help="torch threads on CPU (default: torch's choice; on a CPU shared with other "
+            "work, 1 avoids threads spinning against each other).",
+        ),
+    ] = None,
     api_key_env: Annotated[
         str | None,
         typer.Option(
@@ -86,6 +94,8 @@ def serve(
 
         if device == "cuda" and not torch.cuda.is_available():
             raise AgentError("--device cuda: no CUDA device is available here")
+        if threads is not None:
+            torch.set_num_threads(threads)
         try:
             sock = socket.create_server((host, port), family=_family(host))
         except OSError as exc:

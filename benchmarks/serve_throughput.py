@@ -51,6 +51,8 @@ def start_server(args, max_batch: int) -> tuple[subprocess.Popen, str]:
                "--max-batch", str(max_batch)]  # fmt: skip
     if args.model:
         command += ["--model", str(args.model)]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
     env = {k: v for k, v in os.environ.items() if k != "GREENPATCH_API_KEY"}
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     first = proc.stderr.readline()
@@ -117,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=4, help="samples per request")
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch threads of each server (CPU)")
     parser.add_argument("--json", dest="json_out", help="also write the figures to this file")
     args = parser.parse_args(argv)
     pairs = canvases(args.seed)
@@ -138,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         for proc, _ in servers.values():
             proc.terminate()
             proc.wait(timeout=120)
-    print(f"agent serve, {args.model or 'embedded model'}, device {args.device}, FIM requests "
-          f"of n={args.n}, max_tokens={args.max_tokens}, {args.seconds:g} s per row")
+    threads = args.threads or "torch's default"
+    print(f"agent serve, {args.model or 'embedded model'}, device {args.device}, threads "
+          f"{threads}, FIM requests of n={args.n}, max_tokens={args.max_tokens}, "
+          f"{args.seconds:g} s per row")
     print(f"{'server':<18} {'clients':>7} {'requests':>8} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8}")
     for mode, rows in results.items():
         for r in rows:
