@@ -126,6 +126,10 @@ class RemoteModel:
     ) -> None:
         if not is_url(base_url):
             raise RemoteError(f"not an http(s) URL: {base_url}", EXIT_USAGE)
+        if "@" in urlsplit(base_url).netloc:
+            # The URL is shown in reports, PR bodies and process lists: no secret may ride in it.
+            raise RemoteError("credentials in the model URL: put the key in GREENPATCH_API_KEY "
+                              "instead", EXIT_USAGE)  # fmt: skip
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.retries = retries

@@ -114,6 +114,12 @@ def test_model_not_listed_is_exit_2(models, name, wanted) -> None:
     assert wanted in str(info.value) and info.value.code == EXIT_USAGE
 
 
+def test_a_url_with_credentials_is_refused_without_echoing_them() -> None:
+    with pytest.raises(RemoteError) as info:
+        RemoteModel("https://user:s3cret@host.example/v1", "m")
+    assert "s3cret" not in str(info.value) and info.value.code == EXIT_USAGE
+
+
 def test_unreachable_server_is_exit_2_at_once() -> None:
     began = time.monotonic()
     with pytest.raises(RemoteError) as info:
