@@ -285,3 +285,17 @@ def test_fix_with_a_failing_server_is_an_error_not_a_green(tmp_path: Path) -> No
     assert "greenpatch/" not in subprocess.run(["git", "branch"], cwd=repo, capture_output=True,
                                                 text=True).stdout  # fmt: skip
     assert KEY not in out.read_text() and KEY not in done.stderr + done.stdout
+
+
+def test_a_repo_configured_url_gets_the_key_only_on_loopback_or_a_provider(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agent.remote_setup import key_for
+
+    monkeypatch.setenv("GREENPATCH_API_KEY", KEY)
+    assert key_for("https://models.attacker.example/v1", from_flag=False) is None
+    assert key_for("https://models.attacker.example/v1", from_flag=True) == KEY
+    assert key_for("http://127.0.0.1:8000/v1", from_flag=False) == KEY
+    monkeypatch.delenv("GREENPATCH_API_KEY")
+    monkeypatch.setenv("INCEPTION_API_KEY", "inception-key")
+    assert key_for("https://api.inceptionlabs.ai/v1", from_flag=False) == "inception-key"
