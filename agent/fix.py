@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,21 +45,22 @@ class FixRequest:
     report: dict = field(default_factory=dict)
 
 
-def _drafter(request: FixRequest, repro) -> Drafter:
+def _load_model(request: FixRequest) -> object:
+    import torch  # heavy: imported only when drafting
+
+    from model.checkpoint import load_model
+
+    # Drafting overlaps with the test workers: it gets the cores they leave, at least one
+    # (oversubscribed torch threads spin and slow both sides down).
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) - request.settings.workers))
+    return load_model(request.model)
+
+
+def _drafter(request: FixRequest, repro, lm: object | None) -> Drafter:
     if request.drafter in MODEL_FREE:
         return Drafter(None, request.settings.never_edit, mode=request.drafter)
     if is_remote(request.lm):  # a model server (agent.remote_draft): same loop, same checks
         return remote_drafter(request.lm, request, repro)
-    lm = request.lm
-    if lm is None:
-        import torch  # heavy: imported only when drafting
-
-        from model.checkpoint import load_model
-
-        # Drafting overlaps with the test workers: it gets the cores they leave, at least one
-        # (oversubscribed torch threads spin and slow both sides down).
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - request.settings.workers))
-        lm = load_model(request.model)
     return Drafter(lm, request.settings.never_edit, mode=request.drafter)
 
 
@@ -79,12 +81,16 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
         reporter.warn("sandbox 'process' does not isolate candidate code from this machine")
     state = FixState(ticket=request.ticket.id)
     phases: dict[str, float] = {}
+    # The embedded model loads while the baseline runs (the first candidate waits for both).
+    loading = None
+    if request.drafter not in MODEL_FREE and request.lm is None:
+        loading = ThreadPoolExecutor(1, thread_name_prefix="gp-model").submit(_load_model, request)
     with reporter.progress() as progress:
         repro = reproduce(root, python, settings, request.ticket, progress,
                           deadline=started + settings.budget)  # fmt: skip
         phases["reproduce"] = time.monotonic() - started
         progress.add_task("loading the model", total=None)
-        drafter = _drafter(request, repro)
+        drafter = _drafter(request, repro, loading.result() if loading else request.lm)
         phases["model"] = time.monotonic() - started - phases["reproduce"]
     state.targets = len(repro.targets)
     reporter.info(

@@ -10,10 +10,12 @@ so a second bug is fixed on top of the first), its fill re-noised and re-denoise
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -181,7 +183,8 @@ class FixLoop:
             selection = select_tests(self.baseline, draft.files)
             regression = [t for t in selection.tests if t in passing]
         regression = [t for t in regression if t not in self.targets]
-        return Job(draft.id, draft.files, [*self.targets, *regression], True, tuple(self.targets))
+        return Job(draft.id, draft.files, [*self.targets, *regression], True, tuple(self.targets),
+                   timeout=self.settings.candidate_timeout)  # fmt: skip
 
     def _consume(self, pool: Pool) -> None:
         while not self._stop.is_set():
@@ -388,9 +391,21 @@ class FixLoop:
         )
         return ok, done
 
-    def pool(self, workers: int | None = None, cache: ResultCache | None | bool = True) -> Pool:
+    def pool(
+        self, workers: int | None = None, cache: ResultCache | None | bool = True
+    ) -> AbstractContextManager[Pool]:
+        """The candidates' pool: the baseline's own warm workers while it fills in behind
+        (no second start-up), else a new pool (closed on exit)."""
         if cache is True:
             cache = ResultCache(default_cache_dir() / "results.sqlite")
+        build = self.repro.build
+        if workers is None and not self.options.cold_full_suite and build is not None:
+            shared = build.running_pool()
+            if shared is not None:
+                shared.cache = cache or None
+                shared.dependencies = self.baseline.dependencies
+                shared.stats.durations.update(self.baseline.durations)
+                return contextlib.nullcontext(shared)  # the build closes it
         return Pool(
             self.root,
             self.python,

@@ -92,6 +92,8 @@ class Baseline:
         self.collected: list[str] = list(dict.fromkeys(tests))
         self.unmapped: set[str] = set(self.collected)
         self.collect_errors: list[dict] = []
+        # False while only the named tests' files are collected (the suite follows).
+        self.collection_complete = True
         self._sources = sources
         self.files: set[str] = set(sources)
         self._graph = import_graph(sources)
@@ -105,7 +107,18 @@ class Baseline:
 
     @property
     def complete(self) -> bool:
-        return not self.unmapped
+        return self.collection_complete and not self.unmapped
+
+    def extend_collected(self, tests: Sequence[str], errors: list[dict]) -> None:
+        """The whole suite's collection, after a first one of the named tests' files alone."""
+        with self._lock:
+            known = set(self.collected)
+            ordered = list(dict.fromkeys([*tests, *self.collected]))
+            self.unmapped |= {t for t in tests if t not in known and t not in self.records}
+            self.collected = ordered
+            seen = {e["id"] for e in self.collect_errors}
+            self.collect_errors += [e for e in errors if e["id"] not in seen]
+            self.collection_complete = True
 
     def not_yet_mapped(self) -> set[str]:
         with self._lock:
@@ -287,6 +300,10 @@ class BaselineOptions:
     test_timeout: float = 30.0
     limits: Limits = Limits(output_bytes=1 << 30)
     backend_options: dict | None = None
+    # Worker arguments that change no outcome (not part of the baseline's key). Python's own
+    # traceback format: the pool is the candidates' too, where pytest's (source excerpts,
+    # module lookups for every frame) was most of a failing candidate's job.
+    worker_args: Sequence[str] = ("--tb=native",)
 
 
 def matches_name(name: str, test_id: str) -> bool:
@@ -328,11 +345,14 @@ class BaselineBuild:
         self.pool = Pool(
             self.repo_root, python, options.sandbox, workers=options.workers,
             limits=options.limits, test_timeout=options.test_timeout, job_timeout=24 * 3600.0,
-            pytest_args=options.pytest_args, commit=commit, tools_cache=self.cache_dir.parent,
-            backend_options=options.backend_options,
+            pytest_args=[*options.pytest_args, *options.worker_args], commit=commit,
+            tools_cache=self.cache_dir.parent, backend_options=options.backend_options,
             # A conftest that hangs at import holds the workers' start: it counts too.
             start_timeout=180.0 if deadline is None else max(5.0, deadline - time.monotonic()),
         )  # fmt: skip
+        # Named tests: the workers start on their files (what the first jobs need), not the suite.
+        files = sorted({n.split("::", 1)[0] for n in first} & set(self.pool.files))
+        self.pool.startup_args = files or None
         sha = self.pool.commit
         tree = git(self.repo_root, "rev-parse", f"{sha}^{{tree}}").strip()
         # The overlay's name carries our coverage.py version: other tools, another map.
@@ -370,7 +390,7 @@ class BaselineBuild:
         except BaseException:
             self.pool.close()
             raise
-        if self._rest:
+        if self._rest or not self.baseline.collection_complete:
             self._thread = threading.Thread(target=self._fill, name="gp-baseline", daemon=True)
             self._thread.start()
         else:
@@ -389,6 +409,11 @@ class BaselineBuild:
     def error(self) -> str | None:
         return None if self._error is None else str(self._error)
 
+    def running_pool(self) -> Pool | None:
+        """The build's warm workers until it is closed (candidates may share them), else None
+        (a baseline from the cache never started any)."""
+        return self.pool if self._begun and self.pool.running else None
+
     def close(self) -> None:
         """Stop filling in (an incomplete map is not stored) and release the workers."""
         self.deadline = time.monotonic()
@@ -400,7 +425,9 @@ class BaselineBuild:
 
     def _collect(self) -> None:
         self.report("collect", 0, 1)
-        tests, errors = self.pool.collect()
+        # With named tests, the workers start on their files alone; the suite is collected in
+        # the background (`_fill`).
+        tests, errors = self.pool.collect(self.pool.startup_args or [])
         named = [n for n in self.first_names if not any(matches_name(n, t) for t in tests)]
         if named:
             # A node id pytest runs when named, though whole-suite collection skips it (a file
@@ -418,6 +445,7 @@ class BaselineBuild:
         sources = _sources(self.pool)
         self.baseline = Baseline(self.pool.commit, self.pool.env.hash, sources, tests)
         self.baseline.collect_errors = errors
+        self.baseline.collection_complete = self.pool.startup_args is None
         self.report("collect", 1, 1)
 
     def _order(self) -> tuple[list[str], list[str]]:
@@ -428,18 +456,22 @@ class BaselineBuild:
         first = [t for t in tests if any(matches_name(n, t) for n in self.first_names)]
         files = {t.split("::", 1)[0] for t in first}
         related = [t for t in tests if t not in set(first) and t.split("::", 1)[0] in files]
-        taken = set(first) | set(related)
-        self._rest = [t for t in tests if t not in taken]
+        self._rest = [t for t in tests if t not in set(first) | set(related)]
         return first, related
 
     def _fill(self) -> None:
+        """The rest of the map, behind the candidates (background jobs of the same pool)."""
         try:
+            if not self.baseline.collection_complete:
+                self.report("collect", 0, 1)
+                tests, errors = self.pool.collect()
+                self.baseline.extend_collected(tests, errors)
+                left = self.baseline.not_yet_mapped()
+                self._rest = [t for t in self.baseline.collected if t in left]
             self._run(self._rest, "fill")
             self._complete()
         except RunnerError as exc:
             self._error = exc
-        finally:
-            self.pool.close()
 
     def _run(self, tests: list[str], name: str) -> None:
         """Run `tests` with coverage, re-run the failures; results join the baseline."""
@@ -512,7 +544,8 @@ class BaselineBuild:
             for n, start in enumerate(range(0, len(entries), size))
         }
         for job_id, part in jobs.items():
-            self.pool.submit(Job(job_id, {}, part, fail_fast=False, coverage=coverage))
+            self.pool.submit(Job(job_id, {}, part, fail_fast=False, coverage=coverage,
+                                 background=True))  # fmt: skip
         stage = "rerun" if "rerun" in name else "run"
         open_jobs = set(jobs)
         while open_jobs:
@@ -523,7 +556,7 @@ class BaselineBuild:
                     f"the baseline ran out of time after {len(results)} of {expected} tests"
                 )
             # A second without news at most: the deadline holds while a test hangs.
-            for event in self.pool.events(timeout=1.0):
+            for event in self.pool.background_events(timeout=1.0):
                 if isinstance(event, TestResult) and event.job_id in jobs:
                     results[event.test_id] = event
                     self.report(stage, len(results), expected)

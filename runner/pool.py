@@ -28,7 +28,7 @@ from runner.env import probe, source_path
 from runner.errors import OutOfTime, RunnerError
 from runner.overlay import ensure_overlay
 from runner.results import OUTCOMES, JobDone, TestCoverage, TestResult
-from runner.scheduling import POLICIES, Chunk, Stats
+from runner.scheduling import POLICIES, Chunk, Scheduler, Stats
 from runner.tree import regular_files
 from sandboxes import Limits, SandboxError, WorkerSpec, get_backend, safegit
 from sandboxes.worktree import Worktree
@@ -65,6 +65,10 @@ class Job:
     targets: tuple[str, ...] = ()
     # Per-test line coverage (a TestCoverage event per test): what the baseline runs with.
     coverage: bool = False
+    # Background work (the baseline filling in): its own events (`background_events`), never
+    # cached, and workers take it only when no candidate waits, keeping one for candidates.
+    background: bool = False
+    timeout: float | None = None  # this job's time limit instead of the pool's job_timeout
 
 
 @dataclass
@@ -80,6 +84,8 @@ class _JobState:
     failed: bool = False
     unreported: set[str] = field(default_factory=set)  # targets without a result yet
     tool_error: str = ""  # our own tools failed in the worker (not the project's tests)
+    scheduler: Scheduler | None = None
+    queue: queue.Queue | None = None
 
 
 @dataclass
@@ -121,6 +127,7 @@ class Pool:
         commit: str = "HEAD",
         tools_cache: Path | None = None,
         backend_options: dict | None = None,
+        startup_args: Iterable[str] | None = None,
     ) -> None:
         if policy not in POLICIES:
             raise RunnerError(
@@ -148,6 +155,8 @@ class Pool:
         self.cold = cold
         self.stats = Stats(durations=dict(durations or {}))
         self.scheduler = POLICIES[policy](workers, self.stats)
+        self._filler = POLICIES["steal"](workers, self.stats)  # background jobs
+        self._background: queue.Queue[Event] = queue.Queue()
         self.commit = _head(self.repo_root, commit)
         # What the host may read on a worker's word: tracked regular files, never symlinks.
         self.files = regular_files(self.repo_root, self.commit)
@@ -161,6 +170,7 @@ class Pool:
         self._open = 0
         self._chunk_ids = itertools.count()
         self._chunks: dict[str, tuple[_Slot, Chunk]] = {}
+        self.startup_args = None if startup_args is None else list(startup_args)
         self._closed = False
 
     # --- life cycle --------------------------------------------------------------------------
@@ -206,6 +216,8 @@ class Pool:
                 **({"GP_OVERLAY": str(self.tools)} if self.tools else {}),
                 # The sandbox's /tmp is the worker's own: emptied between jobs. Never the host's.
                 **({"GP_PRIVATE_TMP": "1"} if self.backend.isolated else {}),
+                **({"GP_STARTUP_ARGS": json.dumps(self.startup_args)}
+                   if self.startup_args is not None else {}),  # fmt: skip
             },
             readonly=(WORKER_DIR, *((self.tools,) if self.tools else ())),
             limits=self.limits,
@@ -235,6 +247,11 @@ class Pool:
             self.backend = None
 
     @property
+    def running(self) -> bool:
+        """Started and not closed."""
+        return bool(self._slots) and not self._closed
+
+    @property
     def parsed_once(self) -> bool:
         """Whether every worker runs its jobs on a configuration pytest parsed once."""
         return bool(self._slots) and all(slot.parsed_once for slot in self._slots)
@@ -249,8 +266,16 @@ class Pool:
             if job.id in self._jobs or job.id in self._finished:
                 raise RunnerError(f"duplicate job id: {job.id}")
             digest = changes_digest(job.files) + json.dumps(
-                [sorted(job.tests), list(job.targets), job.fail_fast]
+                [sorted(job.tests), list(job.targets), job.fail_fast, job.coverage]
             )
+            if job.background:
+                state = _JobState(job, time.monotonic(), digest, scheduler=self._filler,
+                                  queue=self._background)  # fmt: skip
+                self._jobs[job.id] = state
+                self._filler.add(job.id, [], list(dict.fromkeys(job.tests)), False)
+                self._dispatch()
+                self._maybe_finish(state)
+                return
             self._open += 1
             original = self._by_digest.get(digest)
             if original in self._finished:
@@ -259,7 +284,8 @@ class Pool:
             if original in self._jobs:
                 self._jobs[original].aliases.append(job.id)
                 return
-            state = _JobState(job, time.monotonic(), digest, unreported=set(job.targets))
+            state = _JobState(job, time.monotonic(), digest, unreported=set(job.targets),
+                              scheduler=self.scheduler, queue=self._events)  # fmt: skip
             self._jobs[job.id] = state
             self._by_digest[digest] = job.id
             targets = [t for t in dict.fromkeys(job.targets) if not self._answer(state, t)]
@@ -279,6 +305,15 @@ class Pool:
             state = self._jobs.get(job_id)
             if state is not None:
                 self._stop(state, "cancelled")
+
+    def background_events(self, timeout: float) -> Iterator[Event]:
+        """Events of background jobs as they arrive; stops after `timeout` s without news."""
+        while True:
+            try:
+                yield self._background.get(timeout=timeout)
+            except queue.Empty:
+                self._check_workers()
+                return
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
         """Results and job completions as they arrive, until every submitted job is done.
@@ -321,7 +356,7 @@ class Pool:
 
     def _answer(self, state: _JobState, test: str) -> bool:
         """Answer `test` from the cache; True if it was."""
-        if self.cache is None or state.stopped is not None:
+        if self.cache is None or state.stopped is not None or state.job.coverage:
             return False
         hit = self.cache.get(self._cache_key(state.job, test))
         if hit is None:
@@ -334,9 +369,9 @@ class Pool:
         state.results.append(result)
         if result.failed:
             self.stats.failures[result.test_id] += 1
-        if self.cache is not None and not result.cached:
+        if self.cache is not None and not result.cached and not state.job.background:
             self.cache.put(self._cache_key(state.job, result.test_id), result)
-        self._events.put(result)
+        state.queue.put(result)
         for alias in state.aliases:
             self._events.put(_renamed(result, alias))
         state.failed = state.failed or result.failed
@@ -348,7 +383,7 @@ class Pool:
         if state.stopped is not None:
             return
         state.stopped = reason
-        self.scheduler.drop(state.job.id)
+        state.scheduler.drop(state.job.id)
         for chunk_id, (slot, chunk) in list(self._chunks.items()):
             if chunk.job_id == state.job.id and slot.alive:
                 self._send(slot, {"cancel": chunk_id})
@@ -356,7 +391,7 @@ class Pool:
 
     def _maybe_finish(self, state: _JobState) -> None:
         job_id = state.job.id
-        if job_id not in self._jobs or state.inflight or self.scheduler.has_pending(job_id):
+        if job_id not in self._jobs or state.inflight or state.scheduler.has_pending(job_id):
             return
         del self._jobs[job_id]
         done = JobDone(
@@ -367,6 +402,9 @@ class Pool:
             state.cpu,
             state.tool_error,
         )
+        if state.job.background:
+            state.queue.put(done)
+            return
         self._finished[job_id] = done
         self._events.put(done)
         for alias in state.aliases:
@@ -386,6 +424,8 @@ class Pool:
             if busy or not slot.alive or not slot.ready.is_set():
                 continue
             chunk = self.scheduler.next_chunk()
+            if chunk is None and self._background_room():
+                chunk = self._filler.next_chunk()
             if chunk is None:
                 return
             state = self._jobs[chunk.job_id]
@@ -403,7 +443,7 @@ class Pool:
                     # Tracing slows a CPU-bound test down severalfold; its limit grows alike.
                     "test_timeout": self.test_timeout * (TRACING_SLOWDOWN if state.job.coverage
                                                          else 1),  # fmt: skip
-                    "job_timeout": self.job_timeout,
+                    "job_timeout": state.job.timeout or self.job_timeout,
                     "coverage": state.job.coverage,
                 },
             )
@@ -489,7 +529,7 @@ class Pool:
                 for rel, numbers in (record.get("lines") or {}).items()
                 if rel in self.tracked and isinstance(numbers, list)
             }
-            self._events.put(TestCoverage(chunk.job_id, str(record["id"]), lines))
+            state.queue.put(TestCoverage(chunk.job_id, str(record["id"]), lines))
         elif event == "done":
             if state is not None:
                 state.cpu += float(record.get("cpu") or 0.0)
@@ -499,6 +539,15 @@ class Pool:
             if state is not None:
                 self._maybe_finish(state)
             self._dispatch()
+
+    def _background_room(self) -> bool:
+        """Background chunks run on idle workers while no candidate waits, and then on all but
+        one worker while any candidate job is open (a candidate never waits long for a slot)."""
+        if not any(not s.job.background for s in self._jobs.values()):
+            return True
+        running = sum(1 for slot, chunk in self._chunks.values()
+                      if chunk.job_id in self._jobs and self._jobs[chunk.job_id].job.background)
+        return running < max(1, self.n_workers - 1)  # fmt: skip
 
     def _frames(self, slot: _Slot, frames: object) -> tuple[tuple[str, int], ...]:
         """Frames name files in the worker's worktree; callers want repository paths, and read
@@ -519,13 +568,22 @@ class Pool:
         args = list(args)
         with self._lock:
             started = next((s.suite for s in self._slots if s.suite is not None), None)
-        if not args and started is not None:
+        if args == (self.startup_args or []) and started is not None:
             return list(started[0]), list(started[1])
         event = threading.Event()
+        deadline = time.monotonic() + COLLECT_TIMEOUT
+        while True:  # the first worker to be idle collects
+            with self._lock:
+                slot = next((s for s in self._slots if s.alive and s.ready.is_set()
+                             and s.chunk is None and s.collecting is None), None)  # fmt: skip
+                if slot is not None:
+                    break
+                if self._closed or not any(s.alive for s in self._slots):
+                    raise RunnerError("no test worker left to collect with")
+            if time.monotonic() > deadline:
+                raise OutOfTime("no test worker was free to collect the suite")
+            time.sleep(0.05)
         with self._lock:
-            slot = next((s for s in self._slots if s.alive and s.chunk is None), None)
-            if slot is None or slot.collecting is not None:
-                raise RunnerError("no idle test worker to collect with")
             job_id = f"collect#{next(self._chunk_ids)}"
             slot.collecting = {"id": job_id, "event": event, "tests": None, "errors": []}
             self._send(slot, {"job": job_id, "collect": args, "tests": [], "files": {},
@@ -561,10 +619,10 @@ class Pool:
 
     def _chunk_over(self, slot: _Slot) -> None:
         self._chunks.pop(slot.chunk_id, None)
-        if slot.chunk is not None:
-            self.scheduler.finished(slot.chunk)
-        if slot.chunk is not None and slot.chunk.job_id in self._jobs:
-            self._jobs[slot.chunk.job_id].inflight -= 1
+        state = self._jobs.get(slot.chunk.job_id) if slot.chunk is not None else None
+        if state is not None:
+            state.scheduler.finished(slot.chunk)
+            state.inflight -= 1
         slot.chunk, slot.chunk_id, slot.current = None, "", None
 
     def _worker_died(self, slot: _Slot) -> None:
@@ -593,7 +651,7 @@ class Pool:
                 )
             rest = [t for t in chunk.tests if t not in reported and t != current]
             if rest and state.stopped is None:
-                self.scheduler.add(chunk.job_id, [], rest, chunk.fail_fast)
+                state.scheduler.add(chunk.job_id, [], rest, chunk.fail_fast)
         if state is not None:
             self._maybe_finish(state)
         if self._closed:
@@ -624,10 +682,10 @@ class Pool:
 
     def _fail_everything(self, why: str) -> None:
         for state in list(self._jobs.values()):
-            self.scheduler.drop(state.job.id)
+            state.scheduler.drop(state.job.id)
             state.inflight = 0
             state.stopped = state.stopped or "error"
-            self._events.put(
+            state.queue.put(
                 TestResult(state.job.id, "<pool>", "error", 0.0, f"no test worker left: {why}")
             )
             self._maybe_finish(state)

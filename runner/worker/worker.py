@@ -57,6 +57,8 @@ def options_only(args: list[str]) -> list[str]:
 
 
 JOB_ARGS = options_only(PYTEST_ARGS)
+# What the start-up collection covers when not the whole suite (JSON list of paths).
+STARTUP_ARGS = json.loads(os.environ.get("GP_STARTUP_ARGS") or "null")
 
 
 # GP_COLD=1: every job runs in a fresh `python -m pytest` process, nothing pre-imported or
@@ -166,7 +168,9 @@ def collect_suite() -> dict:
 
             found = {"tests": None, "errors": []}
             grab = gp_plugin.Collector(lambda line: found.update(json.loads(line)))
-            pytest.main([*BASE_ARGS, "--collect-only", *PYTEST_ARGS], plugins=[grab])
+            # Only what the first jobs need when the pool says so (a ticket's test files).
+            args = PYTEST_ARGS if STARTUP_ARGS is None else [*JOB_ARGS, *STARTUP_ARGS]
+            pytest.main([*BASE_ARGS, "--collect-only", *args], plugins=[grab])
             names = [n for n, m in list(sys.modules.items()) if m is not None]
             found = {"modules": names, "tests": found["tests"], "errors": found["errors"]}
             os.write(write_fd, json.dumps(found).encode())
