@@ -7,13 +7,14 @@ and pytest, without coverage or xdist. In one run:
    pytest-xdist too (the user's venv stays free of it);
 2. `agent test --all --python USER_VENV/bin/python` with an empty cache (a fresh
    XDG_CACHE_HOME): collection plus the per-test coverage baseline plus the run;
-3. plain `pytest -n 2` once more, so that a change of the machine's load during the run shows.
+3. plain `pytest -n 2` once more (unless --plain-runs 1), so that a change of the machine's
+   load during the run shows.
 The overlay (coverage and our plugin for that interpreter) is built beforehand by a warm-up run
 on a one-test repository and reported apart: it is paid once per Python version, not per
 repository. The ratio is the agent's seconds over the mean of the two plain runs (issue 20's
 bound: <= 3x). /proc/loadavg is printed before and after.
 
-    .venv/bin/python benchmarks/baseline_cost.py [--json OUT] [--agent-timeout 2400]
+    .venv/bin/python benchmarks/baseline_cost.py [--json OUT] [--plain-runs 1] [--agent-timeout S]
 """
 
 from __future__ import annotations
@@ -35,7 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=Path, help="write the figures as JSON")
     parser.add_argument(
-        "--agent-timeout", type=float, default=2400.0, help="seconds before the agent run is cut"
+        "--agent-timeout",
+        type=float,
+        help="seconds before the agent run is cut (default: 3x the first plain run + 60 s: past "
+        "the bound, the answer is known)",
+    )
+    parser.add_argument(
+        "--plain-runs", type=int, choices=(1, 2), default=2, help="plain runs: before, and after"
     )
     parser.add_argument("--plain-timeout", type=float, default=1200.0)
     args = parser.parse_args(argv)
@@ -63,18 +70,22 @@ def main(argv: list[str] | None = None) -> int:
         )
         say.log(f"  {plain1.seconds:.1f} s, {compat.counts(plain1.outcomes)}")
 
-        say.log("agent test --all, empty cache")
-        agent, _ = compat.run_agent(user_python, repo, out_dir, xdg, args.agent_timeout)
+        agent_timeout = args.agent_timeout or 3 * plain1.seconds + 60
+        say.log(f"agent test --all, empty cache (cut after {agent_timeout:.0f} s)")
+        agent, _ = compat.run_agent(user_python, repo, out_dir, xdg, agent_timeout)
         say.log(f"  {agent.seconds:.1f} s, {compat.counts(agent.outcomes)} {agent.error}")
 
-        say.log("plain pytest -n 2 (reference venv), 2 of 2")
-        plain2 = compat.run_plain(
-            reference_python, repo, out_dir, args.plain_timeout, ["-n", "2"], "plain2"
-        )
-        say.log(f"  {plain2.seconds:.1f} s, {compat.counts(plain2.outcomes)}")
+        plain2 = plain1
+        if args.plain_runs == 2:
+            say.log("plain pytest -n 2 (reference venv), 2 of 2")
+            plain2 = compat.run_plain(
+                reference_python, repo, out_dir, args.plain_timeout, ["-n", "2"], "plain2"
+            )
+            say.log(f"  {plain2.seconds:.1f} s, {compat.counts(plain2.outcomes)}")
         load_after = compat.loadavg()
 
-    plain_seconds = statistics.mean([plain1.seconds, plain2.seconds])
+    plain_runs = [plain1.seconds, plain2.seconds][: args.plain_runs]
+    plain_seconds = statistics.mean(plain_runs)
     differences, _ = compat.compare(plain1, agent) if not agent.error else ([], 0)
     ratio = agent.seconds / plain_seconds
     timed_out = agent.code is None
@@ -84,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "suite": spec.key,
         "tests_plain": len(plain1.outcomes),
         "tests_agent": len(agent.outcomes),
-        "plain_n2_seconds": [round(plain1.seconds, 1), round(plain2.seconds, 1)],
+        "plain_n2_seconds": [round(x, 1) for x in plain_runs],
         "agent_all_seconds": round(agent.seconds, 1),
         "agent_timed_out": timed_out,
         "agent_error": agent.error,
@@ -97,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"baseline cost on {spec.key} (commit {commit}, {stamp})")
     print(
-        f"  plain `python -m pytest -n 2`: {plain1.seconds:.1f} s and {plain2.seconds:.1f} s "
+        f"  plain `python -m pytest -n 2`: {' and '.join(f'{x:.1f} s' for x in plain_runs)} "
         f"({len(plain1.outcomes)} tests)"
     )
     print(

@@ -454,8 +454,8 @@ def run_plain(
             code = None
     seconds = time.monotonic() - started
     # The plain run's __pycache__, .pytest_cache and temp files go: every run starts alike.
-    for name in untracked(repo) - before:
-        (repo / name).unlink(missing_ok=True)
+    for leftover in untracked(repo) - before:
+        (repo / leftover).unlink(missing_ok=True)
     run = Run(code=code, seconds=seconds)
     if code is None:
         run.error = f"plain pytest timed out after {timeout:.0f} s"
