@@ -377,7 +377,9 @@ class FixLoop:
         job = self._job(draft, unmapped=True)
         others = [t for t in self.repro.failing_before if t not in self.targets]
         job = Job(job.id + "-confirm", job.files, [*job.tests, *others], False, job.targets)
-        with self.pool(workers=1, cache=None) as fresh:
+        # Its workers start on the job's test files alone, not the whole suite.
+        files = sorted({t.split("::", 1)[0] for t in job.tests})
+        with self.pool(workers=1, cache=None, startup=files) as fresh:
             done = fresh.run(job)
         outcome = {r.test_id: r.outcome for r in done.results}
         required = [t for t in job.tests if t not in others]
@@ -392,7 +394,10 @@ class FixLoop:
         return ok, done
 
     def pool(
-        self, workers: int | None = None, cache: ResultCache | None | bool = True
+        self,
+        workers: int | None = None,
+        cache: ResultCache | None | bool = True,
+        startup: list[str] | None = None,
     ) -> AbstractContextManager[Pool]:
         """The candidates' pool: the baseline's own warm workers while it fills in behind
         (no second start-up), else a new pool (closed on exit)."""
@@ -423,4 +428,5 @@ class FixLoop:
             dependencies=self.baseline.dependencies,
             durations=self.baseline.durations,
             cold=self.options.cold_full_suite,
+            startup_args=startup,
         )
