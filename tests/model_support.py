@@ -29,7 +29,8 @@ TEST_THREADS = int(os.environ.get("GREENPATCH_TEST_THREADS", "1"))
 # Trained to convergence. At 300 steps exact-fill accuracy ranged 0.67-1.0 over seeds 0-7, and
 # forcing AVX2 kernels (ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2) on an AVX512
 # machine reproduced a failure seen on another CPU (all-at-once 0.93 for seed 0). At 1000 steps
-# every decoding mode fills 30 of 30 spans for seeds 0-5, and for seeds 0-4 with AVX2 forced.
+# every decoding mode fills 30 of 30 spans for seeds 0-5 with 1 thread, seeds 0-5 with AVX2
+# forced and seeds 0-2 with 2 threads.
 ALPHABET_STEPS = 1000
 
 
