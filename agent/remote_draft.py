@@ -36,8 +36,10 @@ from agent.localize import is_protected
 from agent.replies import enclosing_function, rewrites
 from model.remote import RemoteError, RemoteModel, Usage
 
-# Sites of a line whose canvases go to FIM, most suspicious first.
-FIM_SITES = 3
+# Sites of a line whose canvases go to FIM, most suspicious first: as many as the in-process
+# sampler takes (agent.draft.SAMPLED_SITES); each costs a request per span length on a
+# diffusion server.
+FIM_SITES = 2
 # Characters of file around a canvas: plenty for a remote model; `agent serve` keeps what
 # fits its window (the end of the prefix, the start of the suffix).
 CONTEXT_CHARS = 6000

@@ -45,7 +45,7 @@ def client(lm):
 def test_models_lists_capabilities_and_limits(client: TestClient) -> None:
     (entry,) = client.get("/v1/models").json()["data"]
     assert entry["id"] == "greenpatch-embedded" and entry["object"] == "model"
-    assert set(entry["capabilities"]) == {"fim", "completions", "chat", "score"}
+    assert set(entry["capabilities"]) == {"fim", "completions", "score"}  # chat: served, unlisted
     assert entry["max_tokens"] == 32 and entry["max_n"] == 4
 
 

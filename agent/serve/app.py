@@ -4,7 +4,8 @@ Routes (all JSON; errors in OpenAI's shape `{"error": {"message", "type", "param
 - `GET /health`: the process is up (no auth). `GET /ready`: 200 once the model is loaded, with
   the number of /v1 requests in flight, else 503 (no auth).
 - `GET /v1/models`: the one served model (503 until it is loaded); its entry lists
-  `capabilities` (`fim`, `completions`, `chat`, `score`) so a client need not probe, and the
+  `capabilities` (`fim`, `completions`, `score`; not `chat`, see below) so a client need not
+  probe, and the
   limits `max_tokens` (at most half the model's window) and `max_n` (above them: 400).
 - `POST /v1/fim/completions` (Inception's shape: `model`, `prompt` = the prefix, `suffix`,
   `max_tokens`, `stream`, and `n`, `temperature`, `stop`) and `POST /v1/completions` (OpenAI's,
@@ -12,8 +13,9 @@ Routes (all JSON; errors in OpenAI's shape `{"error": {"message", "type", "param
   `max_tokens` masked tokens between prompt and suffix; choices are distinct fills, best first,
   so there may be fewer than `n`.
 - `POST /v1/chat/completions`: the messages rendered as text ("role: content" lines) and up to
-  `max_tokens` tokens decoded after them. The embedded model was not trained on chat: this
-  route exists so that any client works, not because its replies are good.
+  `max_tokens` tokens decoded after them. The models served here were not trained on chat:
+  this route exists so that any client works, not because its replies are good, and it is not
+  listed among the capabilities (the fix loop then sends no chat rewrites).
 - `POST /v1/fim/score` (extension): `{model, prompt, suffix, fills: [str]}` ->
   `{object: "list", model, data: [{index, score}]}`, score = mean log-probability per token of
   each fill between prompt and suffix (higher is better): the loop ranks sampled fills with it.
@@ -48,7 +50,10 @@ from model.errors import ModelError
 from model.sampler import Canvas
 
 log = logging.getLogger("greenpatch.serve")
-CAPABILITIES = ["fim", "completions", "chat", "score"]
+# What clients should use this server for. Chat is served (any OpenAI client works) but not
+# listed: the models this serves are infill models, not trained on conversations, and a fix
+# loop that asked them to rewrite functions by chat would wait for text that never parses.
+CAPABILITIES = ["fim", "completions", "score"]
 
 
 @dataclass(frozen=True)
