@@ -158,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         say.log(f"plain pytest {TARGET}: {plain2:.1f} s, exit {code2}")
         load_after = compat.loadavg()
 
+    # The whole fix report and the agent's log stay for a look at what it did.
+    out_dir = compat.CACHE / "runs" / f"first-candidate-{stamp}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "fix.json").write_text(stdout)
+    (out_dir / "fix.log").write_text(stderr)
     try:
         report = json.loads(stdout)
     except ValueError:
@@ -178,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         "first_candidate_seconds": first,
         "phases": report.get("phases"),
         "candidates": report.get("candidates"),
+        "tests_run": report.get("tests_run"),
+        "report": str(out_dir / "fix.json"),
         "overlay_warmup_seconds": round(overlay_seconds, 1),
         "bound_seconds": round(bound, 1),
         "within_bound": first is not None and first <= bound,
