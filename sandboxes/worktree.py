@@ -221,6 +221,12 @@ class Worktree:
             _spawn(self.path, *self._git_args("ls-files", "-o", "-z"), env=self._env),
             self.path, "ls-files",
         )  # fmt: skip
+        # The index's stat data predates handing the files to the sandbox's uid (their ctime
+        # changed): refreshed once, every later diff-files compares stat, not every file's
+        # content. A file whose content changed stays listed as changed.
+        # (Exit 1 means some file changed: that is for reset() to restore.)
+        _spawn(self.path, *self._git_args("update-index", "-q", "--refresh"),
+               env=self._env).communicate()  # fmt: skip
         self._kept = {}
         for rel in filter(None, listed.split("\0")):
             stamp = _stamp(self.path / rel)

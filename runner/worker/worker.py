@@ -26,6 +26,7 @@ import importlib
 import json
 import os
 import select
+import shutil
 import signal
 import sys
 import tempfile
@@ -166,6 +167,9 @@ def collect_suite() -> dict:
             import gp_plugin
             import pytest
 
+            # Whatever the environment says (PYTHONDONTWRITEBYTECODE is common in images): the
+            # worktree is ours, and its bytecode is what spares every job compiling the project.
+            sys.dont_write_bytecode = False
             found = {"tests": None, "errors": []}
             grab = gp_plugin.Collector(lambda line: found.update(json.loads(line)))
             # Only what the first jobs need when the pool says so (a ticket's test files).
@@ -454,19 +458,37 @@ class Files:
             os.utime(path, ns=(old[1], old[2]))
 
 
-def clear_tmp() -> None:
-    import shutil
+def tmp_stamps() -> dict[str, tuple[int, int, int] | None]:
+    """Every path under /tmp: files by (inode, size, ctime), directories as None."""
+    stamps: dict[str, tuple[int, int, int] | None] = {}
+    for top, dirs, files in os.walk("/tmp"):
+        for name in dirs:
+            stamps[os.path.join(top, name)] = None
+        for name in files:
+            path = os.path.join(top, name)
+            with contextlib.suppress(OSError):
+                st = os.lstat(path)
+                stamps[path] = (st.st_ino, st.st_size, st.st_ctime_ns)
+    return stamps
 
+
+# What the start-up left in /tmp (HOME: a library's font or compile caches), kept while untouched.
+TMP_KEPT: dict[str, tuple[int, int, int] | None] = {}
+
+
+def clear_tmp() -> None:
+    """Empty the private /tmp of what the last job left: anything new or touched goes; what the
+    start-up made stays while its inode, size and ctime (which no process can set) are as then."""
     keep = os.path.realpath(LOG.path)
-    with contextlib.suppress(OSError), os.scandir("/tmp") as entries:
-        for entry in entries:
-            if os.path.realpath(entry.path) == keep:
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
+    now = tmp_stamps()
+    for path in sorted(now, key=len, reverse=True):  # children before their directories
+        if path == keep or (path in TMP_KEPT and now[path] == TMP_KEPT[path]):
+            continue
+        with contextlib.suppress(OSError):
+            if now[path] is None and not os.path.islink(path):
+                os.rmdir(path) if path in TMP_KEPT else shutil.rmtree(path, ignore_errors=True)
             else:
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+                os.unlink(path)
 
 
 def cold_exec(job: dict, tests: list[str], done: set[str], write_fd: int) -> None:
@@ -772,6 +794,8 @@ def main() -> None:
     started = time.monotonic()
     try:
         loaded, suite = preload()
+        if PRIVATE_TMP:
+            TMP_KEPT.update(tmp_stamps())
         emit(
             {
                 "event": "ready",
