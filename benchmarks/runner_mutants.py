@@ -33,9 +33,8 @@ import tokenize
 import venv
 from pathlib import Path
 
-from runner.collect import pytest_env
-
 from runner.baseline import BaselineOptions, build_baseline
+from runner.env import source_path
 from runner.pool import Job, Pool
 from runner.selection import select_tests
 
@@ -131,8 +130,8 @@ def plain_pytest(
     with `ids`, only those tests, in one process. A run that outlives `timeout` (a mutant can
     make the suite hang: plain pytest has no time limit) is killed and reported as one failing
     pseudo-test, "<timeout>"."""
-    env = pytest_env(root)
-    env["PYTHONPATH"] = env["PYTHONPATH"].split(":", 1)[1]  # the library only, not our plugin
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    env["PYTHONPATH"] = source_path(root)  # the library only, not our plugin
     start = time.perf_counter()
     how = ids if ids is not None else ["-n", str(workers)]
     args = ["-p", "no:cacheprovider", "-q", "-rA", "-o", "console_output_style=classic"]

@@ -7,6 +7,10 @@ and the drafting may differ between the commits, the pipeline is what is compare
 The two sides alternate per example; `--repeat N` runs each pair N times and reports medians.
 
     .venv/bin/python benchmarks/safety_cost.py [--base 42bf2b2] [--repeat 1] [--json OUT]
+    .venv/bin/python benchmarks/safety_cost.py --overhead [--repeat 2]
+
+`--overhead`: instead, the warm worker's per-job overhead on a trivial test (runner_mutants.py's
+measure: 30 candidate jobs, median wall and CPU ms), each side in turn, `--repeat` rounds.
 
 The earlier commit runs from a `git worktree` of this repository on the same interpreter (its
 packages first on PYTHONPATH).
@@ -48,12 +52,25 @@ def fix(code: Path, name: str, scratch: Path) -> dict:
             "phases": report.get("phases", {})}  # fmt: skip
 
 
+OVERHEAD = (
+    "import json, sys; sys.path.insert(0, 'benchmarks'); import runner_mutants; "
+    "print(json.dumps(runner_mutants.overhead(sys.executable, runs=30)))"
+)
+
+
+def overhead(code: Path) -> dict:
+    done = subprocess.run([sys.executable, "-c", OVERHEAD], cwd=code, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(code)}, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="42bf2b2", help="the earlier commit")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--examples", default=",".join(EXAMPLES))
     parser.add_argument("--json", dest="json_out")
+    parser.add_argument("--overhead", action="store_true", help="per-job warm overhead instead")
     args = parser.parse_args()
     load = os.getloadavg()[0]
     rows = []
@@ -62,6 +79,16 @@ def main() -> None:
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(base), args.base],
                        cwd=ROOT, check=True)  # fmt: skip
         try:
+            if args.overhead:
+                for n in range(args.repeat):
+                    for side, code in (("base", base), ("head", ROOT)):
+                        got = {k: round(v, 1) for k, v in overhead(code).items()}
+                        rows.append({"side": side, "round": n, **got})
+                        print(f"{side} round {n}: {got}", flush=True)
+                print(f"load {load:.2f} -> {os.getloadavg()[0]:.2f}")
+                if args.json_out:
+                    Path(args.json_out).write_text(json.dumps(rows, indent=2))
+                return
             for name in args.examples.split(","):
                 runs: dict[str, list[dict]] = {"base": [], "head": []}
                 for n in range(args.repeat):
