@@ -8,13 +8,13 @@ Drafting goes by stages (`Drafter.stage`): one-token substitutions, structural e
 (`agent.mutations`), and fills sampled from the diffusion model for the most suspicious sites,
 ranked by its likelihood. Which line's stage is drafted and tested when is the explorer's call
 (`agent.explore`). Modes:
-- `model` (default): with a model that has a repair head (`model.repair`), the "repair" stage
-  (every substitution and edit of the line, each scored by the model against the buggy
-  original at its site, with the fixed order as a prior, best first; `Draft.score` is that
-  key, in nats) then the samples;
-  with another model, substitutions, edits and samples, the model-free fills in their fixed
+- `model` (default): substitutions, edits and samples, the model-free fills in their fixed
   order (a plain diffusion model's likelihood put the right fix later than the fixed order,
-  measured with `benchmarks/draft_rank.py`).
+  measured with `benchmarks/draft_rank.py`);
+- `model-repair` (measured by `benchmarks/draft_rank.py`, not yet the default: see the model
+  card): the "repair" stage (every substitution and edit of the line, each scored by the
+  model's repair head against the buggy original at its site, with the fixed order as a
+  prior, best first; `Draft.score` is that key, in nats), then the samples;
 - `model-only`: the samples alone (ablation);
 - `edits`: substitutions and edits, no model (ablation: what the model adds);
 - `mutations`: operator/constant/identifier substitutions only, no model (the mutation-only
@@ -33,6 +33,7 @@ from agent.config import MODEL_FREE
 from agent.localize import SuspiciousLine, is_protected
 from agent.mutations import edit_fills, substitution_fills
 from model.checkpoint import LoadedModel
+from model.errors import ModelError
 from model.repair import has_repair_head, rank_candidates, with_prior
 from model.sampler import Canvas, infill, remask, score_fills
 
@@ -52,8 +53,8 @@ SAMPLED_SITES = 2
 # Most bugs are one token: the cheap substitutions go first, then the edits that multiply the
 # candidates, then the model's samples.
 STAGES = {
-    "model": ("repair", "sample"),
-    "model-plain": ("substitution", "edit", "sample"),
+    "model": ("substitution", "edit", "sample"),
+    "model-repair": ("repair", "sample"),
     "model-only": ("sample",),
     "edits": ("substitution", "edit"),
     "mutations": ("substitution",),
@@ -131,8 +132,9 @@ class Drafter:
     ) -> None:
         self.lm = lm
         self.mode = mode if lm is not None or mode in MODEL_FREE else "edits"
-        if self.mode == "model" and not has_repair_head(lm):
-            self.mode = "model-plain"
+        if self.mode == "model-repair" and not has_repair_head(lm):
+            raise ModelError(f"{lm.name if lm else 'no model'}: mode model-repair needs a "
+                             "model with a repair head")
         self.never_edit = list(never_edit)
         self.samples = samples
         self.seed = seed
@@ -144,7 +146,7 @@ class Drafter:
     def name(self) -> str:
         if self.lm is None:
             return f"{self.mode} (no model)"
-        if self.mode in ("model", "model-plain"):
+        if self.mode == "model":
             return self.lm.name
         return f"{self.lm.name} ({self.mode})"
 

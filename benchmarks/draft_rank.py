@@ -7,14 +7,14 @@ and mode: the 1-based rank of the first draft equal to the reference fix (same A
 drafting seconds spent until then. In one budget a lower rank is found sooner: ranks show what
 the model adds, apart from test timing.
 
-With an embedded model that has a repair head, mode `model` ranks every substitution and edit
-of a line by it (`agent.draft`'s "repair" stage); `model+loc` also re-ranks the suspicious
-lines with the denoiser's disbelief (`agent.localize.denoiser_disbelief`, weight
-DENOISER_WEIGHT). For benchmark tasks it also prints where the buggy line is in the
-localization: spectrum + traceback alone, and with the denoiser (top-1 and rank).
+Mode `model-repair` ranks every substitution and edit of a line by the model's repair head
+(`agent.draft`'s "repair" stage); a mode ending in `+loc` also re-ranks the suspicious lines
+with the denoiser's disbelief (`agent.localize.denoiser_disbelief`, weight DENOISER_WEIGHT).
+For benchmark tasks it also prints where the buggy line is in the localization: spectrum +
+traceback alone, and with the denoiser (top-1 and rank) when a `+loc` mode ran.
 
     .venv/bin/python benchmarks/draft_rank.py [--sample 12] [--seed 0] [--split test]
-        [--limit 3000] [--modes model,model+loc,edits,mutations] [--examples/--no-examples]
+        [--limit 3000] [--modes model-repair+loc,model,edits,mutations] [--examples/--no-examples]
         [--model DIR]
 """
 
@@ -164,7 +164,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=3000)
-    parser.add_argument("--modes", default="model,model+loc,edits,mutations")
+    parser.add_argument("--modes", default="model-repair+loc,model,edits,mutations")
     parser.add_argument("--examples", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--model", type=Path, help="model directory (default: the embedded one)")

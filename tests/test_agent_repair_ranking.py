@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from agent.canvases import sites_for
@@ -13,6 +14,7 @@ from agent.draft import Drafter, line_candidates
 from agent.explore import Explorer, Step
 from agent.localize import SuspiciousLine, denoiser_disbelief, rank_lines
 from model.checkpoint import wrap
+from model.errors import ModelError
 from model.network import DiffusionLM, ModelConfig
 from model.repair import line_suspicion, rank_candidates, with_prior
 from tests.model_support import stdlib_tokenizer
@@ -111,9 +113,12 @@ def test_denoiser_disbelief_reads_each_function_once() -> None:
 
 def test_the_repair_stage_ranks_substitutions_and_edits_by_the_model() -> None:
     lm = flagging_model("-")
-    drafter = Drafter(lm, [], mode="model")
+    drafter = Drafter(lm, [], mode="model-repair")
     assert drafter.stages == ("repair", "sample")
-    assert Drafter(None, [], mode="model").stages == ("substitution", "edit")
+    assert Drafter(lm, [], mode="model").stages == ("substitution", "edit", "sample")
+    plain = wrap(DiffusionLM(ModelConfig.tiny(vocab_size=lm.tokenizer.vocab_size)), lm.tokenizer)
+    with pytest.raises(ModelError, match="repair head"):
+        Drafter(plain, [], mode="model-repair")
     sources = {"m.py": SOURCE}
     sites = sites_for(sources, [SuspiciousLine("m.py", 4, 1.0, 1.0, False, 0.0)],
                       count_tokens=drafter.count_tokens)
