@@ -27,8 +27,8 @@ from model.repair import line_suspicion
 
 TRACEBACK_WEIGHT = 0.3
 DISBELIEF_WEIGHT = 0.1
-# The weight of `denoiser_disbelief` (pass it as `disbelief_weight`): see
-# `benchmarks/draft_rank.py`, which measures localization with and without it.
+# The weight of `denoiser_disbelief` (pass it as `disbelief_weight`): chosen, not yet tuned;
+# `benchmarks/draft_rank.py` measures localization with and without it.
 DENOISER_WEIGHT = 0.5
 # Functions the denoiser reads per localization: the ones holding the most suspicious lines.
 DENOISED_FUNCTIONS = 24
