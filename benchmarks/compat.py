@@ -329,6 +329,23 @@ def pytest_config(repo: Path) -> str:
     return "none"
 
 
+def addopts(repo: Path) -> str:
+    """The addopts of the pytest configuration in force (not tox commands, not comments)."""
+    where = pytest_config(repo)
+    if where.startswith("pyproject"):
+        tool = (
+            tomllib.loads((repo / "pyproject.toml").read_text()).get("tool", {}).get("pytest", {})
+        )
+        value = tool.get("ini_options", tool).get("addopts", "")
+        return " ".join(value) if isinstance(value, list) else str(value)
+    if where == "none":
+        return ""
+    name, _, section = where.partition(" ")
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.read(repo / name)
+    return parser.get(section.strip("[]") or "pytest", "addopts", fallback="")
+
+
 def layout(repo: Path) -> str:
     """Where the tests live and how they are written, from the files of the tree."""
     tests = [
@@ -344,7 +361,11 @@ def layout(repo: Path) -> str:
         parts = p.relative_to(repo).parts
         if len(parts) == 1:
             where.add("root")
-        elif parts[0] == "src" and len(parts) > 2 or (repo / parts[0] / "__init__.py").exists():
+        elif (parts[0] == "src" and len(parts) > 3) or (
+            # A tests/ folder with an __init__.py is a package of its own, not inside the project's.
+            parts[0] not in ("tests", "test", "testing")
+            and (repo / parts[0] / "__init__.py").exists()
+        ):
             where.add("in-package")
         else:
             where.add(f"{parts[0]}/")
@@ -352,13 +373,10 @@ def layout(repo: Path) -> str:
     style = []
     if "unittest.TestCase" in text or re.search(r"\(TestCase\)", text):
         style.append("unittest")
-    config_text = "".join(
-        (repo / f).read_text(errors="replace")
-        for f in ("pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
-        if (repo / f).exists()
-    )
-    if "--doctest-modules" in config_text or "doctest" in text:
-        style.append("doctest")
+    if "--doctest-modules" in addopts(repo):
+        style.append("--doctest-modules")
+    elif re.search(r"^\s*(import doctest|from doctest import)", text, re.M):
+        style.append("doctests run by tests")
     return ", ".join(sorted(where) + style)
 
 
