@@ -676,13 +676,16 @@ def recheck_alone(
     behind (an import, a cache): a fact of the suite, not the runner's doing, whatever the runner
     runs with it. Those differences are reclassified as such.
     """
-    ids = [d.test for d in differences if d.agent != "absent" and "::" in d.test.lstrip(":")]
+    # Only tests both ran: a test plain pytest never reached (it stopped at a collection error)
+    # says nothing about order.
+    ran = [d for d in differences if d.agent != "absent" and d.plain != "absent"]
+    ids = [d.test for d in ran if "::" in d.test.lstrip(":")]
     ids = [i for i in ids if not i.startswith("::")][:300]
     if not ids:
         return
     alone = run_plain(python, repo, out_dir, timeout, ids, "alone")
-    for d in differences:
-        if d.agent != "absent" and alone.outcomes.get(junit_key(d.test)) == d.agent:
+    for d in ran:
+        if alone.outcomes.get(junit_key(d.test)) == d.agent:
             d.why = ALONE
 
 
