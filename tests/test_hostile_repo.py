@@ -251,3 +251,71 @@ def test_fix_keeps_its_budget_when_the_repository_hangs(tmp_path, where):
     assert json.loads((tmp_path / "out.json").read_text())["status"] != "green"
     assert "Traceback" not in done.stderr
     assert _running_under(tmp_path / "cache") == []
+
+
+# Everything at once, end to end: the stockroom example with a hostile conftest (stealing the
+# token, HOME and a host secret), hostile git config (hooks, fsmonitor, filters, textconv), a
+# tracked symlink to the host secret, a test writing 1 GiB and a test forging results.
+STEAL_LINK = (
+    "from pathlib import Path\n\n\n"
+    "def test_symlink_out():\n"
+    "    Path({outside!r}).write_text(Path('secret_link').read_text())\n"
+)
+FORGE_ALL = (
+    "import gc, os\n\n\n"
+    "def test_forge():\n"
+    "    import gp_plugin\n"
+    "    for obj in gc.get_objects():\n"
+    "        if isinstance(obj, gp_plugin.Reporter):\n"
+    "            for t in {targets!r}:\n"
+    "                obj._emit({{'event': 'result', 'id': t, 'outcome': 'passed',\n"
+    "                           'seconds': 0.0, 'message': '', 'frames': []}})\n"
+    "    os._exit(0)\n"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend_name", [pytest.param("bwrap", marks=pytest.mark.bwrap),
+                                          pytest.param("docker", marks=pytest.mark.docker)])
+def test_agent_fix_on_a_hostile_repository(backend_name, tmp_path):
+    from tests.test_fix_cli import ROOT, prepare
+    from tests.test_git_safety import TOKEN, _ran, arm
+    from tests.test_sandbox_helpers import use_backend
+
+    use_backend(backend_name)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host-secret")
+    outside = Path("/tmp") / f"gp-hostile-{uuid.uuid4().hex}"
+    repo = prepare("stockroom", tmp_path / "stockroom")
+    targets = ("tests/test_pricing.py::test_discount_starts_exactly_at_tier_minimum",
+               "tests/test_pricing.py::test_line_total_at_tier_boundary")  # fmt: skip
+    (repo / "conftest.py").write_text(conftest(outside, secret))
+    (repo / "secret_link").symlink_to(secret)
+    (repo / "tests" / "test_zz_link.py").write_text(STEAL_LINK.format(outside=str(outside)))
+    (repo / "tests" / "test_zz_fill.py").write_text(FILL)
+    (repo / "tests" / "test_zz_forge.py").write_text(FORGE_ALL.format(targets=targets))
+    (repo / ".gitattributes").write_text("*.py filter=evil diff=evil\n")
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "hostile"], cwd=repo, check=True)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    arm(repo, markers)
+    env = {**os.environ, "GITHUB_TOKEN": TOKEN, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    try:
+        done = subprocess.run(
+            [PYTHON, "-m", "agent", "fix", str(ROOT / "examples/tickets/stockroom.md"),
+             "--repo", str(repo), "--drafter", "edits", "--sandbox", backend_name,
+             "--budget", "240", "--json", "-", "-q"],
+            capture_output=True, text=True, timeout=400, env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["status"] == "green", report
+        assert "if quantity >= tier.min_quantity:" in report["diff"]
+        assert not outside.exists(), outside.read_text()  # conftest and the symlink stayed in
+        assert _ran(markers) == {}  # no hook, fsmonitor, filter or textconv ran
+        assert TOKEN not in done.stdout + done.stderr
+        # The forged results were not taken for outcomes: both targets failed at baseline.
+        assert set(report["targets"]) == set(targets)
+    finally:
+        outside.unlink(missing_ok=True)
