@@ -81,10 +81,11 @@ DrafterOpt = Annotated[
     str | None,
     typer.Option(
         "--drafter",
-        metavar="model|model-only|edits|mutations",
+        metavar="model|model-only|model-repair|edits|mutations",
         help="Who drafts: the model (default: model-free fills, then its samples), its samples "
-        "alone, model-free substitutions and edits, or substitutions alone (the mutation "
-        "baseline); all but the default are ablations.",
+        "alone, every fill ranked by the model's repair head (opt-in), model-free "
+        "substitutions and edits, or substitutions alone (the mutation baseline); all but the "
+        "default are ablations.",
     ),
 ]
 BudgetOpt = Annotated[

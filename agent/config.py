@@ -22,7 +22,7 @@ from sandboxes import safegit
 
 SANDBOXES = ("bwrap", "docker", "process")
 # Who drafts candidates (see agent.draft): kept here so the CLI can check it without torch.
-DRAFTERS = ("model", "model-only", "edits", "mutations")
+DRAFTERS = ("model", "model-only", "model-repair", "edits", "mutations")
 MODEL_FREE = ("edits", "mutations")  # drafters that never load a model
 
 
