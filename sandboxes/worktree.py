@@ -49,6 +49,14 @@ bases = [line.strip() for line in sys.stdin if line.strip()]
 owner_gone(int(sys.argv[2]), sys.argv[3], 10.0)
 for base in dict.fromkeys(bases):
     cleanup_stale(Path(base))
+try:  # its docker workers too (their containers sleep until removed)
+    import docker
+    label = f"greenpatch.sandbox={sys.argv[2]}:{sys.argv[3]}"
+    for container in docker.from_env(timeout=10).containers.list(all=True,
+                                                                 filters={"label": label}):
+        container.remove(force=True)
+except Exception:
+    pass
 """
 
 

@@ -319,3 +319,34 @@ def test_agent_fix_on_a_hostile_repository(backend_name, tmp_path):
         assert set(report["targets"]) == set(targets)
     finally:
         outside.unlink(missing_ok=True)
+
+
+@pytest.mark.docker
+def test_killing_the_agent_removes_its_docker_workers(tmp_path):
+    from tests.test_sandbox_helpers import use_backend
+
+    engine = use_backend("docker")
+    repo = make_repo(tmp_path / "repo", {"test_a.py": "def test_a():\n    pass\n"})
+    script = (
+        "import sys, time\nfrom runner.pool import Pool\n"
+        f"pool = Pool({str(repo)!r}, sys.executable, 'docker', workers=2)\n"
+        "pool.start()\nprint('up', flush=True)\ntime.sleep(600)\n"
+    )
+    owner = subprocess.Popen([PYTHON, "-c", script], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    try:
+        assert owner.stdout.readline().strip() == "up"
+        label = f"greenpatch.sandbox={owner.pid}:"
+        mine = [c for c in engine.client.containers.list(all=True)
+                if c.labels.get("greenpatch.sandbox", "").startswith(label.split("=")[1])]
+        assert mine, "the pool's containers should be running"
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 30
+    left = mine
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = [c for c in engine.client.containers.list(all=True)
+                if c.labels.get("greenpatch.sandbox", "").startswith(f"{owner.pid}:")]
+    assert left == []
