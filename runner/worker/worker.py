@@ -670,6 +670,7 @@ class JobRun:
         killed: str | None = None
         child_error = ""
         child_failed = False
+        child_reported = 0
         buffer = b""
         try:
             while True:
@@ -708,6 +709,7 @@ class JobRun:
                         current = None
                         self.done.add(record["id"])
                         child_failed = child_failed or record["outcome"] in ("failed", "error")
+                        child_reported += 1
                         self.failed = self.failed or child_failed
                         emit({**record, "job": self.id})
                     elif event in ("collect_error", "collected", "coverage"):
@@ -729,16 +731,19 @@ class JobRun:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
             tail = LOG.tail()
-        self.agrees = self.exit_agrees(exit_code, status, child_failed)
+        self.agrees = self.exit_agrees(exit_code, status, child_failed, child_reported)
         return self.settle(
             tests, current, current_start, killed, exit_code, status, child_error, tail
         )
 
     @staticmethod
-    def exit_agrees(exit_code: int | None, status: int, failed: bool) -> bool:
-        """pytest's own exit event, the child's real exit status and its outcomes agree."""
+    def exit_agrees(exit_code: int | None, status: int, failed: bool, reported: int) -> bool:
+        """pytest's own exit event, the child's real exit status and its outcomes agree (a
+        child left with nothing to run, after a crash or timeout, reports none and exits 5)."""
         if exit_code is None or not os.WIFEXITED(status) or os.WEXITSTATUS(status) != exit_code:
             return False
+        if reported == 0 and exit_code == 5:
+            return True
         return exit_code == (1 if failed else 0)
 
     def settle(
