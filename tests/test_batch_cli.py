@@ -132,7 +132,8 @@ def test_journal_rules(tmp_path: Path) -> None:
     assert code == 2 and "is for the backlog" in " ".join(err.split())
     code, _, err = _batch(backlog, "--repo", repo, "--drafter", "llm", "--journal",
                           tmp_path / "j2.sqlite", cache=cache)  # fmt: skip
-    assert code == 2 and "--drafter must be one of model, model-only, edits, mutations" in err
+    drafters = "model, model-only, model-repair, edits, mutations"
+    assert code == 2 and f"--drafter must be one of {drafters}" in err
     code, _, err = _batch(tmp_path / "missing.jsonl", "--journal", tmp_path / "j3.sqlite",
                           cache=cache)  # fmt: skip
     assert code == 2 and "backlog not found" in err
