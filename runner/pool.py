@@ -86,6 +86,7 @@ class _JobState:
     tool_error: str = ""  # our own tools failed in the worker (not the project's tests)
     scheduler: Scheduler | None = None
     queue: queue.Queue | None = None
+    spans: list[tuple[int, float, float]] = field(default_factory=list)  # JobDone.spans
 
 
 @dataclass
@@ -96,6 +97,7 @@ class _Slot:
     ready: threading.Event = field(default_factory=threading.Event)
     chunk: Chunk | None = None
     chunk_id: str = ""
+    chunk_started: float = 0.0
     current: str | None = None
     reported: set[str] = field(default_factory=set)
     restarts: int = 0
@@ -401,6 +403,7 @@ class Pool:
             time.monotonic() - state.started,
             state.cpu,
             state.tool_error,
+            tuple(state.spans),
         )
         if state.job.background:
             state.queue.put(done)
@@ -431,6 +434,7 @@ class Pool:
             state = self._jobs[chunk.job_id]
             chunk_id = f"{chunk.job_id}#{next(self._chunk_ids)}"
             slot.chunk, slot.chunk_id, slot.current, slot.reported = chunk, chunk_id, None, set()
+            slot.chunk_started = time.monotonic()
             self._chunks[chunk_id] = (slot, chunk)
             state.inflight += 1
             self._send(
@@ -623,6 +627,7 @@ class Pool:
         if state is not None:
             state.scheduler.finished(slot.chunk)
             state.inflight -= 1
+            state.spans.append((slot.index, slot.chunk_started, time.monotonic()))
         slot.chunk, slot.chunk_id, slot.current = None, "", None
 
     def _worker_died(self, slot: _Slot) -> None:

@@ -53,6 +53,9 @@ class JobDone:
     seconds: float = 0.0
     cpu_seconds: float = 0.0  # CPU time the job's test processes used (not the pool's own)
     tool_error: str = ""  # reason "tool error": what of ours failed in the worker
+    # When which worker ran the job's chunks: (worker index, start, end) in time.monotonic()
+    # seconds of the caller's process (for reports of who was busy when).
+    spans: tuple[tuple[int, float, float], ...] = ()
 
     def count(self, outcome: str) -> int:
         return sum(1 for r in self.results if r.outcome == outcome)
