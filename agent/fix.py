@@ -6,6 +6,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import git
@@ -27,6 +28,7 @@ from agent.output import Reporter
 from agent.remote_draft import is_remote, remote_drafter
 from agent.reproduce import reproduce
 from agent.tickets import Ticket
+from agent.timeline import CONFIRM, DRAFTER, SETUP, Timeline
 
 
 @dataclass
@@ -81,14 +83,18 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
         reporter.warn("sandbox 'process' does not isolate candidate code from this machine")
     state = FixState(ticket=request.ticket.id)
     phases: dict[str, float] = {}
+    timeline = Timeline(started)  # who was busy when: the run report page's data
     # The embedded model loads while the baseline runs (the first candidate waits for both).
     loading = None
     if request.drafter not in MODEL_FREE and request.lm is None:
-        loading = ThreadPoolExecutor(1, thread_name_prefix="gp-model").submit(_load_model, request)
+        loading = ThreadPoolExecutor(1, thread_name_prefix="gp-model").submit(
+            timeline.timed(DRAFTER, "model", "loading the model", partial(_load_model, request))
+        )
     with reporter.progress() as progress:
         repro = reproduce(root, python, settings, request.ticket, progress,
                           deadline=started + settings.budget)  # fmt: skip
         phases["reproduce"] = time.monotonic() - started
+        timeline.add(SETUP, started, time.monotonic(), "baseline", "reproduce: the baseline run")
         progress.add_task("loading the model", total=None)
         drafter = _drafter(request, repro, loading.result() if loading else request.lm)
         phases["model"] = time.monotonic() - started - phases["reproduce"]
@@ -99,7 +105,7 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
     )
     options = request.options or Options(budget=settings.budget)
     options.budget = max(1.0, options.budget - (time.monotonic() - started))
-    loop = FixLoop(root, python, settings, repro, drafter, options, state)
+    loop = FixLoop(root, python, settings, repro, drafter, options, state, timeline)
     report = request.report
     report.update({
         "status": "no-fix",
@@ -122,6 +128,7 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
         mark = time.monotonic()
         with loop.pool() as pool:
             phases["pool_start"] = time.monotonic() - mark
+            timeline.add(SETUP, mark, time.monotonic(), "pool", "starting the test workers")
             outcome = loop.run(pool)
         phases["loop"] = time.monotonic() - mark - phases["pool_start"]
         report.update(
@@ -139,6 +146,8 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
             mark = time.monotonic()
             ok, confirmed = loop.confirm(winner)
             phases["confirm"] = time.monotonic() - mark
+            timeline.add(CONFIRM, mark, time.monotonic(), "confirm",
+                         f"{winner.id}: {'confirmed' if ok else 'failed'}")  # fmt: skip
             state.tests_run += sum(1 for r in confirmed.results if not r.cached)
             if ok:
                 outcomes = {r.test_id: r.outcome for r in confirmed.results}
@@ -181,4 +190,6 @@ def run_fix(request: FixRequest, reporter: Reporter) -> dict:
     report["seconds"] = round(time.monotonic() - started, 3)
     # Where the time went: the budget covers all of it, so each phase is worth knowing.
     report["phases"] = {name: round(value, 3) for name, value in phases.items()}
+    report["timeline"] = timeline.spans()  # [{lane, start, end, kind, label}], s since start
+    report["attempts"] = timeline.attempts()  # every candidate: round, origin, site, outcome
     return report

@@ -28,6 +28,7 @@ from agent.live import FixState
 from agent.localize import SuspiciousLine, rank_lines
 from agent.mutations import missing_names
 from agent.reproduce import Reproduction
+from agent.timeline import DRAFTER, Timeline
 from runner.baseline import Baseline, default_cache_dir
 from runner.cache import ResultCache
 from runner.pool import Job, Pool
@@ -107,8 +108,10 @@ class FixLoop:
         drafter: Drafter,
         options: Options,
         state: FixState,
+        timeline: Timeline | None = None,
     ) -> None:
         self.root = repo_root
+        self.timeline = timeline or Timeline()  # who was busy when, for the run report
         self.python = python
         self.settings = settings
         self.repro = reproduction
@@ -223,6 +226,7 @@ class FixLoop:
         )
         failure = next((r for r in results if r.failed), None)
         verdict = Verdict(draft, event, passed_targets, failure)
+        self.timeline.tested(event, len(passed_targets), failure)
         passed = verdict.targets_passed
         self.state.validated += 1
         self.validated += 1
@@ -258,8 +262,10 @@ class FixLoop:
         if not sites:
             return []
         return [
-            Step(stage, partial(self.drafter.stage, sources, sites, stage, cond, parent,
-                                seed=seed, missing=self.missing))  # fmt: skip
+            Step(stage, self.timeline.timed(
+                DRAFTER, stage, f"{stage} {line.path}:{line.line}",
+                partial(self.drafter.stage, sources, sites, stage, cond, parent, seed=seed,
+                        missing=self.missing)))  # fmt: skip
             for stage in self.drafter.stages
         ]
 
@@ -285,7 +291,8 @@ class FixLoop:
             failing = [failure.test_id] if failure is not None else list(self.targets)
         failures = [r for r in results if r.failed and r.test_id in failing]
         cond = (failures[0].message or "")[-FAILURE_TEXT_CHARS:] if failures else ""
-        refine = [Step("sample", partial(self.drafter.refine, draft, cond))]
+        refine = [Step("sample", self.timeline.timed(DRAFTER, "remask", f"re-noise {draft.id}",
+                                                     partial(self.drafter.refine, draft, cond)))]
         explore.add(explore.weight(draft.id) * FOLLOW_UP_SHARE, lambda: refine, depth)
         for rank, line in enumerate(self.localize(_frames(failures), failing)[:FOLLOW_UP_LINES]):
             steps = partial(self._steps, line, depth * 1000 + rank, cond, draft)
@@ -346,6 +353,7 @@ class FixLoop:
                     depth = explore.depth(draft.id)
                     self.state.round = max(self.state.round, depth)
                     self.state.stage = "drafting" if depth == 1 else "feedback"
+                    self.timeline.submitted(draft, depth)
                     self._submit(pool, draft)
         finally:
             self._stop.set()
