@@ -11,7 +11,16 @@ try:  # typer vendors click since 0.2x; before, it used click itself
 except ImportError:  # pragma: no cover - older typer
     from click import exceptions as click_errors
 
-from agent import cmd_batch, cmd_bench, cmd_fix, cmd_infill, cmd_model, cmd_serve, cmd_test
+from agent import (
+    cmd_batch,
+    cmd_bench,
+    cmd_fix,
+    cmd_infill,
+    cmd_model,
+    cmd_report,
+    cmd_serve,
+    cmd_test,
+)
 
 app = typer.Typer(
     name="agent",
@@ -28,6 +37,7 @@ app.command("infill")(cmd_infill.infill)
 app.add_typer(cmd_model.app, name="model")
 app.command("bench")(cmd_bench.bench)
 app.command("serve")(cmd_serve.serve)
+app.command("report")(cmd_report.report)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from agent.errors import EXIT_CANNOT_REPRODUCE, EXIT_GREEN, EXIT_NO_FIX, AgentEr
 from agent.output import Reporter
 from agent.remote_setup import check_model_name, connect_remote, remote_url
 from agent.repo import resolve_repo
+from agent.report_page import write_page
 from agent.signals import terminate_as_interrupt
 from agent.tickets import load_ticket
 
@@ -72,6 +73,11 @@ def fix(
         ),
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+    report_html: Annotated[
+        Path | None,
+        typer.Option("--report", metavar="OUT.html",
+                     help="Also write the run report page (see agent report)."),
+    ] = None,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -124,6 +130,8 @@ def fix(
         reporter = Reporter(json_out, verbose=verbose, quiet=quiet)
         report = run_fix(request, reporter)
         reporter.write_json(report)
+        if report_html is not None:
+            write_page(report, report_html)
         show_summary(reporter, report)
         return EXIT_GREEN if report["status"] == "green" else EXIT_NO_FIX
 
