@@ -16,12 +16,14 @@ $(BIN)/agent: pyproject.toml
 
 setup: system $(BIN)/agent
 
-# bubblewrap and the Docker engine come from the distribution; only root can install them.
+# bubblewrap, the Docker engine and Chromium come from the distribution; only root can install them.
 system:
 	@if [ "$$(id -u)" = 0 ] && ! command -v bwrap >/dev/null; then \
 		apt-get update -qq && apt-get install -y -qq bubblewrap docker.io >/dev/null; fi
 	@if [ "$$(id -u)" = 0 ] && ! command -v dockerd >/dev/null; then \
 		apt-get update -qq && apt-get install -y -qq docker.io >/dev/null; fi
+	@if [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; fi
 
 docker-engine: system
 	@if command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
