@@ -12,13 +12,14 @@ import typer
 from agent.cli_common import JsonOpt, ModelOpt, QuietOpt, VerboseOpt, run
 from agent.errors import AgentError
 from agent.output import Reporter
+from sandboxes.cacheroot import cache_root
 
 app = typer.Typer(
     help="Build the corpus, train and evaluate the embedded default model.",
     no_args_is_help=True,
 )
 
-DEFAULT_CACHE = Path.home() / ".cache" / "greenpatch" / "corpus"
+DEFAULT_CACHE = cache_root() / "corpus"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -23,7 +23,6 @@ from agent.errors import AgentError
 from agent.output import Reporter
 from agent.repo import resolve_repo
 from agent.reproduce import settings_baseline
-from runner.baseline import default_cache_dir
 from runner.cache import ResultCache
 from runner.changes import patch_changes, working_changes
 from runner.junit import write_junit
@@ -31,6 +30,7 @@ from runner.pool import DEFAULT_LIMITS, Job, Pool
 from runner.results import TestResult
 from runner.selection import select_tests
 from sandboxes import Limits
+from sandboxes.cacheroot import cache_root
 
 
 def test(
@@ -159,7 +159,7 @@ def _run(out: Reporter, root, python, settings, baseline, files, tests) -> list[
     if not tests:
         return []
     limits = Limits(memory_mb=settings.memory_mb, output_bytes=DEFAULT_LIMITS.output_bytes)
-    cache = ResultCache(default_cache_dir().parent / "results.sqlite")
+    cache = ResultCache(cache_root() / "results.sqlite")
     results: list[TestResult] = []
     try:
         with out.progress() as progress:

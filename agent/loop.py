@@ -29,13 +29,14 @@ from agent.localize import SuspiciousLine, rank_lines
 from agent.mutations import missing_names
 from agent.reproduce import Reproduction
 from agent.timeline import DRAFTER, Timeline
-from runner.baseline import Baseline, default_cache_dir
+from runner.baseline import Baseline
 from runner.cache import ResultCache
 from runner.pool import Job, Pool
 from runner.results import JobDone, TestResult
 from runner.selection import select_tests
 from sandboxes import Limits
 
+from sandboxes.cacheroot import cache_root
 # Candidates queued ahead of the pool: enough to keep the workers busy, few enough that a
 # progressing candidate's follow-up is not stuck behind a long queue.
 MAX_QUEUED_JOBS = 24
@@ -410,7 +411,7 @@ class FixLoop:
         """The candidates' pool: the baseline's own warm workers while it fills in behind
         (no second start-up), else a new pool (closed on exit)."""
         if cache is True:
-            cache = ResultCache(default_cache_dir() / "results.sqlite")
+            cache = ResultCache(cache_root() / "results.sqlite")
         build = self.repro.build
         if workers is None and not self.options.cold_full_suite and build is not None:
             shared = build.running_pool()

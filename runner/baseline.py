@@ -31,6 +31,7 @@ from runner.pool import Job, Pool
 from runner.results import JobDone, TestCoverage, TestResult
 from runner.tree import read_texts
 from sandboxes import Limits, safegit
+from sandboxes.cacheroot import cache_root
 
 FLAKY_RERUNS = 2
 SCHEMA = 3
@@ -57,8 +58,7 @@ class TestRecord:
 
 
 def default_cache_dir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "greenpatch" / "baselines"
+    return cache_root() / "baselines"
 
 
 def git(repo: Path, *args: str) -> str:

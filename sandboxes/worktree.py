@@ -29,6 +29,7 @@ from pathlib import Path
 
 from sandboxes import safegit
 from sandboxes.base import SandboxError
+from sandboxes.cacheroot import cache_root
 
 OWNER_SUFFIX = ".owner"
 _live: dict[Path, Worktree] = {}
@@ -61,8 +62,7 @@ except Exception:
 
 
 def default_base_dir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "greenpatch" / "worktrees"
+    return cache_root() / "worktrees"
 
 
 def _spawn(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

@@ -24,14 +24,14 @@ from agent.errors import AgentError
 from agent.output import Reporter
 from agent.remote_setup import connect_remote
 from model.remote import RemoteModel, is_url
+from sandboxes.cacheroot import cache_root
 
 
 def default_journal(cwd: Path | None = None) -> Path:
     """One journal per working directory, in the user's cache: `agent batch --resume` run
     where the batch was started finds it without being told."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     key = hashlib.sha256(str((cwd or Path.cwd()).resolve()).encode()).hexdigest()[:16]
-    return Path(cache) / "greenpatch" / "batches" / f"{key}.sqlite"
+    return cache_root() / "batches" / f"{key}.sqlite"
 
 
 @dataclass

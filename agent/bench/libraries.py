@@ -15,6 +15,7 @@ from pathlib import Path
 
 from agent.errors import AgentError
 from sandboxes import safegit
+from sandboxes.cacheroot import cache_root
 
 # Fixed identity and dates make every rebuilt commit hash reproducible.
 GIT_ENV = {
@@ -134,11 +135,6 @@ LIBRARIES: dict[str, Library] = {
 }
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("GREENPATCH_CACHE") or Path.home() / ".cache" / "greenpatch"
-    return Path(root)
-
-
 def get_library(name: str) -> Library:
     try:
         return LIBRARIES[name]
@@ -160,7 +156,7 @@ def git(repo: Path, *args: str) -> str:
 
 def fetch_sdist(lib: Library) -> Path:
     """The library's sdist, downloaded with pip once and checked against its pinned sha256."""
-    folder = cache_dir() / "sdists"
+    folder = cache_root() / "sdists"
     path = folder / lib.sdist
     if not path.exists():
         folder.mkdir(parents=True, exist_ok=True)
@@ -182,7 +178,7 @@ def fetch_sdist(lib: Library) -> Path:
 def pristine_repo(lib: Library) -> Path:
     """A cached git repo of the unpacked sdist with one commit, "pristine". Built once, atomically
     (unpacked into a temporary folder, then renamed), so parallel callers never see half a tree."""
-    target = cache_dir() / "trees" / lib.top
+    target = cache_root() / "trees" / lib.top
     if (target / ".git").is_dir():
         return target
     sdist = fetch_sdist(lib)

@@ -235,7 +235,9 @@ def isolated_cache(base: Path, baseline: Path | None) -> dict[str, str]:
         stored = cache / "greenpatch" / "baselines" / baseline.name
         stored.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(baseline, stored)
-    return {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    env.pop("GREENPATCH_CACHE", None)  # it would win over XDG_CACHE_HOME (sandboxes.cacheroot)
+    return env
 
 
 def run_bench(
