@@ -12,6 +12,11 @@ draft of any line goes next; a stage is drafted only when its best draft could b
 valuable. So the top line's first substitutions come first, its hundreds of edits interleave
 with other lines' likelier substitutions, and no line's long tail blocks the others.
 
+Value is per test-second: a line's drafts are divided by what testing one of them is expected
+to cost (`costs`, from the baseline's durations: the targets every candidate runs first, and a
+share of the regression tests a change to the line selects), so a cheap line's likely fix is
+not held back behind an equally likely one whose tests take ten times longer.
+
 Feedback goes through the same order. A candidate that made progress (more target tests pass)
 multiplies the weight of its line and of the lines
 next to it (`progress`), and work drafted on top of it (its fill re-noised, new sites on its
@@ -78,6 +83,7 @@ class _Line:
     plan: Callable[[], list[Step]] | None
     key: tuple[str, int] | None = None  # (path, line) of a suspicious line of the original code
     depth: int = 1
+    cost: float = 1.0  # expected test-seconds of one of its drafts
     boosted: bool = False
     steps: list[Step] = field(default_factory=list)
     # (-value, tie, draft): drafted, not yet handed out, best first
@@ -104,9 +110,10 @@ class _Line:
 
 
 class Explorer:
-    """Drafts of many lines in order of value. Line i of the first round has weight
-    `scores[i]` and (optionally) `keys[i]`; `plan(i)` lists its steps, called once, when the
-    line first comes up. `sample_now` says whether a sampling step may run now (testers fed);
+    """Drafts of many lines in order of value per test-second. Line i of the first round has
+    weight `scores[i]`, (optionally) `keys[i]` and `costs[i]` (expected test-seconds of one of
+    its drafts; default 1 each); `plan(i)` lists its steps, called once, when the line first
+    comes up. `sample_now` says whether a sampling step may run now (testers fed);
     otherwise it waits while anything else is left."""
 
     def __init__(
@@ -115,10 +122,13 @@ class Explorer:
         plan: Callable[[int], list[Step]],
         sample_now: Callable[[], bool] = lambda: True,
         keys: Sequence[tuple[str, int]] | None = None,
+        costs: Sequence[float] | None = None,
     ) -> None:
         self.lines = [
-            _Line(s, (lambda i=i: plan(i)), keys[i] if keys else None) for i, s in enumerate(scores)
-        ]
+            _Line(s, (lambda i=i: plan(i)), keys[i] if keys else None,
+                  cost=max(1e-6, costs[i]) if costs else 1.0)
+            for i, s in enumerate(scores)
+        ]  # fmt: skip
         self.sample_now = sample_now
         # The stage unplanned lines start with: every line has the drafter's stages, so the
         # first line planned tells.
@@ -129,9 +139,15 @@ class Explorer:
     def __bool__(self) -> bool:
         return any(line.head(False, self.first_stage) is not None for line in self.lines)
 
-    def add(self, weight: float, steps: Callable[[], list[Step]], depth: int) -> None:
-        """New work (e.g. drafted on top of a candidate), worth `weight` like a line."""
-        self.lines.append(_Line(weight, steps, None, depth))
+    def add(self, weight: float, steps: Callable[[], list[Step]], depth: int,
+            cost: float = 1.0) -> None:
+        """New work (e.g. drafted on top of a candidate), worth `weight` like a line, each
+        draft costing `cost` test-seconds."""
+        self.lines.append(_Line(weight, steps, None, depth, cost=max(1e-6, cost)))
+
+    def cost(self, draft_id: str) -> float:
+        line = self._line_of.get(draft_id)
+        return line.cost if line else 1.0
 
     def depth(self, draft_id: str) -> int:
         line = self._line_of.get(draft_id)
@@ -161,8 +177,8 @@ class Explorer:
         best, best_value, to_draft = None, 0.0, False
         for line in self.lines:
             head = line.head(skip_samples, self.first_stage)
-            if head is not None and line.weight * head[0] > best_value:
-                best, best_value, to_draft = line, line.weight * head[0], head[1]
+            if head is not None and line.weight * head[0] / line.cost > best_value:
+                best, best_value, to_draft = line, line.weight * head[0] / line.cost, head[1]
         return None if best is None else (best, to_draft)
 
     def _draft_next_stage(self, line: _Line) -> None:

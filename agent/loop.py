@@ -21,22 +21,22 @@ from functools import partial
 from pathlib import Path
 
 from agent.canvases import sites_for
-from agent.config import Settings, sandbox_options
+from agent.config import Settings
 from agent.draft import Draft, Drafter
 from agent.explore import Explorer, Step
+from agent.harness import result_cache, test_pool
 from agent.live import FixState
-from agent.localize import SuspiciousLine, rank_lines
+from agent.localize import DENOISER_WEIGHT, SuspiciousLine, denoiser_disbelief, rank_lines
 from agent.mutations import missing_names
 from agent.reproduce import Reproduction
 from agent.timeline import DRAFTER, Timeline
+from model.repair import has_repair_head
 from runner.baseline import Baseline
 from runner.cache import ResultCache
 from runner.pool import Job, Pool
 from runner.results import JobDone, TestResult
 from runner.selection import select_tests
-from sandboxes import Limits
 
-from sandboxes.cacheroot import cache_root
 # Candidates queued ahead of the pool: enough to keep the workers busy, few enough that a
 # progressing candidate's follow-up is not stuck behind a long queue.
 MAX_QUEUED_JOBS = 24
@@ -46,6 +46,13 @@ MAX_QUEUED_JOBS = 24
 FOLLOW_UP_LINES = 40
 FOLLOW_UP_BOOST = 4.0
 FOLLOW_UP_SHARE = 0.5
+# What one candidate of a line is expected to cost in test-seconds (the explorer orders by value
+# per test-second): a fixed overhead (fork, files written, results back), the targets (every
+# candidate runs them first and most stop at their first failure), and this share of the
+# passing tests that cover the line (the regression tests it selects; only a candidate that
+# passes the targets runs them). Estimates, not measured per project.
+CANDIDATE_OVERHEAD = 0.2
+REGRESSION_SHARE = 0.2
 # Candidates per worker in flight for the model to sample: below that, testers would wait.
 FED_QUEUE = 4
 FAILURE_TEXT_CHARS = 600
@@ -135,6 +142,8 @@ class FixLoop:
         self.first_tested: float | None = None  # when the first candidate's tests were over
         self._stop = threading.Event()
         self._texts: dict[str, str] = {}
+        self._disbelief: dict[tuple[str, int], float] = {}  # the denoiser's, per baseline line
+        self.denoiser_weight = DENOISER_WEIGHT
         self._coverage = {t: self.baseline.coverage(t) for t in self.baseline.tests}
         self._base_frames = {t: list(self.baseline.records[t].frames) for t in self.targets}
         self.missing = list(dict.fromkeys(
@@ -153,13 +162,33 @@ class FixLoop:
         failing = list(failing or self.targets)
         tracebacks = {t: f for t, f in self._base_frames.items() if t in failing}
         tracebacks.update(frames or {})
-        return rank_lines(
+        rank = partial(
+            rank_lines,
             self._coverage,
             failing=failing,
             passing=self.passing | (set(self.targets) - set(failing)),
             tracebacks=tracebacks,
             never_edit=self.settings.never_edit,
         )
+        plain = rank()
+        if not has_repair_head(self.drafter.lm):
+            return plain
+        # With a repair head, the denoiser's disbelief in each line joins spectrum and
+        # traceback (one pass per suspicious function, cached: the baseline code never changes).
+        return rank(disbelief=self.disbelief(plain), disbelief_weight=self.denoiser_weight)
+
+    def disbelief(self, lines: Sequence[SuspiciousLine]) -> dict[tuple[str, int], float]:
+        """The denoiser's disbelief in the baseline's lines, for the functions of `lines`."""
+        began = time.monotonic()
+        todo = [(s.path, s.line) for s in lines if (s.path, s.line) not in self._disbelief]
+        if todo:
+            assert self.drafter.lm is not None
+            fresh = denoiser_disbelief(self.drafter.lm, self._sources(lines), todo)
+            for key in todo:  # lines outside any function read stay 0, and are not read again
+                self._disbelief.setdefault(key, 0.0)
+            self._disbelief.update(fresh)
+            self.drafter.busy += time.monotonic() - began
+        return self._disbelief
 
     def _sources(self, lines: Sequence[SuspiciousLine]) -> dict[str, str]:
         for path in dict.fromkeys(s.path for s in lines):
@@ -275,7 +304,19 @@ class FixLoop:
         self._localization = self.localize()
         scores = [s.score for s in self._localization]
         keys = [(s.path, s.line) for s in self._localization]
-        return self._localization, Explorer(scores, self._plan, self._testers_fed, keys)
+        durations = self.baseline.durations  # built per call: once for every line
+        costs = [self.test_seconds(s, durations) for s in self._localization]
+        return self._localization, Explorer(scores, self._plan, self._testers_fed, keys, costs)
+
+    def test_seconds(self, line: SuspiciousLine, durations: dict[str, float] | None = None
+                     ) -> float:
+        """Expected test-seconds of one candidate at `line` (see CANDIDATE_OVERHEAD)."""
+        durations = self.baseline.durations if durations is None else durations
+        targets = sum(durations.get(t, 0.0) for t in self.targets)
+        covering = self.baseline.tests_covering(line.path, [line.line])
+        regression = sum(durations.get(t, 0.0) for t in covering
+                         if t in self.passing and t not in self.targets)  # fmt: skip
+        return CANDIDATE_OVERHEAD + targets + REGRESSION_SHARE * regression
 
     def _follow_up(self, explore: Explorer, verdict: Verdict, depth: int) -> None:
         """A candidate made progress: work on top of it joins the exploration. The tests it
@@ -294,10 +335,13 @@ class FixLoop:
         cond = (failures[0].message or "")[-FAILURE_TEXT_CHARS:] if failures else ""
         refine = [Step("sample", self.timeline.timed(DRAFTER, "remask", f"re-noise {draft.id}",
                                                      partial(self.drafter.refine, draft, cond)))]
-        explore.add(explore.weight(draft.id) * FOLLOW_UP_SHARE, lambda: refine, depth)
+        explore.add(explore.weight(draft.id) * FOLLOW_UP_SHARE, lambda: refine, depth,
+                    explore.cost(draft.id))  # fmt: skip
+        durations = self.baseline.durations
         for rank, line in enumerate(self.localize(_frames(failures), failing)[:FOLLOW_UP_LINES]):
             steps = partial(self._steps, line, depth * 1000 + rank, cond, draft)
-            explore.add(line.score * FOLLOW_UP_BOOST, steps, depth)
+            explore.add(line.score * FOLLOW_UP_BOOST, steps, depth,
+                        self.test_seconds(line, durations))
 
     def _submit(self, pool: Pool, draft: Draft) -> None:
         with self._lock:
@@ -411,7 +455,7 @@ class FixLoop:
         """The candidates' pool: the baseline's own warm workers while it fills in behind
         (no second start-up), else a new pool (closed on exit)."""
         if cache is True:
-            cache = ResultCache(cache_root() / "results.sqlite")
+            cache = result_cache()
         build = self.repro.build
         if workers is None and not self.options.cold_full_suite and build is not None:
             shared = build.running_pool()
@@ -420,22 +464,11 @@ class FixLoop:
                 shared.dependencies = self.baseline.dependencies
                 shared.stats.durations.update(self.baseline.durations)
                 return contextlib.nullcontext(shared)  # the build closes it
-        return Pool(
-            self.root,
-            self.python,
-            self.settings.sandbox,
-            backend_options=sandbox_options(self.settings),
-            workers=workers or self.settings.workers,
-            limits=Limits(memory_mb=self.settings.memory_mb, output_bytes=1 << 30),
-            test_timeout=self.settings.test_timeout,
-            job_timeout=self.settings.candidate_timeout,
+        return test_pool(
+            self.root, self.python, self.settings, self.baseline, workers=workers,
             # Python's own traceback format: pytest's (source excerpts, module lookups for every
             # frame) were most of a failing candidate's job; the loop needs only the
             # innermost frames and the error, which both carry.
             pytest_args=[*self.settings.pytest_args, "--tb=native"],
-            cache=cache or None,
-            dependencies=self.baseline.dependencies,
-            durations=self.baseline.durations,
-            cold=self.options.cold_full_suite,
-            startup_args=startup,
+            cache=cache or None, cold=self.options.cold_full_suite, startup=startup,
         )

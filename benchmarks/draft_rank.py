@@ -8,14 +8,14 @@ drafting seconds spent until then. In one budget a lower rank is found sooner: r
 the model adds, apart from test timing.
 
 Mode `model-repair` ranks every substitution and edit of a line by the model's repair head
-(`agent.draft`'s "repair" stage); a mode ending in `+loc` also re-ranks the suspicious lines
-with the denoiser's disbelief (`agent.localize.denoiser_disbelief`, weight DENOISER_WEIGHT).
-For benchmark tasks it also prints where the buggy line is in the localization: spectrum +
-traceback alone, and with the denoiser (top-1 and rank) when a `+loc` mode ran.
+(`agent.draft`'s "repair" stage). With a repair model, every model mode localizes with the
+denoiser's disbelief too (`FixLoop.localize`); each task is reproduced once and shared by the
+modes. For benchmark tasks it also prints where the buggy line is in the localization of
+each mode (`benchmarks/localize_rank.py` measures that alone, on a whole split).
 
     .venv/bin/python benchmarks/draft_rank.py [--sample 12] [--seed 0] [--split test]
-        [--limit 3000] [--modes model-repair+loc,model,edits,mutations] [--examples/--no-examples]
-        [--model DIR]
+        [--limit 3000] [--modes model-repair,model,edits,mutations] [--examples/--no-examples]
+        [--model DIR] [--json OUT]
 """
 
 from __future__ import annotations
@@ -43,10 +43,8 @@ from agent.bench.splits import sample  # noqa: E402
 from agent.bench.tasks import build_task_repo, load_tasks  # noqa: E402
 from agent.config import MODEL_FREE, load_settings  # noqa: E402
 from agent.draft import Drafter  # noqa: E402
-from agent.explore import Explorer  # noqa: E402
-from agent.fix import target_python  # noqa: E402
+from agent.harness import target_python  # noqa: E402
 from agent.live import FixState  # noqa: E402
-from agent.localize import DENOISER_WEIGHT, denoiser_disbelief, rank_lines  # noqa: E402
 from agent.loop import FixLoop, Options  # noqa: E402
 from agent.reproduce import reproduce  # noqa: E402
 from agent.tickets import load_ticket, parse_ticket  # noqa: E402
@@ -93,24 +91,6 @@ def task_case(task, work: Path) -> Case:
     )
 
 
-def with_denoiser(loop: FixLoop, lm) -> list:
-    """The loop's localization re-ranked with the denoiser's disbelief in each line."""
-    plain = loop.localize()
-    sources = loop._sources(plain)
-    doubt = denoiser_disbelief(lm, sources, [(s.path, s.line) for s in plain])
-    failing = list(loop.targets)
-    tracebacks = {t: f for t, f in loop._base_frames.items() if t in failing}
-    return rank_lines(
-        loop._coverage,
-        failing=failing,
-        passing=loop.passing | (set(loop.targets) - set(failing)),
-        tracebacks=tracebacks,
-        disbelief=doubt,
-        never_edit=loop.settings.never_edit,
-        disbelief_weight=DENOISER_WEIGHT,
-    )
-
-
 def line_rank(case: Case, localization: list) -> int | None:
     """1-based rank of the first suspicious line where the fix belongs."""
     path = next(iter(case.fixed))
@@ -119,26 +99,19 @@ def line_rank(case: Case, localization: list) -> int | None:
     )
 
 
-def rank(case: Case, drafter: Drafter, limit: int, denoise: bool = False) -> dict:
+def prepare(case: Case):
+    """The task's reproduction (baseline with coverage), shared by every mode."""
     settings = load_settings(case.repo)
     python = target_python(settings, case.repo)
-    repro = reproduce(case.repo, python, settings, case.ticket, None)
+    return settings, python, reproduce(case.repo, python, settings, case.ticket, None)
+
+
+def rank(case: Case, prepared, drafter: Drafter, limit: int) -> dict:
+    settings, python, repro = prepared
     loop = FixLoop(case.repo, python, settings, repro, drafter, Options(budget=1e9),
                    FixState(ticket=case.name))  # fmt: skip
     localization, explorer = loop.first_round()
     where = {"line_rank": line_rank(case, localization)} if case.lines else {}
-    if denoise:
-        began = time.monotonic()
-        localization = loop._localization = with_denoiser(loop, drafter.lm)
-        explorer = Explorer(
-            [s.score for s in localization],
-            loop._plan,
-            lambda: True,
-            [(s.path, s.line) for s in localization],
-        )
-        drafter.busy += time.monotonic() - began
-        if case.lines:
-            where["line_rank_denoiser"] = line_rank(case, localization)
     explorer.sample_now = lambda: True  # no testers to keep fed here
     fix_lines = [s for s in localization if s.path in case.fixed]
     count = 0
@@ -158,13 +131,46 @@ def rank(case: Case, drafter: Drafter, limit: int, denoise: bool = False) -> dic
             "fix_file_lines": len(fix_lines), **where}  # fmt: skip
 
 
+def report(rows: list[dict], modes: list[str], limit: int) -> None:
+    """Medians over every task (a fix not found in `limit` drafts counts as limit + 1), per
+    kind, the first mode against each other one, and where each mode localized the bug."""
+    unfound = limit + 1
+    kinds = sorted({r["kind"] for r in rows})
+
+    def ranks(mode: str, kind: str | None = None) -> list[int]:
+        return [r[mode].get("rank") or unfound for r in rows if kind in (None, r["kind"])]
+
+    for mode in modes:
+        found = sum(1 for r in rows if r[mode].get("rank"))
+        median = statistics.median(ranks(mode))
+        print(f"{mode:12s} found {found}/{len(rows)}; median rank {median:g} (unfound = {unfound})")
+    for mode in modes:
+        cells = ", ".join(f"{k} {statistics.median(ranks(mode, k)):g}" for k in kinds)
+        print(f"{mode:12s} median rank by kind: {cells}")
+    first = modes[0]
+    for other in modes[1:]:
+        ratio = statistics.median(ranks(first)) / statistics.median(ranks(other))
+        worse = [k for k in kinds
+                 if statistics.median(ranks(first, k)) > statistics.median(ranks(other, k))]
+        earlier = sum(1 for a, b in zip(ranks(first), ranks(other), strict=True) if a < b)
+        later = sum(1 for a, b in zip(ranks(first), ranks(other), strict=True) if a > b)
+        print(f"{first} / {other}: median rank ratio {ratio:.3f}; earlier on {earlier} tasks, "
+              f"later on {later}; kinds where {first} is worse: {', '.join(worse) or 'none'}")
+    for mode in modes:
+        lines = [r[mode].get("line_rank") for r in rows if "line_rank" in r[mode]]
+        if lines:
+            top1 = sum(1 for x in lines if x == 1)
+            print(f"{mode:12s} buggy line top-1 {top1}/{len(lines)}, median rank "
+                  f"{statistics.median([x or 10**6 for x in lines]):g} (not localized: 10^6)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=3000)
-    parser.add_argument("--modes", default="model-repair+loc,model,edits,mutations")
+    parser.add_argument("--modes", default="model-repair,model,edits,mutations")
     parser.add_argument("--examples", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--model", type=Path, help="model directory (default: the embedded one)")
@@ -182,59 +188,30 @@ def main() -> None:
         cases += [task_case(by_id[i], work) for i in chosen]
         for case in cases:
             row = {"task": case.name, "kind": case.kind}
+            try:
+                prepared = prepare(case)
+            except Exception as exc:  # noqa: BLE001 - one broken task must not end the run
+                print(f"{case.name}: {type(exc).__name__}: {exc}"[:200], flush=True)
+                continue
             for mode in modes:
-                base = mode.removesuffix("+loc")
-                drafter = Drafter(None if base in MODEL_FREE else lm, [], mode=base)
+                drafter = Drafter(None if mode in MODEL_FREE else lm, [], mode=mode)
                 started = time.monotonic()
                 try:
-                    row[mode] = rank(case, drafter, args.limit, mode.endswith("+loc"))
+                    row[mode] = rank(case, prepared, drafter, args.limit)
                 except Exception as exc:  # noqa: BLE001 - one broken task must not end the run
                     row[mode] = {"rank": None, "why": f"{type(exc).__name__}: {exc}"[:200]}
                 row[mode]["wall"] = round(time.monotonic() - started, 1)
+            shutil.rmtree(case.repo, ignore_errors=True)
             rows.append(row)
             cells = "  ".join(f"{m}={row[m].get('rank')} ({row[m].get('seconds')} s)"
                               for m in modes)  # fmt: skip
             print(f"{case.name[:60]:60s} {case.kind:18s} {cells}", flush=True)
+            if args.json:
+                args.json.write_text(json.dumps(rows, indent=1))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print()
-    for mode in modes:
-        found = [r[mode]["rank"] for r in rows if r[mode].get("rank")]
-        print(
-            f"{mode:10s} found {len(found)}/{len(rows)}; median rank "
-            f"{statistics.median(found) if found else '-'}"
-        )
-    for mode in modes:  # per kind: unfound counts as past the limit
-        kinds = sorted({r["kind"] for r in rows})
-        cells = []
-        for kind in kinds:
-            ranks = [r[mode].get("rank") or args.limit + 1 for r in rows if r["kind"] == kind]
-            cells.append(f"{kind} {statistics.median(ranks):g}")
-        print(f"{mode:10s} median rank by kind (unfound = {args.limit + 1}): {', '.join(cells)}")
-    for key, label in (
-        ("line_rank", "spectrum + traceback"),
-        ("line_rank_denoiser", "with the denoiser"),
-    ):
-        ranks = [
-            next((r[m][key] for m in modes if key in r[m]), None)
-            for r in rows
-            if any(key in r[m] for m in modes)
-        ]
-        if ranks:
-            top1 = sum(1 for x in ranks if x == 1)
-            print(
-                f"buggy line, {label}: top-1 {top1}/{len(ranks)}, median rank "
-                f"{statistics.median([x or 10**6 for x in ranks]):g} (not localized: 10^6)"
-            )
-    for other in modes[1:]:
-        both = [r for r in rows if r[modes[0]].get("rank") and r[other].get("rank")]
-        better = sum(1 for r in both if r[modes[0]]["rank"] < r[other]["rank"])
-        worse = sum(1 for r in both if r[modes[0]]["rank"] > r[other]["rank"])
-        ratios = [r[other]["rank"] / r[modes[0]]["rank"] for r in both]
-        print(
-            f"{modes[0]} vs {other} where both find it ({len(both)}): earlier {better}, later "
-            f"{worse}, median rank ratio {statistics.median(ratios) if ratios else '-'}"
-        )
+    report(rows, modes, args.limit)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -303,10 +303,19 @@ class DiffusionLM(nn.Module):
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass over clean-looking (unmasked) code: token logits [B, T, V] and repair logits
         [B, T, 2] (corrupted; statement missing after this token's newline)."""
+        h, repair = self.repair_hidden(input_ids, attention_mask)
+        return self.lm_head(h), repair
+
+    def repair_hidden(self, input_ids: torch.Tensor,
+                      attention_mask: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As `repair_logits`, with the hidden states [B, T, D] in place of the token logits:
+        the vocabulary projection is a third of a small model's pass, and a scorer needs it at
+        a few positions only (`lm_head` on those)."""
         if self.repair is None:
             raise ModelError("this model has no repair head")
         h = self.hidden_states(input_ids, attention_mask)
-        return self.lm_head(h), self.repair(h)
+        return h, self.repair(h)
 
     def new_cache(self, attention_mask: torch.Tensor | None = None) -> ContextCache:
         return ContextCache(len(self.blocks), attention_mask)

@@ -1,7 +1,7 @@
 """The denoiser as a repair critic: which lines of a function look corrupted, and how much
 better a candidate edit looks than the buggy original at its site.
 
-Both read the repair head (`DiffusionLM.repair_logits`, trained on bug noise by
+Both read the repair head (`DiffusionLM.repair_hidden`, trained on bug noise by
 `model.train.BugSampler`) over code as it is, unmasked, tokenized in one piece as training
 tokenized it. A line's suspicion is its most suspicious token's probability of having been
 corrupted, or, for "a statement is missing here", the probability on the line break after it.
@@ -77,7 +77,7 @@ def line_suspicion(lm: LoadedModel, text: str, start: int = 0, end: int | None =
     missing = torch.full((len(ids),), -1e9)
     for lo in range(0, max(1, len(ids) - size + stride), stride):
         window = torch.tensor(ids[lo:lo + size], device=lm.device)[None]
-        _, logits = lm.net.repair_logits(window)
+        _, logits = lm.net.repair_hidden(window)
         logits = logits[0].float().cpu()
         part = slice(lo, lo + window.shape[1])
         corrupt[part] = torch.maximum(corrupt[part], logits[:, 0])
@@ -124,7 +124,8 @@ def wrongness(lm: LoadedModel, texts: Sequence[str], centres: Sequence[int],
               window: int = SCORE_WINDOW) -> list[float]:
     """For each text, the repair head's total disbelief over its tokens (at most `window`,
     around the character `centres[i]`): the sum over tokens of -log P(not corrupted), plus
-    over line breaks of -log P(no statement missing). Batched."""
+    over line breaks of -log P(no statement missing). Batched: rows of similar length share a
+    pass (little padding), and the vocabulary projection is skipped."""
     tok = lm.tokenizer
     rows: list[list[int]] = []
     for text, centre in zip(texts, centres, strict=True):
@@ -133,21 +134,23 @@ def wrongness(lm: LoadedModel, texts: Sequence[str], centres: Sequence[int],
         lo = max(0, min(site - window // 2, len(ids) - window))
         rows.append(ids[lo:lo + window])
     newline = _newline_table(lm)
-    out: list[float] = []
-    for b in range(0, len(rows), SCORE_BATCH):
-        chunk = rows[b:b + SCORE_BATCH]
-        width = max(len(r) for r in chunk)
+    out = [0.0] * len(rows)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    for b in range(0, len(order), SCORE_BATCH):
+        chunk = order[b:b + SCORE_BATCH]
+        width = max(len(rows[i]) for i in chunk)
         ids = torch.full((len(chunk), width), tok.pad_id, dtype=torch.long)
         valid = torch.zeros((len(chunk), width), dtype=torch.bool)
-        for i, r in enumerate(chunk):
-            ids[i, :len(r)] = torch.tensor(r)
-            valid[i, :len(r)] = True
+        for j, i in enumerate(chunk):
+            ids[j, :len(rows[i])] = torch.tensor(rows[i])
+            valid[j, :len(rows[i])] = True
         ids, valid = ids.to(lm.device), valid.to(lm.device)
-        _, logits = lm.net.repair_logits(ids, valid.long())
+        _, logits = lm.net.repair_hidden(ids, valid.long())
         logits = logits.float()
         bad = F.softplus(logits[..., 0]) * valid  # -log(1 - sigmoid(x)) = softplus(x)
         gone = F.softplus(logits[..., 1]) * (valid & newline[ids])
-        out += (bad.sum(-1) + gone.sum(-1)).tolist()
+        for i, value in zip(chunk, (bad.sum(-1) + gone.sum(-1)).tolist(), strict=True):
+            out[i] = value
     return out
 
 

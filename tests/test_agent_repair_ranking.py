@@ -40,13 +40,13 @@ def flagging_model(word: str):
                                        repair_head=True)).eval()
     bad = set(tok.encode(word))
 
-    def repair_logits(ids, attention_mask=None):
+    def repair_hidden(ids, attention_mask=None):
         flags = torch.isin(ids, torch.tensor(sorted(bad)))
         logits = torch.full((*ids.shape, 2), -6.0)
         logits[..., 0] = torch.where(flags, 6.0, -6.0)
-        return torch.zeros(*ids.shape, tok.vocab_size), logits
+        return torch.zeros(*ids.shape, net.config.dim), logits
 
-    net.repair_logits = repair_logits
+    net.repair_hidden = repair_hidden
     return wrap(net, tok)
 
 
@@ -92,13 +92,13 @@ def test_the_fixed_order_is_a_power_law_prior() -> None:
 def test_denoiser_disbelief_reads_each_function_once() -> None:
     lm = flagging_model("-")
     calls = []
-    real = lm.net.repair_logits
+    real = lm.net.repair_hidden
 
     def counting(ids, attention_mask=None):
         calls.append(ids.shape)
         return real(ids, attention_mask)
 
-    lm.net.repair_logits = counting
+    lm.net.repair_hidden = counting
     doubt = denoiser_disbelief(lm, {"m.py": SOURCE}, [("m.py", 2), ("m.py", 4), ("m.py", 9)])
     assert len(calls) == 2  # price() and other()
     assert doubt[("m.py", 4)] > 0.99 and doubt[("m.py", 2)] < 0.01 and ("m.py", 9) in doubt
