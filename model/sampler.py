@@ -164,18 +164,21 @@ def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None)
     return logits
 
 
-def _predict(logits: torch.Tensor, greedy_rows: torch.Tensor, temperature: float,
-             top_k: int | None, top_p: float | None, generator: torch.Generator
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def _predict(logits: torch.Tensor, greedy_rows: torch.Tensor,
+             temperature: float | torch.Tensor, top_k: int | None, top_p: float | None,
+             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Per position: the token to commit and its log-probability under the model (temperature
-    1, unfiltered: the model's own belief, comparable across samples)."""
+    1, unfiltered: the model's own belief, comparable across samples). `temperature` is one
+    for all rows or one per row [R] (rows of different requests sharing a pass); 0 is greedy."""
     r, s, v = logits.shape
     flat = logits.reshape(r * s, v)
     token, _, lse = greedy_confidence(flat)
-    sampled_rows = ~greedy_rows if temperature > 0 else torch.zeros_like(greedy_rows)
+    temps = torch.as_tensor(temperature, dtype=torch.float, device=logits.device).expand(r)
+    sampled_rows = ~greedy_rows & (temps > 0)
     if sampled_rows.any():
         which = sampled_rows.repeat_interleave(s)
-        chosen = _filter_logits(flat[which].float() / temperature, top_k, top_p)
+        per_position = temps.repeat_interleave(s)[which][:, None]
+        chosen = _filter_logits(flat[which].float() / per_position, top_k, top_p)
         draws = torch.multinomial(torch.softmax(chosen, -1).cpu(), 1, generator=generator)
         token = token.clone()
         token[which] = draws.flatten().to(token.device)
@@ -263,58 +266,71 @@ def _denoise(lm: LoadedModel, rows: _Rows, *, threshold: float | None, steps: in
              cache_every: int | None = None, samples: int = 1) -> tuple[int, int]:
     """Unmask every span slot of every row (rows in groups of `samples` identical ones);
     returns (forward passes, passes summed over rows)."""
-    stop = torch.tensor(sorted(lm.tokenizer.stop_ids), device=lm.device, dtype=torch.long)
-    banned = torch.tensor(_banned(lm.tokenizer), device=lm.device, dtype=torch.long)
     passes = row_passes = 0
     cached = _CachedPasses(cache_every, samples)
     max_passes = 4 * rows.slot.shape[1] + 8  # re-masking is bounded; this is a safety net
     while rows.masked.any() and passes < max_passes:
         active = rows.masked.any(1).nonzero().flatten()
-        ids, attn, pos = rows.ids[active], rows.attn[active], rows.pos[active]
-        logits = cached.logits(lm, active, ids, attn, pos)
-        logits[..., banned] = -math.inf
-        token, logp = _predict(logits, rows.greedy[active], temperature, top_k, top_p, generator)
+        logits = cached.logits(lm, active, rows.ids[active], rows.attn[active], rows.pos[active])
+        _unmask(lm, rows, active, logits, threshold=threshold, steps=steps,
+                temperature=temperature, top_k=top_k, top_p=top_p,
+                remask_low_confidence=remask_low_confidence, generator=generator)
         passes += 1
         row_passes += len(active)
-
-        masked = rows.masked[active]
-        current_block = rows.block[active].masked_fill(~masked, 1 << 30).min(1).values
-        eligible = masked & (rows.block[active] == current_block[:, None])
-        remaining = eligible.sum(1)
-        if steps is not None:
-            left = (steps - rows.block_steps[active]).clamp(min=1)
-            at_least = (remaining + left - 1) // left
-        else:
-            at_least = (remaining > 0).long()
-        commit = _commit_mask(logp.exp(), eligible, threshold, at_least)
-
-        # An end token ends the fill: every later slot becomes an end token too.
-        is_stop = torch.isin(token, stop) & commit
-        after_stop = (is_stop.long().cumsum(1) - is_stop.long()) > 0
-        fill = after_stop & rows.slot[active] & ~is_stop
-        first_stop = torch.where(is_stop.any(1), is_stop.float().argmax(1), 0)
-        fill_token = token.gather(1, first_stop[:, None]).expand_as(token)
-        new_token = torch.where(fill, fill_token, token)
-        commit = (commit & ~fill) | (fill & (masked | ~rows.filled[active]))
-
-        remask = torch.zeros_like(commit)
-        if remask_low_confidence is not None:
-            span_tokens = ids.gather(1, pos)
-            now = logits.float().log_softmax(-1).gather(2, span_tokens[..., None]).squeeze(2)
-            remask = (rows.slot[active] & ~masked & ~rows.filled[active] & ~commit
-                      & ~rows.remasked[active] & (now.exp() < remask_low_confidence))
-
-        new_ids = ids.scatter(1, pos, torch.where(commit, new_token, ids.gather(1, pos)))
-        new_ids = new_ids.scatter(1, pos, torch.where(remask, lm.mask_id, new_ids.gather(1, pos)))
-        rows.ids[active] = new_ids
-        rows.masked[active] = (masked & ~commit) | remask
-        rows.logp[active] = torch.where(commit & ~fill, logp, rows.logp[active])
-        rows.filled[active] = (rows.filled[active] | fill) & ~remask
-        rows.remasked[active] |= remask
-        block_changed = rows.block[active].masked_fill(~rows.masked[active], 1 << 30).min(1)
-        rows.block_steps[active] = torch.where(block_changed.values != current_block, 0,
-                                               rows.block_steps[active] + 1)
     return passes, row_passes
+
+
+def _unmask(lm: LoadedModel, rows: _Rows, active: torch.Tensor, logits: torch.Tensor, *,
+            threshold: float | None, steps: int | None, temperature: float | torch.Tensor,
+            top_k: int | None, top_p: float | None, remask_low_confidence: float | None,
+            generator: torch.Generator) -> None:
+    """One denoising pass's update of the `active` rows from their span logits [A, S, V]:
+    commit, end fills, re-mask. Also the step of continuous batching (model.continuous)."""
+    stop = torch.tensor(sorted(lm.tokenizer.stop_ids), device=lm.device, dtype=torch.long)
+    banned = torch.tensor(_banned(lm.tokenizer), device=lm.device, dtype=torch.long)
+    ids, pos = rows.ids[active], rows.pos[active]
+    logits[..., banned] = -math.inf
+    if isinstance(temperature, torch.Tensor):  # one per row of `rows`
+        temperature = temperature[active]
+    token, logp = _predict(logits, rows.greedy[active], temperature, top_k, top_p, generator)
+
+    masked = rows.masked[active]
+    current_block = rows.block[active].masked_fill(~masked, 1 << 30).min(1).values
+    eligible = masked & (rows.block[active] == current_block[:, None])
+    remaining = eligible.sum(1)
+    if steps is not None:
+        left = (steps - rows.block_steps[active]).clamp(min=1)
+        at_least = (remaining + left - 1) // left
+    else:
+        at_least = (remaining > 0).long()
+    commit = _commit_mask(logp.exp(), eligible, threshold, at_least)
+
+    # An end token ends the fill: every later slot becomes an end token too.
+    is_stop = torch.isin(token, stop) & commit
+    after_stop = (is_stop.long().cumsum(1) - is_stop.long()) > 0
+    fill = after_stop & rows.slot[active] & ~is_stop
+    first_stop = torch.where(is_stop.any(1), is_stop.float().argmax(1), 0)
+    fill_token = token.gather(1, first_stop[:, None]).expand_as(token)
+    new_token = torch.where(fill, fill_token, token)
+    commit = (commit & ~fill) | (fill & (masked | ~rows.filled[active]))
+
+    remask = torch.zeros_like(commit)
+    if remask_low_confidence is not None:
+        span_tokens = ids.gather(1, pos)
+        now = logits.float().log_softmax(-1).gather(2, span_tokens[..., None]).squeeze(2)
+        remask = (rows.slot[active] & ~masked & ~rows.filled[active] & ~commit
+                  & ~rows.remasked[active] & (now.exp() < remask_low_confidence))
+
+    new_ids = ids.scatter(1, pos, torch.where(commit, new_token, ids.gather(1, pos)))
+    new_ids = new_ids.scatter(1, pos, torch.where(remask, lm.mask_id, new_ids.gather(1, pos)))
+    rows.ids[active] = new_ids
+    rows.masked[active] = (masked & ~commit) | remask
+    rows.logp[active] = torch.where(commit & ~fill, logp, rows.logp[active])
+    rows.filled[active] = (rows.filled[active] | fill) & ~remask
+    rows.remasked[active] |= remask
+    block_changed = rows.block[active].masked_fill(~rows.masked[active], 1 << 30).min(1)
+    rows.block_steps[active] = torch.where(block_changed.values != current_block, 0,
+                                           rows.block_steps[active] + 1)
 
 
 def _candidates(lm: LoadedModel, rows: _Rows, span_lens: list[int]) -> list[Candidate]:
