@@ -118,6 +118,8 @@ class RemoteDrafter:
         samples: int = 4,
     ) -> None:
         self.remote = remote
+        # No local model: the loop's denoiser localization (it reads `drafter.lm`) is off.
+        self.lm = None
         self.local = Drafter(None, never_edit, mode="edits")
         self.never_edit = list(never_edit)
         self.failures = list(failures)
