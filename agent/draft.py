@@ -34,7 +34,7 @@ from agent.localize import SuspiciousLine, is_protected
 from agent.mutations import edit_fills, substitution_fills
 from model.checkpoint import LoadedModel
 from model.errors import ModelError
-from model.repair import has_repair_head, rank_candidates, with_prior
+from model.repair import QUICK_PRIOR, has_repair_head, quick_scores, rank_candidates, with_prior
 from model.sampler import Canvas, infill, remask, score_fills
 
 # Canvases decoded in one batched call; with `samples` each, this bounds the batch size.
@@ -205,6 +205,8 @@ class Drafter:
             sampled = SITES_PER_BATCH if self.mode == "model-only" else SAMPLED_SITES
             items = self._scored(sources, self._samples(sources, sites[:sampled], cond, seed),
                                  cond)
+            if self.mode == "model-repair":  # every candidate judged against the original
+                items = self._against_original(sources, items)
         else:
             parts = ("substitution", "edit") if stage == "repair" else (stage,)
             items = []
@@ -222,13 +224,30 @@ class Drafter:
     def _ranked(self, sources: Mapping[str, str], items: list[tuple[Site, str, float]]
                 ) -> list[tuple[Site, str, float]]:
         """The fills scored by the repair head against the original at their site, with the
-        model-free order as a prior (`model.repair.with_prior`; higher is better). Fills that
-        do not parse are dropped first, so the model scores only real candidates."""
+        model-free order as a prior (`model.repair.with_prior`; higher is better): one pass per
+        site (`quick_scores`: how much of what the model disbelieves each fill replaces). Fills
+        that do not parse are dropped first, so the model scores only real candidates."""
         assert self.lm is not None
         kept = dedupe_fills(sources, items, lambda item: item[0], lambda item: item[1])
         out = []
         for path in dict.fromkeys(site.path for site, _, _ in kept):
             mine = [item for item in kept if item[0].path == path]
+            edits = [(site.start_char, site.end_char, site.lead + fill + site.trail)
+                     for site, fill, _ in mine]
+            keys = with_prior(quick_scores(self.lm, sources[path], edits), QUICK_PRIOR)
+            out += [(site, fill, key) for (site, fill, _), key in zip(mine, keys, strict=True)]
+        return out
+
+    def _against_original(self, sources: Mapping[str, str],
+                          items: list[tuple[Site, str, float]]) -> list[tuple[Site, str, float]]:
+        """Sampled fills scored by what they write: the repair head's wrongness of the lines
+        around the site with the fill, against the original's (`rank_candidates`, one row per
+        fill, batched), their sampler likelihood order as the prior."""
+        assert self.lm is not None
+        items = sorted(items, key=lambda item: -item[2])
+        out = []
+        for path in dict.fromkeys(site.path for site, _, _ in items):
+            mine = [item for item in items if item[0].path == path]
             edits = [(site.start_char, site.end_char, site.lead + fill + site.trail)
                      for site, fill, _ in mine]
             keys = with_prior(rank_candidates(self.lm, sources[path], edits))

@@ -4,13 +4,12 @@ Every suspicious line drafts in stages (one-token substitutions, structural edit
 samples; or, with a repair model, "repair": substitutions and edits together, each scored by
 the model against the buggy original), each stage a batch of fills for the line's sites, best
 first per site. A draft is worth its chance of being the fix: the line's weight, times the
-stage's prior, times its share of the stage: for "repair", the softmax of the model's scores
-over the line's drafts (a score is how many nats of "this looks wrong" the edit removes, so
-exp(score) is a likelihood ratio); for the fixed-order stages, shared among the stage's sites,
-times a geometric decay over the fill's rank at its site. The most valuable
-draft of any line goes next; a stage is drafted only when its best draft could be the most
-valuable. So the top line's first substitutions come first, its hundreds of edits interleave
-with other lines' likelier substitutions, and no line's long tail blocks the others.
+stage's prior, times its share of the stage: for "repair", a power law of its rank among the
+line's drafts as the model ranked them (`REPAIR_POWER`); for the fixed-order stages, shared
+among the stage's sites, times a geometric decay over the fill's rank at its site. The most
+valuable draft of any line goes next; a stage is drafted only when its best draft could be
+the most valuable. So the top line's first substitutions come first, its hundreds of edits
+interleave with other lines' likelier substitutions, and no line's long tail blocks the others.
 
 Value is per test-second: a line's drafts are divided by what testing one of them is expected
 to cost (`costs`, from the baseline's durations: the targets every candidate runs first, and a
@@ -28,7 +27,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -37,10 +35,12 @@ from dataclasses import dataclass, field
 # "repair" holds both model-free stages.
 STAGE_PRIOR = {"substitution": 0.6, "edit": 0.35, "repair": 0.95, "sample": 0.05}
 # The value of a stage's best draft, assumed before it is drafted (drafting it tells): for the
-# fixed-order stages, its first fill's share among ~8/10/2 sites; for "repair", the model's
-# top share of the line's drafts.
-GUESS = {"substitution": 0.6 * 0.2 / 8, "edit": 0.35 * 0.2 / 10, "repair": 0.95 * 0.25,
+# fixed-order stages, its first fill's share among ~8/10/2 sites; for "repair", the first of
+# ~300 drafts under REPAIR_POWER.
+GUESS = {"substitution": 0.6 * 0.2 / 8, "edit": 0.35 * 0.2 / 10, "repair": 0.95 * 0.16,
          "sample": 0.05 * 0.2 / 2}
+# P(the k-th of a line's drafts ranked by the model is the fix | the line holds it) ~ (k+1)^-p.
+REPAIR_POWER = 1.0
 # P(the k-th fill of a site is the fix | the site is) ~ (1 - RANK_DECAY) * RANK_DECAY**k.
 RANK_DECAY = 0.8
 # A progressing candidate's line, and the lines within NEAR_LINES of it in the same file.
@@ -64,8 +64,14 @@ def _values(stage: str, drafts: list) -> list[float]:
     if not sites:
         return []
     if stage == "repair":
-        top = max(d.score for d in drafts)
-        weights = [math.exp(d.score - top) for d in drafts]
+        # Ranked by the model, best first: the k-th draft's chance falls as a power law of
+        # its rank (the fix's rank given the line is heavy-tailed: median ~10 of ~300 on
+        # validation bugs), so a line's first few drafts outweigh another line's unless that
+        # line is much less suspicious.
+        order = sorted(range(len(drafts)), key=lambda i: -drafts[i].score)  # stable
+        weights = [0.0] * len(drafts)
+        for rank, i in enumerate(order):
+            weights[i] = (rank + 1) ** -REPAIR_POWER
         total = sum(weights)
         return [STAGE_PRIOR[stage] * w / total for w in weights]
     per_site = STAGE_PRIOR[stage] * (1 - RANK_DECAY) / len(sites)

@@ -36,10 +36,13 @@ from agent.config import load_settings  # noqa: E402
 from agent.draft import Drafter  # noqa: E402
 from agent.harness import target_python  # noqa: E402
 from agent.live import FixState  # noqa: E402
-from agent.localize import DENOISER_WEIGHT  # noqa: E402
+from agent.localize import DENOISER_WEIGHT, TRACEBACK_WEIGHT  # noqa: E402
 from agent.loop import FixLoop, Options  # noqa: E402
 from agent.reproduce import reproduce  # noqa: E402
 from model.checkpoint import load_model  # noqa: E402
+
+# Lines of the spectrum order whose signals go into the JSON rows.
+DUMPED_LINES = 80
 
 
 def measure(case, lm, weights: list[float]) -> dict:
@@ -58,6 +61,14 @@ def measure(case, lm, weights: list[float]) -> dict:
     for weight in weights:
         loop.denoiser_weight = weight  # the same cached disbelief, another weight
         row[f"w{weight:g}"] = line_rank(case, loop.localize())
+    # Each signal of the top lines (spectrum order), to study other ways to combine them.
+    doubt = loop.disbelief(plain)
+    path = next(iter(case.fixed))
+    row["lines"] = [
+        [s.ochiai, round((s.score - s.ochiai) / TRACEBACK_WEIGHT, 6),
+         doubt.get((s.path, s.line), 0.0), s.path == path and s.line in case.lines]
+        for s in plain[:DUMPED_LINES]
+    ]
     return row
 
 

@@ -16,7 +16,7 @@ from agent.localize import SuspiciousLine, denoiser_disbelief, rank_lines
 from model.checkpoint import wrap
 from model.errors import ModelError
 from model.network import DiffusionLM, ModelConfig
-from model.repair import line_suspicion, rank_candidates, with_prior
+from model.repair import line_suspicion, quick_scores, rank_candidates, with_prior
 from tests.model_support import stdlib_tokenizer
 
 SOURCE = """\
@@ -148,12 +148,34 @@ class Item:
         self.id, self.site, self.score = id, id, score
 
 
-def test_the_explorer_values_repair_drafts_by_the_models_softmax() -> None:
+def test_the_explorer_values_repair_drafts_by_their_rank_under_the_model() -> None:
     drafts = [Item("a", 0.0), Item("b", 2.0), Item("c", 1.0)]
     explorer = Explorer([1.0], lambda i: [Step("repair", lambda: list(drafts))])
     assert [d.id for d in explorer.take(3)] == ["b", "c", "a"]
-    # A second line whose first draft is worth more than the first line's second.
-    lines = {0: [Item("a1", 5.0), Item("a2", 0.0)], 1: [Item("b1", 0.0)]}
-    explorer = Explorer([1.0, 0.5],
+    # Lines interleave by value: a draft is worth a power law of its rank in its line
+    # (REPAIR_POWER), whatever the scale of the scores, times its line's weight.
+    lines = {i: [Item(f"{'ab'[i]}{k}", (100 if i else 1) * -k) for k in range(1, 11)]
+             for i in (0, 1)}
+    explorer = Explorer([1.0, 0.9],
                         lambda i: [Step("repair", lambda: list(lines[i]))])  # fmt: skip
-    assert [d.id for d in explorer.take(3)] == ["a1", "b1", "a2"]
+    assert [d.id for d in explorer.take(5)] == ["a1", "a2", "b1", "b2", "a3"]
+
+
+def test_quick_scores_read_the_original_once_per_site() -> None:
+    lm = flagging_model("-")
+    calls = []
+    real = lm.net.repair_hidden
+
+    def counting(ids, attention_mask=None):
+        calls.append(ids.shape)
+        return real(ids, attention_mask)
+
+    lm.net.repair_hidden = counting
+    at = SOURCE.index("total - count")
+    minus = SOURCE.index("-", at)
+    edits = [(minus, minus + 1, "+"), (minus, minus + 1, "*"), (at, at + 5, "amount"),
+             (SOURCE.index("count == 0"), SOURCE.index("count == 0") + 5, "total")]
+    scores = quick_scores(lm, SOURCE, edits)
+    assert len(calls) == 2  # one pass per line's window: line 4's three edits share one
+    # Replacing the flagged token removes ~6 nats of "wrong"; the others remove ~nothing.
+    assert scores[0] == scores[1] > 5 and max(scores[2:]) < 0.1
