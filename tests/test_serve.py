@@ -122,11 +122,28 @@ def test_concurrent_requests_share_forward_passes(lm) -> None:
             futures = [engine.infill(Canvas(PROMPT, SUFFIX, 2), Sampling(2, 0.8))
                        for _ in range(8)]  # fmt: skip
             assert all(f.result(timeout=120) for f in futures)
-        assert batched.stats.batches < 8 and batched.stats.largest_batch > 1
-        assert alone.stats.batches == 8 and alone.stats.largest_batch == 1
+        assert batched.stats.largest_batch > 1 and batched.stats.passes < alone.stats.passes
+        assert alone.stats.largest_batch == 1 and alone.stats.requests == 8
     finally:
         batched.close()
         alone.close()
+
+
+def test_a_request_that_arrives_mid_decoding_joins_the_running_batch(lm) -> None:
+    engine = Engine(lm, max_batch=64, window=0.0)
+    try:
+        # Greedy: the long fill takes MAX_STEPS passes whatever the model's confidence.
+        long = engine.infill(Canvas(PROMPT, SUFFIX, 96), Sampling(8, 0.0))
+        for _ in range(6000):
+            if engine.stats.passes >= 1:
+                break
+            time.sleep(0.005)
+        short = engine.infill(Canvas(PROMPT, SUFFIX, 1), Sampling(2, 0.0))
+        assert short.result(timeout=120) and long.result(timeout=120)
+        assert engine.stats.largest_batch == 2  # it did not wait for the long one to end
+        assert engine.stats.requests == 2
+    finally:
+        engine.close()
 
 
 @pytest.mark.slow

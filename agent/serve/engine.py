@@ -1,16 +1,18 @@
 """Dynamic batching: one thread owns the model; concurrent requests share its forward passes.
 
 Requests (an infill canvas with `n` samples, or fills to score) are queued. The engine thread
-takes the first one, waits up to `window` seconds for more to arrive, and decodes every queued
-infill with the same sampling settings in ONE `infill` call: a batch of canvases x samples rows,
-at most `max_batch` rows (a request is never split, so one larger than that runs alone).
-With `max_batch=1` every request runs alone: the one-request-at-a-time baseline the throughput
-benchmark compares against. Scoring is one forward pass per request already and runs between
-batches.
+runs continuous batching (`model.continuous`): between two denoising passes, queued requests
+join the running batch while it has room (`max_batch` rows, requests x samples; a request is
+never split, so one larger than that runs alone), and a request whose fill is complete leaves
+it and is answered at once. When the engine is idle, the first request waits `window` seconds
+for others, so a burst starts together. With `max_batch=1` every request runs alone: the
+one-request-at-a-time baseline the throughput benchmark compares against, on the same code.
+Scoring is one forward pass per request already and runs between passes.
 """
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -18,7 +20,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from model.checkpoint import LoadedModel
-from model.sampler import Candidate, Canvas, infill, score_fills
+from model.continuous import ContinuousDecoder, Prepared
+from model.sampler import Candidate, Canvas, score_fills
 
 # Denoising passes per request at most: threshold decoding needs fewer when the model is
 # confident; the cap bounds the cost of long spans (a chat reply of hundreds of tokens).
@@ -28,7 +31,7 @@ TOP_K = 40
 
 @dataclass(frozen=True)
 class Sampling:
-    """What must be equal for requests to share one batch."""
+    """What a request asks of the sampler (requests with different settings share passes)."""
 
     n: int
     temperature: float
@@ -36,7 +39,7 @@ class Sampling:
 
 @dataclass
 class InfillJob:
-    canvas: Canvas
+    canvas: Prepared
     sampling: Sampling
     future: Future = field(default_factory=Future)
 
@@ -51,14 +54,14 @@ class ScoreJob:
     suffix: str
     fills: list[str]
     future: Future = field(default_factory=Future)
-    rows: int = 1
 
 
 @dataclass
 class EngineStats:
-    batches: int = 0
-    requests: int = 0
-    largest_batch: int = 0  # requests in the largest batch so far
+    passes: int = 0  # forward passes of the decoder (each over every live request)
+    requests: int = 0  # infill requests answered
+    largest_batch: int = 0  # requests sharing one pass, at most
+    row_passes: int = 0  # rows run through the network, summed over passes
 
 
 class Engine:
@@ -79,7 +82,8 @@ class Engine:
         self.window = window
         self.context = context
         self.stats = EngineStats()
-        self._seed = seed
+        self._decoder = ContinuousDecoder(lm, steps=MAX_STEPS, top_k=TOP_K, top_p=None,
+                                          context=context, seed=seed)  # fmt: skip
         self._queue: queue.Queue[InfillJob | ScoreJob | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
@@ -88,8 +92,9 @@ class Engine:
         return len(self.lm.tokenizer.encode(text))
 
     def infill(self, canvas: Canvas, sampling: Sampling) -> Future:
-        """A future of the canvas's distinct fills, best first (at most `sampling.n`)."""
-        job = InfillJob(canvas, sampling)
+        """A future of the canvas's distinct fills, best first (at most `sampling.n`). The
+        canvas is tokenized here, on the caller's thread (a ModelError if it cannot fit)."""
+        job = InfillJob(self._decoder.prepare(canvas), sampling)
         self._queue.put(job)
         return job.future
 
@@ -106,75 +111,76 @@ class Engine:
 
     # -- the engine thread -------------------------------------------------------------------
 
-    def _gather(self, first: InfillJob | ScoreJob) -> tuple[list, bool]:
-        """`first` and whatever else arrives within the window, up to max_batch rows; the flag
-        says a stop was seen."""
-        jobs, rows = [first], first.rows
-        deadline = time.monotonic() + self.window
-        while rows < self.max_batch:
-            try:
-                job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if job is None:
-                return jobs, True
-            jobs.append(job)  # one past the limit opens the next batch (see `_run`)
-            rows += job.rows
-        return jobs, False
-
     def _run(self) -> None:
+        waiting: collections.deque[InfillJob] = collections.deque()
+        live: dict[int, InfillJob] = {}
         stopping = False
-        pending: list = []
         while True:
-            if not pending:
+            if not live and not waiting:
                 if stopping:
                     return
-                job = self._queue.get()
-                if job is None:
-                    return
-                pending, stopping = self._gather(job)
-            batch, rows, rest = [], 0, []
-            for job in pending:
-                if not batch or rows + job.rows <= self.max_batch:
-                    batch.append(job)
-                    rows += job.rows
-                else:
-                    rest.append(job)
-            pending = rest
-            self._execute(batch)
-
-    def _execute(self, jobs: list) -> None:
-        infills: dict[Sampling, list[InfillJob]] = {}
-        # A request whose client went away (or a shutdown that ran out of time) cancelled its
-        # future: it is not decoded.
-        for job in [j for j in jobs if j.future.set_running_or_notify_cancel()]:
-            if isinstance(job, ScoreJob):
-                self._resolve(job, lambda j=job: score_fills(
-                    self.lm, j.prefix, j.suffix, j.fills, context=self.context))
+                # Idle: block for the next request, then give a burst `window` to arrive.
+                stopping = self._take(self._queue.get(), waiting)
+                deadline = time.monotonic() + self.window
+                while not stopping and (left := deadline - time.monotonic()) > 0:
+                    try:
+                        stopping = self._take(self._queue.get(timeout=left), waiting)
+                    except queue.Empty:
+                        break
             else:
-                infills.setdefault(job.sampling, []).append(job)
-        for sampling, group in infills.items():
-            self.stats.batches += 1
-            self.stats.requests += len(group)
-            self.stats.largest_batch = max(self.stats.largest_batch, len(group))
-            self._seed += 1
-            try:
-                results = infill(
-                    self.lm, [j.canvas for j in group], sampling.n, steps=MAX_STEPS,
-                    temperature=sampling.temperature, top_k=TOP_K, top_p=None,
-                    context=self.context, seed=self._seed,
-                )  # fmt: skip
-            except Exception as exc:  # noqa: BLE001 - every waiting request must hear of it
-                for j in group:
-                    j.future.set_exception(exc)
-                continue
-            for j, candidates in zip(group, results, strict=True):
-                j.future.set_result(candidates)
+                # Between passes: whatever has arrived joins, without waiting for more.
+                while not stopping:
+                    try:
+                        stopping = self._take(self._queue.get_nowait(), waiting)
+                    except queue.Empty:
+                        break
+            self._admit(waiting, live)
+            if live:
+                self._step(live)
 
-    @staticmethod
-    def _resolve(job: ScoreJob, compute) -> None:
+    def _take(self, job: InfillJob | ScoreJob | None, waiting: collections.deque) -> bool:
+        """Queue an infill, run a scoring (one pass, between decoding passes); True: stop."""
+        if job is None:
+            return True
+        if isinstance(job, ScoreJob):
+            self._score(job)
+        else:
+            waiting.append(job)
+        return False
+
+    def _admit(self, waiting: collections.deque[InfillJob], live: dict[int, InfillJob]) -> None:
+        """Queued requests join the running batch in arrival order while they fit."""
+        while waiting:
+            job = waiting[0]
+            if live and self._decoder.rows + job.rows > self.max_batch:
+                return
+            waiting.popleft()
+            # A request whose client went away (or a shutdown that ran out of time)
+            # cancelled its future: it is not decoded.
+            if job.future.set_running_or_notify_cancel():
+                live[id(job)] = job
+                self._decoder.join(id(job), job.canvas, job.sampling.n, job.sampling.temperature)
+
+    def _step(self, live: dict[int, InfillJob]) -> None:
         try:
-            job.future.set_result(compute())
+            finished, step = self._decoder.step()
+        except Exception as exc:  # noqa: BLE001 - every request in the pass must hear of it
+            for key in self._decoder.abandon():
+                live.pop(key).future.set_exception(exc)
+            return
+        self.stats.passes += 1
+        self.stats.row_passes += step.computed
+        self.stats.largest_batch = max(self.stats.largest_batch, step.requests)
+        for key, candidates in finished:
+            self.stats.requests += 1
+            live.pop(key).future.set_result(candidates)
+
+    def _score(self, job: ScoreJob) -> None:
+        if not job.future.set_running_or_notify_cancel():
+            return
+        try:
+            job.future.set_result(score_fills(self.lm, job.prefix, job.suffix, job.fills,
+                                              context=self.context))  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - handed to the request that asked
             job.future.set_exception(exc)
 

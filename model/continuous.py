@@ -1,0 +1,221 @@
+"""Continuous batching for the infill sampler: requests join and leave a running batch between
+forward passes, instead of waiting for a whole batch to finish (what a model server needs when
+requests arrive one by one).
+
+Each request is one canvas filled `samples` times (sample 0 greedy, as `sampler.infill`), with
+its own temperature. Every `step` is one forward pass over the rows of all live requests and the
+same per-pass update as `infill` (`sampler._unmask`), so a request decodes as it would alone,
+only sharing passes; a request whose rows are all unmasked leaves with its candidates at once.
+Two exact savings keep a pass small:
+- a request's first pass runs one row and shares it with its samples (they are identical then);
+- rows are run in groups of similar length, each trimmed to its longest row, so a short canvas
+  does not pay for the padding of a long one (one group unless lengths differ by over a third).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+from model.checkpoint import LoadedModel
+from model.errors import ModelError
+from model.sampler import (
+    Candidate,
+    Canvas,
+    _best_first,
+    _build_rows,
+    _candidates,
+    _generator,
+    _layout,
+    _Rows,
+    _unmask,
+)
+
+# A group of rows is run trimmed to its longest row; a row shorter than this share of that
+# length starts a group of its own (the padding it would carry costs more than another pass).
+GROUP_SHARE = 2 / 3
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A canvas laid out as token ids (tokenizing is done by the caller's thread)."""
+
+    ids: list[int]
+    start: int
+    span_len: int
+
+
+@dataclass
+class _Request:
+    key: Any
+    rows: int
+    span_len: int
+    fresh: bool = True  # no pass yet: its rows are identical
+    passes: int = 0
+
+
+@dataclass
+class StepStats:
+    """What one `step` did: requests and rows in the pass, rows actually run."""
+
+    requests: int
+    rows: int
+    computed: int
+
+
+def _pad(x: torch.Tensor, width: int, value: Any) -> torch.Tensor:
+    if x.dim() < 2 or x.shape[1] >= width:
+        return x
+    out = torch.full((x.shape[0], width), value, dtype=x.dtype, device=x.device)
+    out[:, : x.shape[1]] = x
+    return out
+
+
+class ContinuousDecoder:
+    """The running batch. Not thread-safe: one thread calls `join` and `step`."""
+
+    def __init__(self, lm: LoadedModel, *, steps: int | None = 8, threshold: float | None = 0.9,
+                 top_k: int | None = 40, top_p: float | None = None, context: int | None = 512,
+                 seed: int = 0) -> None:
+        self.lm = lm
+        self.options = dict(threshold=threshold, steps=steps, top_k=top_k, top_p=top_p,
+                            remask_low_confidence=None)
+        self.context = context
+        self.generator = _generator(seed)
+        self.requests: list[_Request] = []  # in row order: request i owns a contiguous range
+        self.batch: _Rows | None = None
+        self.temps = torch.zeros(0, device=lm.device)
+
+    @property
+    def rows(self) -> int:
+        return sum(r.rows for r in self.requests)
+
+    def prepare(self, canvas: Canvas) -> Prepared:
+        if canvas.span_len < 1:
+            raise ModelError(f"span_len must be at least 1, got {canvas.span_len}")
+        ids, start = _layout(self.lm, canvas.prefix, [self.lm.mask_id] * canvas.span_len,
+                             canvas.suffix, canvas.cond, self.context)
+        return Prepared(ids, start, canvas.span_len)
+
+    def join(self, key: Any, canvas: Prepared, samples: int, temperature: float) -> None:
+        """Add a request; its rows take part from the next `step` on."""
+        if samples < 1:
+            raise ModelError("samples must be at least 1")
+        rows = _build_rows(self.lm, [(canvas.ids, canvas.start, None)] * samples,
+                           [canvas.span_len] * samples, [k == 0 for k in range(samples)], None)
+        self.batch = rows if self.batch is None else self._cat(self.batch, rows)
+        self.temps = torch.cat([self.temps, torch.full((samples,), float(temperature),
+                                                       device=self.lm.device)])
+        self.requests.append(_Request(key, samples, canvas.span_len))
+
+    @torch.inference_mode()
+    def step(self) -> tuple[list[tuple[Any, list[Candidate]]], StepStats]:
+        """One forward pass over every live row; the requests it finished, with their distinct
+        fills best first."""
+        if self.batch is None or not self.requests:
+            return [], StepStats(0, 0, 0)
+        batch = self.batch
+        active = batch.masked.any(1).nonzero().flatten()
+        computed = 0
+        if len(active):
+            logits, computed = self._logits(active)
+            _unmask(self.lm, batch, active, logits, temperature=self.temps,
+                    generator=self.generator, **self.options)
+        stats = StepStats(len(self.requests), len(active), computed)
+        for request in self.requests:
+            request.fresh = False
+            request.passes += 1
+        return self._finished(), stats
+
+    def abandon(self) -> list[Any]:
+        """Drop every live request (after a failed pass); their keys."""
+        keys = [r.key for r in self.requests]
+        self.requests, self.batch = [], None
+        self.temps = self.temps[:0]
+        return keys
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _logits(self, active: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Span logits [A, S, V] of the active rows; (logits, rows run through the network)."""
+        batch = self.batch
+        assert batch is not None
+        # Representatives: every row, except that a fresh request's samples share its first.
+        rep_of = torch.arange(batch.ids.shape[0], device=active.device)
+        row = 0
+        for request in self.requests:
+            if request.fresh:
+                rep_of[row : row + request.rows] = row
+            row += request.rows
+        inverse_all = rep_of[active]
+        reps, inverse = torch.unique(inverse_all, return_inverse=True)
+        widths = batch.attn[reps].sum(1)
+        order = torch.argsort(widths, descending=True)
+        out: torch.Tensor | None = None
+        for group in self._groups(widths[order].tolist()):
+            which = reps[order[group]]
+            width = int(widths[order[group.start]])
+            logits = self.lm.net(batch.ids[which, :width], batch.attn[which, :width],
+                                 positions=batch.pos[which])
+            if out is None:
+                out = logits.new_empty((len(reps), *logits.shape[1:]))
+            out[order[group]] = logits
+        assert out is not None
+        return out[inverse], len(reps)
+
+    @staticmethod
+    def _groups(widths: list[int]) -> list[slice]:
+        """Runs of rows (sorted longest first) within GROUP_SHARE of their group's longest."""
+        groups, start = [], 0
+        for i, w in enumerate(widths):
+            if w < GROUP_SHARE * widths[start]:
+                groups.append(slice(start, i))
+                start = i
+        groups.append(slice(start, len(widths)))
+        return groups
+
+    def _finished(self) -> list[tuple[Any, list[Candidate]]]:
+        batch = self.batch
+        assert batch is not None
+        # Re-masking is off, so every pass commits at least one token per active row; the cap
+        # is a safety net like the sampler's.
+        done_rows = ~batch.masked.any(1)
+        keep = torch.ones_like(done_rows)
+        finished, row = [], 0
+        for request in self.requests:
+            span = slice(row, row + request.rows)
+            over = request.passes >= 4 * request.span_len + 8
+            if bool(done_rows[span].all()) or over:
+                keep[span] = False
+                part = self._select(torch.arange(span.start, span.stop, device=keep.device))
+                fills = _candidates(self.lm, part, [request.span_len] * request.rows)
+                finished.append((request, _best_first(fills)))
+            row += request.rows
+        if finished:
+            left = keep.nonzero().flatten()
+            self.batch = self._select(left)
+            self.temps = self.temps[left]
+            gone = {id(r) for r, _ in finished}
+            self.requests = [r for r in self.requests if id(r) not in gone]
+        return [(r.key, fills) for r, fills in finished]
+
+    def _select(self, rows: torch.Tensor) -> _Rows:
+        batch = self.batch
+        assert batch is not None
+        return _Rows(*(getattr(batch, f.name)[rows] for f in fields(_Rows)))
+
+    def _cat(self, a: _Rows, b: _Rows) -> _Rows:
+        """Rows of both, padded to the wider token and span widths (pad tokens, unused
+        slots)."""
+        pad_id = self.lm.tokenizer.pad_id
+        out = []
+        for f in fields(_Rows):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            if x.dim() == 2:
+                width = max(x.shape[1], y.shape[1])
+                value = pad_id if f.name == "ids" else 0
+                x, y = _pad(x, width, value), _pad(y, width, value)
+            out.append(torch.cat([x, y]))
+        return _Rows(*out)

@@ -1,0 +1,77 @@
+"""Continuous batching (model.continuous): a request decodes as `infill` decodes it alone, and
+requests join and leave the running batch between passes."""
+
+from __future__ import annotations
+
+import pytest
+
+from model.checkpoint import load_model
+from model.continuous import ContinuousDecoder
+from model.sampler import Canvas, infill
+
+CODE = "def mean(values):\n    total = sum(values)\n    return total / len(values)\n"
+OPTIONS = dict(steps=8, top_k=40, top_p=None, context=256)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load_model()
+
+
+def _canvas(at: int, span: int) -> Canvas:
+    return Canvas(CODE[:at], CODE[at + 5:], span)
+
+
+def _run(decoder: ContinuousDecoder, joins: dict[int, list[tuple[str, Canvas, int, float]]]
+         ) -> tuple[dict[str, list], list[str], list[int]]:
+    """Step until done, joining requests before the given step; (fills by key, keys in the
+    order they finished, requests per step)."""
+    fills, order, sizes = {}, [], []
+    step = 0
+    while step == 0 or decoder.requests or any(k >= step for k in joins):
+        for key, canvas, n, temperature in joins.get(step, []):
+            decoder.join(key, decoder.prepare(canvas), n, temperature)
+        finished, stats = decoder.step()
+        sizes.append(stats.requests)
+        for key, candidates in finished:
+            fills[key] = candidates
+            order.append(key)
+        step += 1
+    return fills, order, sizes
+
+
+def test_one_request_decodes_exactly_as_infill_alone(lm) -> None:
+    canvas = _canvas(30, 6)
+    alone = infill(lm, [canvas], 4, temperature=0.8, seed=3, **OPTIONS)[0]
+    fills, _, sizes = _run(ContinuousDecoder(lm, seed=3, **OPTIONS), {0: [("a", canvas, 4, 0.8)]})
+    assert [(c.text, c.score) for c in fills["a"]] == [(c.text, c.score) for c in alone]
+    assert len(sizes) <= 8  # at most `steps` passes
+
+
+def test_requests_join_mid_decoding_and_leave_when_done(lm) -> None:
+    long, short, late = _canvas(20, 24), _canvas(40, 1), _canvas(60, 3)
+    decoder = ContinuousDecoder(lm, seed=0, **OPTIONS)
+    joins = {0: [("long", long, 3, 0.0)], 2: [("short", short, 2, 0.0)],
+             3: [("late", late, 2, 0.8)]}
+    fills, order, sizes = _run(decoder, joins)
+    # The one-token fill joined at pass 2 and left after one pass, long before the long fill.
+    assert order[0] == "short" and order[-1] == "long"
+    assert sizes[:4] == [1, 1, 2, 2] and max(sizes) == 2
+    assert decoder.rows == 0 and decoder.batch is not None and len(decoder.batch.ids) == 0
+    # Greedy fills are the ones each canvas gets decoded alone (sharing passes changes nothing).
+    for key, canvas in (("long", long), ("short", short)):
+        alone = infill(lm, [canvas], 1, temperature=0.0, seed=0, **OPTIONS)[0]
+        assert fills[key][0].text == alone[0].text
+    assert fills["late"]
+
+
+def test_a_short_canvas_is_not_padded_to_a_long_one(lm) -> None:
+    decoder = ContinuousDecoder(lm, seed=0, **OPTIONS)
+    decoder.join("long", decoder.prepare(Canvas(CODE * 4, CODE * 2, 4)), 2, 0.8)
+    decoder.join("short", decoder.prepare(Canvas("x = ", "\n", 4)), 2, 0.8)
+    widths = sorted(decoder.batch.attn.sum(1).tolist())
+    assert widths[0] < widths[-1] / 2
+    groups = ContinuousDecoder._groups(sorted(widths, reverse=True))
+    assert len(groups) == 2  # run as two passes, each trimmed to its own longest row
+    finished, stats = decoder.step()
+    assert stats.computed == 2  # first pass: one row per request, shared by its samples
