@@ -536,7 +536,28 @@ def train(
 
     `init`: an exported model directory (config.json, model.safetensors, tokenizer.json) to
     warm-start a new run from: its shape, weights and tokenizer, with a new optimizer and
-    learning-rate schedule (warmup included). Ignored when the run resumes from a checkpoint."""
+    learning-rate schedule (warmup included). Ignored when the run resumes from a checkpoint.
+    The run's thread count (`TrainConfig.threads`) holds while it trains only: the caller's
+    is restored afterwards, whatever happens (a process that trains and then serves or tests
+    must not be left on the training's count)."""
+    threads = torch.get_num_threads()
+    try:
+        return _train(corpus_dir, out_dir, size, cfg, vocab_size, resume, echo, max_steps, init)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    corpus_dir: Path,
+    out_dir: Path,
+    size: str,
+    cfg: TrainConfig | None,
+    vocab_size: int,
+    resume: bool,
+    echo: bool,
+    max_steps: int | None,
+    init: Path | None,
+) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     log = Logger(out_dir / LOG, echo)
     ckpt_path = out_dir / CHECKPOINT
