@@ -146,6 +146,13 @@ def commit_fix(
     Returns (sha, the branch it is on)."""
     repo = open_repo(repo)
     new = _commit(repo, _base_commit(repo, base), files, message)
+    return new, place_commit(repo, new, branch)
+
+
+def place_commit(repo: git.Repo | str | Path, new: str, branch: str) -> str:
+    """Create a branch at commit `new`: `branch`, else the first free one of `BRANCH-2` ...
+    `BRANCH-9`, `greenpatch-<sha>` (never over an existing branch). Returns its name."""
+    repo = open_repo(repo)
     names = [branch, *(f"{branch}-{n}" for n in range(2, 10)), f"greenpatch-{new[:12]}"]
     problems = []
     for name in names:
@@ -155,7 +162,7 @@ def commit_fix(
         except AgentError as exc:
             problems.append(str(exc))
             continue
-        return new, name
+        return name
     raise AgentError(f"the fix is commit {new}, but no branch could be made for it: {problems[0]}")
 
 

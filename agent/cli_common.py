@@ -88,10 +88,36 @@ DrafterOpt = Annotated[
         "default are ablations.",
     ),
 ]
+ClusterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cluster",
+        metavar="ray",
+        help="Run on a Ray cluster's nodes instead of this machine (pip install "
+        "'greenpatch[ray]').",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        metavar="auto|HOST:PORT|ray://HOST:PORT",
+        help="With --cluster ray: the cluster to use (default: auto, the one this machine "
+        "belongs to, or RAY_ADDRESS).",
+    ),
+]
 BudgetOpt = Annotated[
     float | None,
     typer.Option("--budget", metavar="SECONDS", min=1, help="Wall-clock budget per ticket."),
 ]
+
+
+def check_cluster(cluster: str | None, ray_address: str | None) -> None:
+    """--cluster names a known engine; --ray-address goes with it. AgentError (exit 2) if not."""
+    if cluster is not None and cluster != "ray":
+        raise AgentError(f"--cluster must be 'ray', got '{cluster}'")
+    if ray_address is not None and cluster is None:
+        raise AgentError("--ray-address needs --cluster ray")
 
 
 def run(verbose: bool, body: Callable[[], int]) -> NoReturn:

@@ -9,11 +9,13 @@ import typer
 
 from agent.cli_common import (
     BudgetOpt,
+    ClusterOpt,
     DrafterOpt,
     JsonOpt,
     ModelNameOpt,
     ModelOpt,
     QuietOpt,
+    RayAddressOpt,
     RepoOpt,
     SandboxOpt,
     VerboseOpt,
@@ -82,10 +84,16 @@ def batch(
             help="The batch's journal (default: one per working directory in the user's cache).",
         ),
     ] = None,
+    cluster: ClusterOpt = None,
+    ray_address: RayAddressOpt = None,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Process an issue backlog with one loaded model; a journal lets an interrupted batch resume.
+
+    With --cluster ray each ticket runs as a Ray task on a node of the cluster (the commit
+    shipped as a git bundle, the fix branch brought back); the journal, branches and pull
+    requests stay with this process.
 
     Exit codes: 0 every ticket green, 1 some ticket not green (or not finished), 2 bad input or
     usage, 130 interrupted (resume with --resume).
@@ -100,7 +108,7 @@ def batch(
         flags = {
             "budget": budget, "time_limit": time_limit, "parallel": parallel,
             "drafter": drafter, "model": model, "sandbox": sandbox, "workers": workers, "pr": pr,
-            "model_name": model_name,
+            "model_name": model_name, "cluster": cluster, "ray_address": ray_address,
         }  # fmt: skip
         request = BatchRequest(backlog, repo, flags, journal, resume)
         runner = Batch(request, reporter)

@@ -43,13 +43,14 @@ from model.bugs import bug_line, corrupt, enclosing_function, roc_auc
 from model.checkpoint import LoadedModel
 from model.data import Site, pick_site, read_split
 from model.errors import ModelError
-from model.repair import has_repair_head, line_suspicion, rank_candidates, with_prior
+from model.repair import QUICK_PRIOR, has_repair_head, line_suspicion, quick_scores, with_prior
 from model.sampler import beam_infill, infill_site, span_lengths
 from model.train import BugSampler, WindowSampler, encode_split
 
 TOP_K = (1, 10, 50)
 # Weights of the model-free order's prior tried in the repair ranking (`model.repair.
-# with_prior`), to choose PRIOR_WEIGHT on the validation split (0: the model alone).
+# with_prior` over `quick_scores`), to choose QUICK_PRIOR on the validation split (0: the
+# model alone).
 PRIOR_SWEEP = (0.0, 1.0, 2.0, 3.0, 5.0, 10.0)
 LINE_BEAM = 10
 OPERATOR_SWAPS = {
@@ -303,10 +304,10 @@ def repair_eval(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
             continue
         reachable += 1
         began = time.perf_counter()
-        scores = rank_candidates(lm, bug.text, edits)
+        scores = quick_scores(lm, bug.text, edits)
         seconds += time.perf_counter() - began
         scored += len(edits)
-        model_rank = _first_right(with_prior(scores), right)
+        model_rank = _first_right(with_prior(scores, QUICK_PRIOR), right)
         fixed_rank = right.index(True)
         for w in PRIOR_SWEEP:
             sweep[w].append(_first_right(with_prior(scores, w), right))

@@ -49,6 +49,8 @@ class Row:
 class Board:
     rows: dict[str, Row] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    # Shown in the title: where the tickets run (a cluster's nodes), set while the batch runs.
+    where: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, ticket_id: str, repo: str, state: str, stage: str = "", seconds: float = 0.0):
@@ -74,7 +76,8 @@ class Board:
     def render(self) -> Table:
         counts = ", ".join(f"{n} {s}" for s, n in self.counts().items())
         table = Table(
-            title=f"agent batch  [dim]{time.monotonic() - self.started:.0f}s[/dim]",
+            title="  ".join(filter(None, ("agent batch", self.where,
+                                          f"[dim]{time.monotonic() - self.started:.0f}s[/dim]"))),
             caption=counts, caption_justify="left", expand=False,
         )  # fmt: skip
         for name in ("ticket", "repo", "state", "doing", "time"):

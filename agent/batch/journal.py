@@ -270,6 +270,12 @@ class Journal:
             ticket_id, "queued", reason,
         )  # fmt: skip
 
+    def note(self, ticket_id: str, what: str, detail: str = "") -> None:
+        """An event that changes nothing of the ticket (where an attempt runs, a node lost)."""
+        if what in STATES:
+            raise ValueError(f"a state, not a note: {what}")
+        self._write([self._event(ticket_id, what, detail)])
+
     def record_pr(
         self, ticket_id: str, url: str | None, compare_url: str | None, error: str | None
     ) -> None:

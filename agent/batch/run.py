@@ -19,6 +19,7 @@ from agent.batch.report import batch_report
 from agent.batch.scheduler import BatchOptions, Scheduler
 from agent.batch.shared_model import shared_model
 from agent.batch.sources import load_backlog
+from agent.cli_common import check_cluster
 from agent.config import DRAFTERS, MODEL_FREE, SANDBOXES
 from agent.errors import AgentError
 from agent.output import Reporter
@@ -65,6 +66,7 @@ def _options(flags: dict[str, Any], stored: dict[str, Any] | None) -> BatchOptio
         raise AgentError(
             f"--sandbox must be one of {', '.join(SANDBOXES)}, got '{options.sandbox}'"
         )
+    check_cluster(options.cluster, options.ray_address)
     return options
 
 
@@ -140,6 +142,12 @@ class Batch:
             warn_line(f"skipped {problem}")
         self.lm = request.lm
         work = [e for e in self.journal.entries() if not e.final]
+        if self.options.cluster and work:
+            from runner.cluster import connect
+
+            # Ray installed, the cluster reachable (else exit 2); the model loads on the nodes.
+            connect(self.options.ray_address)
+            return
         if self.options.drafter not in MODEL_FREE and work and is_url(self.options.model):
             # One server for every ticket: checked once here (unreachable, unknown model:
             # exit 2), its request cap shared by the tickets in flight.
@@ -171,8 +179,11 @@ class Batch:
                 seen.add(message)
                 warn_line(message, self.reporter.err if live else None)
 
-        scheduler = Scheduler(self.journal, self.options, board, self.lm, warn,
-                              self.reporter.verbose)  # fmt: skip
+        if self.options.cluster:
+            from agent.batch.cluster import ClusterScheduler as kind
+        else:
+            kind = Scheduler
+        scheduler = kind(self.journal, self.options, board, self.lm, warn, self.reporter.verbose)
         todo = sum(1 for e in self.journal.entries() if not e.final)
         self.reporter.info(
             f"{todo} of {len(board.rows)} tickets to run; journal {self.journal_path} "

@@ -62,6 +62,10 @@ class BatchOptions:
     max_rounds: int = 4
     max_candidates: int = 2000
     seed: int = 0
+    cluster: str | None = None  # "ray": each ticket a task on a node (agent.batch.cluster)
+    ray_address: str | None = None  # auto, HOST:PORT or ray://HOST:PORT
+    # On a cluster: how long past its budget a ticket may run before its task is cancelled.
+    cancel_grace: float = 60.0
 
 
 class Scheduler:
@@ -84,6 +88,8 @@ class Scheduler:
         self._repo_locks: dict[Path, threading.Lock] = {}
         self._shared_repos: set[Path] = set()
         self._deadline: float | None = None
+        # Tickets that run at once: what a fair share of the time left is computed over.
+        self.slots = options.parallel
 
     # --- budgets -----------------------------------------------------------------------------
 
@@ -97,7 +103,7 @@ class Scheduler:
         left = self._time_left()
         if left is None:
             return budget
-        share = left * self.options.parallel / max(1, not_started)
+        share = left * self.slots / max(1, not_started)
         return max(1.0, min(budget, left, max(share, min(budget, MIN_SHARE))))
 
     # --- the batch ---------------------------------------------------------------------------
@@ -169,7 +175,9 @@ class Scheduler:
         self.board.set(entry.id, state, stage=str(fields.get("reason") or fields.get("branch")
                                                   or ""))  # fmt: skip
 
-    def _attempt(self, entry: Entry, not_started: int, started: float) -> None:
+    def _prepare(self, entry: Entry, started: float) -> tuple[git.Repo, Settings, str, str] | None:
+        """(repo, settings, base, branch) to run `entry` on; None when it is settled already (a
+        fix found in the repository, a repository that cannot be used)."""
         item = entry.item
         self.board.set(entry.id, "running", "checking the repository")
         try:
@@ -182,17 +190,25 @@ class Scheduler:
                                  entry.base if entry.state == "running" else None)  # fmt: skip
         except (git.GitError, ValueError, OSError) as exc:
             self._finish(entry, "error", started, reason=f"repository {item.repo}: {exc}")
-            return
+            return None
         except USER_ERRORS as exc:
             self._finish(entry, "error", started, reason=str(exc))
-            return
+            return None
         if found is not None:
             commit, where = found
             reason = (f"found in the repository: {where} {branch} already holds the fix "
                       "(an earlier run committed it)")  # fmt: skip
             self._finish(entry, "green", started, branch=branch, commit=commit, reason=reason)
             self._publish(entry.id)
+            return None
+        return repo, settings, base, branch
+
+    def _attempt(self, entry: Entry, not_started: int, started: float) -> None:
+        item = entry.item
+        prepared = self._prepare(entry, started)
+        if prepared is None:
             return
+        repo, settings, base, branch = prepared
         budget = self.budget_for(settings, not_started)
         self.journal.start(entry.id, base, branch)
         try:
