@@ -10,6 +10,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from agent import github
 from agent.errors import EXIT_USAGE, AgentError
@@ -128,7 +129,9 @@ def run(verbose: bool, body: Callable[[], int]) -> NoReturn:
     except USER_ERRORS as exc:
         if verbose:
             traceback.print_exc()
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        # Escaped: a message may hold brackets (`greenpatch[ray]`) that are not markup.
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False,
+                                   soft_wrap=True)  # fmt: skip
         raise typer.Exit(getattr(exc, "code", EXIT_USAGE)) from None
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -47,7 +47,12 @@ class LocalCluster:
         self.netns = f"gp-ray-{os.getpid()}-{self.tmp.name[-6:]}"
         self.address = f"127.0.0.1:{PORT}"
         self.nodes: list[subprocess.Popen] = []
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        # The nodes' caches (baselines, worktrees) and temporary files: in the cluster's folder.
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+                    "XDG_CACHE_HOME": str(self.tmp / "cache"),
+                    "GREENPATCH_CACHE": str(self.tmp / "cache" / "greenpatch"),
+                    "TMPDIR": str(self.tmp / "tmp")}  # fmt: skip
+        (self.tmp / "tmp").mkdir()
         subprocess.run(["ip", "netns", "add", self.netns], check=True)
         subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True)
 

@@ -1,0 +1,324 @@
+"""`--cluster ray`: agent batch and agent test on a real Ray cluster of two nodes on 127.0.0.1.
+
+The fast tests pin the edges: a bad --cluster, --ray-address alone, Ray not installed, a cluster
+that does not answer (each one line and exit 2), and the git bundles that carry the code to a
+node and the fix back. The cluster tests (marked `ray`) start a head and a second node (`ray
+start`, one CPU each; see tests/ray_cluster.py), run `agent test --cluster ray` on a real
+library's suite against a local run, cancel a ticket stuck past its budget, and run a batch of
+four tickets across both nodes while the node running one of them is killed. The cluster is
+stopped at the end, also when a test fails, and nothing of it may be left running.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.batch.journal import FINAL
+from runner.cluster import bundle_branch, bundle_commit, unpack_branch, unpack_commit
+from tests.conftest import git, make_repo
+from tests.ray_cluster import LocalCluster, available
+from tests.test_compat_subset import load_compat
+
+ROOT = Path(__file__).resolve().parents[1]
+HINT = "--cluster ray needs Ray: pip install 'greenpatch[ray]'"
+# Ray made unimportable, as on a machine without the extra: the CLI runs on unchanged.
+WITHOUT_RAY = "import sys; sys.modules['ray'] = None; from agent.cli import main; main()"
+
+
+def _agent(*args: object, code: str | None = None, timeout: float = 120,
+           cwd: Path | None = None) -> subprocess.CompletedProcess:  # fmt: skip
+    head = ["-c", code] if code else ["-m", "agent"]
+    return subprocess.run([sys.executable, *head, *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd)  # fmt: skip
+
+
+def _one_line_error(done: subprocess.CompletedProcess, text: str) -> None:
+    assert done.returncode == 2, done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert lines == [f"error: {text}"], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_cluster_flags_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    backlog = tmp_path / "backlog.jsonl"
+    backlog.write_text(json.dumps({"id": "t", "title": "t", "body": "b", "repo": str(repo)}))
+    journal = tmp_path / "j.sqlite"
+    _one_line_error(_agent("test", "--repo", repo, "--cluster", "dask"),
+                    "--cluster must be 'ray', got 'dask'")  # fmt: skip
+    _one_line_error(_agent("test", "--repo", repo, "--ray-address", "127.0.0.1:6379"),
+                    "--ray-address needs --cluster ray")  # fmt: skip
+    _one_line_error(_agent("batch", backlog, "--journal", journal, "--cluster", "dask"),
+                    "--cluster must be 'ray', got 'dask'")  # fmt: skip
+    # A cluster that does not answer: said at once, not after Ray's minutes of retries.
+    began = time.monotonic()
+    _one_line_error(
+        _agent("test", "--repo", repo, "--all", "--cluster", "ray", "--ray-address", "127.0.0.1:1"),
+        "cannot connect to the Ray cluster at 127.0.0.1:1: Connection refused",
+    )
+    assert time.monotonic() - began < 60
+
+
+def test_without_ray_the_install_hint_and_exit_2(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    backlog = tmp_path / "backlog.jsonl"
+    backlog.write_text(json.dumps({"id": "t", "title": "t", "body": "b", "repo": str(repo)}))
+    done = _agent("test", "--repo", repo, "--all", "--cluster", "ray", code=WITHOUT_RAY)
+    _one_line_error(done, HINT)
+    done = _agent("batch", backlog, "--journal", tmp_path / "j.sqlite", "--drafter", "edits",
+                  "--cluster", "ray", code=WITHOUT_RAY)  # fmt: skip
+    _one_line_error(done, HINT)
+    # Without --cluster nothing needs Ray.
+    assert _agent("test", "--help", code=WITHOUT_RAY).returncode == 0
+
+
+def test_bundles_carry_the_commit_there_and_the_fix_back(tmp_path: Path) -> None:
+    user = make_repo(tmp_path / "user", {"calc.py": "def add(a, b):\n    return a - b\n"})
+    git(user, "config", "core.hooksPath", "/nonexistent-on-the-node")
+    (user / "scratch.txt").write_text("uncommitted\n")
+    base = git(user, "rev-parse", "HEAD").strip()
+    node = unpack_commit(bundle_commit(user, base), tmp_path / "node" / "repo", base)
+    # The node has the commit and nothing else of the user's: no config, no untracked file.
+    assert git(node, "rev-parse", "HEAD").strip() == base
+    assert (node / "calc.py").read_text() == "def add(a, b):\n    return a - b\n"
+    assert not (node / "scratch.txt").exists()
+    assert "hooksPath" not in (node / ".git" / "config").read_text()
+    # A fix committed on the node comes back as objects only: no ref of the user's moves.
+    (node / "calc.py").write_text("def add(a, b):\n    return a + b\n")
+    git(node, "-c", "user.name=n", "-c", "user.email=n@n", "commit", "-qam", "fix")
+    git(node, "branch", "greenpatch/fix")
+    fix = git(node, "rev-parse", "HEAD").strip()
+    refs_before = git(user, "for-each-ref")
+    heads = unpack_branch(user, bundle_branch(node, "greenpatch/fix", base))
+    assert heads == {"refs/heads/greenpatch/fix": fix}
+    assert git(user, "for-each-ref") == refs_before
+    assert git(user, "cat-file", "-t", fix).strip() == "commit"
+    assert git(user, "status", "--porcelain") == "?? scratch.txt\n"
+
+
+# --- on a real cluster ---------------------------------------------------------------------------
+
+ray_cluster = pytest.mark.skipif(available() is not None, reason=str(available()))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head and a second node, one CPU each; stopped at the end whatever happened."""
+    local = LocalCluster(cpus_per_node=1)
+    try:
+        local.start(nodes=2)
+        yield local
+    finally:
+        local.stop()
+        assert local.leftovers() == [], "ray processes left running"
+
+
+def _in_cluster(cluster: LocalCluster, *args: object, cache: Path, timeout: float = 600
+                ) -> subprocess.Popen:  # fmt: skip
+    env = {**cluster.env, "XDG_CACHE_HOME": str(cache), "GREENPATCH_CACHE": str(cache / "gp")}
+    return subprocess.Popen(cluster.command(sys.executable, "-m", "agent", *args), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _outcomes(path: Path) -> dict[str, str]:
+    return {t["id"]: t["outcome"] for t in json.loads(path.read_text())["tests"]}
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@ray_cluster
+@pytest.mark.timeout(900)
+def test_agent_test_on_the_cluster_matches_a_local_run(cluster: LocalCluster,
+                                                       tmp_path: Path) -> None:  # fmt: skip
+    compat = load_compat()
+    (spec,) = compat.load_specs(only=["six"])
+    repo = compat.prepare_repo(spec, compat.fetch_sdist(spec))
+    python = compat.prepare_venv(spec, repo)
+    # A mutant: iterkeys yields the values. Some tests fail, the rest pass, in both runs.
+    text = (repo / "six.py").read_text()
+    bad = text.replace("return iter(d.keys(**kw))", "return iter(d.values(**kw))", 1)
+    assert bad != text
+    patch = tmp_path / "mutant.patch"
+    patch.write_text("".join(difflib.unified_diff(text.splitlines(True), bad.splitlines(True),
+                                                  "a/six.py", "b/six.py")))  # fmt: skip
+    cache = tmp_path / "cache"
+    for name, extra in (("all", ["--all"]), ("mutant", ["--patch", patch])):
+        runs = {}
+        for where in ("local", "cluster"):
+            out = tmp_path / f"{name}-{where}.json"
+            args = ["test", "--repo", repo, "--python", python, *extra, "--json", out,
+                    "--junit", tmp_path / f"{name}-{where}.xml", "-q"]  # fmt: skip
+            if where == "cluster":
+                args += ["--cluster", "ray", "--ray-address", cluster.address]
+            proc = _in_cluster(cluster, *args, cache=cache)
+            _, err = proc.communicate(timeout=600)
+            assert proc.returncode in (0, 1), err
+            runs[where] = _outcomes(out)
+        assert len(runs["local"]) > 50
+        assert runs["cluster"] == runs["local"], name
+        report = json.loads((tmp_path / f"{name}-cluster.json").read_text())
+        assert report["cluster"]["nodes"] == 2 and report["cluster"]["chunks"] > 1
+        junit = (tmp_path / f"{name}-cluster.xml").read_text()
+        assert junit.count("<testcase") == len(runs["cluster"])
+        if name == "all":
+            assert set(runs["local"].values()) <= {"passed", "skipped"}
+        else:
+            failed = {t for t, o in runs["cluster"].items() if o == "failed"}
+            assert failed and all("dictionary" in t or "iter" in t.lower() for t in failed)
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def _backlog(where: Path) -> tuple[Path, list[Path]]:
+    """Four tickets, two on each of two copies of the stockroom example."""
+    repos, lines = [], []
+    ticket = (ROOT / "examples" / "tickets" / "stockroom.md").read_text()
+    for copy in ("stock-a", "stock-b"):
+        repo = where / copy
+        subprocess.run([sys.executable, str(ROOT / "examples" / "prepare.py"), "stockroom",
+                        str(repo)], check=True, capture_output=True)  # fmt: skip
+        repos.append(repo)
+        lines += [
+            {"id": f"{copy}-minimum", "title": "Bulk discount starts late", "body": ticket,
+             "repo": str(repo),
+             "tests": ["tests/test_pricing.py::test_discount_starts_exactly_at_tier_minimum"]},
+            {"id": f"{copy}-total", "title": "Line total at a tier boundary",
+             "body": "200 units cost 360.00 instead of 340.00\n", "repo": str(repo),
+             "tests": ["tests/test_pricing.py::test_line_total_at_tier_boundary"]},
+        ]  # fmt: skip
+    path = where / "backlog.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path, repos
+
+
+def _events(journal: Path) -> list[tuple[str, str, str]]:
+    """The journal's events, read beside the running batch (SQLite WAL allows a reader)."""
+    if not journal.exists():
+        return []
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
+    try:
+        return list(db.execute("SELECT id, state, detail FROM events ORDER BY seq"))
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        db.close()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@ray_cluster
+@pytest.mark.timeout(600)
+def test_a_ticket_stuck_past_its_budget_is_cancelled(cluster: LocalCluster,
+                                                     tmp_path: Path) -> None:  # fmt: skip
+    # Collecting its suite never ends: the fix cannot keep to its 5 s budget on its own.
+    repo = make_repo(tmp_path / "stuck", {
+        "conftest.py": "import time\ntime.sleep(3600)\n",
+        "calc.py": "def add(a, b):\n    return a - b\n",
+        "test_calc.py": "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n",
+    })  # fmt: skip
+    backlog = tmp_path / "backlog.jsonl"
+    backlog.write_text(json.dumps({"id": "stuck", "title": "add subtracts", "body": "add(2, 3)",
+                                   "repo": str(repo), "tests": ["test_calc.py::test_add"]}))
+    journal = tmp_path / "journal.sqlite"
+    # The cancel grace is not a flag: set through the batch's API, as a library user would.
+    code = (
+        "import sys\nfrom pathlib import Path\n"
+        "from agent.batch.run import Batch, BatchRequest\nfrom agent.output import Reporter\n"
+        f"flags = dict(drafter='edits', workers=1, budget=5, cancel_grace=5, cluster='ray', "
+        f"ray_address={cluster.address!r})\n"
+        f"batch = Batch(BatchRequest({str(backlog)!r}, None, flags, Path({str(journal)!r})), "
+        "Reporter(None, quiet=True))\n"
+        "report = batch.run()\nbatch.close()\n"
+        "print(report['tickets'][0]['status'], report['tickets'][0]['reason'])\n"
+    )
+    env = {**cluster.env, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    began = time.monotonic()
+    done = subprocess.run(cluster.command(sys.executable, "-c", code), env=env,
+                          capture_output=True, text=True, timeout=400)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    status, reason = done.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert status == "failed" and reason.startswith("cancelled on 127.0.0.1/"), reason
+    # Cancelled soon after budget + grace (the task's cold start aside), not after the
+    # runner's own 180 s wait for the collection.
+    assert time.monotonic() - began < 150
+    assert [s for i, s, _ in _events(journal) if s in FINAL] == ["failed"]
+    # Its sandboxed pytest is gone with the task: nothing runs the stuck conftest any more.
+    time.sleep(3)
+    assert not [pid for pid in cluster.leftovers() if _runs_worker(pid)]
+
+
+def _runs_worker(pid: int) -> bool:
+    try:
+        return b"worker.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@ray_cluster
+@pytest.mark.timeout(900)
+def test_batch_across_two_nodes_survives_a_node_killed_mid_ticket(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    backlog, repos = _backlog(tmp_path)
+    journal = tmp_path / "journal.sqlite"
+    report_path = tmp_path / "report.json"
+    (second,) = [node for node, alive, head in cluster.node_ids() if alive and not head]
+    proc = _in_cluster(cluster, "batch", backlog, "--journal", journal, "--drafter", "edits",
+                       "--workers", "1", "--budget", "200", "--cluster", "ray",
+                       "--ray-address", cluster.address, "-q", "--json", report_path,
+                       cache=tmp_path / "cache")  # fmt: skip
+    # Kill the second node as soon as a ticket runs on it (the journal notes each attempt's
+    # node), while the head runs another.
+    victim = None
+    deadline = time.monotonic() + 300
+    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+        events = _events(journal)
+        finished = {i for i, s, _ in events if s in FINAL}
+        on_second = [i for i, s, d in events if s == "node" and second[:8] in d]
+        if on_second and on_second[-1] not in finished:
+            victim = on_second[-1]
+            cluster.kill_node(1)
+        time.sleep(0.3)
+    assert victim is not None, "no ticket ever ran on the second node"
+    out, err = proc.communicate(timeout=800)
+    assert proc.returncode == 0, err  # every ticket green
+    report = json.loads(report_path.read_text())
+    assert sorted(t["id"] for t in report["tickets"]) == sorted(
+        ["stock-a-minimum", "stock-a-total", "stock-b-minimum", "stock-b-total"])
+    events = _events(journal)
+    nodes = {}
+    for ticket in report["tickets"]:
+        states = [s for i, s, _ in events if i == ticket["id"]]
+        assert [s for s in states if s in FINAL] == ["green"], (ticket["id"], states)
+        nodes[ticket["id"]] = [d for i, s, d in events if i == ticket["id"] and s == "node"]
+    # The killed node's ticket ran again on the head, and was reported once.
+    assert len(nodes[victim]) == 2 and second[:8] in nodes[victim][0], nodes
+    assert second[:8] not in nodes[victim][1]
+    assert {t["id"]: t["attempts"] for t in report["tickets"]}[victim] == 2
+    assert f"{victim}: node 127.0.0.1/{second[:8]} lost mid-ticket" in err
+    # Both nodes ran tickets before the kill.
+    assert len({d.split(" on ")[1] for ds in nodes.values() for d in ds}) == 2
+    # The branches are exactly the journal's, one commit each on main; the user's trees clean.
+    with sqlite3.connect(journal) as db:
+        green = dict(db.execute("SELECT branch, sha FROM tickets WHERE state='green'"))
+    made = {}
+    for repo in repos:
+        for line in git(repo, "for-each-ref", "--format=%(refname:short) %(objectname)",
+                        "refs/heads/").splitlines():  # fmt: skip
+            name, sha = line.split()
+            if name != "main":
+                made[name] = sha
+                assert git(repo, "rev-parse", f"{sha}^").strip() == git(repo, "rev-parse",
+                                                                          "main").strip()
+        assert git(repo, "status", "--porcelain") == ""
+        assert git(repo, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
+    assert made == green and len(made) == 4
