@@ -162,17 +162,18 @@ def test_agent_test_on_the_cluster_matches_a_local_run(cluster: LocalCluster,
             _, err = proc.communicate(timeout=600)
             assert proc.returncode in (0, 1), err
             runs[where] = _outcomes(out)
-        assert len(runs["local"]) > 50
         assert runs["cluster"] == runs["local"], name
         report = json.loads((tmp_path / f"{name}-cluster.json").read_text())
-        assert report["cluster"]["nodes"] == 2 and report["cluster"]["chunks"] > 1
+        assert report["cluster"]["nodes"] == 2
         junit = (tmp_path / f"{name}-cluster.xml").read_text()
         assert junit.count("<testcase") == len(runs["cluster"])
         if name == "all":
+            # The whole suite, in chunks over both nodes.
+            assert len(runs["local"]) > 50 and report["cluster"]["chunks"] > 2
             assert set(runs["local"].values()) <= {"passed", "skipped"}
         else:
-            failed = {t for t, o in runs["cluster"].items() if o == "failed"}
-            assert failed and all("dictionary" in t or "iter" in t.lower() for t in failed)
+            # The tests selection picks for the change; the one on dict iterators fails.
+            assert runs["cluster"]["test_six.py::test_dictionary_iterators"] == "failed"
     assert git(repo, "status", "--porcelain") == ""
 
 
