@@ -53,7 +53,7 @@ def main() -> None:
         message = " ".join(exc.format_message().split())
         print(f"error: {message}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except click_errors.Abort:
+    except typer.Abort:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from agent.bench.run import Config, fixer_command, markdown_table, report, run_bench
-from agent.bench.splits import SPLITS, sample
+from agent.bench.splits import choose
 from agent.bench.tasks import TASKS_FILE, load_tasks
 from agent.cli_common import JsonOpt, QuietOpt, VerboseOpt, run
 from agent.errors import AgentError
@@ -88,25 +88,9 @@ def bench(
     """
 
     def body() -> int:
-        if split not in (*SPLITS, "all"):
-            raise AgentError(f"--split must be dev, test or all, got '{split}'")
-        configs = [Config.parse(text) for text in compare or []] or [Config("default")]
-        names = [c.name for c in configs]
-        if len(set(names)) != len(names):
-            raise AgentError("--compare names must be distinct")
+        configs = Config.parse_all(compare or [])
         argv = fixer_command(fixer)
-        everything = load_tasks(tasks_file)
-        by_id = {t.id: t for t in everything}
-        if task_ids:
-            unknown = [i for i in task_ids if i not in by_id]
-            if unknown:
-                raise AgentError(f"unknown task id: {unknown[0]}")
-            pool = [by_id[i] for i in task_ids]
-        else:
-            pool = [t for t in everything if split == "all" or t.split == split]
-        chosen = [by_id[i] for i in sample([t.id for t in pool], sample_n, seed)]
-        if not chosen:
-            raise AgentError(f"no tasks in split '{split}' of {tasks_file}")
+        chosen = choose(load_tasks(tasks_file), split, task_ids, sample_n, seed)
         reporter = Reporter(json_out, verbose=verbose, quiet=quiet)
         root = workdir or Path(tempfile.mkdtemp(prefix="gp-bench-"))
         root.mkdir(parents=True, exist_ok=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import Progress
 
 from agent.cli_common import (
     USER_ERRORS,
@@ -25,6 +27,8 @@ from agent.cli_common import (
 )
 from agent.config import DRAFTERS, MODEL_FREE, load_settings
 from agent.errors import EXIT_CANNOT_REPRODUCE, EXIT_GREEN, EXIT_NO_FIX, AgentError
+from agent.fix_report import FixEvent, FixReport, Reproduced, Unpublished, Warned
+from agent.live import FixState, LiveView
 from agent.output import Reporter
 from agent.remote_setup import check_model_name, connect_remote, remote_url
 from agent.repo import resolve_repo
@@ -87,7 +91,8 @@ def fix(
     3 cannot reproduce (nothing fails).
     """
 
-    progress: dict = {}  # the report as run_fix fills it in: what is written if the run stops
+    # The report as run_fix fills it in: what is written if the run stops.
+    progress = FixReport(ticket=ticket)
 
     def body() -> int:
         chosen = drafter or "model"
@@ -128,12 +133,12 @@ def fix(
             report=progress,
         )
         reporter = Reporter(json_out, verbose=verbose, quiet=quiet)
-        report = run_fix(request, reporter)
-        reporter.write_json(report)
+        report = run_fix(request, TerminalView(reporter))
+        reporter.write_json(report.to_json())
         if report_html is not None:
-            write_page(report, report_html)
+            write_page(report.to_json(), report_html)
         show_summary(reporter, report)
-        return EXIT_GREEN if report["status"] == "green" else EXIT_NO_FIX
+        return EXIT_GREEN if report.green else EXIT_NO_FIX
 
     def reported() -> int:
         # The JSON is written whatever stops the run, a bad input or an error after the fix was
@@ -142,51 +147,65 @@ def fix(
         try:
             return body()
         except (*USER_ERRORS, KeyboardInterrupt) as exc:
-            stopped = failed_report(progress, progress.get("ticket") or ticket, exc)
-            stopped["seconds"] = round(time.monotonic() - started, 3)
-            Reporter(json_out, quiet=True).write_json(stopped)
+            stopped = failed_report(progress, exc)
+            stopped.seconds = round(time.monotonic() - started, 3)
+            Reporter(json_out, quiet=True).write_json(stopped.to_json())
             raise
 
     with terminate_as_interrupt():
         run(verbose, reported)
 
 
-def failed_report(partial: dict, ticket: str, exc: BaseException) -> dict:
-    """The JSON of a run stopped by `exc`: the contract's fields, what was done so far (a fix
-    already committed keeps its status, branch and commit), and the error."""
-    report = {
-        "status": "error", "ticket": ticket, "branch": None, "commit": None, "diff": "",
-        "rounds": 0, "candidates": 0, "tests_run": 0, "seconds": 0.0,
-        "failing_before": [], "failing_after": [], **partial,
-    }  # fmt: skip
+def failed_report(report: FixReport, exc: BaseException) -> FixReport:
+    """The report of a run stopped by `exc`: what was done so far (a fix already committed keeps
+    its status, branch and commit), and the error."""
     if isinstance(exc, KeyboardInterrupt):
-        report.update(status="interrupted" if report["status"] != "green" else "green",
-                      error="interrupted")  # fmt: skip
+        report.status = "green" if report.green else "interrupted"
+        report.error = "interrupted"
         return report
     if getattr(exc, "code", None) == EXIT_CANNOT_REPRODUCE:
-        report["status"] = "cannot-reproduce"
-    elif report["status"] != "green":
-        report["status"] = "error"
-    report["error"] = str(exc)
+        report.status = "cannot-reproduce"
+    elif not report.green:
+        report.status = "error"
+    report.error = str(exc)
     return report
 
 
-def show_summary(reporter: Reporter, report: dict) -> None:
+def show_summary(reporter: Reporter, report: FixReport) -> None:
     out = reporter.out
-    if report["status"] == "green":
+    if report.green:
         out.print(
-            f"[green]green[/green]: {report['ticket']} fixed on branch "
-            f"[bold]{report['branch']}[/bold] ({report['commit'][:10]}) after "
-            f"{report['candidates']} candidates, "
-            f"{report['tests_run']} tests, {report['seconds']:.1f}s"
+            f"[green]green[/green]: {report.ticket} fixed on branch "
+            f"[bold]{report.branch}[/bold] ({(report.commit or '')[:10]}) after "
+            f"{report.candidates} candidates, {report.tests_run} tests, {report.seconds:.1f}s"
         )
-        out.print(report["diff"], markup=False, highlight=False)
+        out.print(report.diff, markup=False, highlight=False)
     else:
         out.print(
-            f"[red]no fix[/red] for {report['ticket']} within the budget: "
-            f"{report['candidates']} candidates, {report['tests_run']} tests, "
-            f"{report['seconds']:.1f}s"
+            f"[red]no fix[/red] for {report.ticket} within the budget: "
+            f"{report.candidates} candidates, {report.tests_run} tests, {report.seconds:.1f}s"
         )
     if reporter.verbose:
-        for item in report.get("localization", [])[:10]:
+        for item in report.localization[:10]:
             reporter.info(f"  suspicious {item['path']}:{item['line']}  {item['score']:.3f}")
+
+
+class TerminalView:
+    """`agent fix` on a terminal: progress and the live table on stderr, events as lines."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+
+    def progress(self) -> AbstractContextManager[Progress]:
+        return self.reporter.progress()
+
+    def live(self, state: FixState) -> LiveView:
+        return LiveView(state, self.reporter.err, enabled=not self.reporter.quiet)
+
+    def event(self, event: FixEvent) -> None:
+        if isinstance(event, Reproduced):
+            self.reporter.info(f"reproduced: {event.line()}")
+        elif isinstance(event, Warned):
+            self.reporter.warn(event.text)
+        elif isinstance(event, Unpublished):  # no pull request: the body is for a person
+            self.reporter.out.print(event.body, markup=False)

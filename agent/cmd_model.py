@@ -20,7 +20,8 @@ app = typer.Typer(
 )
 
 DEFAULT_CACHE = cache_root() / "corpus"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# In a checkout: what evaluation reserves (an installed package has neither; then they are named).
+CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 @app.command("corpus")
@@ -40,6 +41,16 @@ def corpus(
         typer.Option("--manifest", help="Also copy the manifest here (e.g. "
                      "model/corpus_manifest.json)."),
     ] = None,
+    reserved: Annotated[
+        Path,
+        typer.Option("--reserved", help="Packages kept out of training for evaluation, one a "
+                     "line (the checkout's benchmarks/reserved.txt)."),
+    ] = CHECKOUT / "benchmarks" / "reserved.txt",
+    exclude: Annotated[
+        list[Path] | None,
+        typer.Option("--exclude", help="A directory whose code is kept out (repeatable; "
+                     "default: the checkout's examples/)."),
+    ] = None,
     json_out: JsonOpt = None,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
@@ -49,8 +60,13 @@ def corpus(
 
     def body() -> int:
         rep = Reporter(json_out, verbose, quiet)
-        reserved = read_reserved(REPO_ROOT / "benchmarks" / "reserved.txt")
-        excluded = [d for d in [REPO_ROOT / "examples"] if d.is_dir()]
+        if not reserved.is_file():
+            # Without it benchmark libraries could leak into training: refuse, do not guess.
+            raise AgentError(f"reserved package list not found: {reserved} (pass --reserved)")
+        excluded = exclude if exclude is not None else [CHECKOUT / "examples"]
+        missing = [str(d) for d in excluded if not d.is_dir()]
+        if missing:
+            raise AgentError(f"--exclude: not a directory: {', '.join(missing)}")
         if not wheels.is_dir():
             raise AgentError(f"wheel directory not found: {wheels} (pip download --no-deps "
                              f"-d {wheels} PACKAGE...)")
@@ -61,7 +77,7 @@ def corpus(
             def advance(name: str) -> None:
                 progress.update(task, advance=1, description=name)
 
-            result = build_corpus(wheels, out, reserved, heldout=heldout,
+            result = build_corpus(wheels, out, read_reserved(reserved), heldout=heldout,
                                   excluded_dirs=excluded, on_source=advance)
         data = result.to_json()
         if manifest is not None:

@@ -21,19 +21,18 @@ from agent.cli_common import (
     check_cluster,
     run,
 )
-from agent.config import load_settings, sandbox_options, target_python
+from agent.config import load_settings, sandbox_options
 from agent.errors import AgentError
+from agent.harness import result_cache, target_python, test_pool
 from agent.output import Reporter
 from agent.repo import resolve_repo
 from agent.reproduce import settings_baseline
-from runner.cache import ResultCache
 from runner.changes import patch_changes, working_changes
 from runner.junit import write_junit
-from runner.pool import DEFAULT_LIMITS, Job, Pool
+from runner.pool import DEFAULT_LIMITS, Job
 from runner.results import TestResult
 from runner.selection import select_tests
 from sandboxes import Limits
-from sandboxes.cacheroot import cache_root
 
 
 def test(
@@ -243,27 +242,13 @@ def _on_cluster(out: Reporter, root: Path, python: str, settings, address: str |
 def _run(out: Reporter, root, python, settings, baseline, files, tests) -> list[TestResult]:
     if not tests:
         return []
-    limits = Limits(memory_mb=settings.memory_mb, output_bytes=DEFAULT_LIMITS.output_bytes)
-    cache = ResultCache(cache_root() / "results.sqlite")
+    cache = result_cache()
     results: list[TestResult] = []
     try:
         with out.progress() as progress:
             task = progress.add_task(f"starting {settings.workers} {settings.sandbox} workers")
-            pool = Pool(
-                root,
-                python,
-                settings.sandbox,
-                backend_options=sandbox_options(settings),
-                workers=settings.workers,
-                limits=limits,
-                test_timeout=settings.test_timeout,
-                # `agent test` may run a whole suite: only the per-test limit applies.
-                job_timeout=24 * 3600.0,
-                pytest_args=settings.pytest_args,
-                cache=cache,
-                dependencies=baseline.dependencies,
-                durations=baseline.durations,
-            )
+            # `agent test` may run a whole suite: only the per-test limit applies.
+            pool = test_pool(root, python, settings, baseline, job_timeout=24 * 3600.0, cache=cache)
             with pool:
                 if pool.warning:
                     out.warn(pool.warning)

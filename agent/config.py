@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
-import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,10 +162,3 @@ def sandbox_options(settings: Settings) -> dict[str, Any]:
     """Constructor options of the chosen sandbox backend."""
     return {"image": settings.docker_image} if settings.sandbox == "docker" else {}
 
-
-def target_python(settings: Settings, root: Path) -> str:
-    """The target's interpreter: `python` from the config (relative to the repo), else ours."""
-    if not settings.python:
-        return sys.executable
-    path = Path(settings.python)
-    return str(path if path.is_absolute() else root / path)

@@ -59,7 +59,6 @@ STAGES = {
     "edits": ("substitution", "edit"),
     "mutations": ("substitution",),
 }
-ORIGIN = {"substitution": "mutation", "edit": "edit", "repair": "repair", "sample": "model"}
 
 
 def fixed_order(source: str, sites: Sequence[Site], stage: str,
@@ -85,7 +84,7 @@ class Draft:
     site: Site
     fill: str
     score: float
-    origin: str  # mutation (substitution) | edit | repair (both, ranked) | model | remask
+    origin: str  # the stage that drafted it: substitution | edit | repair | sample | remask | chat
     parent: str | None = None
     # The parent candidate's other files: a fix of a second bug keeps the fix of the first.
     carried: Mapping[str, str] = field(default_factory=dict)
@@ -217,7 +216,7 @@ class Drafter:
             if stage == "repair":
                 items = self._ranked(sources, items)
         items.sort(key=lambda item: -item[2])
-        drafts = list(self._make(sources, items, ORIGIN[stage], parent))
+        drafts = list(self._make(sources, items, stage, parent))  # its origin: the stage
         self.busy += time.monotonic() - began
         return drafts
 

@@ -11,10 +11,10 @@ import contextlib
 import os
 import re
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import git
@@ -24,15 +24,11 @@ from agent.errors import AgentError
 from agent.repo import open_repo
 from sandboxes import safegit
 
-if TYPE_CHECKING:
-    from agent.tickets import Ticket
-
 API_VERSION = "2022-11-28"
 _TIMEOUT = httpx.Timeout(20.0, connect=10.0)
-_NAME = r"[A-Za-z0-9_.-]+"
-_GH_REF = re.compile(rf"^gh:({_NAME})/({_NAME})#(\d+)$")
+NAME = r"[A-Za-z0-9_.-]+"
+_GH_REF = re.compile(rf"^gh:({NAME})/({NAME})#(\d+)$")
 _PUSH_TIMEOUT = 300.0
-_MAX_BODY_DIFF = 20_000  # GitHub caps a PR body at 65,536 characters.
 _LOCAL_RECEIVE_PACK = (
     "git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c receive.autogc=false receive-pack"
 )
@@ -98,7 +94,7 @@ def parse_issue_ref(source: str) -> tuple[str, str, int]:
     if match:
         return match.group(1), match.group(2), int(match.group(3))
     parts = urlsplit(source)
-    path = re.fullmatch(rf"/({_NAME})/({_NAME})/issues/(\d+)/?", parts.path)
+    path = re.fullmatch(rf"/({NAME})/({NAME})/issues/(\d+)/?", parts.path)
     if parts.scheme == "https" and parts.hostname in _hosts() and path:
         return path.group(1), path.group(2), int(path.group(3))
     raise AgentError(
@@ -295,12 +291,12 @@ def open_pull_request(
 
 def parse_remote(url: str) -> tuple[str, str] | None:
     """(owner, repo) of a GitHub remote URL (https, ssh or scp-like), else None."""
-    scp = re.fullmatch(rf"(?:[\w.-]+@)?([\w.-]+):({_NAME})/({_NAME}?)(?:\.git)?/?", url)
+    scp = re.fullmatch(rf"(?:[\w.-]+@)?([\w.-]+):({NAME})/({NAME}?)(?:\.git)?/?", url)
     if scp and "://" not in url:
         host, owner, name = scp.groups()
     else:
         parts = urlsplit(url)
-        path = re.fullmatch(rf"/({_NAME})/({_NAME}?)(?:\.git)?/?", parts.path)
+        path = re.fullmatch(rf"/({NAME})/({NAME}?)(?:\.git)?/?", parts.path)
         if parts.scheme not in ("https", "http", "ssh", "git") or not path:
             return None
         host, (owner, name) = parts.hostname or "", path.groups()
@@ -363,17 +359,6 @@ def _is_local(url: str) -> bool:
     return colon < 0 or (0 <= slash < colon)
 
 
-@dataclass(frozen=True)
-class Published:
-    """Where a pushed fix can be seen: the pull request, or the page to open one by hand."""
-
-    branch: str
-    base: str
-    remote_url: str
-    pull_request_url: str | None  # set when a pull request was opened
-    compare_url: str | None  # a GitHub remote without a token: open the PR here
-
-
 def pull_request_base(repo: git.Repo, remote: str = "origin") -> str:
     """The branch a PR should target: the current branch if the remote has it, else the
     remote's default branch, else `main`."""
@@ -387,32 +372,6 @@ def pull_request_base(repo: git.Repo, remote: str = "origin") -> str:
         return "main"
 
 
-def publish_branch(
-    repo: git.Repo | str | Path,
-    branch: str,
-    title: str,
-    body: str,
-    remote: str = "origin",
-    base: str | None = None,
-    token: str | None = None,
-) -> Published:
-    """Push `branch`, then open a pull request when the remote is on GitHub and a token is
-    given; otherwise report the compare URL (GitHub) or nothing (other hosts) for the caller to
-    print with the body."""
-    repo = open_repo(repo)
-    push_branch(repo, branch, remote)
-    url = repo.remote(remote).url
-    base = base or pull_request_base(repo, remote)
-    owner_repo = parse_remote(url)
-    if owner_repo is None:
-        return Published(branch, base, url, None, None)
-    owner, name = owner_repo
-    if not token:
-        return Published(branch, base, url, None, compare_url(owner, name, base, branch))
-    pr_url = open_pull_request(owner, name, branch, base, title, body, token)
-    return Published(branch, base, url, pr_url, None)
-
-
 def _push_error(stdout: str, stderr: str) -> str:
     text = f"{stdout}\n{stderr}"
     lines = [ln.strip().strip("'").strip() for ln in text.splitlines()]
@@ -421,71 +380,3 @@ def _push_error(stdout: str, stderr: str) -> str:
         if line and not line.startswith(("stdout:", "stderr:")):
             return re.sub(r"\s+", " ", line)
     return "unknown error"
-
-
-def diff_summary(diff: str) -> list[tuple[str, int, int]]:
-    """(path, lines added, lines removed) per file of a unified git diff."""
-    summary: list[tuple[str, int, int]] = []
-    for line in diff.splitlines():
-        if line.startswith("diff --git "):
-            summary.append((line.split(" b/", 1)[-1], 0, 0))
-        elif summary and line.startswith("+") and not line.startswith("+++"):
-            path, added, removed = summary[-1]
-            summary[-1] = (path, added + 1, removed)
-        elif summary and line.startswith("-") and not line.startswith("---"):
-            path, added, removed = summary[-1]
-            summary[-1] = (path, added, removed + 1)
-    return summary
-
-
-def pr_body(
-    ticket: Ticket,
-    diff: str,
-    results: Mapping[str, str],
-    failing_before: Sequence[str],
-    tests_run: int,
-    rounds: int,
-    candidates: int,
-    seconds: float,
-    model: str,
-) -> str:
-    """Markdown body of the pull request: the ticket, the change, the evidence, the search."""
-    cite = ticket.url or f"ticket `{ticket.id}`"
-    ref = _issue_cite(ticket.url)
-    lines = [
-        f"Fixes {ref}" if ref else f"Ticket: {cite}",
-        "",
-        f"**{ticket.title}**",
-        "",
-        "## Change",
-        "",
-    ]
-    for path, added, removed in diff_summary(diff):
-        lines.append(f"- `{path}`: +{added} -{removed}")
-    shown = diff if len(diff) <= _MAX_BODY_DIFF else diff[:_MAX_BODY_DIFF] + "\n... (truncated)\n"
-    lines += ["", "```diff", shown.rstrip("\n"), "```", "", "## Tests", ""]
-    lines.append(f"{tests_run} tests run; {len(failing_before)} failing before the fix.")
-    if results:
-        lines += ["", "| test | before | after |", "|---|---|---|"]
-        before = set(failing_before)
-        for test_id in sorted(results):
-            was = "failed" if test_id in before else "passed"
-            lines.append(f"| `{test_id}` | {was} | {results[test_id]} |")
-    lines += [
-        "",
-        "## How it was found",
-        "",
-        f"- rounds: {rounds}",
-        f"- candidates drafted: {candidates}",
-        f"- time: {seconds:.1f} s",
-        f"- model: `{model}`",
-        "",
-        "Drafted by a masked-diffusion model and validated in a sandbox by greenpatch; "
-        "confirmed on a clean worktree before committing.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _issue_cite(url: str) -> str:
-    match = re.search(rf"/({_NAME})/({_NAME})/issues/(\d+)", url)
-    return f"{match.group(1)}/{match.group(2)}#{match.group(3)}" if match else ""

@@ -21,9 +21,10 @@ from functools import partial
 from pathlib import Path
 
 from agent.canvases import sites_for
-from agent.config import Settings, sandbox_options
+from agent.config import Settings
 from agent.draft import Draft, Drafter
 from agent.explore import Explorer, Step
+from agent.harness import result_cache, test_pool
 from agent.live import FixState
 from agent.localize import DENOISER_WEIGHT, SuspiciousLine, denoiser_disbelief, rank_lines
 from agent.mutations import missing_names
@@ -35,8 +36,6 @@ from runner.cache import ResultCache
 from runner.pool import Job, Pool
 from runner.results import JobDone, TestResult
 from runner.selection import select_tests
-from sandboxes import Limits
-from sandboxes.cacheroot import cache_root
 
 # Candidates queued ahead of the pool: enough to keep the workers busy, few enough that a
 # progressing candidate's follow-up is not stuck behind a long queue.
@@ -456,7 +455,7 @@ class FixLoop:
         """The candidates' pool: the baseline's own warm workers while it fills in behind
         (no second start-up), else a new pool (closed on exit)."""
         if cache is True:
-            cache = ResultCache(cache_root() / "results.sqlite")
+            cache = result_cache()
         build = self.repro.build
         if workers is None and not self.options.cold_full_suite and build is not None:
             shared = build.running_pool()
@@ -465,22 +464,11 @@ class FixLoop:
                 shared.dependencies = self.baseline.dependencies
                 shared.stats.durations.update(self.baseline.durations)
                 return contextlib.nullcontext(shared)  # the build closes it
-        return Pool(
-            self.root,
-            self.python,
-            self.settings.sandbox,
-            backend_options=sandbox_options(self.settings),
-            workers=workers or self.settings.workers,
-            limits=Limits(memory_mb=self.settings.memory_mb, output_bytes=1 << 30),
-            test_timeout=self.settings.test_timeout,
-            job_timeout=self.settings.candidate_timeout,
+        return test_pool(
+            self.root, self.python, self.settings, self.baseline, workers=workers,
             # Python's own traceback format: pytest's (source excerpts, module lookups for every
             # frame) were most of a failing candidate's job; the loop needs only the
             # innermost frames and the error, which both carry.
             pytest_args=[*self.settings.pytest_args, "--tb=native"],
-            cache=cache or None,
-            dependencies=self.baseline.dependencies,
-            durations=self.baseline.durations,
-            cold=self.options.cold_full_suite,
-            startup_args=startup,
+            cache=cache or None, cold=self.options.cold_full_suite, startup=startup,
         )

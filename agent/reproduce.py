@@ -8,12 +8,12 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from agent.config import Settings, sandbox_options
+from agent.config import Settings
 from agent.errors import EXIT_CANNOT_REPRODUCE, EXIT_NO_FIX, EXIT_USAGE, AgentError
+from agent.harness import baseline_options
 from agent.tickets import Ticket
-from runner.baseline import Baseline, BaselineBuild, BaselineOptions, git, matches_name
+from runner.baseline import Baseline, BaselineBuild, git, matches_name
 from runner.errors import OutOfTime, RunnerError
-from sandboxes import Limits
 
 
 @dataclass
@@ -28,16 +28,6 @@ class Reproduction:
 STAGES = {"collect": "collecting tests", "run": "running the tests with coverage",
           "fill": "mapping the rest of the suite", "rerun": "re-running failures",
           "store": "storing"}  # fmt: skip
-
-
-def baseline_options(settings: Settings) -> BaselineOptions:
-    """The baseline runs like the candidates: same sandbox, workers, limits and test timeout."""
-    return BaselineOptions(
-        sandbox=settings.sandbox, workers=settings.workers, pytest_args=settings.pytest_args,
-        test_timeout=settings.test_timeout,
-        limits=Limits(memory_mb=settings.memory_mb, output_bytes=1 << 30),
-        backend_options=sandbox_options(settings),
-    )  # fmt: skip
 
 
 def _reporter(progress: Progress | None) -> Callable[[str, int, int], None] | None:

@@ -317,7 +317,7 @@ _CODE_TOKEN = re.compile(r"[A-Za-z_]\w*|\d[\w.]*|==|!=|<=|>=|//|\*\*|->|[-+*/%<>
 
 
 @dataclass(frozen=True)
-class Site:
+class TextSpan:
     """A masked middle between a prefix and a suffix: `text == prefix + middle + suffix`."""
 
     prefix: str
@@ -348,7 +348,7 @@ def code_lines(text: str) -> list[tuple[int, int]]:
 
 
 def pick_site(text: str, rng: random.Random, kind: str | None = None,
-              lines: list[tuple[int, int]] | None = None) -> Site | None:
+              lines: list[tuple[int, int]] | None = None) -> TextSpan | None:
     """A random site of `kind` (random kind if None): a line's content (after indentation,
     before the newline), one code token (identifier, number, operator), a run of 2-6 tokens
     within a line, or 1-3 whole lines with indentation and newline (as `agent infill --lines`
@@ -372,4 +372,4 @@ def pick_site(text: str, rng: random.Random, kind: str | None = None,
         first = rng.randrange(len(tokens))
         last = first if kind == "token" else min(len(tokens) - 1, first + rng.randint(1, 5))
         a, z = tokens[first][0], tokens[last][1]
-    return Site(text[:a], text[a:z], text[z:], kind)
+    return TextSpan(text[:a], text[a:z], text[z:], kind)

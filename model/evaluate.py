@@ -41,7 +41,7 @@ import torch
 
 from model.bugs import bug_line, corrupt, enclosing_function, roc_auc
 from model.checkpoint import LoadedModel
-from model.data import Site, pick_site, read_split
+from model.data import TextSpan, pick_site, read_split
 from model.errors import ModelError
 from model.repair import QUICK_PRIOR, has_repair_head, line_suspicion, quick_scores, with_prior
 from model.sampler import beam_infill, infill_site, span_lengths
@@ -77,7 +77,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class Mutant:
-    site: Site        # the original line (or token) between its original surroundings
+    site: TextSpan        # the original line (or token) between its original surroundings
     mutant: str       # what the model sees in place of site.middle
     kind: str         # operator, number, identifier
 
@@ -89,11 +89,11 @@ def split_files(corpus_dir: Path, split: str) -> list[str]:
     return texts
 
 
-def sample_sites(texts: list[str], count: int, seed: int, kind: str) -> list[Site]:
+def sample_sites(texts: list[str], count: int, seed: int, kind: str) -> list[TextSpan]:
     """`count` sites of `kind`, files drawn in proportion to their size, fixed by `seed`."""
     rng = random.Random(seed)
     weights = [len(t) for t in texts]
-    sites: list[Site] = []
+    sites: list[TextSpan] = []
     for _ in range(count * 20):
         if len(sites) == count:
             break
@@ -104,7 +104,7 @@ def sample_sites(texts: list[str], count: int, seed: int, kind: str) -> list[Sit
     return sites
 
 
-def mutate(site: Site, rng: random.Random) -> Mutant | None:
+def mutate(site: TextSpan, rng: random.Random) -> Mutant | None:
     """Replace one operator, number, boolean or identifier of the site's line (never inside a
     string or comment). None when the line has nothing to mutate."""
     line = site.middle
@@ -136,7 +136,7 @@ def mutate(site: Site, rng: random.Random) -> Mutant | None:
     return Mutant(site, line[:a] + new + line[z:], kind)
 
 
-def token_span(m: Mutant) -> tuple[Site, str]:
+def token_span(m: Mutant) -> tuple[TextSpan, str]:
     """The token-level variant of a mutant: only the changed characters are masked. Returns
     the original site narrowed to them, and the mutant's text for that span."""
     orig, mut = m.site.middle, m.mutant
@@ -155,7 +155,7 @@ def token_span(m: Mutant) -> tuple[Site, str]:
     # prefix ending in one is a boundary training never shows (the agent's canvases do the same).
     while a > 0 and orig[a - 1] == " " and orig[:a].strip():
         a -= 1
-    site = Site(m.site.prefix + orig[:a], orig[a:z_o], orig[z_o:] + m.site.suffix, "token")
+    site = TextSpan(m.site.prefix + orig[:a], orig[a:z_o], orig[z_o:] + m.site.suffix, "token")
     return site, mut[a:z_m]
 
 
@@ -180,7 +180,7 @@ def token_accuracy(lm: LoadedModel, corpus_dir: Path, split: str, cfg: EvalConfi
     return {"masked_token_top1": right / max(total, 1), "masked_tokens": total}
 
 
-def _fill(lm: LoadedModel, site: Site, shown: str, samples: int, extra: tuple[int, ...],
+def _fill(lm: LoadedModel, site: TextSpan, shown: str, samples: int, extra: tuple[int, ...],
           cfg: EvalConfig, seed: int) -> tuple[list[str], int, float]:
     """Distinct fills best first for the site's prefix/suffix, span lengths from `shown`;
     plus the number of span slots decoded and the seconds it took."""

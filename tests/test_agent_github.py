@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -17,6 +18,9 @@ import pytest
 from agent import github
 from agent.branch import commit_on_branch
 from agent.errors import AgentError
+from agent.fix_report import FixReport
+from agent.publish import Publication, pr_body, publish
+from agent.repo import open_repo
 from agent.tickets import Ticket, load_ticket
 from tests.fake_http import json_server
 
@@ -59,7 +63,7 @@ class FakeGitHub:
         self.heads_with_commits = {"greenpatch/fix-add"}
         self.pulls: dict[tuple[str, str], int] = {}
 
-    def handle(self, req: BaseHTTPRequestHandler, method: str) -> tuple[int, dict[str, Any]]:
+    def handle(self, req: BaseHTTPRequestHandler, method: str) -> tuple[int, Any]:
         raw = req.rfile.read(int(req.headers.get("Content-Length") or 0))
         self.requests.append(
             {"method": method, "path": req.path, "headers": dict(req.headers), "body": raw}
@@ -79,14 +83,24 @@ class FakeGitHub:
             return 400, {"message": "contract: " + "; ".join(problems)}
         if auth is not None and auth != f"Bearer {TOKEN}":
             return 401, {"message": "Bad credentials", "documentation_url": DOCS}
-        issue = re.fullmatch(r"/repos/([^/]+)/([^/]+)/issues/(\d+)", req.path)
-        pulls = re.fullmatch(r"/repos/([^/]+)/([^/]+)/pulls", req.path)
+        path, _, query = req.path.partition("?")
+        issue = re.fullmatch(r"/repos/([^/]+)/([^/]+)/issues/(\d+)", path)
+        pulls = re.fullmatch(r"/repos/([^/]+)/([^/]+)/pulls", path)
         if method == "GET" and issue:
             owner, repo, number = issue.group(1), issue.group(2), int(issue.group(3))
             found = self.issues.get((owner, repo, number))
             if found is None or ((owner, repo) in self.private and auth is None):
                 return 404, {"message": "Not Found", "documentation_url": DOCS}
             return 200, {**found, "state": "open", "user": {"login": "reporter"}}
+        if method == "GET" and pulls:  # ?head=OWNER:BRANCH&state=...: the pull requests from it
+            params = dict(part.split("=", 1) for part in query.split("&") if "=" in part)
+            owner, repo = pulls.group(1), pulls.group(2)
+            head = unquote(params.get("head", ""))
+            if head and not head.startswith(f"{owner}:"):
+                self.violations.append(f"head {head!r} is not OWNER:BRANCH")
+            branch = head.split(":", 1)[-1]
+            return 200, [{"number": n, "html_url": f"https://github.com/{owner}/{repo}/pull/{n}"}
+                         for (h, _), n in self.pulls.items() if h == branch]  # fmt: skip
         if method == "POST" and pulls:
             return self.create_pull(req, raw, pulls.group(1), pulls.group(2), auth)
         self.violations.append(f"undocumented endpoint {method} {req.path}")
@@ -370,10 +384,10 @@ def test_pr_body_gives_the_evidence() -> None:
         "diff --git a/calc.py b/calc.py\n--- a/calc.py\n+++ b/calc.py\n@@ -1,2 +1,2 @@\n"
         " def add(a, b):\n-    return a - b\n+    return a + b\n"
     )
-    body = github.pr_body(
-        ticket,
-        diff,
-        results={
+    report = FixReport(
+        ticket=ticket.id,
+        diff=diff,
+        tests_confirmed={
             "tests/test_calc.py::test_add": "passed",
             "tests/test_calc.py::test_sub": "passed",
         },
@@ -384,6 +398,7 @@ def test_pr_body_gives_the_evidence() -> None:
         seconds=8.25,
         model="embedded-small",
     )
+    body = pr_body(ticket, report)
     assert body.startswith("Fixes acme/lib#7\n")
     assert "- `calc.py`: +1 -1" in body
     assert "```diff\n" + diff.rstrip("\n") + "\n```" in body
@@ -393,7 +408,7 @@ def test_pr_body_gives_the_evidence() -> None:
     assert "- rounds: 2" in body and "- candidates drafted: 37" in body
     assert "- time: 8.2 s" in body or "- time: 8.3 s" in body
     assert "`embedded-small`" in body
-    local = github.pr_body(Ticket(id="t1", title="T", body=""), diff, {}, [], 3, 1, 1, 1.0, "m")
+    local = pr_body(Ticket(id="t1", title="T", body=""), FixReport(ticket="t1", diff=diff))
     assert local.startswith("Ticket: ticket `t1`\n")
 
 
@@ -403,9 +418,8 @@ def test_publish_to_a_plain_remote_pushes_and_gives_no_urls(
     root, bare = repo_with_remote
     base = git(root, "rev-parse", "HEAD").strip()
     sha = commit_on_branch(root, base, {"calc.py": "A = 1\n"}, "greenpatch/a", "fix")
-    published = github.publish_branch(root, "greenpatch/a", "Fix", "body", token=TOKEN)
-    assert (published.pull_request_url, published.compare_url) == (None, None)
-    assert published.base == "main" and published.remote_url == str(bare)
+    published = publish(open_repo(root), "greenpatch/a", "Fix", "body", TOKEN)
+    assert published == Publication(None, None, None)
     assert git(bare, "rev-parse", "refs/heads/greenpatch/a").strip() == sha
 
 
@@ -424,8 +438,8 @@ def test_publish_without_token_gives_the_compare_url(
     git(root, "checkout", "-q", "--detach")  # detached: the base is the remote's default or main
     base = git(root, "rev-parse", "HEAD").strip()
     sha = commit_on_branch(root, base, {"calc.py": "A = 1\n"}, "greenpatch/fix-add", "fix")
-    published = github.publish_branch(root, "greenpatch/fix-add", "Fix", "body")
-    assert published.pull_request_url is None
+    published = publish(open_repo(root), "greenpatch/fix-add", "Fix", "body", None)
+    assert published.pull_request is None and published.error is None
     assert published.compare_url == (
         "https://github.com/acme/lib/compare/main...greenpatch/fix-add?expand=1"
     )
@@ -441,8 +455,8 @@ def test_publish_with_token_pushes_then_opens_the_pull_request(
     git(root, "push", "-q", "origin", "feature")  # the current branch exists on the remote
     base = git(root, "rev-parse", "HEAD").strip()
     sha = commit_on_branch(root, base, {"calc.py": "A = 1\n"}, "greenpatch/fix-add", "fix")
-    published = github.publish_branch(root, "greenpatch/fix-add", "Fix add", "Body", token=TOKEN)
-    assert published.pull_request_url == "https://github.com/acme/lib/pull/1"
+    published = publish(open_repo(root), "greenpatch/fix-add", "Fix add", "Body", TOKEN)
+    assert published.pull_request == "https://github.com/acme/lib/pull/1"
     assert git(bare, "rev-parse", "refs/heads/greenpatch/fix-add").strip() == sha
     sent = json.loads(fake.requests[-1]["body"])
     assert sent == {

@@ -55,7 +55,7 @@ def _hostile_report() -> dict:
              "label": "d1: failed"},
         ],
         "attempts": [
-            {"id": "d1", "round": 1, "origin": "mutation", "path": "m.py", "line": 1,
+            {"id": "d1", "round": 1, "origin": "substitution", "path": "m.py", "line": 1,
              "fill": HOSTILE, "score": 0.0, "parent": None, "submitted": 1.5, "tested": 2.5,
              "outcome": "failed", "targets_passed": 0, "tests": 1, "failure": HOSTILE},
             {"id": HOSTILE, "round": 2, "origin": HOSTILE, "path": HOSTILE, "line": HOSTILE,

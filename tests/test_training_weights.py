@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 
 from model.checkpoint import EMBEDDED_DIR, LoadedModel, load_model, wrap
-from model.data import Site, pick_site
+from model.data import TextSpan, pick_site
 from model.network import DiffusionLM
 from model.sampler import frame
 
@@ -26,14 +26,14 @@ SITES = 40
 MIN_HITS = 12
 
 
-def easy_sites(count: int) -> list[Site]:
+def easy_sites(count: int) -> list[TextSpan]:
     """Identifier tokens of click's source that also occur in the 400 characters before them
     (the model can copy them from context): the first `count` drawn with a fixed seed, files in
     sorted order, one site per file in turn. A fixed rule, not a hand-picked list."""
     files = sorted(Path(click.__file__).parent.glob("*.py"))
     texts = [f.read_text() for f in files]
     rng = random.Random(0)
-    sites: list[Site] = []
+    sites: list[TextSpan] = []
     for attempt in range(count * 200):
         site = pick_site(texts[attempt % len(texts)], rng, "token")
         word = site.middle if site else ""
@@ -56,7 +56,7 @@ def test_shipped_weights_are_small_half_precision_files():
     assert json.loads((EMBEDDED_DIR / "config.json").read_text())["format"] == "greenpatch"
 
 
-def top10_hits(lm: LoadedModel, sites: list[Site]) -> int:
+def top10_hits(lm: LoadedModel, sites: list[TextSpan]) -> int:
     """Sites whose (single-token) middle is among the model's 10 most likely tokens for the
     masked position, 100 tokens of context on each side."""
     tok, hits = lm.tokenizer, 0

@@ -1,7 +1,7 @@
 """The live table of a batch: one row per ticket (state, what it is doing, time), on stderr.
 
-A ticket's `agent fix` run reports through a TicketReporter, which turns its progress and messages
-into the ticket's row instead of drawing its own live view (rich allows one live display at a
+A ticket's fix reports through a TicketView, which turns its progress and events into the
+ticket's row instead of drawing its own live view (rich allows one live display at a
 time, and several tickets run at once).
 """
 
@@ -10,14 +10,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from agent.output import Reporter
+from agent.fix_report import FixEvent, Reproduced, Warned
+from agent.live import FixState
 
 STYLE = {
     "queued": "dim",
@@ -118,9 +119,6 @@ class _RowProgress:
         self.board.set(self.ticket_id, stage=description)
         return 0
 
-    def remove_task(self, task: int) -> None:
-        """A ticket's row keeps its last stage until the next task replaces it."""
-
     def update(self, task: int, *, description: str | None = None, completed: float | None = None,
                total: float | None = None, **_: object) -> None:  # fmt: skip
         self._description = description or self._description
@@ -128,24 +126,22 @@ class _RowProgress:
         self.board.set(self.ticket_id, stage=f"{self._description}{count}")
 
 
-class TicketReporter(Reporter):
-    """Routes one ticket's progress and messages into its board row; warnings go to `warn`."""
+class TicketView:
+    """A fix's view (agent.fix_report.FixView) as one row of the board: its progress becomes the
+    row's stage, its warnings go to `warn`, and it draws no live view of its own."""
 
     def __init__(self, board: Board, ticket_id: str, warn: Callable[[str], None]) -> None:
-        super().__init__(None)
-        # Quiet consoles: agent fix's own live view and prints stay off the shared terminal.
-        self.err = self.out = Console(quiet=True)
         self.board, self.ticket_id, self._warn = board, ticket_id, warn
 
-    def info(self, message: str) -> None:
-        first = message.strip().splitlines()[0] if message.strip() else ""
-        if first.startswith("reproduced:"):
-            first = "fixing: " + first.removeprefix("reproduced:").split(";")[0].strip()
-        self.board.set(self.ticket_id, stage=first)
-
-    def warn(self, message: str) -> None:
-        self._warn(message)
-
     @contextmanager
-    def progress(self, transient: bool = True) -> Iterator[_RowProgress]:  # type: ignore[override]
+    def progress(self) -> Iterator[_RowProgress]:
         yield _RowProgress(self.board, self.ticket_id)
+
+    def live(self, state: FixState) -> AbstractContextManager[object]:
+        return nullcontext()
+
+    def event(self, event: FixEvent) -> None:
+        if isinstance(event, Reproduced):
+            self.board.set(self.ticket_id, stage=f"fixing: {event.line().split(';')[0]}")
+        elif isinstance(event, Warned):
+            self._warn(event.text)

@@ -4,7 +4,6 @@ tickets, and build the report. `agent batch` is this plus flags and output files
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -22,6 +21,7 @@ from agent.batch.sources import load_backlog
 from agent.cli_common import check_cluster
 from agent.config import DRAFTERS, MODEL_FREE, SANDBOXES
 from agent.errors import AgentError
+from agent.harness import load_model
 from agent.output import Reporter
 from agent.remote_setup import connect_remote
 from model.remote import RemoteModel, is_url
@@ -153,14 +153,7 @@ class Batch:
             # exit 2), its request cap shared by the tickets in flight.
             self.lm = connect_remote(str(self.options.model), self.options.model_name)
         if self.options.drafter not in MODEL_FREE and work and self.lm is None:
-            import torch  # heavy: imported only when drafting
-
-            from model.checkpoint import load_model
-
-            # As in agent fix: drafting gets the cores the test workers leave, at least one.
-            workers = self.options.workers or 2
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
-            self.lm = load_model(self.options.model)
+            self.lm = load_model(self.options.model, self.options.workers or 2)
         if self.lm is not None and not isinstance(self.lm, RemoteModel):
             self.lm = shared_model(self.lm)
 

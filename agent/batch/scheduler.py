@@ -26,16 +26,17 @@ from pathlib import Path
 
 import git
 
-from agent.batch.board import Board, TicketReporter
+from agent.batch.board import Board, TicketView
 from agent.batch.journal import Entry, Journal
-from agent.batch.publish import publish
+from agent.batch.publish import publish_entry
 from agent.batch.recover import existing_fix
 from agent.branch import default_branch_name
 from agent.cli_common import USER_ERRORS
 from agent.config import Settings, load_settings
 from agent.errors import EXIT_CANNOT_REPRODUCE, AgentError
-from agent.fix import FixRequest, run_fix, target_python
+from agent.fix import FixRequest, run_fix
 from agent.github import token_from_env
+from agent.harness import target_python
 from agent.loop import Options
 from agent.repo import open_repo
 from agent.reproduce import settings_baseline
@@ -223,8 +224,7 @@ class Scheduler:
             request = FixRequest(ticket=item.ticket, repo=repo, settings=settings,
                                  model=self.options.model, drafter=self.options.drafter,
                                  branch=branch, pr=False, options=options, lm=self.lm)  # fmt: skip
-            reporter = TicketReporter(self.board, entry.id, self.warn)
-            report = run_fix(request, reporter)
+            report = run_fix(request, TicketView(self.board, entry.id, self.warn)).to_json()
         except AgentError as exc:
             state = "cannot-reproduce" if exc.code == EXIT_CANNOT_REPRODUCE else "error"
             self._finish(entry, state, started, reason=str(exc))
@@ -257,7 +257,7 @@ class Scheduler:
             return
         entry = self.journal.get(ticket_id)
         self.board.set(ticket_id, stage=f"publishing {entry.branch}")
-        done = publish(open_repo(entry.item.repo), entry, token_from_env())
+        done = publish_entry(open_repo(entry.item.repo), entry, token_from_env())
         self.journal.record_pr(ticket_id, done.pull_request, done.compare_url, done.error)
         if done.error:
             self.warn(f"{ticket_id}: {done.error}")

@@ -45,6 +45,15 @@ class Config:
         except ValueError as exc:
             raise AgentError(f"--compare {name}: cannot split flags: {exc}") from None
 
+    @classmethod
+    def parse_all(cls, texts: list[str]) -> list[Config]:
+        """The --compare configurations (one named "default" without any), distinct names."""
+        configs = [cls.parse(text) for text in texts] or [cls("default")]
+        names = [c.name for c in configs]
+        if len(set(names)) != len(names):
+            raise AgentError("--compare names must be distinct")
+        return configs
+
 
 def hard_timeout(budget: float) -> float:
     """A fixer gets its budget plus slack for start-up and the final confirmation run."""
@@ -205,7 +214,7 @@ def prewarm_baseline(task: Task, workdir: Path) -> tuple[float, Path]:
     its file. Every configuration's run of the task gets a copy (`isolated_cache`): what the
     fixers are timed on is the loop, not the one-time cost of a commit (reported apart, as
     `baseline_seconds`)."""
-    from agent.fix import target_python  # heavy imports stay out of `agent bench --help`
+    from agent.harness import target_python  # heavy imports stay out of `agent bench --help`
     from agent.reproduce import settings_baseline
 
     base = workdir / "_baselines" / "repos" / task.id

@@ -6,6 +6,9 @@ from __future__ import annotations
 import hashlib
 import random
 
+from agent.bench.tasks import Task
+from agent.errors import AgentError
+
 SEED = "greenpatch-bugs-v1"
 DEV_FRACTION = 0.4
 SPLITS = ("dev", "test")
@@ -22,3 +25,22 @@ def sample(ids: list[str], n: int | None, seed: int = 0) -> list[str]:
     if n is None or n >= len(ordered):
         return ordered
     return sorted(random.Random(seed).sample(ordered, n))
+
+
+def choose(tasks: list[Task], split: str, task_ids: list[str] | None, n: int | None,
+           seed: int) -> list[Task]:  # fmt: skip
+    """The tasks `agent bench` runs: these ids, else the split, then N of them drawn with seed."""
+    if split not in (*SPLITS, "all"):
+        raise AgentError(f"--split must be dev, test or all, got '{split}'")
+    by_id = {t.id: t for t in tasks}
+    if task_ids:
+        unknown = [i for i in task_ids if i not in by_id]
+        if unknown:
+            raise AgentError(f"unknown task id: {unknown[0]}")
+        pool = [by_id[i] for i in task_ids]
+    else:
+        pool = [t for t in tasks if split == "all" or t.split == split]
+    chosen = [by_id[i] for i in sample([t.id for t in pool], n, seed)]
+    if not chosen:
+        raise AgentError(f"no tasks in split '{split}'")
+    return chosen

@@ -29,7 +29,7 @@ def _trim(text: str) -> str:
     return "...\n" + text[-MESSAGE_CHARS:]
 
 
-class Reporter:
+class ResultStream:
     """Aggregates setup/call/teardown reports into one record per test and writes it out."""
 
     def __init__(self, write, coverage=None) -> None:
@@ -183,5 +183,5 @@ def pytest_configure(config) -> None:
         root = os.path.realpath(str(config.rootpath))
         cov = coverage.Coverage(data_file=None, source=[root], config_file=False)
         cov.start()
-    config.pluginmanager.register(Reporter(out.write, cov), "gp-reporter")
+    config.pluginmanager.register(ResultStream(out.write, cov), "gp-reporter")
     config.pluginmanager.register(SessionEnd(out.write, cov), "gp-session-end")

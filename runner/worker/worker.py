@@ -548,7 +548,7 @@ def run_child(job: dict, tests: list[str], done: set[str], files: Files, write_f
         # After a crash, a whole-file entry runs again without the tests already reported.
         deselect = [d for d in done if d not in tests]
         fail_fast = bool(job.get("fail_fast"))
-        reporter = gp_plugin.Reporter(out.write, cov)
+        reporter = gp_plugin.ResultStream(out.write, cov)
         if WARM.usable(files, tests):
             code = WARM.run(tests, fail_fast, deselect, reporter)
         else:
