@@ -197,33 +197,35 @@ class Journal:
         self._write(statements)
         return [item.id for item in fresh]
 
+    _COLUMNS = ("SELECT record, state, base, branch, sha, reason, seconds, attempts, report, "
+                "pull_request, compare_url, pr_error, id FROM tickets")
+
     def entries(self) -> list[Entry]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT record, state, base, branch, sha, reason, seconds, attempts, report, "
-                "pull_request, compare_url, pr_error, id FROM tickets ORDER BY seq"
-            ).fetchall()
-        entries = []
-        for r in rows:
-            # A row only this code writes: a damaged one (edited by hand, a broken disk) stops
-            # the batch with one line rather than be skipped, which would run or lose a ticket.
-            try:
-                entries.append(Entry(
-                    BatchTicket.from_record(json.loads(r[0])), r[1], r[2], r[3], r[4], r[5],
-                    r[6], r[7], json.loads(r[8]) if r[8] else None, r[9], r[10], r[11],
-                ))  # fmt: skip
-            except (ValueError, KeyError, TypeError) as exc:
-                raise AgentError(
-                    f"the journal {self.path} is damaged: ticket {r[12]!r} has an unreadable "
-                    f"record ({type(exc).__name__}: {exc}); move the journal away to start over"
-                ) from None
-        return entries
+            rows = self._db.execute(f"{self._COLUMNS} ORDER BY seq").fetchall()
+        return [self._entry(r) for r in rows]
+
+    def _entry(self, r: tuple) -> Entry:
+        # A row only this code writes: a damaged one (edited by hand, a broken disk) stops
+        # the batch with one line rather than be skipped, which would run or lose a ticket.
+        try:
+            return Entry(
+                BatchTicket.from_record(json.loads(r[0])), r[1], r[2], r[3], r[4], r[5],
+                r[6], r[7], json.loads(r[8]) if r[8] else None, r[9], r[10], r[11],
+            )  # fmt: skip
+        except (ValueError, KeyError, TypeError) as exc:
+            raise AgentError(
+                f"the journal {self.path} is damaged: ticket {r[12]!r} has an unreadable "
+                f"record ({type(exc).__name__}: {exc}); move the journal away to start over"
+            ) from None
 
     def get(self, ticket_id: str) -> Entry:
-        for entry in self.entries():
-            if entry.id == ticket_id:
-                return entry
-        raise KeyError(ticket_id)
+        """One ticket, read by its key (a batch of 10,000 reads it per ticket published)."""
+        with self._lock:
+            row = self._db.execute(f"{self._COLUMNS} WHERE id=?", (ticket_id,)).fetchone()
+        if row is None:
+            raise KeyError(ticket_id)
+        return self._entry(row)
 
     def events(self, ticket_id: str | None = None) -> list[tuple[str, str, str]]:
         """(id, state, detail) in the order they were written."""
