@@ -7,7 +7,8 @@ its own temperature. Every `step` is one forward pass over the rows of all live 
 same per-pass update as `infill` (`sampler._unmask`), so a request decodes as it would alone,
 only sharing passes; a request whose rows are all unmasked leaves with its candidates at once.
 Two exact savings keep a pass small:
-- a request's first pass runs one row and shares it with its samples (they are identical then);
+- identical rows run once: a request's samples before their first pass, and as long as they
+  commit the same tokens (often several passes: confident tokens are drawn alike);
 - rows are run in groups of similar length, each trimmed to its longest row, so a short canvas
   does not pay for the padding of a long one (one group unless lengths differ by over a third).
 """
@@ -52,7 +53,6 @@ class _Request:
     key: Any
     rows: int
     span_len: int
-    fresh: bool = True  # no pass yet: its rows are identical
     passes: int = 0
 
 
@@ -125,7 +125,6 @@ class ContinuousDecoder:
                     generator=self.generator, **self.options)
         stats = StepStats(len(self.requests), len(active), computed)
         for request in self.requests:
-            request.fresh = False
             request.passes += 1
         return self._finished(), stats
 
@@ -139,18 +138,19 @@ class ContinuousDecoder:
     # -- internals -----------------------------------------------------------------------------
 
     def _logits(self, active: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Span logits [A, S, V] of the active rows; (logits, rows run through the network)."""
+        """Span logits [A, S, V] of the active rows; (logits, rows run through the network).
+        Identical rows (tokens, padding and span positions) are run once: a request's samples
+        are identical before their first pass and often stay so for several (they commit the
+        same confident tokens), so sharing their rows is exact and saves much of a pass."""
         batch = self.batch
         assert batch is not None
-        # Representatives: every row, except that a fresh request's samples share its first.
-        rep_of = torch.arange(batch.ids.shape[0], device=active.device)
-        row = 0
-        for request in self.requests:
-            if request.fresh:
-                rep_of[row : row + request.rows] = row
-            row += request.rows
-        inverse_all = rep_of[active]
-        reps, inverse = torch.unique(inverse_all, return_inverse=True)
+        key = torch.cat([batch.ids[active], batch.attn[active], batch.pos[active]], dim=1)
+        _, inverse, counts = torch.unique(key, dim=0, return_inverse=True, return_counts=True)
+        # One representative row per distinct key (the first active row that has it).
+        first = torch.full((len(counts),), len(active), device=active.device)
+        first = first.scatter_reduce(0, inverse, torch.arange(len(active), device=active.device),
+                                     reduce="amin")
+        reps = active[first]
         widths = batch.attn[reps].sum(1)
         order = torch.argsort(widths, descending=True)
         out: torch.Tensor | None = None

@@ -75,3 +75,19 @@ def test_a_short_canvas_is_not_padded_to_a_long_one(lm) -> None:
     assert len(groups) == 2  # run as two passes, each trimmed to its own longest row
     finished, stats = decoder.step()
     assert stats.computed == 2  # first pass: one row per request, shared by its samples
+
+
+def test_identical_rows_run_once(lm) -> None:
+    decoder = ContinuousDecoder(lm, seed=0, **OPTIONS)
+    decoder.join("greedy", decoder.prepare(_canvas(30, 6)), 4, 0.0)  # four identical samples
+    decoder.join("sampled", decoder.prepare(_canvas(50, 6)), 4, 1.5)
+    computed, rows, greedy_live = [], [], []
+    while decoder.requests:
+        greedy_live.append(any(r.key == "greedy" for r in decoder.requests))
+        _, stats = decoder.step()
+        computed.append(stats.computed)
+        rows.append(stats.rows)
+    assert computed[0] == 2  # before the first pass, one row per request
+    # Greedy samples never differ: one row of the four runs; hot samples soon differ.
+    assert all(c <= r - 3 for c, r, g in zip(computed, rows, greedy_live, strict=True) if g)
+    assert max(computed) > 2
