@@ -132,6 +132,7 @@ def run_fix(request: FixRequest, view: FixView) -> FixReport:
                 report.reason = "the winning candidate failed its confirmation run"
     if repro.build is not None:
         repro.build.close()
+        timeline.baseline(repro.build.spans)
     if loop.first_tested is not None:
         report.first_candidate_seconds = round(loop.first_tested - started, 3)
     report.baseline_complete = repro.baseline.complete

@@ -40,7 +40,7 @@ class Span:
     lane: str
     start: float
     end: float
-    kind: str  # baseline | model | <drafting stage> | candidate | confirm
+    kind: str  # baseline | pool | model | <drafting stage> | candidate | confirm
     label: str = ""
 
 
@@ -134,6 +134,12 @@ class Timeline:
             if failure is not None:
                 first = (failure.message.strip().splitlines() or [""])[0]
                 attempt.failure = f"{failure.test_id}: {first}"[:MESSAGE_CHARS]
+
+    def baseline(self, jobs: list[tuple[str, int, float, float]]) -> None:
+        """The baseline's jobs, (job id, worker, start, end): the workers' time before the
+        first candidate, and the map filling in behind the candidates."""
+        for job_id, worker, start, end in jobs:
+            self.add(worker_lane(worker), start, end, "baseline", job_id)
 
     def spans(self) -> list[dict]:
         with self._lock:

@@ -367,6 +367,8 @@ class BaselineBuild:
         self._thread: threading.Thread | None = None
         self._error: RunnerError | None = None
         self._begun = False
+        # (job id, worker, start, end) of every baseline job: who ran what when, for reports.
+        self.spans: list[tuple[str, int, float, float]] = []
         if self.target.exists():
             try:
                 self.baseline = Baseline.load(self.target)
@@ -564,6 +566,7 @@ class BaselineBuild:
                 elif isinstance(event, TestCoverage) and event.job_id in jobs:
                     lines[event.test_id] = event.lines
                 elif isinstance(event, JobDone) and event.job_id in jobs:
+                    self.spans += [(event.job_id, *span) for span in event.spans]
                     if event.reason == "unverified":
                         # What that job reported may be a test's own writing: none of it is a
                         # baseline outcome (its tests count as errors, out of selection).
