@@ -82,7 +82,9 @@ def test_untrusted_text_is_shown_never_run_or_fetched(browser, tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_a_green_fix_page_from_the_cli(browser, run_agent, tmp_path: Path) -> None:
+def test_a_green_fix_page_from_the_cli(browser, run_agent, tmp_path: Path, monkeypatch) -> None:
+    # A cache of its own: the baseline runs here (not read from another test's run).
+    monkeypatch.setenv("GREENPATCH_CACHE", str(tmp_path / "cache"))
     repo = prepare("stockroom", tmp_path / "stockroom")
     page_path, fix_json = tmp_path / "run.html", tmp_path / "fix.json"
     result = run_agent(
@@ -98,8 +100,10 @@ def test_a_green_fix_page_from_the_cli(browser, run_agent, tmp_path: Path) -> No
     assert {"set-up", "drafter", "confirm"} <= lanes and lanes & {"worker 0", "worker 1"}
     for span in spans:
         assert 0 <= span["start"] <= span["end"] <= report["seconds"]
-    # A worker runs one candidate at a time: its spans never overlap.
-    for lane in lanes - {"set-up", "drafter", "confirm"}:
+    # The workers ran the baseline, then candidates; one job at a time: spans never overlap.
+    workers = lanes - {"set-up", "drafter", "confirm"}
+    assert {s["kind"] for s in spans if s["lane"] in workers} == {"baseline", "candidate"}
+    for lane in workers:
         own = sorted((s["start"], s["end"]) for s in spans if s["lane"] == lane)
         assert all(a_end <= b_start for (_, a_end), (b_start, _) in pairwise(own))
     (green,) = [a for a in attempts if a["outcome"] == "green"]
