@@ -54,7 +54,7 @@ th,td{text-align:left;padding:3px 6px;border-bottom:1px solid #eee;vertical-alig
 overflow-wrap:anywhere}td.num{white-space:nowrap}h3{font-size:14px;margin:12px 0 2px}
 th{background:#f1f3f5;position:sticky;top:0}
 td code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
-tr.hit{background:#fff3bf}
+tr.hit{background:#fff3bf}tr.fixed{background:#d3f9d8}
 .bar{display:inline-block;height:10px;border-radius:2px;vertical-align:middle}
 .stack{display:flex;height:14px;border-radius:3px;overflow:hidden;margin:4px 0 8px}
 pre.diff{background:#fff;border:1px solid #dee2e6;border-radius:6px;padding:10px;overflow:auto;
@@ -267,17 +267,32 @@ def _localization(report: dict) -> str:
     ranked = list(report.get("localization") or [])[:RANKED_LINES]
     if not ranked:
         return '<p class="muted">No ranking was recorded.</p>'
-    tried = Counter((a.get("path"), a.get("line")) for a in report.get("attempts") or [])
+    attempts = list(report.get("attempts") or [])
+    tried = Counter((a.get("path"), a.get("line")) for a in attempts)
+    fixed = _winning_sites(attempts)
     top = max((float(r.get("score") or 0) for r in ranked), default=0.0) or 1.0
     rows = "".join(
-        f'<tr><td>{n}</td><td><code>{_e(r.get("path"))}:{_e(r.get("line"))}</code></td>'
+        f'<tr{" class=fixed" if (r.get("path"), r.get("line")) in fixed else ""}><td>{n}</td>'
+        f'<td><code>{_e(r.get("path"))}:{_e(r.get("line"))}</code></td>'
         f'<td><span class="bar" style="width:{max(1.0, 160 * float(r.get("score") or 0) / top):.0f}'
         f'px;background:#4361ee"></span> {float(r.get("score") or 0):.3f}</td>'
         f'<td>{tried.get((r.get("path"), r.get("line")), 0)}</td></tr>'
         for n, r in enumerate(ranked, 1)
     )
     head = "<th>rank</th><th>line</th><th>suspiciousness</th><th>candidates drafted there</th>"
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    note = '<p class="muted">Highlighted: the lines the fix changed.</p>' if fixed else ""
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{note}"
+
+
+def _winning_sites(attempts: list[dict]) -> set[tuple[object, object]]:
+    """The lines the green candidate and the candidates it was drafted on changed."""
+    by_id = {a.get("id"): a for a in attempts}
+    chain = next((a for a in attempts if a.get("outcome") == "green"), None)
+    sites = set()
+    while chain is not None and (chain.get("path"), chain.get("line")) not in sites:
+        sites.add((chain.get("path"), chain.get("line")))
+        chain = by_id.get(chain.get("parent"))
+    return sites
 
 
 def _diff(diff: str) -> str:
