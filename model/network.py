@@ -18,6 +18,16 @@ from torch import nn
 from model.errors import ModelError
 from model.kernels import rms_norm
 
+# Named sizes, measured on a 2-core CPU (model/README.md): `tiny` for tests (trains in seconds),
+# `mini` the embedded model's (2.4M parameters with its 4,096-token vocabulary), `small` and
+# `base` larger (5-10M and ~15M parameters with an 8,192-token vocabulary).
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=192),
+    "mini": dict(dim=192, n_layers=4, n_heads=6, n_kv_heads=2, ffn_dim=512),
+    "small": dict(dim=256, n_layers=6, n_heads=8, n_kv_heads=4, ffn_dim=768),
+    "base": dict(dim=384, n_layers=8, n_heads=8, n_kv_heads=4, ffn_dim=1024),
+}
+
 
 @dataclass
 class ModelConfig:
@@ -66,18 +76,16 @@ class ModelConfig:
     # -- named sizes ----------------------------------------------------------------------------
 
     @classmethod
-    def tiny(cls, vocab_size: int = 512, **overrides) -> ModelConfig:
-        """For tests: trains in seconds on a CPU."""
-        base = dict(vocab_size=vocab_size, dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
-                    ffn_dim=192, max_seq_len=256)
-        return cls(**{**base, **overrides})
+    def sized(cls, size: str, **overrides) -> ModelConfig:
+        """A named size (SIZES) with `overrides` (vocab_size, max_seq_len, mask_id...)."""
+        if size not in SIZES:
+            raise ModelError(f"unknown model size '{size}': choose one of {', '.join(SIZES)}")
+        return cls(**{**SIZES[size], **overrides})
 
     @classmethod
-    def small(cls, vocab_size: int = 8192, **overrides) -> ModelConfig:
-        """The embedded default's shape: ~8M parameters, runs on 2 CPU cores."""
-        base = dict(vocab_size=vocab_size, dim=256, n_layers=6, n_heads=8, n_kv_heads=4,
-                    ffn_dim=768, max_seq_len=1024)
-        return cls(**{**base, **overrides})
+    def tiny(cls, vocab_size: int = 512, **overrides) -> ModelConfig:
+        """For tests: trains in seconds on a CPU."""
+        return cls.sized("tiny", **{"vocab_size": vocab_size, "max_seq_len": 256, **overrides})
 
     # The shapes of real checkpoints. Loading one reads its own config.json (mask id included);
     # these are for sizing and tests.

@@ -77,20 +77,6 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def model_config(size: str, vocab_size: int, seq_len: int, mask_id: int) -> ModelConfig:
-    """Named sizes measured for this machine (see model/README.md)."""
-    shapes = {
-        "tiny": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=192),
-        "mini": dict(dim=192, n_layers=4, n_heads=6, n_kv_heads=2, ffn_dim=512),
-        "small": dict(dim=256, n_layers=6, n_heads=8, n_kv_heads=4, ffn_dim=768),
-        "base": dict(dim=384, n_layers=8, n_heads=8, n_kv_heads=4, ffn_dim=1024),
-    }
-    if size not in shapes:
-        raise ModelError(f"unknown model size '{size}': choose one of {', '.join(shapes)}")
-    return ModelConfig(vocab_size=vocab_size, max_seq_len=seq_len, mask_id=mask_id,
-                       **shapes[size])
-
-
 def prepare_tokens(corpus_dir: Path, out_dir: Path, vocab_size: int,
                    log: Callable[[str], None]) -> tuple[CodeTokenizer, np.ndarray]:
     """The tokenizer (trained on the train split unless out_dir already has one) and the
@@ -585,8 +571,8 @@ def _train(
             raise ModelError(f"{init}: window {mcfg.max_seq_len} or mask id {mcfg.mask_id} "
                              f"does not fit seq_len {cfg.seq_len} / its tokenizer")
     else:
-        mcfg = replace(model_config(size, tokenizer.vocab_size, cfg.seq_len, tokenizer.mask_id),
-                       repair_head=cfg.bug_rows > 0)
+        mcfg = ModelConfig.sized(size, vocab_size=tokenizer.vocab_size, max_seq_len=cfg.seq_len,
+                                 mask_id=tokenizer.mask_id, repair_head=cfg.bug_rows > 0)
     torch.manual_seed(cfg.seed)
     model = DiffusionLM(mcfg)
     if init_net is not None:

@@ -19,7 +19,7 @@ def lm() -> DiffusionLM:
 
 
 def test_named_sizes() -> None:
-    small = DiffusionLM(ModelConfig.small())
+    small = DiffusionLM(ModelConfig.sized("small", vocab_size=8192))
     assert 5e6 <= small.num_parameters() <= 10e6
     assert ModelConfig.dream_7b().head_dim == 128
     assert ModelConfig.llada_8b().mask_id == 126336
