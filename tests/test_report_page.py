@@ -130,6 +130,11 @@ def test_a_green_fix_page_from_the_cli(browser, run_agent, tmp_path: Path, monke
     assert min(widths) > 0
     text = page.evaluate("document.body.innerText")
     assert "if quantity >= tier.min_quantity:" in text  # the diff
+    # The ranking highlights the line the fix changed, and only it.
+    ranked = [f"{r['path']}:{r['line']}" for r in report["localization"]]
+    site = f"{green['path']}:{green['line']}"
+    fixed = page.evaluate("[...document.querySelectorAll('tr.fixed code')].map(c => c.textContent)")
+    assert fixed == ([site] if site in ranked else [])
     # Clicking the green candidate's span shows its row.
     page.evaluate(f"document.querySelector('rect[data-candidate=\"{green['id']}\"]')"
                   ".dispatchEvent(new MouseEvent('click', {bubbles: true}))")  # fmt: skip
