@@ -8,7 +8,10 @@ request at a time (`--max-batch 1`), loaded in turn (never both at once). Agains
 threads (N = 1, 4, 16) send FIM requests back to back for S seconds, each a random line of the
 example projects' sources with its file around it (n=4 samples of up to 8 tokens: what the fix
 loop asks per span). Prints requests/s and p50/p99 latency per configuration, and the ratio of
-the two servers' requests/s at each N. The same script runs on a GPU (`--device cuda`).
+the two servers' requests/s at each N. Also the server's CPU seconds per request (Linux: from
+/proc), which a machine shared with other work does not distort: it says what a request costs,
+where requests/s says what the share of the CPU the server got bought. The same script runs on
+a GPU (`--device cuda`).
 """
 
 from __future__ import annotations
@@ -69,14 +72,24 @@ def start_server(args, max_batch: int) -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux), None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load(url: str, model: str, clients: int, seconds: float, pairs, n: int,
-         max_tokens: int) -> dict:  # fmt: skip
+         max_tokens: int, pid: int) -> dict:  # fmt: skip
     """`clients` threads sending requests back to back for `seconds`; latencies of the
-    requests that started within the window."""
+    requests that started within the window; the server's CPU time meanwhile."""
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
     stop_at = time.monotonic() + seconds
+    cpu_before = cpu_seconds(pid)
 
     def client(k: int) -> None:
         rng = random.Random(k)
@@ -86,9 +99,12 @@ def load(url: str, model: str, clients: int, seconds: float, pairs, n: int,
                 body = {"model": model, "prompt": prefix, "suffix": suffix,
                         "max_tokens": max_tokens, "n": n, "stream": False}  # fmt: skip
                 began = time.monotonic()
-                answer = http.post(f"{url}/fim/completions", json=body)
+                try:
+                    status = http.post(f"{url}/fim/completions", json=body).status_code
+                except httpx.HTTPError:  # a timeout: counted, never a dead client
+                    status = 0
                 with lock:
-                    if answer.status_code == 200:
+                    if status == 200:
                         latencies.append(time.monotonic() - began)
                     else:
                         errors[0] += 1
@@ -100,10 +116,13 @@ def load(url: str, model: str, clients: int, seconds: float, pairs, n: int,
     for t in threads:
         t.join()
     wall = time.monotonic() - began  # includes finishing the requests in flight at the end
+    cpu_after = cpu_seconds(pid)
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     latencies.sort()
     return {
         "clients": clients, "requests": len(latencies), "errors": errors[0],
         "seconds": round(wall, 2), "requests_per_s": round(len(latencies) / wall, 3),
+        "cpu_s_per_request": round(cpu / len(latencies), 3) if cpu and latencies else None,
         "p50_ms": round(1000 * statistics.median(latencies), 1) if latencies else None,
         "p99_ms": round(1000 * latencies[min(len(latencies) - 1,
                                              int(0.99 * len(latencies)))], 1)
@@ -129,14 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         for mode, max_batch in MODES.items():
             servers[mode] = start_server(args, max_batch)
         model = httpx.get(f"{servers['one at a time'][1]}/models").json()["data"][0]["id"]
-        for _, url in servers.values():
-            load(url, model, 2, 3.0, pairs, args.n, args.max_tokens)  # warm up
+        for proc, url in servers.values():
+            load(url, model, 2, 3.0, pairs, args.n, args.max_tokens, proc.pid)  # warm up
         # Both servers stay up, loaded in turn at each client count (an idle one costs
         # nothing): the two sides of a ratio are measured minutes apart at most.
         for clients in CLIENTS:
-            for mode, (_, url) in servers.items():
+            for mode, (proc, url) in servers.items():
                 results[mode].append(load(url, model, clients, args.seconds, pairs, args.n,
-                                          args.max_tokens))  # fmt: skip
+                                          args.max_tokens, proc.pid))  # fmt: skip
     finally:
         for proc, _ in servers.values():
             proc.terminate()
@@ -145,19 +164,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"agent serve, {args.model or 'embedded model'}, device {args.device}, threads "
           f"{threads}, FIM requests of n={args.n}, max_tokens={args.max_tokens}, "
           f"{args.seconds:g} s per row")
-    print(f"{'server':<18} {'clients':>7} {'requests':>8} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'server':<18} {'clients':>7} {'requests':>8} {'errors':>6} {'req/s':>7} "
+          f"{'p50 ms':>8} {'p99 ms':>8} {'cpu s/req':>9}")
     for mode, rows in results.items():
         for r in rows:
-            print(f"{mode:<18} {r['clients']:>7} {r['requests']:>8} {r['requests_per_s']:>7.2f} "
-                  f"{r['p50_ms'] or 0:>8.0f} {r['p99_ms'] or 0:>8.0f}")
-    ratios = {}
+            cpu = r["cpu_s_per_request"]
+            print(f"{mode:<18} {r['clients']:>7} {r['requests']:>8} {r['errors']:>6} "
+                  f"{r['requests_per_s']:>7.2f} {r['p50_ms'] or 0:>8.0f} {r['p99_ms'] or 0:>8.0f} "
+                  f"{'-' if cpu is None else f'{cpu:.3f}':>9}")
+    ratios, cpu_ratios = {}, {}
     for i, c in enumerate(CLIENTS):
-        serial = results["one at a time"][i]["requests_per_s"]
-        batched = results["dynamic batching"][i]["requests_per_s"]
-        ratios[c] = round(batched / serial, 2) if serial else None
-        print(f"{c} client(s): dynamic batching {ratios[c]}x the requests/s of one at a time")
+        serial, batched = results["one at a time"][i], results["dynamic batching"][i]
+        rate = serial["requests_per_s"]
+        ratios[c] = round(batched["requests_per_s"] / rate, 2) if rate else None
+        cost = batched["cpu_s_per_request"]
+        cpu_ratios[c] = round(serial["cpu_s_per_request"] / cost, 2) if cost and serial[
+            "cpu_s_per_request"] else None  # fmt: skip
+        print(f"{c} client(s): dynamic batching {ratios[c]}x the requests/s of one at a time; "
+              f"one at a time costs {cpu_ratios[c]}x the server CPU time per request")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"results": results, "ratios": ratios,
+                                                   "cpu_ratios": cpu_ratios,
                                                    "args": vars(args) | {"model": str(args.model)}},
                                                   indent=2) + "\n")  # fmt: skip
     return 0

@@ -119,10 +119,12 @@ class Engine:
             if not live and not waiting:
                 if stopping:
                     return
-                # Idle: block for the next request, then give a burst `window` to arrive.
+                # Idle: block for the next request, then give a burst `window` to arrive
+                # (not when the batch is full already: with max_batch 1, never).
                 stopping = self._take(self._queue.get(), waiting)
                 deadline = time.monotonic() + self.window
-                while not stopping and (left := deadline - time.monotonic()) > 0:
+                while (not stopping and sum(j.rows for j in waiting) < self.max_batch
+                       and (left := deadline - time.monotonic()) > 0):
                     try:
                         stopping = self._take(self._queue.get(timeout=left), waiting)
                     except queue.Empty:
