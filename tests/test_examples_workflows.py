@@ -172,3 +172,24 @@ def test_batch_runs_nightly_and_on_demand():
     upload = _step(job, "Upload the batch report")
     assert upload["uses"].startswith("actions/upload-artifact")
     assert upload["if"] == "always()"
+
+
+@pytest.mark.parametrize("name", ["agent-fix.yml", "agent-batch.yml"])
+def test_without_the_greenpatch_repository_variable_the_job_stops_clearly(name, tmp_path: Path):
+    """Unset, actions/checkout would check out the user's own repository as greenpatch: the
+    job stops before, saying which variable to set."""
+    checked_out: list[dict] = []
+    handlers = {
+        "actions/checkout": lambda inputs, ctx: checked_out.append(inputs) or {},
+        "actions/setup-python": lambda inputs, ctx: {},
+        "actions/upload-artifact": lambda inputs, ctx: {},
+    }
+    context = {"github": {"repository": "octo/shop", "event": {"issue": {"number": 42},
+                                                              "label": {"name": "agent-fix"}}},
+               "secrets": {"GITHUB_TOKEN": "ghs_job"}, "vars": {}}  # fmt: skip
+    run = run_job(GITHUB / name, context, {"PATH": os.environ["PATH"]}, tmp_path, handlers)
+    outcomes = {s.name: s.outcome for s in run.steps}
+    assert outcomes["Which greenpatch"] == "failure"
+    assert outcomes["Check out greenpatch"] == "skipped"
+    assert checked_out == [{"fetch-depth": "0"}]  # only the repository's own checkout
+    assert [s.outcome for s in run.steps if s.name.startswith("agent ")] == ["skipped"]
