@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -93,13 +93,10 @@ class Verdict:
 @dataclass
 class Outcome:
     green: Draft | None
-    confirmed: JobDone | None
     rounds: int
     candidates: int
-    tests_run: int
     localization: list[SuspiciousLine]
     busy: dict[str, float]
-    failing_after: list[str] = field(default_factory=list)
 
 
 def _frames(results: Sequence[TestResult]) -> dict[str, list[tuple[str, int]]]:
@@ -138,7 +135,6 @@ class FixLoop:
         self._testing_busy = 0.0
         self._busy_since = 0.0
         self._localization: list[SuspiciousLine] = []
-        self.validated = 0
         self.first_tested: float | None = None  # when the first candidate's tests were over
         self._stop = threading.Event()
         self._texts: dict[str, str] = {}
@@ -259,7 +255,6 @@ class FixLoop:
         self.timeline.tested(event, len(passed_targets), failure)
         passed = verdict.targets_passed
         self.state.validated += 1
-        self.validated += 1
         if passed > self.state.best_passing or self.state.best == "-":
             self.state.best, self.state.best_passing = draft.id, passed
         with self._lock:
@@ -415,8 +410,7 @@ class FixLoop:
             "testing": round(min(self._testing_busy, wall) / wall, 3),
         }
         green = self._green.draft if self._green else None
-        return Outcome(green, None, rounds, self.state.drafted, self.state.tests_run,
-                       localization, busy)  # fmt: skip
+        return Outcome(green, rounds, self.state.drafted, localization, busy)
 
     # --- confirmation ------------------------------------------------------------------------
 

@@ -8,9 +8,6 @@ Two families:
 - `edit_fills`: structural edits no single substitution makes: a negated condition or
   expression, +/- 1 on an expression, swapped call arguments, a returned name, an inserted
   statement (an assignment template, or a statement copied from the file), a deleted statement.
-
-`mutation_fills` is both for one site, substitutions first (the drafter itself takes every
-site's substitutions before any site's edits).
 """
 
 from __future__ import annotations
@@ -386,9 +383,3 @@ def edit_fills(source: str, site: Site, wanted: Collection[str] = ()) -> list[st
         fills = _insert_fills(source, site, wanted)
     valid = dedupe_fills({site.path: source}, dict.fromkeys(fills), lambda f: site, str)
     return valid[:1] if site.kind == "delete" else valid
-
-
-def mutation_fills(source: str, site: Site, wanted: Collection[str] = ()) -> list[str]:
-    """Every model-free fill of `site`: substitutions first, then edits."""
-    fills = substitution_fills(source, site) + edit_fills(source, site, wanted)
-    return list(dict.fromkeys(fills))

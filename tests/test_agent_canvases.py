@@ -18,7 +18,7 @@ from agent.canvases import (
     sites_for_line,
     span_lengths,
 )
-from agent.mutations import mutation_fills
+from agent.mutations import edit_fills, substitution_fills
 
 SRC = """\
 import math
@@ -192,7 +192,8 @@ def test_program_key_decides_like_the_whole_file() -> None:
     checked = 0
     for line in range(1, total, 61):
         for site in sites_for_line("m.py", source, line):
-            for fill in JUNK_FILLS + mutation_fills(source, site)[:3]:
+            model_free = [*substitution_fills(source, site), *edit_fills(source, site)]
+            for fill in JUNK_FILLS + model_free[:3]:
                 fast = program_key(source, site, fill) is not None
                 assert fast == parses(apply(source, site, fill)), (line, site.kind, fill)
                 checked += 1

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Collection
 
 from agent.canvases import Site, apply, parses, rank_sites, sites_for_line
-from agent.mutations import edit_fills, missing_names, mutation_fills, substitution_fills
+from agent.mutations import edit_fills, missing_names, substitution_fills
+
+
+def mutation_fills(source: str, site: Site, wanted: Collection[str] = ()) -> list[str]:
+    """Every model-free fill of `site`, substitutions first (the drafter's own order)."""
+    return list(dict.fromkeys(substitution_fills(source, site) + edit_fills(source, site, wanted)))
+
 
 SRC = """\
 LIMIT = 10
