@@ -154,8 +154,12 @@ class Drafter:
             return max(1, len(text.split()))
         return max(1, len(self.lm.tokenizer.encode(text)))
 
-    def _make(self, sources: Mapping[str, str], items, origin: str, parent: Draft | None):
-        kept = dedupe_fills(sources, items, lambda item: item[0], lambda item: item[1])
+    def _make(self, sources: Mapping[str, str], items, origin: str, parent: Draft | None,
+              deduped: bool = False):
+        # Compiling every fill is most of a stage's cost: items already deduplicated (the
+        # repair stage does it before the model scores them) are not compiled again.
+        kept = items if deduped else dedupe_fills(sources, items, lambda item: item[0],
+                                                  lambda item: item[1])  # fmt: skip
         inherited = parent.files if parent else {}
         for site, fill, score in kept:
             text = apply(sources[site.path], site, fill)
@@ -216,7 +220,8 @@ class Drafter:
             if stage == "repair":
                 items = self._ranked(sources, items)
         items.sort(key=lambda item: -item[2])
-        drafts = list(self._make(sources, items, stage, parent))  # its origin: the stage
+        drafts = list(self._make(sources, items, stage, parent,  # its origin: the stage
+                                 deduped=stage == "repair"))  # fmt: skip
         self.busy += time.monotonic() - began
         return drafts
 

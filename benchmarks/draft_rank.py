@@ -15,7 +15,8 @@ each mode (`benchmarks/localize_rank.py` measures that alone, on a whole split).
 
     .venv/bin/python benchmarks/draft_rank.py [--sample 12] [--seed 0] [--split test]
         [--limit 3000] [--modes model-repair,model,edits,mutations] [--examples/--no-examples]
-        [--model DIR] [--json OUT]
+        [--model DIR] [--json OUT] [--shard K/N]
+    .venv/bin/python benchmarks/draft_rank.py --report OUT1 OUT2 ... [--modes ...] [--limit N]
 """
 
 from __future__ import annotations
@@ -174,13 +175,24 @@ def main() -> None:
     parser.add_argument("--examples", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--model", type=Path, help="model directory (default: the embedded one)")
+    parser.add_argument("--shard", default="1/1",
+                        help="K/N: every N-th chosen task from the K-th (side by side runs)")
+    parser.add_argument("--report", type=Path, nargs="+",
+                        help="print the summary of these --json files (shards) and exit")
     args = parser.parse_args()
+    modes = args.modes.split(",")
+    if args.report:
+        rows = [row for path in args.report for row in json.loads(path.read_text())]
+        print(f"{len(rows)} tasks")
+        report(rows, modes, args.limit)
+        return
+    shard, shards = (int(x) for x in args.shard.split("/"))
     torch.set_num_threads(1)
     lm = load_model(args.model)
     tasks = [t for t in load_tasks() if t.split == args.split]
     chosen = sample([t.id for t in tasks], args.sample, args.seed) if args.sample else []
+    chosen = chosen[shard - 1::shards]
     by_id = {t.id: t for t in tasks}
-    modes = args.modes.split(",")
     rows = []
     work = Path(tempfile.mkdtemp(prefix="gp-rank-"))
     try:
