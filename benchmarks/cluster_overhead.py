@@ -38,36 +38,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.ray_cluster import LocalCluster, available  # noqa: E402
+from tests.ray_cluster import LocalCluster, available, stockroom_backlog  # noqa: E402
 
 
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def backlog(where: Path, copies: int) -> Path:
-    ticket = (ROOT / "examples" / "tickets" / "stockroom.md").read_text()
-    lines = []
-    for copy in range(1, copies + 1):
-        repo = where / f"stock-{copy}"
-        subprocess.run([sys.executable, str(ROOT / "examples" / "prepare.py"), "stockroom",
-                        str(repo)], check=True, capture_output=True)  # fmt: skip
-        lines += [
-            {"id": f"stock-{copy}-minimum", "title": "Bulk discount starts late", "body": ticket,
-             "repo": str(repo),
-             "tests": ["tests/test_pricing.py::test_discount_starts_exactly_at_tier_minimum"]},
-            {"id": f"stock-{copy}-total", "title": "Line total at a tier boundary",
-             "body": "200 units cost 360.00 instead of 340.00\n", "repo": str(repo),
-             "tests": ["tests/test_pricing.py::test_line_total_at_tier_boundary"]},
-        ]  # fmt: skip
-    path = where / "backlog.jsonl"
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    return path
-
-
 def run_batch(cluster: LocalCluster, where: Path, copies: int, on_cluster: bool) -> dict:
     where.mkdir(parents=True)
-    path = backlog(where, copies)
+    path, _ = stockroom_backlog(where, copies)
     args = [sys.executable, "-m", "agent", "batch", str(path), "--journal",
             str(where / "journal.sqlite"), "--drafter", "edits", "--workers", "1",
             "--budget", "300", "-q", "--json", str(where / "report.json")]  # fmt: skip

@@ -13,6 +13,7 @@ and then any process still naming the cluster's temp folder, by id, never by nam
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 RAY = VENV_BIN / "ray"
 PORT = 6379
@@ -97,8 +99,6 @@ class LocalCluster:
                               text=True, env=self.env, timeout=120)  # fmt: skip
         if done.returncode != 0:
             return []
-        import json
-
         return [tuple(n) for n in json.loads(done.stdout.strip().splitlines()[-1])]
 
     def wait_nodes(self, count: int) -> None:
@@ -152,3 +152,26 @@ class LocalCluster:
             except OSError:
                 continue
         return found
+
+
+def stockroom_backlog(where: Path, copies: int) -> tuple[Path, list[Path]]:
+    """A backlog of two tickets on each of `copies` fresh copies of the stockroom example
+    (both fixable without a model); its path and the repositories."""
+    repos, lines = [], []
+    ticket = (ROOT / "examples" / "tickets" / "stockroom.md").read_text()
+    for copy in range(1, copies + 1):
+        repo = where / f"stock-{copy}"
+        subprocess.run([sys.executable, str(ROOT / "examples" / "prepare.py"), "stockroom",
+                        str(repo)], check=True, capture_output=True)  # fmt: skip
+        repos.append(repo)
+        lines += [
+            {"id": f"stock-{copy}-minimum", "title": "Bulk discount starts late", "body": ticket,
+             "repo": str(repo),
+             "tests": ["tests/test_pricing.py::test_discount_starts_exactly_at_tier_minimum"]},
+            {"id": f"stock-{copy}-total", "title": "Line total at a tier boundary",
+             "body": "200 units cost 360.00 instead of 340.00\n", "repo": str(repo),
+             "tests": ["tests/test_pricing.py::test_line_total_at_tier_boundary"]},
+        ]  # fmt: skip
+    path = where / "backlog.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path, repos

@@ -24,7 +24,7 @@ import pytest
 from agent.batch.journal import FINAL
 from runner.cluster import bundle_branch, bundle_commit, unpack_branch, unpack_commit
 from tests.conftest import git, make_repo
-from tests.ray_cluster import LocalCluster, available
+from tests.ray_cluster import LocalCluster, available, stockroom_backlog
 from tests.test_compat_subset import load_compat
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +106,18 @@ def test_bundles_carry_the_commit_there_and_the_fix_back(tmp_path: Path) -> None
 
 # --- on a real cluster ---------------------------------------------------------------------------
 
-ray_cluster = pytest.mark.skipif(available() is not None, reason=str(available()))
+
+
+def on_cluster(timeout: float):
+    """A test on the real cluster: slow, marked `ray`, skipped where none can be made."""
+
+    def mark(test):
+        for decorator in (pytest.mark.timeout(timeout), pytest.mark.slow, pytest.mark.ray,
+                          pytest.mark.skipif(available() is not None, reason=str(available()))):
+            test = decorator(test)
+        return test
+
+    return mark
 
 
 @pytest.fixture(scope="module")
@@ -132,10 +143,7 @@ def _outcomes(path: Path) -> dict[str, str]:
     return {t["id"]: t["outcome"] for t in json.loads(path.read_text())["tests"]}
 
 
-@pytest.mark.slow
-@pytest.mark.ray
-@ray_cluster
-@pytest.mark.timeout(900)
+@on_cluster(timeout=900)
 def test_agent_test_on_the_cluster_matches_a_local_run(cluster: LocalCluster,
                                                        tmp_path: Path) -> None:  # fmt: skip
     compat = load_compat()
@@ -178,28 +186,6 @@ def test_agent_test_on_the_cluster_matches_a_local_run(cluster: LocalCluster,
     assert git(repo, "status", "--porcelain") == tree_before
 
 
-def _backlog(where: Path) -> tuple[Path, list[Path]]:
-    """Four tickets, two on each of two copies of the stockroom example."""
-    repos, lines = [], []
-    ticket = (ROOT / "examples" / "tickets" / "stockroom.md").read_text()
-    for copy in ("stock-a", "stock-b"):
-        repo = where / copy
-        subprocess.run([sys.executable, str(ROOT / "examples" / "prepare.py"), "stockroom",
-                        str(repo)], check=True, capture_output=True)  # fmt: skip
-        repos.append(repo)
-        lines += [
-            {"id": f"{copy}-minimum", "title": "Bulk discount starts late", "body": ticket,
-             "repo": str(repo),
-             "tests": ["tests/test_pricing.py::test_discount_starts_exactly_at_tier_minimum"]},
-            {"id": f"{copy}-total", "title": "Line total at a tier boundary",
-             "body": "200 units cost 360.00 instead of 340.00\n", "repo": str(repo),
-             "tests": ["tests/test_pricing.py::test_line_total_at_tier_boundary"]},
-        ]  # fmt: skip
-    path = where / "backlog.jsonl"
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    return path, repos
-
-
 def _events(journal: Path) -> list[tuple[str, str, str]]:
     """The journal's events, read beside the running batch (SQLite WAL allows a reader)."""
     if not journal.exists():
@@ -227,10 +213,7 @@ while True:
 """
 
 
-@pytest.mark.slow
-@pytest.mark.ray
-@ray_cluster
-@pytest.mark.timeout(600)
+@on_cluster(timeout=600)
 def test_a_ticket_stuck_past_its_budget_is_cancelled(cluster: LocalCluster,
                                                      tmp_path: Path) -> None:  # fmt: skip
     log = tmp_path / "connections.log"
@@ -275,14 +258,11 @@ def test_a_ticket_stuck_past_its_budget_is_cancelled(cluster: LocalCluster,
     assert [s for i, s, _ in _events(journal) if s in FINAL] == ["failed"]
 
 
-@pytest.mark.slow
-@pytest.mark.ray
-@ray_cluster
-@pytest.mark.timeout(900)
+@on_cluster(timeout=900)
 def test_batch_across_two_nodes_survives_a_node_killed_mid_ticket(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    backlog, repos = _backlog(tmp_path)
+    backlog, repos = stockroom_backlog(tmp_path, copies=2)
     journal = tmp_path / "journal.sqlite"
     report_path = tmp_path / "report.json"
     (second,) = [node for node, alive, head in cluster.node_ids() if alive and not head]
@@ -307,7 +287,7 @@ def test_batch_across_two_nodes_survives_a_node_killed_mid_ticket(
     assert proc.returncode == 0, err  # every ticket green
     report = json.loads(report_path.read_text())
     assert sorted(t["id"] for t in report["tickets"]) == sorted(
-        ["stock-a-minimum", "stock-a-total", "stock-b-minimum", "stock-b-total"])
+        ["stock-1-minimum", "stock-1-total", "stock-2-minimum", "stock-2-total"])
     events = _events(journal)
     nodes = {}
     for ticket in report["tickets"]:
