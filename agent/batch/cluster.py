@@ -214,6 +214,7 @@ class ClusterScheduler(Scheduler):
         self._task = ray.remote(run_ticket)
         self._bundles: dict[tuple[Path, str], tuple[Any, int, float]] = {}
         self._names: dict[str, str] = {}
+        self._prepared_in: dict[str, float] = {}
         self._nodes: list[dict[str, Any]] = []
         self._looked = 0.0
         pending = deque(e for e in entries if not e.final)
@@ -299,6 +300,13 @@ class ClusterScheduler(Scheduler):
         return self._names.get(node_id, node_id[:8])
 
     # --- one ticket --------------------------------------------------------------------------
+
+    def _prepare(self, entry: Entry, started: float) -> tuple | None:
+        began = time.monotonic()
+        try:
+            return super()._prepare(entry, started)
+        finally:  # the driver's own time per ticket (git look-ups), for the cluster's facts
+            self._prepared_in[entry.id] = time.monotonic() - began
 
     def _shipped(self, root: Path, base: str) -> tuple[Any, int, float]:
         """The base commit's bundle in the object store: made and put once per commit."""
@@ -427,6 +435,7 @@ class ClusterScheduler(Scheduler):
             "attempts": max(1, len(flight.attempts)),
             "shipped_bytes": flight.shipped_bytes,
             "returned_bytes": len(result.get("bundle") or b""),
+            "prepare_seconds": round(self._prepared_in.get(flight.entry.id, 0.0), 4),
             "ship_seconds": round(flight.ship_seconds, 4),
             # Submission to the task's start on its node (clocks of two machines: approximate
             # on a real cluster); a new worker process of a node pays its imports here once.
