@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from agent.config import Settings, sandbox_options
 from runner.baseline import Baseline, BaselineOptions
@@ -45,6 +46,18 @@ def result_cache() -> ResultCache:
     return ResultCache(cache_root() / "results.sqlite")
 
 
+def pool_options(settings: Settings, job_timeout: float | None = None,
+                 pytest_args: list[str] | None = None) -> dict[str, Any]:
+    """The Pool's options that the settings decide (a cluster's nodes take them as they are)."""
+    return {
+        "backend_options": sandbox_options(settings),
+        "limits": limits(settings),
+        "test_timeout": settings.test_timeout,
+        "job_timeout": settings.candidate_timeout if job_timeout is None else job_timeout,
+        "pytest_args": settings.pytest_args if pytest_args is None else pytest_args,
+    }
+
+
 def test_pool(
     root: Path,
     python: str,
@@ -63,17 +76,13 @@ def test_pool(
         root,
         python,
         settings.sandbox,
-        backend_options=sandbox_options(settings),
         workers=workers or settings.workers,
-        limits=limits(settings),
-        test_timeout=settings.test_timeout,
-        job_timeout=settings.candidate_timeout if job_timeout is None else job_timeout,
-        pytest_args=settings.pytest_args if pytest_args is None else pytest_args,
         cache=cache,
         dependencies=baseline.dependencies,
         durations=baseline.durations,
         cold=cold,
         startup_args=startup,
+        **pool_options(settings, job_timeout, pytest_args),
     )
 
 
