@@ -13,12 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from agent import github
-from agent.errors import EXIT_USAGE, AgentError
-from model.errors import ModelError
-from runner.errors import RunnerError
-from sandboxes.base import SandboxError
-
-USER_ERRORS = (AgentError, ModelError, RunnerError, SandboxError)
+from agent.errors import EXIT_USAGE, USER_ERRORS
 
 RepoOpt = Annotated[
     Path | None,
@@ -111,14 +106,6 @@ BudgetOpt = Annotated[
     float | None,
     typer.Option("--budget", metavar="SECONDS", min=1, help="Wall-clock budget per ticket."),
 ]
-
-
-def check_cluster(cluster: str | None, ray_address: str | None) -> None:
-    """--cluster names a known engine; --ray-address goes with it. AgentError (exit 2) if not."""
-    if cluster is not None and cluster != "ray":
-        raise AgentError(f"--cluster must be 'ray', got '{cluster}'")
-    if ray_address is not None and cluster is None:
-        raise AgentError("--ray-address needs --cluster ray")
 
 
 def run(verbose: bool, body: Callable[[], int]) -> NoReturn:

@@ -11,7 +11,6 @@ import typer
 from rich.progress import Progress
 
 from agent.cli_common import (
-    USER_ERRORS,
     BudgetOpt,
     DrafterOpt,
     JsonOpt,
@@ -26,7 +25,13 @@ from agent.cli_common import (
     run,
 )
 from agent.config import DRAFTERS, MODEL_FREE, load_settings
-from agent.errors import EXIT_CANNOT_REPRODUCE, EXIT_GREEN, EXIT_NO_FIX, AgentError
+from agent.errors import (
+    EXIT_CANNOT_REPRODUCE,
+    EXIT_GREEN,
+    EXIT_NO_FIX,
+    USER_ERRORS,
+    AgentError,
+)
 from agent.fix_report import FixEvent, FixReport, Reproduced, Unpublished, Warned
 from agent.live import FixState, LiveView
 from agent.output import Reporter

@@ -18,10 +18,9 @@ from agent.cli_common import (
     SandboxOpt,
     VerboseOpt,
     WorkersOpt,
-    check_cluster,
     run,
 )
-from agent.config import load_settings
+from agent.config import check_cluster, load_settings
 from agent.errors import AgentError
 from agent.harness import target_python
 from agent.output import Reporter

@@ -162,3 +162,10 @@ def sandbox_options(settings: Settings) -> dict[str, Any]:
     """Constructor options of the chosen sandbox backend."""
     return {"image": settings.docker_image} if settings.sandbox == "docker" else {}
 
+
+def check_cluster(cluster: str | None, ray_address: str | None) -> None:
+    """--cluster names a known engine; --ray-address goes with it. AgentError (exit 2) if not."""
+    if cluster is not None and cluster != "ray":
+        raise AgentError(f"--cluster must be 'ray', got '{cluster}'")
+    if ray_address is not None and cluster is None:
+        raise AgentError("--ray-address needs --cluster ray")

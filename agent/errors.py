@@ -1,6 +1,11 @@
-"""Exit codes and the error that carries one up to the command line."""
+"""Exit codes, the error that carries one up to the command line, and the errors a user can act
+on (each package's own: printed as one line, never a traceback)."""
 
 from __future__ import annotations
+
+from model.errors import ModelError
+from runner.errors import RunnerError
+from sandboxes.base import SandboxError
 
 EXIT_GREEN = 0
 EXIT_NO_FIX = 1
@@ -14,3 +19,6 @@ class AgentError(Exception):
     def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.code = code
+
+
+USER_ERRORS = (AgentError, ModelError, RunnerError, SandboxError)

@@ -41,9 +41,8 @@ from agent.batch.recover import cites
 from agent.batch.scheduler import MIN_START, Scheduler
 from agent.batch.sources import BatchTicket
 from agent.branch import place_commit
-from agent.cli_common import USER_ERRORS
 from agent.config import MODEL_FREE, load_settings
-from agent.errors import EXIT_CANNOT_REPRODUCE, AgentError
+from agent.errors import EXIT_CANNOT_REPRODUCE, USER_ERRORS, AgentError
 from agent.fix import FixRequest, run_fix
 from agent.loop import Options
 from agent.repo import open_repo

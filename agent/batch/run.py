@@ -18,8 +18,7 @@ from agent.batch.report import batch_report
 from agent.batch.scheduler import BatchOptions, Scheduler
 from agent.batch.shared_model import shared_model
 from agent.batch.sources import load_backlog
-from agent.cli_common import check_cluster
-from agent.config import DRAFTERS, MODEL_FREE, SANDBOXES
+from agent.config import DRAFTERS, MODEL_FREE, SANDBOXES, check_cluster
 from agent.errors import AgentError
 from agent.harness import load_model
 from agent.output import Reporter

@@ -31,9 +31,8 @@ from agent.batch.journal import Entry, Journal
 from agent.batch.publish import publish_entry
 from agent.batch.recover import existing_fix
 from agent.branch import default_branch_name
-from agent.cli_common import USER_ERRORS
 from agent.config import Settings, load_settings
-from agent.errors import EXIT_CANNOT_REPRODUCE, AgentError
+from agent.errors import EXIT_CANNOT_REPRODUCE, USER_ERRORS, AgentError
 from agent.fix import FixRequest, run_fix
 from agent.github import token_from_env
 from agent.harness import target_python
