@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from agent.batch.board import Board
 from agent.batch.journal import Journal
 from agent.batch.report import markdown
-from agent.batch.scheduler import MIN_SHARE, BatchOptions, Scheduler
+from agent.batch.scheduler import MIN_SHARE, BatchOptions, TicketScheduler
 from agent.batch.shared_model import SerialNet
 from agent.batch.sources import BatchTicket
 from agent.cli import app
@@ -145,7 +145,7 @@ def test_journal_rules(tmp_path: Path) -> None:
 
 def test_fair_budgets_under_a_time_limit(tmp_path: Path) -> None:
     with Journal(tmp_path / "j.sqlite") as journal:
-        scheduler = Scheduler(journal, BatchOptions(budget=300, parallel=2, time_limit=600),
+        scheduler = TicketScheduler(journal, BatchOptions(budget=300, parallel=2, time_limit=600),
                               Board())  # fmt: skip
         settings = Settings()
         assert scheduler.budget_for(settings, 1) == 300  # no limit started: just --budget
@@ -155,7 +155,7 @@ def test_fair_budgets_under_a_time_limit(tmp_path: Path) -> None:
         assert scheduler.budget_for(settings, 1000) == MIN_SHARE  # never thinner than this
         scheduler._deadline = time.monotonic() + 10
         assert scheduler.budget_for(settings, 1) <= 10  # never past the limit
-        free = Scheduler(journal, BatchOptions(), Board())
+        free = TicketScheduler(journal, BatchOptions(), Board())
         assert free.budget_for(Settings(budget=77), 50) == 77  # the repo's configured budget
 
 

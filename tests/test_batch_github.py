@@ -18,7 +18,7 @@ import pytest
 from agent import github
 from agent.batch.board import Board
 from agent.batch.journal import Journal
-from agent.batch.scheduler import BatchOptions, Scheduler
+from agent.batch.scheduler import BatchOptions, TicketScheduler
 from agent.batch.sources import BatchTicket, load_backlog
 from agent.branch import commit_message, commit_on_branch
 from agent.errors import AgentError
@@ -204,7 +204,7 @@ def test_one_pull_request_per_green_ticket_across_resumes(
         journal.add(items)
         options = BatchOptions(pr=True, drafter="edits", sandbox="process")
         for _ in range(3):
-            scheduler = Scheduler(journal, options, Board())
+            scheduler = TicketScheduler(journal, options, Board())
             for entry in journal.entries():
                 scheduler.board.add(entry.id, "proj", entry.state)
             scheduler.run(journal.entries())
@@ -241,7 +241,8 @@ def test_an_existing_pull_request_is_found_not_opened_again(
         journal.add([item])
         board = Board()
         board.add(item.id, "proj", "queued")
-        Scheduler(journal, BatchOptions(pr=True, drafter="edits"), board).run(journal.entries())
+        options = BatchOptions(pr=True, drafter="edits")
+        TicketScheduler(journal, options, board).run(journal.entries())
         (entry,) = journal.entries()
     assert entry.pull_request == "https://github.com/acme/lib/pull/9"
     assert [m for m, p in fake.requests if "/pulls" in p] == ["GET"]

@@ -12,7 +12,7 @@ import pytest
 from agent.batch.board import Board
 from agent.batch.journal import Journal
 from agent.batch.recover import existing_fix
-from agent.batch.scheduler import BatchOptions, Scheduler
+from agent.batch.scheduler import BatchOptions, TicketScheduler
 from agent.batch.sources import BatchTicket
 from agent.branch import commit_message, commit_on_branch
 from agent.errors import AgentError
@@ -34,7 +34,7 @@ def _run(journal: Journal) -> None:
     board = Board()
     for entry in journal.entries():
         board.add(entry.id, "proj", entry.state)
-    Scheduler(journal, BatchOptions(drafter="edits", sandbox="process"), board).run(
+    TicketScheduler(journal, BatchOptions(drafter="edits", sandbox="process"), board).run(
         journal.entries()
     )
 

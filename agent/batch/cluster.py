@@ -38,7 +38,7 @@ from typing import Any
 from agent.batch.board import TicketView
 from agent.batch.journal import Entry
 from agent.batch.recover import cites
-from agent.batch.scheduler import MIN_START, Scheduler
+from agent.batch.scheduler import MIN_START, TicketScheduler
 from agent.batch.sources import BatchTicket
 from agent.branch import place_commit
 from agent.config import MODEL_FREE, load_settings
@@ -194,9 +194,9 @@ class _Flight:
     submitted_at: float = 0.0  # wall clock: the node's start is told in wall-clock time
 
 
-class ClusterScheduler(Scheduler):
+class ClusterScheduler(TicketScheduler):
     """The batch's tickets as Ray tasks (see the module docstring); same journal, board and
-    publishing as the local Scheduler, whose checks before a ticket runs it shares."""
+    publishing as the local TicketScheduler, whose checks before a ticket runs it shares."""
 
     def run(self, entries: list[Entry]) -> None:
         ray = connect(self.options.ray_address)

@@ -15,7 +15,7 @@ from rich.markup import escape
 from agent.batch.board import Board
 from agent.batch.journal import Journal
 from agent.batch.report import batch_report
-from agent.batch.scheduler import BatchOptions, Scheduler
+from agent.batch.scheduler import BatchOptions, TicketScheduler
 from agent.batch.shared_model import shared_model
 from agent.batch.sources import load_backlog
 from agent.config import DRAFTERS, MODEL_FREE, SANDBOXES, check_cluster
@@ -174,7 +174,7 @@ class Batch:
         if self.options.cluster:
             from agent.batch.cluster import ClusterScheduler as kind
         else:
-            kind = Scheduler
+            kind = TicketScheduler
         scheduler = kind(self.journal, self.options, board, self.lm, warn, self.reporter.verbose)
         todo = sum(1 for e in self.journal.entries() if not e.final)
         self.reporter.info(

@@ -68,7 +68,7 @@ class BatchOptions:
     cancel_grace: float = 60.0
 
 
-class Scheduler:
+class TicketScheduler:
     def __init__(
         self,
         journal: Journal,
