@@ -264,11 +264,10 @@ def test_batch_across_two_nodes_survives_a_node_killed_mid_ticket(
 ) -> None:
     backlog, repos = stockroom_backlog(tmp_path, copies=2)
     journal = tmp_path / "journal.sqlite"
-    report_path = tmp_path / "report.json"
     (second,) = [node for node, alive, head in cluster.node_ids() if alive and not head]
     proc = _in_cluster(cluster, "batch", backlog, "--journal", journal, "--drafter", "edits",
                        "--workers", "1", "--budget", "200", "--cluster", "ray",
-                       "--ray-address", cluster.address, "-q", "--json", report_path,
+                       "--ray-address", cluster.address, "-q", "--json", "-",
                        cache=tmp_path / "cache")  # fmt: skip
     # Kill the second node as soon as a ticket runs on it (the journal notes each attempt's
     # node), while the head runs another.
@@ -285,7 +284,7 @@ def test_batch_across_two_nodes_survives_a_node_killed_mid_ticket(
     assert victim is not None, "no ticket ever ran on the second node"
     out, err = proc.communicate(timeout=800)
     assert proc.returncode == 0, err  # every ticket green
-    report = json.loads(report_path.read_text())
+    report = json.loads(out)  # standard output holds the JSON and nothing else, Ray's too
     assert sorted(t["id"] for t in report["tickets"]) == sorted(
         ["stock-1-minimum", "stock-1-total", "stock-2-minimum", "stock-2-total"])
     events = _events(journal)
