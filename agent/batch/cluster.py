@@ -234,7 +234,7 @@ class ClusterScheduler(TicketScheduler):
                         held = (entry, started, prepared)
                     cpus = max(1, held[2][1].workers)
                     biggest = max((n["cpus"] for n in self._nodes), default=0)
-                    if cpus > biggest:
+                    if self._nodes and cpus > biggest:
                         self._finish(held[0], "error", held[1], reason=(
                             f"asks for {cpus} CPUs (its test workers) and the largest live node "
                             f"has {biggest}: lower --workers"))  # fmt: skip
@@ -281,7 +281,8 @@ class ClusterScheduler(TicketScheduler):
             return
         self._looked = now
         self._nodes = alive_nodes(self._ray)
-        self.slots = max(1, sum(n["cpus"] for n in self._nodes))
+        # Tickets at once, for the fair share under --time-limit (CPUs over a ticket's ask).
+        self.slots = max(1, sum(n["cpus"] for n in self._nodes) // (self.options.workers or 1))
         self._names.update({n["id"]: f"{n['address']}/{n['id'][:8]}" for n in self._nodes})
         cpus = sum(n["cpus"] for n in self._nodes)
         self.board.where = (f"on ray: {len(self._nodes)} nodes, {cpus} CPUs, "
@@ -293,6 +294,8 @@ class ClusterScheduler(TicketScheduler):
         if held is not None:
             cpus = max(1, held[2][1].workers)
             self.warn(f"waiting for a live node with {cpus} free CPU(s) for {held[0].id}")
+        elif not self._nodes:
+            self.warn("waiting for a live node with CPUs to join the Ray cluster")
         time.sleep(0.5)
 
     def _node(self, node_id: str) -> str:
