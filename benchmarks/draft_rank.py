@@ -15,7 +15,7 @@ each mode (`benchmarks/localize_rank.py` measures that alone, on a whole split).
 
     .venv/bin/python benchmarks/draft_rank.py [--sample 12] [--seed 0] [--split test]
         [--limit 3000] [--modes model-repair,model,edits,mutations] [--examples/--no-examples]
-        [--model DIR] [--json OUT] [--shard K/N]
+        [--model DIR] [--json OUT] [--shard K/N] [--reverse]
     .venv/bin/python benchmarks/draft_rank.py --report OUT1 OUT2 ... [--modes ...] [--limit N]
 """
 
@@ -177,12 +177,19 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="model directory (default: the embedded one)")
     parser.add_argument("--shard", default="1/1",
                         help="K/N: every N-th chosen task from the K-th (side by side runs)")
+    parser.add_argument("--reverse", action="store_true",
+                        help="the shard's tasks last first (a second run meets the first)")
     parser.add_argument("--report", type=Path, nargs="+",
                         help="print the summary of these --json files (shards) and exit")
     args = parser.parse_args()
     modes = args.modes.split(",")
     if args.report:
-        rows = [row for path in args.report for row in json.loads(path.read_text())]
+        missing = [str(path) for path in args.report if not path.is_file()]
+        if missing:
+            sys.exit(f"no such --report file: {', '.join(missing)}")
+        # Shards run forwards and backwards meet in the middle: one row per task.
+        rows = list({row["task"]: row for path in args.report
+                     for row in json.loads(path.read_text())}.values())  # fmt: skip
         print(f"{len(rows)} tasks")
         report(rows, modes, args.limit)
         return
@@ -192,6 +199,8 @@ def main() -> None:
     tasks = [t for t in load_tasks() if t.split == args.split]
     chosen = sample([t.id for t in tasks], args.sample, args.seed) if args.sample else []
     chosen = chosen[shard - 1::shards]
+    if args.reverse:
+        chosen.reverse()
     by_id = {t.id: t for t in tasks}
     rows = []
     work = Path(tempfile.mkdtemp(prefix="gp-rank-"))
