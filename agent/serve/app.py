@@ -21,7 +21,7 @@ Routes (all JSON; errors in OpenAI's shape `{"error": {"message", "type", "param
   each fill between prompt and suffix (higher is better): the loop ranks sampled fills with it.
 
 `stream: true` is answered as server-sent events (one chunk per choice, then `[DONE]`) once the
-whole batch is decoded: a diffusion model has no tokens to show before then.
+request's fill is decoded: a diffusion model has no tokens to show before then.
 With a key set, every /v1 route wants `Authorization: Bearer KEY` (else 401). One access-log
 line per request: client, method, path, status, milliseconds; never a body or a header.
 """
