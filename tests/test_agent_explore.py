@@ -119,3 +119,21 @@ def test_empty_batches_are_skipped() -> None:
     explorer = Explorer([1.0, 0.9], plans.__getitem__)
     assert order(explorer) == [("a", "edit")]
     assert not explorer
+
+
+def test_value_is_per_test_second() -> None:
+    # Equally suspicious lines, equally likely drafts: the line whose candidates test in a
+    # tenth of the time goes first (without costs the first line listed would).
+    plans = {0: steps("dear", substitution=8), 1: steps("cheap", substitution=8)}
+    explorer = Explorer([1.0, 1.0], lambda i: plans[i], costs=[10.0, 1.0])
+    handed = [item.line for item in explorer.take(16)]
+    assert handed[:8] == ["cheap"] * 8 and handed[8:] == ["dear"] * 8
+    # A likelier line may cost more and still come first, by value per second.
+    plans = {0: steps("likely", substitution=8), 1: steps("cheap", substitution=8)}
+    explorer = Explorer([1.0, 0.2], lambda i: plans[i], costs=[2.0, 1.0])
+    assert explorer.take(1)[0].line == "likely"
+    # Follow-up work carries its own cost.
+    explorer = Explorer([], lambda i: [])
+    explorer.add(1.0, lambda: steps("slow", substitution=1), 2, cost=100.0)
+    explorer.add(0.1, lambda: steps("fast", substitution=1), 2, cost=1.0)
+    assert [item.line for item in explorer.take(2)] == ["fast", "slow"]
