@@ -50,6 +50,19 @@ def flagging_model(word: str):
     return wrap(net, tok)
 
 
+def count_passes(lm) -> list:
+    """The shapes of the repair head's passes over `lm`, as they happen."""
+    calls = []
+    real = lm.net.repair_hidden
+
+    def counting(ids, attention_mask=None):
+        calls.append(ids.shape)
+        return real(ids, attention_mask)
+
+    lm.net.repair_hidden = counting
+    return calls
+
+
 def test_line_suspicion_points_at_the_flagged_line() -> None:
     lm = flagging_model("-")
     lines = line_suspicion(lm, SOURCE)
@@ -91,14 +104,7 @@ def test_the_fixed_order_is_a_power_law_prior() -> None:
 
 def test_denoiser_disbelief_reads_each_function_once() -> None:
     lm = flagging_model("-")
-    calls = []
-    real = lm.net.repair_hidden
-
-    def counting(ids, attention_mask=None):
-        calls.append(ids.shape)
-        return real(ids, attention_mask)
-
-    lm.net.repair_hidden = counting
+    calls = count_passes(lm)
     doubt = denoiser_disbelief(lm, {"m.py": SOURCE}, [("m.py", 2), ("m.py", 4), ("m.py", 9)])
     assert len(calls) == 2  # price() and other()
     assert doubt[("m.py", 4)] > 0.99 and doubt[("m.py", 2)] < 0.01 and ("m.py", 9) in doubt
@@ -163,14 +169,7 @@ def test_the_explorer_values_repair_drafts_by_their_rank_under_the_model() -> No
 
 def test_quick_scores_read_the_original_once_per_site() -> None:
     lm = flagging_model("-")
-    calls = []
-    real = lm.net.repair_hidden
-
-    def counting(ids, attention_mask=None):
-        calls.append(ids.shape)
-        return real(ids, attention_mask)
-
-    lm.net.repair_hidden = counting
+    calls = count_passes(lm)
     at = SOURCE.index("total - count")
     minus = SOURCE.index("-", at)
     edits = [(minus, minus + 1, "+"), (minus, minus + 1, "*"), (at, at + 5, "amount"),
