@@ -52,6 +52,7 @@ def connect(address: str | None) -> Any:
         return ray
     where = address or "auto"
     _check_reachable(where if where != "auto" else _auto_address())
+    _errors_to_stderr()
     try:
         # The nodes' own output stays in their logs: `--json -` keeps stdout for the JSON.
         ray.init(address=where, logging_level=logging.ERROR, log_to_driver=False)
@@ -59,6 +60,23 @@ def connect(address: str | None) -> Any:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise RunnerError(f"cannot connect to the Ray cluster at {where}: {first}") from None
     return ray
+
+
+def _errors_to_stderr() -> None:
+    """Ray's driver prints the cluster's error messages ("Task ... failed, retrying") to
+    standard output whatever log_to_driver says; `--json -` owns standard output, so they go
+    to standard error (pinned Ray: its own printer, called with the error flag set)."""
+    from ray._private import worker
+
+    printer = getattr(worker, "print_to_stdstream", None)
+    if printer is None or getattr(printer, "greenpatch", False):
+        return
+
+    def to_stderr(data: dict, ignore_prefix: bool) -> None:
+        printer({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr.greenpatch = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_stderr
 
 
 def _auto_address() -> str:
