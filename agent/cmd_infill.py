@@ -93,13 +93,14 @@ def infill(
         with reporter.progress() as progress:
             task = progress.add_task("loading the model", total=None)
             from model.checkpoint import load_model  # torch is heavy: import it only now
-            from model.sampler import infill_site, span_lengths
+            from model.sampler import INTERACTIVE, infill_site, span_lengths
 
             lm = load_model(model)
             progress.update(task, description=f"drafting {n} rewrites of lines {a}:{b}")
             lengths = span_lengths(lm, middle)
             # A few more samples than asked for: duplicates collapse.
-            candidates = infill_site(lm, prefix, suffix, lengths, samples=n + 1)[:n]
+            candidates = infill_site(lm, prefix, suffix, lengths, samples=n + 1,
+                                     **INTERACTIVE)[:n]
         report = {
             "file": str(file),
             "lines": [a, b],

@@ -6,9 +6,10 @@ head two ways, measured side by side in this run: one pass per site (`model.repa
 quick_scores`, the drafter's "repair" stage) against one row per candidate (`model.repair.
 rank_candidates`, batched), printing ms per candidate and their ratio. Then the line is
 sampled as the drafter's "sample" stage does (`agent.draft.Drafter._samples`: 3 span lengths x
-4 samples, threshold decoding, at most MAX_STEPS passes) and as `agent infill` does
-(`model.sampler.infill_site`, its defaults): ms per span sampled (one span length of one site,
-all its samples), after the model is loaded.
+4 samples, threshold decoding, at most MAX_STEPS passes): ms per span sampled (one span length
+of one site, all its samples); and as `agent infill` does (`model.sampler.infill_site` with
+`INTERACTIVE`, 3 span lengths x 5 samples) against the sampler's defaults, side by side: ms per
+line, after the model is loaded.
 
     .venv/bin/python benchmarks/repair_speed.py [--split test] [--lines 8] [--threads 1]
 """
@@ -33,7 +34,7 @@ from agent.draft import Drafter, line_candidates  # noqa: E402
 from agent.localize import SuspiciousLine  # noqa: E402
 from model.checkpoint import load_model  # noqa: E402
 from model.repair import quick_scores, rank_candidates  # noqa: E402
-from model.sampler import infill_site, span_lengths  # noqa: E402
+from model.sampler import INTERACTIVE, infill_site, span_lengths  # noqa: E402
 
 
 def main() -> None:
@@ -46,7 +47,7 @@ def main() -> None:
     lm = load_model(None)
     drafter = Drafter(lm, [], mode="model-repair")
     tasks = [t for t in load_tasks() if t.split == args.split and not t.more_sites]
-    quick_ms, full_ms, ratios, sample_ms, infill_ms = [], [], [], [], []
+    quick_ms, full_ms, ratios, sample_ms, infill_ms, default_ms = [], [], [], [], [], []
     for task in tasks[: args.lines]:
         pristine = (pristine_repo(get_library(task.library)) / task.file).read_bytes()
         source = buggy_source(task, task.file, pristine).decode()
@@ -74,7 +75,10 @@ def main() -> None:
             lengths = span_lengths(lm, site.original_text)
             began = time.perf_counter()
             infill_site(lm, prefix, suffix, lengths, samples=5)
-            infill_ms.append((time.perf_counter() - began) * 1000 / len(lengths))
+            default_ms.append((time.perf_counter() - began) * 1000)
+            began = time.perf_counter()
+            infill_site(lm, prefix, suffix, lengths, samples=5, **INTERACTIVE)
+            infill_ms.append((time.perf_counter() - began) * 1000)
         print(f"{task.id[:55]:55s} {len(edits):4d} candidates: quick {quick:6.2f} ms, "
               f"per-candidate pass {full:6.2f} ms ({full / quick:.1f}x)", flush=True)
     print()
@@ -83,8 +87,11 @@ def main() -> None:
           f"{statistics.median(full_ms):.2f}; ratio {statistics.median(ratios):.1f}x")
     if sample_ms:
         print(f"ms per span sampled (one line site, 4 samples, the drafter's settings): median "
-              f"{statistics.median(sample_ms):.0f}; with `agent infill`'s settings (5 samples): "
-              f"{statistics.median(infill_ms):.0f} ({len(sample_ms)} lines)")
+              f"{statistics.median(sample_ms):.0f} ({len(sample_ms)} lines)")
+        ratio = statistics.median(d / i for d, i in zip(default_ms, infill_ms, strict=True))
+        print(f"ms per `agent infill` of one line (3 span lengths, 5 samples): median "
+              f"{statistics.median(infill_ms):.0f} with model.sampler.INTERACTIVE, "
+              f"{statistics.median(default_ms):.0f} with the sampler's defaults ({ratio:.1f}x)")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,12 @@ from model.kernels import greedy_confidence
 from model.network import ContextCache
 from model.tokenizer import CodeTokenizer
 
+# Options for an interactive fill (`agent infill`): at most 4 passes, 128 tokens of context,
+# top-k sampling, and one full pass in 4 (the others run the span's tokens against cached
+# context keys/values). `benchmarks/repair_speed.py` measures them against the defaults
+# (passes until confident, 512 tokens, nucleus sampling, no cache) side by side.
+INTERACTIVE = {"steps": 4, "context": 128, "top_k": 40, "top_p": None, "cache_every": 4}
+
 
 @dataclass(frozen=True)
 class Canvas:
