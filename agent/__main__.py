@@ -1,3 +1,3 @@
-from agent.cli import main
+from greenpatch.agent.commands.cli import main
 
 main()

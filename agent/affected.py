@@ -9,18 +9,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from greenpatch.agent.config import Settings
+from greenpatch.agent.output import Reporter
+from greenpatch.agent.pipeline.harness import pool_options, result_cache, test_pool
+from greenpatch.agent.pipeline.reproduce import settings_baseline
+from greenpatch.agent.repo import resolve_repo
+from greenpatch.runner.baseline import Baseline
+from greenpatch.runner.changes import patch_changes, working_changes
+from greenpatch.runner.pool import Job
+from greenpatch.runner.results import TestResult
+from greenpatch.runner.selection import select_tests
 from rich.progress import Progress
-
-from agent.config import Settings
-from agent.harness import pool_options, result_cache, test_pool
-from agent.output import Reporter
-from agent.repo import resolve_repo
-from agent.reproduce import settings_baseline
-from runner.baseline import Baseline
-from runner.changes import patch_changes, working_changes
-from runner.pool import Job
-from runner.results import TestResult
-from runner.selection import select_tests
 
 # `agent test` may run a whole suite: only the per-test limit applies.
 SUITE_TIMEOUT = 24 * 3600.0
@@ -168,7 +167,7 @@ def _on_cluster(request: TestRequest, out: Reporter, selection: tuple[str, dict]
                 files: dict) -> TestRun:  # fmt: skip
     """The tests sharded over the nodes' warm workers (runner.cluster); `selection` (base,
     changes) picks them from the baseline, None runs all."""
-    from runner.cluster import ClusterPool
+    from greenpatch.runner.cluster import ClusterPool
 
     root, settings = request.root, request.settings
     commit = resolve_repo(root).head.commit.hexsha

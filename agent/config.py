@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.errors import AgentError
-from sandboxes import safegit
+from greenpatch.agent.errors import AgentError
+from greenpatch.sandboxes import safegit
 
 SANDBOXES = ("bwrap", "docker", "process")
-# Who drafts candidates (see agent.draft): kept here so the CLI can check it without torch.
+# Who drafts candidates (see agent.pipeline.draft): kept here so the CLI can check it without torch.
 DRAFTERS = ("model", "model-only", "model-repair", "edits", "mutations")
 MODEL_FREE = ("edits", "mutations")  # drafters that never load a model
 

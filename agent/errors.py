@@ -3,9 +3,9 @@ on (each package's own: printed as one line, never a traceback)."""
 
 from __future__ import annotations
 
-from model.errors import ModelError
-from runner.errors import RunnerError
-from sandboxes.base import SandboxError
+from greenpatch.model.errors import ModelError
+from greenpatch.runner.errors import RunnerError
+from greenpatch.sandboxes.base import SandboxError
 
 EXIT_GREEN = 0
 EXIT_NO_FIX = 1

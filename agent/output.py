@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from greenpatch.agent.errors import AgentError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -18,8 +19,6 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-
-from agent.errors import AgentError
 
 
 class Reporter:

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import git
-
-from agent.errors import AgentError
-from sandboxes import safegit
+from greenpatch.agent.errors import AgentError
+from greenpatch.sandboxes import safegit
 
 
 class SafeGit(git.Git):

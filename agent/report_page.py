@@ -16,8 +16,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from agent.errors import AgentError
-from agent.timeline import CONFIRM, DRAFTER, SETUP
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.pipeline.timeline import CONFIRM, DRAFTER, SETUP
 
 # Colours per span kind and candidate outcome (the legend lists the ones a page uses).
 COLOURS = {

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from agent import github
-from agent.errors import AgentError
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.publish import github
 
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
 _TESTS_LINE = re.compile(r"^\s*(?:[-*]\s*)?tests?\s*:\s*(.*)$", re.I | re.M)

@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.bench.tasks import build_task_repo, load_tasks  # noqa: E402
+from greenpatch.agent.bench.tasks import build_task_repo, load_tasks  # noqa: E402
+
 from examples.prepare import prepare, projects  # noqa: E402
 
 # Two bug benchmark tasks that the model-free drafter can fix (their repos rebuild in seconds).
@@ -63,7 +64,8 @@ def _tickets(names: list[str], copies: int, tasks: list[str], where: Path, mode:
 
 def _agent(*args: str, cache: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
-    return subprocess.run([sys.executable, "-m", "agent", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "greenpatch.agent",
+                           *args], env=env, capture_output=True,
                           text=True, cwd=ROOT)  # fmt: skip
 
 

@@ -48,7 +48,7 @@ def loadavg() -> str:
 def run_batch(cluster: LocalCluster, where: Path, copies: int, on_cluster: bool) -> dict:
     where.mkdir(parents=True)
     path, _ = stockroom_backlog(where, copies)
-    args = [sys.executable, "-m", "agent", "batch", str(path), "--journal",
+    args = [sys.executable, "-m", "greenpatch.agent", "batch", str(path), "--journal",
             str(where / "journal.sqlite"), "--drafter", "edits", "--workers", "1",
             "--budget", "300", "-q", "--json", str(where / "report.json")]  # fmt: skip
     args += (["--cluster", "ray", "--ray-address", cluster.address] if on_cluster
@@ -78,7 +78,7 @@ def run_batch(cluster: LocalCluster, where: Path, copies: int, on_cluster: bool)
 
 def _node_trip(bundle: bytes, base: str) -> dict:
     """On a node: clone the commit, commit one change on a branch, bundle that branch."""
-    from runner.cluster import bundle_branch, unpack_commit
+    from greenpatch.runner.cluster import bundle_branch, unpack_commit
 
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="greenpatch-ray-") as tmp:
@@ -95,9 +95,8 @@ def _node_trip(bundle: bytes, base: str) -> dict:
 
 def transport(address: str, repo: Path, trips: int) -> list[dict]:
     import ray
-
-    from agent.branch import place_commit
-    from runner.cluster import bundle_commit, unpack_branch
+    from greenpatch.agent.publish.branch import place_commit
+    from greenpatch.runner.cluster import bundle_commit, unpack_branch
 
     ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     trip = ray.remote(_node_trip).options(num_cpus=1)
@@ -127,8 +126,8 @@ def journal_costs(where: Path, tickets: int, sample: int) -> dict:
     """The journal at `tickets` tickets: adding them, one ticket's writes (running, its node,
     final; each one fsync'd transaction), one full read (a batch's start and report) and one
     ticket read by its key (publishing a pull request)."""
-    from agent.batch.journal import Journal
-    from agent.batch.sources import BatchTicket
+    from greenpatch.agent.batch.journal import Journal
+    from greenpatch.agent.batch.sources import BatchTicket
 
     items = [BatchTicket.from_record({"id": f"t{n}", "title": f"ticket {n}", "body": "x" * 400,
                                       "tests": [], "url": "", "repo": str(where)})
@@ -156,7 +155,7 @@ def journal_costs(where: Path, tickets: int, sample: int) -> dict:
 
 def bundle_sizes() -> list[dict]:
     """The commit bundle of real projects (the compat matrix's repos, when cached here)."""
-    from runner.cluster import bundle_commit
+    from greenpatch.runner.cluster import bundle_commit
 
     repos = Path.home() / ".cache" / "greenpatch" / "compat" / "repos"
     rows = []

@@ -8,7 +8,7 @@ drafting seconds spent until then. In one budget a lower rank is found sooner: r
 the model adds, apart from test timing.
 
 Mode `model-repair` ranks every substitution and edit of a line by the model's repair head
-(`agent.draft`'s "repair" stage). With a repair model, every model mode localizes with the
+(`agent.pipeline.draft`'s "repair" stage). With a repair model, every model mode localizes with the
 denoiser's disbelief too (`FixLoop.localize`); each task is reproduced once and shared by the
 modes. For benchmark tasks it also prints where the buggy line is in the localization of
 each mode (`benchmarks/localize_rank.py` measures that alone, on a whole split).
@@ -37,19 +37,18 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-
-from agent.bench.inject import same_code  # noqa: E402
-from agent.bench.libraries import get_library, pristine_repo  # noqa: E402
-from agent.bench.splits import sample  # noqa: E402
-from agent.bench.tasks import build_task_repo, load_tasks  # noqa: E402
-from agent.config import MODEL_FREE, load_settings  # noqa: E402
-from agent.draft import Drafter  # noqa: E402
-from agent.harness import target_python  # noqa: E402
-from agent.live import FixState  # noqa: E402
-from agent.loop import FixLoop, Options  # noqa: E402
-from agent.reproduce import reproduce  # noqa: E402
-from agent.tickets import load_ticket, parse_ticket  # noqa: E402
-from model.checkpoint import load_model  # noqa: E402
+from greenpatch.agent.bench.inject import same_code  # noqa: E402
+from greenpatch.agent.bench.libraries import get_library, pristine_repo  # noqa: E402
+from greenpatch.agent.bench.splits import sample  # noqa: E402
+from greenpatch.agent.bench.tasks import build_task_repo, load_tasks  # noqa: E402
+from greenpatch.agent.config import MODEL_FREE, load_settings  # noqa: E402
+from greenpatch.agent.pipeline.draft import Drafter  # noqa: E402
+from greenpatch.agent.pipeline.harness import target_python  # noqa: E402
+from greenpatch.agent.pipeline.live import FixState  # noqa: E402
+from greenpatch.agent.pipeline.loop import FixLoop, Options  # noqa: E402
+from greenpatch.agent.pipeline.reproduce import reproduce  # noqa: E402
+from greenpatch.agent.tickets import load_ticket, parse_ticket  # noqa: E402
+from greenpatch.model.checkpoint import load_model  # noqa: E402
 
 EXAMPLES = ("stockroom", "slugkit", "timespan", "confparse")
 

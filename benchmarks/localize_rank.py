@@ -1,8 +1,8 @@
 """Where the buggy line lands in the localization, with and without the denoiser.
 
 For each single-bug task of a split: reproduce (the baseline with per-test coverage), rank the
-suspicious lines by spectrum + traceback alone (`agent.localize.rank_lines`), then again with
-the repair head's disbelief in each line (`FixLoop.localize` with a repair model: one pass per
+suspicious lines by spectrum + traceback alone (`agent.pipeline.localize.rank_lines`), then again
+with the repair head's disbelief in each line (`FixLoop.localize` with a repair model: one pass per
 suspicious function) at each weight of `--weights`. Printed: top-1 / top-5 of the buggy line
 and its median rank, per weight and per kind, and the seconds the denoiser took per task.
 `--split dev` chooses the weight; the test split measures it.
@@ -29,17 +29,16 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import torch  # noqa: E402
 from draft_rank import line_rank, task_case  # noqa: E402
-
-from agent.bench.splits import sample  # noqa: E402
-from agent.bench.tasks import load_tasks  # noqa: E402
-from agent.config import load_settings  # noqa: E402
-from agent.draft import Drafter  # noqa: E402
-from agent.harness import target_python  # noqa: E402
-from agent.live import FixState  # noqa: E402
-from agent.localize import DENOISER_WEIGHT, TRACEBACK_WEIGHT  # noqa: E402
-from agent.loop import FixLoop, Options  # noqa: E402
-from agent.reproduce import reproduce  # noqa: E402
-from model.checkpoint import load_model  # noqa: E402
+from greenpatch.agent.bench.splits import sample  # noqa: E402
+from greenpatch.agent.bench.tasks import load_tasks  # noqa: E402
+from greenpatch.agent.config import load_settings  # noqa: E402
+from greenpatch.agent.pipeline.draft import Drafter  # noqa: E402
+from greenpatch.agent.pipeline.harness import target_python  # noqa: E402
+from greenpatch.agent.pipeline.live import FixState  # noqa: E402
+from greenpatch.agent.pipeline.localize import DENOISER_WEIGHT, TRACEBACK_WEIGHT  # noqa: E402
+from greenpatch.agent.pipeline.loop import FixLoop, Options  # noqa: E402
+from greenpatch.agent.pipeline.reproduce import reproduce  # noqa: E402
+from greenpatch.model.checkpoint import load_model  # noqa: E402
 
 # Lines of the spectrum order whose signals go into the JSON rows.
 DUMPED_LINES = 80

@@ -25,11 +25,10 @@ import time
 from pathlib import Path
 
 import torch
-
-from model import checkpoint, synthetic
-from model.checkpoint import LoadedModel, load_model, wrap
-from model.network import ModelConfig
-from model.sampler import Canvas, DecodeStats, infill
+from greenpatch.model import checkpoint, synthetic
+from greenpatch.model.checkpoint import LoadedModel, load_model, wrap
+from greenpatch.model.network import ModelConfig
+from greenpatch.model.sampler import Canvas, DecodeStats, infill
 
 REPO = Path(__file__).resolve().parents[1]
 LETTERS = 24

@@ -28,7 +28,7 @@ EXAMPLES = ("stockroom", "slugkit", "timespan", "confparse", "invoicer")
 
 
 def start_server() -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "serve", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "greenpatch.agent", "serve", "--port", "0"],
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     first = proc.stderr.readline()
     if not first.startswith("serving "):
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 subprocess.run([sys.executable, str(ROOT / "examples" / "prepare.py"), name,
                                 str(repo)], check=True, capture_output=True)  # fmt: skip
                 out = Path(tmp) / f"{name}.json"
-                command = [sys.executable, "-m", "agent", "fix",
+                command = [sys.executable, "-m", "greenpatch.agent", "fix",
                            str(ROOT / "examples" / "tickets" / f"{name}.md"), "--repo", str(repo),
                            "--model", url, "--sandbox", args.sandbox, "--budget",
                            str(args.budget), "--json", str(out), "-q"]  # fmt: skip

@@ -1,13 +1,13 @@
 """What the denoiser costs the fix loop: ms per candidate ranked and per span sampled.
 
 For buggy lines of the bug benchmark (the first `--lines` tasks of a split, their buggy file):
-every model-free candidate of the line (`agent.draft.line_candidates`) is ranked by the repair
-head two ways, measured side by side in this run: one pass per site (`model.repair.
+every model-free candidate of the line (`agent.pipeline.draft.line_candidates`) is ranked by the
+repair head two ways, measured side by side in this run: one pass per site (`model.repair.
 quick_scores`, the drafter's "repair" stage) against one row per candidate (`model.repair.
 rank_candidates`, batched), printing ms per candidate and their ratio. Then the line is
-sampled as the drafter's "sample" stage does (`agent.draft.Drafter._samples`: 3 span lengths x
-4 samples, threshold decoding, at most MAX_STEPS passes): ms per span sampled (one span length
-of one site, all its samples); and as `agent infill` does (`model.sampler.infill_site` with
+sampled as the drafter's "sample" stage does (`agent.pipeline.draft.Drafter._samples`: 3 span
+lengths x 4 samples, threshold decoding, at most MAX_STEPS passes): ms per span sampled (one span
+length of one site, all its samples); and as `agent infill` does (`model.sampler.infill_site` with
 `INTERACTIVE`, 3 span lengths x 5 samples) against the sampler's defaults, side by side: ms per
 line, after the model is loaded.
 
@@ -26,15 +26,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-
-from agent.bench.libraries import get_library, pristine_repo  # noqa: E402
-from agent.bench.tasks import buggy_source, load_tasks  # noqa: E402
-from agent.canvases import sites_for  # noqa: E402
-from agent.draft import Drafter, line_candidates  # noqa: E402
-from agent.localize import SuspiciousLine  # noqa: E402
-from model.checkpoint import load_model  # noqa: E402
-from model.repair import quick_scores, rank_candidates  # noqa: E402
-from model.sampler import INTERACTIVE, infill_site, span_lengths  # noqa: E402
+from greenpatch.agent.bench.libraries import get_library, pristine_repo  # noqa: E402
+from greenpatch.agent.bench.tasks import buggy_source, load_tasks  # noqa: E402
+from greenpatch.agent.pipeline.draft import Drafter, line_candidates  # noqa: E402
+from greenpatch.agent.pipeline.localize import SuspiciousLine  # noqa: E402
+from greenpatch.agent.pipeline.sites import sites_for  # noqa: E402
+from greenpatch.model.checkpoint import load_model  # noqa: E402
+from greenpatch.model.repair import quick_scores, rank_candidates  # noqa: E402
+from greenpatch.model.sampler import INTERACTIVE, infill_site, span_lengths  # noqa: E402
 
 
 def main() -> None:

@@ -33,10 +33,10 @@ import tokenize
 import venv
 from pathlib import Path
 
-from runner.baseline import BaselineOptions, build_baseline
-from runner.env import source_path
-from runner.pool import Job, Pool
-from runner.selection import select_tests
+from greenpatch.runner.baseline import BaselineOptions, build_baseline
+from greenpatch.runner.env import source_path
+from greenpatch.runner.pool import Job, Pool
+from greenpatch.runner.selection import select_tests
 
 CACHE = Path.home() / ".cache" / "greenpatch"
 LIBRARY = "python-dateutil"

@@ -39,7 +39,7 @@ def fix(code: Path, name: str, scratch: Path) -> dict:
     env = {**os.environ, "XDG_CACHE_HOME": str(scratch / "cache"), "PYTHONPATH": str(code)}
     start = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "agent", "fix", str(ROOT / f"examples/tickets/{name}.md"),
+        [sys.executable, "-m", "greenpatch.agent", "fix", str(ROOT / f"examples/tickets/{name}.md"),
          "--repo", str(repo), "--drafter", "edits", "--budget", "120", "--json", "-", "-q"],
         capture_output=True, text=True, env=env, cwd=code, timeout=600,
     )  # fmt: skip

@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sandboxes import Backend, Limits, SandboxError, WorkerSpec, get_backend
-from sandboxes.worktree import Worktree
+from greenpatch.sandboxes import Backend, Limits, SandboxError, WorkerSpec, get_backend
+from greenpatch.sandboxes.worktree import Worktree
 
 ECHO = "import sys\nfor line in sys.stdin:\n    print(line.strip(), flush=True)\n"
 LIMITS = Limits(wall_seconds=60)

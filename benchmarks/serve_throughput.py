@@ -50,7 +50,8 @@ def canvases(seed: int, count: int = 500) -> list[tuple[str, str]]:
 
 
 def start_server(args, max_batch: int) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "agent", "serve", "--port", "0", "--device", args.device,
+    command = [sys.executable, "-m", "greenpatch.agent",
+               "serve", "--port", "0", "--device", args.device,
                "--max-batch", str(max_batch)]  # fmt: skip
     if args.model:
         command += ["--model", str(args.model)]

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from greenpatch.model.errors import ModelError
+from greenpatch.model.network import DiffusionLM, ModelConfig
+from greenpatch.model.tokenizer import CodeTokenizer
 from safetensors import safe_open
 from safetensors.torch import save_file
-
-from model.errors import ModelError
-from model.network import DiffusionLM, ModelConfig
-from model.tokenizer import CodeTokenizer
 
 EMBEDDED_DIR = Path(__file__).parent / "weights"
 FORMAT = "greenpatch"

@@ -19,10 +19,9 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
-
-from model.checkpoint import LoadedModel
-from model.errors import ModelError
-from model.sampler import (
+from greenpatch.model.checkpoint import LoadedModel
+from greenpatch.model.errors import ModelError
+from greenpatch.model.sampler import (
     Candidate,
     Canvas,
     _best_first,

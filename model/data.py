@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from email.parser import HeaderParser
 from pathlib import Path
 
-from model.errors import ModelError
+from greenpatch.model.errors import ModelError
 
 SPLITS = ("train", "validation", "heldout")
 DEFAULT_HELDOUT = "click"

@@ -38,14 +38,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-
-from model.bugs import bug_line, corrupt, enclosing_function, roc_auc
-from model.checkpoint import LoadedModel
-from model.data import TextSpan, pick_site, read_split
-from model.errors import ModelError
-from model.repair import QUICK_PRIOR, has_repair_head, line_suspicion, quick_scores, with_prior
-from model.sampler import beam_infill, infill_site, span_lengths
-from model.train import BugSampler, WindowSampler, encode_split
+from greenpatch.model.bugs import bug_line, corrupt, enclosing_function, roc_auc
+from greenpatch.model.checkpoint import LoadedModel
+from greenpatch.model.data import TextSpan, pick_site, read_split
+from greenpatch.model.errors import ModelError
+from greenpatch.model.repair import (
+    QUICK_PRIOR,
+    has_repair_head,
+    line_suspicion,
+    quick_scores,
+    with_prior,
+)
+from greenpatch.model.sampler import beam_infill, infill_site, span_lengths
+from greenpatch.model.train import BugSampler, WindowSampler, encode_split
 
 TOP_K = (1, 10, 50)
 # Weights of the model-free order's prior tried in the repair ranking (`model.repair.

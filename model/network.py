@@ -13,10 +13,9 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
+from greenpatch.model.errors import ModelError
+from greenpatch.model.kernels import rms_norm
 from torch import nn
-
-from model.errors import ModelError
-from model.kernels import rms_norm
 
 # Named sizes, measured on a 2-core CPU (model/README.md): `tiny` for tests (trains in seconds),
 # `mini` the embedded model's (2.4M parameters with its 4,096-token vocabulary), `small` and

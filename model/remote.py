@@ -27,8 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-
-from model.errors import ModelError
+from greenpatch.model.errors import ModelError
 
 # Exit codes carried by RemoteError (the command line's convention: 2 = bad input or usage).
 EXIT_USAGE = 2

@@ -22,9 +22,8 @@ from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
-
-from model.checkpoint import LoadedModel
-from model.tokenizer import CodeTokenizer
+from greenpatch.model.checkpoint import LoadedModel
+from greenpatch.model.tokenizer import CodeTokenizer
 
 # Lines of context either side of a candidate's site. A line has a few hundred candidates and
 # the cost is linear in the tokens read (128 tokens measured 162 ms per candidate on the

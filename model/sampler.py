@@ -29,12 +29,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
-
-from model.checkpoint import LoadedModel
-from model.errors import ModelError
-from model.kernels import greedy_confidence
-from model.network import ContextCache
-from model.tokenizer import CodeTokenizer
+from greenpatch.model.checkpoint import LoadedModel
+from greenpatch.model.errors import ModelError
+from greenpatch.model.kernels import greedy_confidence
+from greenpatch.model.network import ContextCache
+from greenpatch.model.tokenizer import CodeTokenizer
 
 # Options for an interactive fill (`agent infill`): at most 4 passes, 128 tokens of context,
 # top-k sampling, and one full pass in 4 (the others run the span's tokens against cached

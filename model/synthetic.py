@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-
-from model.diffusion import diffusion_loss
-from model.network import DiffusionLM, ModelConfig
-from model.tokenizer import CodeTokenizer, train_tokenizer
+from greenpatch.model.diffusion import diffusion_loss
+from greenpatch.model.network import DiffusionLM, ModelConfig
+from greenpatch.model.tokenizer import CodeTokenizer, train_tokenizer
 
 NAMES = "abcdefghijklmnopqrstuvwxyz"
 

@@ -12,9 +12,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from greenpatch.model.errors import ModelError
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-from model.errors import ModelError
 
 MASK, PAD, BOS, EOS = "<|mask|>", "<|pad|>", "<|bos|>", "<|eos|>"
 PREFIX, SUFFIX, MIDDLE, COND = "<|prefix|>", "<|suffix|>", "<|middle|>", "<|cond|>"

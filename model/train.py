@@ -25,14 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from model.bugs import corrupt, roc_auc
-from model.checkpoint import load_model
-from model.data import code_lines, pick_site, read_split
-from model.diffusion import Noised, noise
-from model.errors import ModelError
-from model.network import DiffusionLM, ModelConfig
-from model.tokenizer import CodeTokenizer, train_tokenizer
+from greenpatch.model.bugs import corrupt, roc_auc
+from greenpatch.model.checkpoint import load_model
+from greenpatch.model.data import code_lines, pick_site, read_split
+from greenpatch.model.diffusion import Noised, noise
+from greenpatch.model.errors import ModelError
+from greenpatch.model.network import DiffusionLM, ModelConfig
+from greenpatch.model.tokenizer import CodeTokenizer, train_tokenizer
 
 CHECKPOINT = "last.pt"
 LOG = "train.log"
@@ -702,9 +701,8 @@ def load_init(init: Path, out_dir: Path) -> DiffusionLM:
 def export_weights(run_dir: Path, out_dir: Path, dtype: torch.dtype = torch.float16) -> Path:
     """The run's last checkpoint as a model directory (config.json, model.safetensors in
     `dtype`, tokenizer.json): what `load_model` reads and what ships in model/weights/."""
+    from greenpatch.model.checkpoint import save_model, wrap
     from safetensors.torch import load_file, save_file
-
-    from model.checkpoint import save_model, wrap
 
     state = load_checkpoint(run_dir / CHECKPOINT)
     net = DiffusionLM(ModelConfig.from_dict(state["model_config"]))

@@ -13,12 +13,12 @@ detection. It runs its workers through `sandboxes` and knows nothing of models.
             ...
 """
 
-from runner.baseline import Baseline, TestRecord, build_baseline
-from runner.cache import ResultCache
-from runner.errors import RunnerError
-from runner.pool import Job, Pool
-from runner.results import JobDone, TestResult
-from runner.selection import Selection, select_tests
+from greenpatch.runner.baseline import Baseline, TestRecord, build_baseline
+from greenpatch.runner.cache import ResultCache
+from greenpatch.runner.errors import RunnerError
+from greenpatch.runner.pool import Job, Pool
+from greenpatch.runner.results import JobDone, TestResult
+from greenpatch.runner.selection import Selection, select_tests
 
 __all__ = [
     "Baseline",

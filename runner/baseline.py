@@ -25,13 +25,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.errors import OutOfTime, RunnerError
-from runner.imports import closure, import_graph
-from runner.pool import Job, Pool
-from runner.results import JobDone, TestCoverage, TestResult
-from runner.tree import read_texts
-from sandboxes import Limits, safegit
-from sandboxes.cacheroot import cache_root
+from greenpatch.runner.errors import OutOfTime, RunnerError
+from greenpatch.runner.imports import closure, import_graph
+from greenpatch.runner.pool import Job, Pool
+from greenpatch.runner.results import JobDone, TestCoverage, TestResult
+from greenpatch.runner.tree import read_texts
+from greenpatch.sandboxes import Limits, safegit
+from greenpatch.sandboxes.cacheroot import cache_root
 
 FLAKY_RERUNS = 2
 SCHEMA = 3

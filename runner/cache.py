@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from runner.results import TestResult
+from greenpatch.runner.results import TestResult
 
 # Results that say more about the machine's load than about the code are never reused.
 _UNSTABLE_PREFIXES = ("timeout:", "crashed:", "not run:")

@@ -12,8 +12,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from runner.errors import RunnerError
-from sandboxes import safegit
+from greenpatch.runner.errors import RunnerError
+from greenpatch.sandboxes import safegit
 
 
 def _git(root: Path, *args: str, env: dict | None = None, stdin: bytes | None = None) -> bytes:

@@ -27,10 +27,10 @@ from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.errors import RunnerError
-from runner.pool import Job, Pool
-from runner.results import TestResult
-from sandboxes import safegit
+from greenpatch.runner.errors import RunnerError
+from greenpatch.runner.pool import Job, Pool
+from greenpatch.runner.results import TestResult
+from greenpatch.sandboxes import safegit
 
 RAY_HINT = "--cluster ray needs Ray: pip install 'greenpatch[ray]'"
 # Chunks per worker of the whole cluster: small enough that a slow node does not hold the end of

@@ -13,10 +13,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.errors import RunnerError
-from sandboxes import Backend, SandboxError
-from sandboxes.interpreter import python_paths
-from sandboxes.oneshot import run_once
+from greenpatch.runner.errors import RunnerError
+from greenpatch.sandboxes import Backend, SandboxError
+from greenpatch.sandboxes.interpreter import python_paths
+from greenpatch.sandboxes.oneshot import run_once
 
 _PROBE = r"""
 import json, sys, sysconfig, importlib.util

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from pathlib import Path
 
-from runner.results import TestResult
+from greenpatch.runner.results import TestResult
 
 
 def junit_xml(results: Iterable[TestResult], seconds: float, name: str = "greenpatch") -> bytes:

@@ -19,8 +19,8 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from runner.env import PythonEnv
-from runner.errors import RunnerError
+from greenpatch.runner.env import PythonEnv
+from greenpatch.runner.errors import RunnerError
 
 TOOLS = ("coverage",)
 

@@ -23,15 +23,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.cache import ResultCache, changes_digest, result_key
-from runner.env import probe, source_path
-from runner.errors import OutOfTime, RunnerError
-from runner.overlay import ensure_overlay
-from runner.results import OUTCOMES, JobDone, TestCoverage, TestResult
-from runner.scheduling import POLICIES, Chunk, Scheduler, Stats
-from runner.tree import regular_files
-from sandboxes import Limits, SandboxError, WorkerSpec, get_backend, safegit
-from sandboxes.worktree import Worktree
+from greenpatch.runner.cache import ResultCache, changes_digest, result_key
+from greenpatch.runner.env import probe, source_path
+from greenpatch.runner.errors import OutOfTime, RunnerError
+from greenpatch.runner.overlay import ensure_overlay
+from greenpatch.runner.results import OUTCOMES, JobDone, TestCoverage, TestResult
+from greenpatch.runner.scheduling import POLICIES, Chunk, Scheduler, Stats
+from greenpatch.runner.tree import regular_files
+from greenpatch.sandboxes import Limits, SandboxError, WorkerSpec, get_backend, safegit
+from greenpatch.sandboxes.worktree import Worktree
 
 WORKER_DIR = Path(__file__).resolve().parent / "worker"
 RESTARTS_PER_WORKER = 5

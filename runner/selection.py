@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from runner.baseline import Baseline
-from runner.blocks import classify
+from greenpatch.runner.baseline import Baseline
+from greenpatch.runner.blocks import classify
 
 
 @dataclass

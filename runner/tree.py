@@ -9,8 +9,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from runner.errors import RunnerError
-from sandboxes import safegit
+from greenpatch.runner.errors import RunnerError
+from greenpatch.sandboxes import safegit
 
 REGULAR = ("100644", "100755")
 

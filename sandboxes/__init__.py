@@ -10,9 +10,9 @@ and the resource limits. It imports nothing else of ours.
     worker.stop(); tree.reset()  # next job on a pristine tree
 """
 
-from sandboxes.base import Backend, Limits, SandboxError, Worker, WorkerSpec
-from sandboxes.registry import BACKENDS, get_backend
-from sandboxes.worktree import Worktree, cleanup_stale
+from greenpatch.sandboxes.base import Backend, Limits, SandboxError, Worker, WorkerSpec
+from greenpatch.sandboxes.registry import BACKENDS, get_backend
+from greenpatch.sandboxes.worktree import Worktree, cleanup_stale
 
 __all__ = [
     "BACKENDS",

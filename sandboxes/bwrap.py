@@ -22,12 +22,12 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sandboxes import hostfs, rlimits
-from sandboxes.base import Backend, SandboxError, Worker, WorkerSpec
-from sandboxes.environment import worker_env
-from sandboxes.identity import UID_BASE, UidPool
-from sandboxes.interpreter import minimal_roots, python_paths
-from sandboxes.popen import PopenWorker
+from greenpatch.sandboxes import hostfs, rlimits
+from greenpatch.sandboxes.base import Backend, SandboxError, Worker, WorkerSpec
+from greenpatch.sandboxes.environment import worker_env
+from greenpatch.sandboxes.identity import UID_BASE, UidPool
+from greenpatch.sandboxes.interpreter import minimal_roots, python_paths
+from greenpatch.sandboxes.popen import PopenWorker
 
 SANDBOX_HOME = "/tmp"
 NAMESPACES_WITHOUT_USER = (

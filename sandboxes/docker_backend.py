@@ -27,13 +27,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from sandboxes import hostfs, rlimits
-from sandboxes.base import Backend, SandboxError, Worker, WorkerSpec
-from sandboxes.environment import worker_env
-from sandboxes.identity import UidPool
-from sandboxes.interpreter import minimal_roots, python_paths
-from sandboxes.streams import Reader, StreamWorker
-from sandboxes.worktree import process_start_time
+from greenpatch.sandboxes import hostfs, rlimits
+from greenpatch.sandboxes.base import Backend, SandboxError, Worker, WorkerSpec
+from greenpatch.sandboxes.environment import worker_env
+from greenpatch.sandboxes.identity import UidPool
+from greenpatch.sandboxes.interpreter import minimal_roots, python_paths
+from greenpatch.sandboxes.streams import Reader, StreamWorker
+from greenpatch.sandboxes.worktree import process_start_time
 
 DEFAULT_IMAGE = "greenpatch-worker:local"
 SANDBOX_HOME = "/tmp"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sandboxes.base import SandboxError
+from greenpatch.sandboxes.base import SandboxError
 
 # Top-level system directories; on merged-/usr systems most are symlinks into /usr.
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")

@@ -12,7 +12,7 @@ import os
 import threading
 from pathlib import Path
 
-from sandboxes.worktree import chown_tree
+from greenpatch.sandboxes.worktree import chown_tree
 
 UID_BASE = 3_000_000
 

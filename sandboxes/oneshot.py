@@ -6,7 +6,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from sandboxes.base import Backend, Limits, WorkerSpec
+from greenpatch.sandboxes.base import Backend, Limits, WorkerSpec
 
 
 def run_once(

@@ -8,8 +8,8 @@ import signal
 import subprocess
 from collections.abc import Callable, Mapping
 
-from sandboxes.base import Limits, SandboxError
-from sandboxes.streams import StreamWorker, fd_reader
+from greenpatch.sandboxes.base import Limits, SandboxError
+from greenpatch.sandboxes.streams import StreamWorker, fd_reader
 
 
 class PopenWorker(StreamWorker):

@@ -17,10 +17,10 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from sandboxes import rlimits
-from sandboxes.base import Backend, SandboxError, Worker, WorkerSpec
-from sandboxes.environment import worker_env
-from sandboxes.popen import PopenWorker
+from greenpatch.sandboxes import rlimits
+from greenpatch.sandboxes.base import Backend, SandboxError, Worker, WorkerSpec
+from greenpatch.sandboxes.environment import worker_env
+from greenpatch.sandboxes.popen import PopenWorker
 
 MARKER = "GREENPATCH_SANDBOX_ID"
 

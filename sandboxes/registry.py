@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib
 
-from sandboxes.base import Backend, SandboxError
+from greenpatch.sandboxes.base import Backend, SandboxError
 
 # name -> "module:class", imported on demand so a missing SDK only matters to its own backend.
 BACKENDS: dict[str, str] = {
-    "bwrap": "sandboxes.bwrap:BwrapBackend",
-    "docker": "sandboxes.docker_backend:DockerBackend",
-    "process": "sandboxes.process:ProcessBackend",
+    "bwrap": "greenpatch.sandboxes.bwrap:BwrapBackend",
+    "docker": "greenpatch.sandboxes.docker_backend:DockerBackend",
+    "process": "greenpatch.sandboxes.process:ProcessBackend",
 }
 
 

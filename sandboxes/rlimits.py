@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import resource
 
-from sandboxes.base import Limits
+from greenpatch.sandboxes.base import Limits
 
 MB = 1024 * 1024
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from sandboxes.base import Limits, Worker
+from greenpatch.sandboxes.base import Limits, Worker
 
 STDERR_TAIL_BYTES = 16 * 1024
 PUMP_GRACE_SECONDS = 0.5

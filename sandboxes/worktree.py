@@ -27,9 +27,9 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from sandboxes import safegit
-from sandboxes.base import SandboxError
-from sandboxes.cacheroot import cache_root
+from greenpatch.sandboxes import safegit
+from greenpatch.sandboxes.base import SandboxError
+from greenpatch.sandboxes.cacheroot import cache_root
 
 OWNER_SUFFIX = ".owner"
 _live: dict[Path, Worktree] = {}
@@ -45,7 +45,7 @@ _JANITOR = """
 import sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from sandboxes.worktree import cleanup_stale, owner_gone
+from greenpatch.sandboxes.worktree import cleanup_stale, owner_gone
 bases = [line.strip() for line in sys.stdin if line.strip()]
 owner_gone(int(sys.argv[2]), sys.argv[3], 10.0)
 for base in dict.fromkeys(bases):
@@ -390,7 +390,7 @@ def _tell_janitor(base: Path) -> None:
     if _janitor is None:
         with contextlib.suppress(OSError):
             _janitor = subprocess.Popen(
-                [sys.executable, "-c", _JANITOR, str(Path(__file__).resolve().parents[1]),
+                [sys.executable, "-c", _JANITOR, str(Path(__file__).resolve().parents[2]),
                  str(os.getpid()), str(process_start_time(os.getpid()))],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 cwd="/", env=safegit.scrub(os.environ), start_new_session=True,

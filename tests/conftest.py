@@ -40,7 +40,7 @@ def run_agent():
 
     def run(*args: str, cwd: Path | None = None, stdin: str | None = None, timeout: float = 120):
         return subprocess.run(
-            [sys.executable, "-m", "agent", *map(str, args)],
+            [sys.executable, "-m", "greenpatch.agent", *map(str, args)],
             cwd=cwd,
             input=stdin,
             capture_output=True,

@@ -16,11 +16,10 @@ from functools import cache
 from pathlib import Path
 
 import torch
-
-from model import synthetic
-from model.checkpoint import LoadedModel, wrap
-from model.network import ModelConfig
-from model.tokenizer import CodeTokenizer, train_tokenizer
+from greenpatch.model import synthetic
+from greenpatch.model.checkpoint import LoadedModel, wrap
+from greenpatch.model.network import ModelConfig
+from greenpatch.model.tokenizer import CodeTokenizer, train_tokenizer
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 LETTERS = 12

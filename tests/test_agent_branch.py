@@ -1,4 +1,4 @@
-"""agent.branch on real git repositories: the user's tree, index and HEAD never change."""
+"""agent.publish.branch on real git repositories: the user's tree, index and HEAD never change."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from agent.branch import (
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.publish.branch import (
     check_branch_name,
     commit_fix,
     commit_message,
@@ -17,8 +17,7 @@ from agent.branch import (
     default_branch_name,
     minimal_diff,
 )
-from agent.errors import AgentError
-from agent.tickets import Ticket
+from greenpatch.agent.tickets import Ticket
 
 
 def git(cwd: Path, *args: str, input: bytes | None = None) -> str:

@@ -1,4 +1,4 @@
-"""agent.canvases on real snippets: sites, their spans, applying fills, parsing, dedupe."""
+"""agent.pipeline.sites on real snippets: sites, their spans, applying fills, parsing, dedupe."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import inspect
 import textwrap
 from dataclasses import dataclass
 
-from agent.canvases import (
+from greenpatch.agent.pipeline.mutations import edit_fills, substitution_fills
+from greenpatch.agent.pipeline.sites import (
     apply,
     canvas,
     dedupe,
@@ -18,7 +19,6 @@ from agent.canvases import (
     sites_for_line,
     span_lengths,
 )
-from agent.mutations import edit_fills, substitution_fills
 
 SRC = """\
 import math
@@ -228,7 +228,7 @@ def test_dedupe_fills_keeps_distinct_programs_in_order() -> None:
 
 
 def test_the_model_never_sees_a_prefix_ending_in_a_space() -> None:
-    from agent.draft import model_canvas  # imports the model's sampler (torch)
+    from greenpatch.agent.pipeline.draft import model_canvas  # imports the model's sampler (torch)
 
     sites = sites_for_line("m.py", SRC, line_of("return total >="))
     op = next(s for s in sites if s.kind == "operator")

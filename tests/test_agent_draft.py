@@ -3,9 +3,9 @@ already tried on the original code is tried again on top of it."""
 
 from __future__ import annotations
 
-from agent.canvases import sites_for
-from agent.draft import Drafter
-from agent.localize import SuspiciousLine
+from greenpatch.agent.pipeline.draft import Drafter
+from greenpatch.agent.pipeline.localize import SuspiciousLine
+from greenpatch.agent.pipeline.sites import sites_for
 
 TERMS = "def early(paid, deadline):\n    return paid < deadline\n"
 INVOICE = "def first(due, i):\n    return due + i + 1\n"

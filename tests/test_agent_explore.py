@@ -1,4 +1,4 @@
-"""agent.explore: the value order across lines and stages, and how progress and follow-up
+"""agent.pipeline.explore: the value order across lines and stages, and how progress and follow-up
 work change it."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from agent.explore import Explorer, Step
+from greenpatch.agent.pipeline.explore import Explorer, Step
 
 _ids = itertools.count()
 

@@ -1,4 +1,4 @@
-"""agent.github against a local server that enforces GitHub's documented REST contract, and
+"""agent.publish.github against a local server that enforces GitHub's documented REST contract, and
 pushes to a real local bare remote."""
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.pipeline.fix_report import FixReport
+from greenpatch.agent.publish import github
+from greenpatch.agent.publish.branch import commit_on_branch
+from greenpatch.agent.publish.pull_request import Publication, pr_body, publish
+from greenpatch.agent.repo import open_repo
+from greenpatch.agent.tickets import Ticket, load_ticket
 
-from agent import github
-from agent.branch import commit_on_branch
-from agent.errors import AgentError
-from agent.fix_report import FixReport
-from agent.publish import Publication, pr_body, publish
-from agent.repo import open_repo
-from agent.tickets import Ticket, load_ticket
 from tests.fake_http import json_server
 
 TOKEN = "ghp_test123"

@@ -1,4 +1,5 @@
-"""agent.localize: Ochiai + tracebacks + disbelief, on hand-built data and a real coverage run."""
+"""agent.pipeline.localize: Ochiai + tracebacks + disbelief, on hand-built data and a real
+coverage run."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ import textwrap
 from pathlib import Path
 
 import coverage
-
-from agent.localize import is_protected, ochiai, rank_lines
+from greenpatch.agent.pipeline.localize import is_protected, ochiai, rank_lines
 
 NEVER_EDIT = ["tests/**", "test_*.py", "*_test.py", "**/conftest.py"]
 

@@ -1,4 +1,5 @@
-"""agent.mutations: substitution fills for canvas sites, and that they can fix real small bugs."""
+"""agent.pipeline.mutations: substitution fills for canvas sites, and that they can fix real
+small bugs."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import re
 import warnings
 from collections.abc import Collection
 
-from agent.canvases import Site, apply, parses, rank_sites, sites_for_line
-from agent.mutations import edit_fills, missing_names, substitution_fills
+from greenpatch.agent.pipeline.mutations import edit_fills, missing_names, substitution_fills
+from greenpatch.agent.pipeline.sites import Site, apply, parses, rank_sites, sites_for_line
 
 
 def mutation_fills(source: str, site: Site, wanted: Collection[str] = ()) -> list[str]:

@@ -8,15 +8,15 @@ import math
 
 import pytest
 import torch
+from greenpatch.agent.pipeline.draft import Drafter, line_candidates
+from greenpatch.agent.pipeline.explore import Explorer, Step
+from greenpatch.agent.pipeline.localize import SuspiciousLine, denoiser_disbelief, rank_lines
+from greenpatch.agent.pipeline.sites import sites_for
+from greenpatch.model.checkpoint import wrap
+from greenpatch.model.errors import ModelError
+from greenpatch.model.network import DiffusionLM, ModelConfig
+from greenpatch.model.repair import line_suspicion, quick_scores, rank_candidates, with_prior
 
-from agent.canvases import sites_for
-from agent.draft import Drafter, line_candidates
-from agent.explore import Explorer, Step
-from agent.localize import SuspiciousLine, denoiser_disbelief, rank_lines
-from model.checkpoint import wrap
-from model.errors import ModelError
-from model.network import DiffusionLM, ModelConfig
-from model.repair import line_suspicion, quick_scores, rank_candidates, with_prior
 from tests.model_support import stdlib_tokenizer
 
 SOURCE = """\

@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from greenpatch.agent.batch.board import Board
+from greenpatch.agent.batch.journal import Journal
+from greenpatch.agent.batch.report import markdown
+from greenpatch.agent.batch.scheduler import MIN_SHARE, BatchOptions, TicketScheduler
+from greenpatch.agent.batch.shared_model import SerialNet
+from greenpatch.agent.batch.sources import BatchTicket
+from greenpatch.agent.commands.cli import app
+from greenpatch.agent.config import Settings
+from greenpatch.agent.tickets import Ticket
+from greenpatch.model.network import DiffusionLM, ModelConfig
+from greenpatch.runner import baseline as baseline_module
 from typer.testing import CliRunner
 
-from agent.batch.board import Board
-from agent.batch.journal import Journal
-from agent.batch.report import markdown
-from agent.batch.scheduler import MIN_SHARE, BatchOptions, TicketScheduler
-from agent.batch.shared_model import SerialNet
-from agent.batch.sources import BatchTicket
-from agent.cli import app
-from agent.config import Settings
-from agent.tickets import Ticket
-from model.network import DiffusionLM, ModelConfig
-from runner import baseline as baseline_module
 from tests.conftest import git, make_repo
 
 CALC = {

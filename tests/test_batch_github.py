@@ -14,14 +14,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import git
 import pytest
+from greenpatch.agent.batch.board import Board
+from greenpatch.agent.batch.journal import Journal
+from greenpatch.agent.batch.scheduler import BatchOptions, TicketScheduler
+from greenpatch.agent.batch.sources import BatchTicket, load_backlog
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.publish import github
+from greenpatch.agent.publish.branch import commit_message, commit_on_branch
 
-from agent import github
-from agent.batch.board import Board
-from agent.batch.journal import Journal
-from agent.batch.scheduler import BatchOptions, TicketScheduler
-from agent.batch.sources import BatchTicket, load_backlog
-from agent.branch import commit_message, commit_on_branch
-from agent.errors import AgentError
 from tests.conftest import git as run_git
 from tests.conftest import make_repo
 from tests.fake_http import json_server

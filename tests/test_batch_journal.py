@@ -11,11 +11,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from agent.batch.journal import Journal
-from agent.batch.sources import BatchTicket
-from agent.errors import AgentError
-from agent.tickets import Ticket
+from greenpatch.agent.batch.journal import Journal
+from greenpatch.agent.batch.sources import BatchTicket
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.tickets import Ticket
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,9 +70,9 @@ def test_a_killed_writer_loses_nothing_it_reported(tmp_path: Path) -> None:
         import sys
         from pathlib import Path
         sys.path.insert(0, {str(ROOT)!r})
-        from agent.batch.journal import Journal
-        from agent.batch.sources import BatchTicket
-        from agent.tickets import Ticket
+        from greenpatch.agent.batch.journal import Journal
+        from greenpatch.agent.batch.sources import BatchTicket
+        from greenpatch.agent.tickets import Ticket
         j = Journal(Path({str(path)!r}))
         n = 0
         while True:

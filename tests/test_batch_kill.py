@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
+from greenpatch.agent.batch.journal import FINAL, Journal
 
-from agent.batch.journal import FINAL, Journal
 from tests.conftest import git
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def _backlog(where: Path) -> Path:
 
 
 def _start(backlog: Path, where: Path, resume: bool) -> subprocess.Popen:
-    args = [sys.executable, "-m", "agent", "batch", str(backlog), "--journal",
+    args = [sys.executable, "-m", "greenpatch.agent", "batch", str(backlog), "--journal",
             str(where / "journal.sqlite"), "--drafter", "edits", "--sandbox", "process",
             "--parallel", "2", "--workers", "1", "--budget", "150", "-q",
             "--json", str(where / "report.json")]  # fmt: skip

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import git as gitpython
 import pytest
+from greenpatch.agent.batch.board import Board
+from greenpatch.agent.batch.journal import Journal
+from greenpatch.agent.batch.recover import existing_fix
+from greenpatch.agent.batch.scheduler import BatchOptions, TicketScheduler
+from greenpatch.agent.batch.sources import BatchTicket
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.publish.branch import commit_message, commit_on_branch
+from greenpatch.agent.tickets import Ticket
 
-from agent.batch.board import Board
-from agent.batch.journal import Journal
-from agent.batch.recover import existing_fix
-from agent.batch.scheduler import BatchOptions, TicketScheduler
-from agent.batch.sources import BatchTicket
-from agent.branch import commit_message, commit_on_branch
-from agent.errors import AgentError
-from agent.tickets import Ticket
 from tests.conftest import git, make_repo
 
 

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from greenpatch.agent.batch.sources import load_backlog, parse_label_spec
+from greenpatch.agent.errors import AgentError
 
-from agent.batch.sources import load_backlog, parse_label_spec
-from agent.errors import AgentError
 from tests.conftest import make_repo
 
 

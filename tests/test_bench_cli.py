@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from greenpatch.agent.bench.run import Config, isolated_cache, summarize
+from greenpatch.agent.bench.tasks import TASKS_FILE, load_tasks
+from greenpatch.agent.commands.cli import app
+from greenpatch.agent.errors import AgentError
 from typer.testing import CliRunner
-
-from agent.bench.run import Config, isolated_cache, summarize
-from agent.bench.tasks import TASKS_FILE, load_tasks
-from agent.cli import app
-from agent.errors import AgentError
 
 FIXER = Path(__file__).resolve().parent / "bench_fixer.py"
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import ast
 
 import pytest
-
-from agent.bench.inject import KINDS, Mutation, Validator, candidates, enclosing_function, same_code
+from greenpatch.agent.bench.inject import (
+    KINDS,
+    Mutation,
+    Validator,
+    candidates,
+    enclosing_function,
+    same_code,
+)
 
 SOURCE = b"""LIMIT = 1 + 2
 

@@ -7,12 +7,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from agent.bench.inject import KINDS
-from agent.bench.libraries import LIBRARIES
-from agent.bench.splits import DEV_FRACTION, SEED, sample, split_of
-from agent.bench.tasks import TASKS_FILE, load_tasks
-from agent.tickets import parse_ticket
+from greenpatch.agent.bench.inject import KINDS
+from greenpatch.agent.bench.libraries import LIBRARIES
+from greenpatch.agent.bench.splits import DEV_FRACTION, SEED, sample, split_of
+from greenpatch.agent.bench.tasks import TASKS_FILE, load_tasks
+from greenpatch.agent.tickets import parse_ticket
 
 RESERVED = Path(__file__).resolve().parents[1] / "benchmarks" / "reserved.txt"
 

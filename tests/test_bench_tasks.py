@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from agent.bench.libraries import LIBRARIES, get_library, pristine_repo
-from agent.bench.pairs import compatible, pairs
-from agent.bench.suite import run_pytest
-from agent.bench.tasks import TASKS_FILE, buggy_source, build_task_repo, load_tasks
-from agent.errors import AgentError
-from agent.tickets import parse_ticket
+from greenpatch.agent.bench.libraries import LIBRARIES, get_library, pristine_repo
+from greenpatch.agent.bench.pairs import compatible, pairs
+from greenpatch.agent.bench.suite import run_pytest
+from greenpatch.agent.bench.tasks import TASKS_FILE, buggy_source, build_task_repo, load_tasks
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.tickets import parse_ticket
 
 
 def small_tasks(n: int):

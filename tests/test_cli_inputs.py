@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import typer.main
+from greenpatch.agent.commands.cli import app
 
-from agent.cli import app
 from tests.conftest import git, make_repo
 
 

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import pytest
+from greenpatch.agent.batch.journal import FINAL
+from greenpatch.runner.cluster import bundle_branch, bundle_commit, unpack_branch, unpack_commit
 
-from agent.batch.journal import FINAL
-from runner.cluster import bundle_branch, bundle_commit, unpack_branch, unpack_commit
 from tests.conftest import git, make_repo
 from tests.ray_cluster import LocalCluster, available, stockroom_backlog
 from tests.test_compat_subset import load_compat
@@ -30,12 +30,12 @@ from tests.test_compat_subset import load_compat
 ROOT = Path(__file__).resolve().parents[1]
 HINT = "--cluster ray needs Ray: pip install 'greenpatch[ray]'"
 # Ray made unimportable, as on a machine without the extra: the CLI runs on unchanged.
-WITHOUT_RAY = "import sys; sys.modules['ray'] = None; from agent.cli import main; main()"
+WITHOUT_RAY = "import sys; sys.modules['ray'] = None; from agent.commands.cli import main; main()"
 
 
 def _agent(*args: object, code: str | None = None, timeout: float = 120,
            cwd: Path | None = None) -> subprocess.CompletedProcess:  # fmt: skip
-    head = ["-c", code] if code else ["-m", "agent"]
+    head = ["-c", code] if code else ["-m", "greenpatch.agent"]
     return subprocess.run([sys.executable, *head, *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, cwd=cwd)  # fmt: skip
 
@@ -135,7 +135,8 @@ def cluster():
 def _in_cluster(cluster: LocalCluster, *args: object, cache: Path, timeout: float = 600
                 ) -> subprocess.Popen:  # fmt: skip
     env = {**cluster.env, "XDG_CACHE_HOME": str(cache), "GREENPATCH_CACHE": str(cache / "gp")}
-    return subprocess.Popen(cluster.command(sys.executable, "-m", "agent", *args), env=env,
+    command = cluster.command(sys.executable, "-m", "greenpatch.agent", *args)
+    return subprocess.Popen(command, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 

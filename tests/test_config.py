@@ -3,9 +3,8 @@
 from pathlib import Path
 
 import pytest
-
-from agent.config import Settings, load_settings
-from agent.errors import AgentError
+from greenpatch.agent.config import Settings, load_settings
+from greenpatch.agent.errors import AgentError
 
 
 def test_defaults_without_pyproject(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from greenpatch.agent.config import load_settings, sandbox_options
+from greenpatch.runner.pool import Pool
 
-from agent.config import load_settings, sandbox_options
-from runner.pool import Pool
 from tests.conftest import make_repo
 from tests.test_sandbox_helpers import use_backend
 

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from agent.tickets import load_ticket
+from greenpatch.agent.tickets import load_ticket
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PREPARE = EXAMPLES / "prepare.py"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import typer
+from greenpatch.agent.commands.cli import app
 
-from agent.cli import app
 from tests.action_runner import Run, load_action, load_workflow, run_action, run_job
 
 yaml = pytest.importorskip("yaml")

@@ -67,7 +67,8 @@ def test_the_report_is_written_when_the_run_is_stopped(tmp_path: Path) -> None:
     repo = prepare("stockroom", tmp_path / "stockroom")
     out = tmp_path / "report.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "fix", str(ROOT / "examples/tickets/stockroom.md"),
+        [sys.executable, "-m", "greenpatch.agent",
+         "fix", str(ROOT / "examples/tickets/stockroom.md"),
          "--repo", str(repo), "--drafter", "edits", "--sandbox", "process", "-q",
          "--json", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

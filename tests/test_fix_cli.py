@@ -171,7 +171,8 @@ def test_sigterm_cleans_up_and_leaves_repo_as_it_was(tmp_path: Path) -> None:
     before = snapshot(repo)
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "fix", str(ROOT / "examples/tickets/stockroom.md"),
+        [sys.executable, "-m", "greenpatch.agent",
+         "fix", str(ROOT / "examples/tickets/stockroom.md"),
          "--repo", str(repo), "--drafter", "edits", "--sandbox", "process", "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
     )  # fmt: skip

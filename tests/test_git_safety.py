@@ -16,18 +16,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from greenpatch.agent.batch.journal import Entry
+from greenpatch.agent.batch.publish import _body
+from greenpatch.agent.batch.sources import BatchTicket
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.publish import github
+from greenpatch.agent.publish.branch import commit_on_branch, minimal_diff
+from greenpatch.agent.repo import resolve_repo
+from greenpatch.agent.tickets import Ticket
+from greenpatch.runner.changes import patch_changes, working_changes
+from greenpatch.sandboxes import safegit
+from greenpatch.sandboxes.worktree import Worktree
 
-from agent import github
-from agent.batch.journal import Entry
-from agent.batch.publish import _body
-from agent.batch.sources import BatchTicket
-from agent.branch import commit_on_branch, minimal_diff
-from agent.errors import AgentError
-from agent.repo import resolve_repo
-from agent.tickets import Ticket
-from runner.changes import patch_changes, working_changes
-from sandboxes import safegit
-from sandboxes.worktree import Worktree
 from tests.test_fix_cli import ROOT, prepare
 
 TOKEN = "ghp_hostile_test_token"
@@ -231,7 +231,8 @@ def test_agent_fix_on_a_hostile_repository_runs_none_of_its_git_config(tmp_path:
     markers.mkdir()
     arm(repo, markers)
     result = subprocess.run(
-        [sys.executable, "-m", "agent", "fix", str(ROOT / "examples/tickets/stockroom.md"),
+        [sys.executable, "-m", "greenpatch.agent",
+         "fix", str(ROOT / "examples/tickets/stockroom.md"),
          "--repo", str(repo), "--drafter", "edits", "--sandbox", "process", "--budget", "240",
          "--json", "-", "-q"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "GITHUB_TOKEN": TOKEN},

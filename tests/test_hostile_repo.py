@@ -17,10 +17,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from greenpatch.runner.baseline import BaselineOptions, build_baseline
+from greenpatch.runner.pool import Job, Pool
+from greenpatch.sandboxes import Limits
 
-from runner.baseline import BaselineOptions, build_baseline
-from runner.pool import Job, Pool
-from sandboxes import Limits
 from tests.conftest import make_repo
 from tests.test_sandbox_adversarial import backends
 
@@ -196,7 +196,8 @@ def test_killing_the_agent_during_the_baseline_leaves_nothing_running(tmp_path):
     cache = tmp_path / "cache"
     env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
     agent = subprocess.Popen(
-        [PYTHON, "-m", "agent", "test", "--all", "--repo", str(repo), "--sandbox", "bwrap",
+        [PYTHON, "-m", "greenpatch.agent",
+         "test", "--all", "--repo", str(repo), "--sandbox", "bwrap",
          "-q"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -242,7 +243,8 @@ def test_fix_keeps_its_budget_when_the_repository_hangs(tmp_path, where):
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     start = time.monotonic()
     done = subprocess.run(
-        [PYTHON, "-m", "agent", "fix", str(ticket), "--repo", str(repo), "--budget", "20",
+        [PYTHON, "-m", "greenpatch.agent",
+         "fix", str(ticket), "--repo", str(repo), "--budget", "20",
          "--drafter", "mutations", "--sandbox", "bwrap", "--json", str(tmp_path / "out.json")],
         capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
@@ -303,7 +305,7 @@ def test_agent_fix_on_a_hostile_repository(backend_name, tmp_path):
     env = {**os.environ, "GITHUB_TOKEN": TOKEN, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     try:
         done = subprocess.run(
-            [PYTHON, "-m", "agent", "fix", str(ROOT / "examples/tickets/stockroom.md"),
+            [PYTHON, "-m", "greenpatch.agent", "fix", str(ROOT / "examples/tickets/stockroom.md"),
              "--repo", str(repo), "--drafter", "edits", "--sandbox", backend_name,
              "--budget", "240", "--json", "-", "-q"],
             capture_output=True, text=True, timeout=400, env=env,

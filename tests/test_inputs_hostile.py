@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from greenpatch.agent.batch.journal import Journal
+from greenpatch.agent.batch.sources import BatchTicket, load_backlog
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.publish import github
+from greenpatch.agent.tickets import Ticket, parse_ticket
 
-from agent import github
-from agent.batch.journal import Journal
-from agent.batch.sources import BatchTicket, load_backlog
-from agent.errors import AgentError
-from agent.tickets import Ticket, parse_ticket
 from tests.conftest import make_repo
 
 
@@ -112,13 +112,15 @@ def test_an_oversized_ticket_is_refused_without_reading_it(tmp_path: Path) -> No
         f.truncate(2 << 30)  # sparse: 2 GB that take no disk
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "agent", "fix", str(big), "--repo", str(repo), "--sandbox",
+        [sys.executable, "-m", "greenpatch.agent",
+         "fix", str(big), "--repo", str(repo), "--sandbox",
          "process"], capture_output=True, text=True, timeout=120, preexec_fn=_limited_memory,
     )  # fmt: skip
     assert one_line(result) == f"error: ticket {big} is larger than 1 MB"
     assert time.monotonic() - started < 60
     piped = subprocess.run(
-        [sys.executable, "-m", "agent", "fix", "-", "--repo", str(repo), "--sandbox", "process"],
+        [sys.executable, "-m", "greenpatch.agent",
+         "fix", "-", "--repo", str(repo), "--sandbox", "process"],
         input="# Bug\n" + "x" * (3 << 20), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert one_line(piped) == "error: the ticket on standard input is larger than 1 MB"

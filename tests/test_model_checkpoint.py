@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from greenpatch.model import checkpoint
+from greenpatch.model.checkpoint import load_model, save_model, wrap
+from greenpatch.model.errors import ModelError
+from greenpatch.model.network import DiffusionLM, ModelConfig
 from safetensors import safe_open
 
-from model import checkpoint
-from model.checkpoint import load_model, save_model, wrap
-from model.errors import ModelError
-from model.network import DiffusionLM, ModelConfig
 from tests.model_support import stdlib_tokenizer
 
 

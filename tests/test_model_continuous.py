@@ -4,10 +4,9 @@ requests join and leave the running batch between passes."""
 from __future__ import annotations
 
 import pytest
-
-from model.checkpoint import load_model
-from model.continuous import ContinuousDecoder
-from model.sampler import Canvas, infill
+from greenpatch.model.checkpoint import load_model
+from greenpatch.model.continuous import ContinuousDecoder
+from greenpatch.model.sampler import Canvas, infill
 
 CODE = "def mean(values):\n    total = sum(values)\n    return total / len(values)\n"
 OPTIONS = dict(steps=8, top_k=40, top_p=None, context=256)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from greenpatch.agent.commands.cli import app
+from greenpatch.model import checkpoint
+from greenpatch.model.checkpoint import save_model, wrap
+from greenpatch.model.errors import ModelError
+from greenpatch.model.network import DiffusionLM, ModelConfig
 from typer.testing import CliRunner
 
-from agent.cli import app
-from model import checkpoint
-from model.checkpoint import save_model, wrap
-from model.errors import ModelError
-from model.network import DiffusionLM, ModelConfig
 from tests.model_support import stdlib_tokenizer
 
 

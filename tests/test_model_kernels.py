@@ -9,14 +9,13 @@ import textwrap
 
 import pytest
 import torch
-
-from model import kernels
+from greenpatch.model import kernels
 
 pytest.importorskip("triton")
 
 CHECK = textwrap.dedent("""
     import torch
-    from model import kernels as K
+    from greenpatch.model import kernels as K
     torch.manual_seed(0)
     for rows, dim in [(1, 8), (5, 48), (3, 100)]:
         x, w = torch.randn(rows, dim) * 3, torch.rand(dim) + 0.5

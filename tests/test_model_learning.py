@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from greenpatch.model import sampler as S
+from greenpatch.model.checkpoint import LoadedModel
+from greenpatch.model.errors import ModelError
 
-from model import sampler as S
-from model.checkpoint import LoadedModel
-from model.errors import ModelError
 from tests.model_support import (
     TEST_THREADS,
     alphabet_tasks,

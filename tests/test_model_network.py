@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from model.diffusion import diffusion_loss, noise
-from model.errors import ModelError
-from model.network import DiffusionLM, ModelConfig
+from greenpatch.model.diffusion import diffusion_loss, noise
+from greenpatch.model.errors import ModelError
+from greenpatch.model.network import DiffusionLM, ModelConfig
 
 MASK, PAD, FILL = 0, 1, 3
 

@@ -7,10 +7,9 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from greenpatch.model.errors import ModelError
+from greenpatch.model.tokenizer import LLADA_MASK_ID, SPECIAL_TOKENS, CodeTokenizer, train_tokenizer
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-
-from model.errors import ModelError
-from model.tokenizer import LLADA_MASK_ID, SPECIAL_TOKENS, CodeTokenizer, train_tokenizer
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 ODD = (

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from greenpatch.model.errors import ModelError
+from greenpatch.model.train import TrainConfig, train
 
-from model.errors import ModelError
-from model.train import TrainConfig, train
 from tests.model_support import torch_threads
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])

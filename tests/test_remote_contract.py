@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from greenpatch.agent.pipeline.remote_draft import Failure, RemoteDrafter, chat_prompt
+from greenpatch.agent.pipeline.sites import sites_for_line
+from greenpatch.model.remote import EXIT_MODEL_SERVER, EXIT_USAGE, RemoteError, RemoteModel, Usage
 
-from agent.canvases import sites_for_line
-from agent.remote_draft import Failure, RemoteDrafter, chat_prompt
-from model.remote import EXIT_MODEL_SERVER, EXIT_USAGE, RemoteError, RemoteModel, Usage
 from tests.openai_standin import Reply, chat_reply, fim_reply, models_reply, standin
 
 KEY = "sk-contract-7f3a9c"
@@ -236,7 +236,8 @@ def _agent(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
     full = {**os.environ, **(env or {})}
     full.pop("GREENPATCH_API_KEY", None)
     full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "greenpatch.agent",
+                           *args], capture_output=True, text=True,
                           timeout=120, env=full)  # fmt: skip
 
 
@@ -290,7 +291,7 @@ def test_fix_with_a_failing_server_is_an_error_not_a_green(tmp_path: Path) -> No
 def test_a_repo_configured_url_gets_the_key_only_on_loopback_or_a_provider(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from agent.remote_setup import key_for
+    from greenpatch.agent.pipeline.remote_setup import key_for
 
     monkeypatch.setenv("GREENPATCH_API_KEY", KEY)
     assert key_for("https://models.attacker.example/v1", from_flag=False) is None

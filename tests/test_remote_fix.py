@@ -18,8 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from agent.tickets import load_ticket
+from greenpatch.agent.tickets import load_ticket
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "gp-e2e-key-0b9e47d2"
@@ -39,7 +38,8 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {**os.environ, "GREENPATCH_API_KEY": KEY}
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "serve", "--port", "0"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "greenpatch.agent",
+                             "serve", "--port", "0"], env=env,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     first = proc.stderr.readline()
     assert first.startswith("serving "), first
@@ -67,7 +67,8 @@ def _prepare(name: str, dest: Path) -> Path:
 
 
 def _agent(*args: object, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agent", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "greenpatch.agent",
+                           *map(str, args)], capture_output=True,
                           text=True, timeout=900, env=env)  # fmt: skip
 
 

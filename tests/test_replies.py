@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.replies import enclosing_function, rewrites
+from greenpatch.agent.pipeline.replies import enclosing_function, rewrites
 
 SOURCE = '''import math
 

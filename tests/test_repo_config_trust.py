@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from greenpatch.agent.config import load_settings
+from greenpatch.agent.errors import AgentError
+from greenpatch.runner.changes import working_changes
+from greenpatch.runner.errors import RunnerError
 
-from agent.config import load_settings
-from agent.errors import AgentError
-from runner.changes import working_changes
-from runner.errors import RunnerError
 from tests.conftest import make_repo
 
 
@@ -71,7 +71,7 @@ def test_agent_test_with_a_symlink_is_one_line_exit_2(tmp_path):
     repo = make_repo(tmp_path / "repo", {"test_a.py": "def test_a():\n    pass\n"})
     (repo / "test_b.py").symlink_to("/etc/hostname")
     done = subprocess.run(
-        [sys.executable, "-m", "agent", "test", "--repo", str(repo), "--json", "-"],
+        [sys.executable, "-m", "greenpatch.agent", "test", "--repo", str(repo), "--json", "-"],
         capture_output=True, text=True, timeout=120,
         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
     )  # fmt: skip

@@ -12,8 +12,8 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from greenpatch.agent.report_page import render
 
-from agent.report_page import render
 from tests.headless import Browser, chromium
 from tests.test_fix_cli import ROOT, prepare
 
@@ -113,7 +113,7 @@ def test_a_green_fix_page_from_the_cli(browser, run_agent, tmp_path: Path, monke
 
     # agent report makes the same page from the JSON alone.
     again = tmp_path / "again.html"
-    made = subprocess.run([sys.executable, "-m", "agent", "report", str(fix_json), "-o",
+    made = subprocess.run([sys.executable, "-m", "greenpatch.agent", "report", str(fix_json), "-o",
                            str(again)], capture_output=True, text=True)  # fmt: skip
     assert made.returncode == 0, made.stderr
     assert again.read_text() == page_path.read_text()
@@ -153,7 +153,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     garbage.write_text("{")
     for path, expected in [(not_a_fix, "is not a fix report"), (garbage, "is not JSON"),
                            (tmp_path / "missing.json", "cannot read")]:  # fmt: skip
-        result = subprocess.run([sys.executable, "-m", "agent", "report", str(path)],
+        result = subprocess.run([sys.executable, "-m", "greenpatch.agent", "report", str(path)],
                                 capture_output=True, text=True)  # fmt: skip
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 
-from runner.pool import Job, Pool
-from runner.results import JobDone
+from greenpatch.runner.pool import Job, Pool
+from greenpatch.runner.results import JobDone
+
 from tests.runner_support import PYTHON, RECT, SQUARE, area_with, make_project
 
 WRONG = area_with("    return side * 2\n")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runner.blocks import classify, enclosing, functions
+from greenpatch.runner.blocks import classify, enclosing, functions
 
 SOURCE = """\
 import os

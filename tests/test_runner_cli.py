@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 def agent_test(repo: Path, cache: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, XDG_CACHE_HOME=str(cache))
     return subprocess.run(
-        [sys.executable, "-m", "agent", "test", "--repo", str(repo), "--sandbox", "process",
+        [sys.executable, "-m", "greenpatch.agent",
+         "test", "--repo", str(repo), "--sandbox", "process",
          "--workers", "1", *args],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip

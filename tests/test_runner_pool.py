@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from greenpatch.runner.cache import ResultCache
+from greenpatch.runner.pool import Job, Pool
+from greenpatch.runner.results import JobDone, TestResult
 
-from runner.cache import ResultCache
-from runner.pool import Job, Pool
-from runner.results import JobDone, TestResult
 from tests.runner_support import ALL, PYTHON, RECT, SQUARE, TRIVIAL, UNIT, area_with, make_project
 from tests.test_sandbox_helpers import use_backend
 

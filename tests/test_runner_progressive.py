@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
-from runner.baseline import BaselineBuild, BaselineOptions
-from runner.selection import select_tests
+from greenpatch.runner.baseline import BaselineBuild, BaselineOptions
+from greenpatch.runner.selection import select_tests
+
 from tests.conftest import make_repo
 from tests.runner_support import PYTHON
 

@@ -8,11 +8,11 @@ import subprocess
 import time
 
 import pytest
+from greenpatch.runner.baseline import BaselineOptions, build_baseline
+from greenpatch.runner.pool import Job, Pool
+from greenpatch.runner.results import JobDone
+from greenpatch.runner.selection import select_tests
 
-from runner.baseline import BaselineOptions, build_baseline
-from runner.pool import Job, Pool
-from runner.results import JobDone
-from runner.selection import select_tests
 from tests.runner_support import (
     ALL,
     AREA,

@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import iniconfig
+from greenpatch.runner.baseline import BaselineOptions, build_baseline
+from greenpatch.runner.pool import Job, Pool
 
-from runner.baseline import BaselineOptions, build_baseline
-from runner.pool import Job, Pool
 from tests.conftest import make_repo
 from tests.runner_support import PYTHON
 

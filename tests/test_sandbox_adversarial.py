@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from greenpatch.sandboxes import Limits, Worker, WorkerSpec
+from greenpatch.sandboxes.worktree import Worktree
 
-from sandboxes import Limits, Worker, WorkerSpec
-from sandboxes.worktree import Worktree
 from tests.conftest import git, make_repo
 from tests.test_sandbox_helpers import use_backend
 

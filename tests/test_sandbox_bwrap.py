@@ -11,8 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from sandboxes import Limits, SandboxError, WorkerSpec, get_backend
+from greenpatch.sandboxes import Limits, SandboxError, WorkerSpec, get_backend
 
 pytestmark = pytest.mark.bwrap
 
@@ -101,7 +100,7 @@ def test_unprivileged_user_mode() -> None:
         f"""
         import sys
         from pathlib import Path
-        from sandboxes import Limits, WorkerSpec, get_backend
+        from greenpatch.sandboxes import Limits, WorkerSpec, get_backend
         backend = get_backend("bwrap")
         code = {FORK_TO_LIMIT!r}
         spec = WorkerSpec(["/usr/bin/python3", "-c", code], Path({str(tree)!r}),

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+from greenpatch.sandboxes import BACKENDS, Limits, SandboxError, WorkerSpec, get_backend
 
-from sandboxes import BACKENDS, Limits, SandboxError, WorkerSpec, get_backend
 from tests.test_sandbox_helpers import ALL_BACKENDS, use_backend
 
 ECHO = "import sys\nfor line in sys.stdin:\n    print('echo', line.strip(), flush=True)\n"

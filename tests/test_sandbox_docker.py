@@ -8,9 +8,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from greenpatch.sandboxes import Limits, SandboxError, Worker, WorkerSpec, get_backend
+from greenpatch.sandboxes.docker_backend import LABEL
 
-from sandboxes import Limits, SandboxError, Worker, WorkerSpec, get_backend
-from sandboxes.docker_backend import LABEL
 from tests.test_sandbox_helpers import use_backend
 
 pytestmark = pytest.mark.docker

@@ -6,8 +6,7 @@ import atexit
 import os
 
 import pytest
-
-from sandboxes import Backend, SandboxError, get_backend
+from greenpatch.sandboxes import Backend, SandboxError, get_backend
 
 _OPEN: dict[str, Backend] = {}
 

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from greenpatch.sandboxes.base import Limits, SandboxError, WorkerSpec
+from greenpatch.sandboxes.worktree import Worktree, cleanup_stale
 
-from sandboxes.base import Limits, SandboxError, WorkerSpec
-from sandboxes.worktree import Worktree, cleanup_stale
 from tests.conftest import git, make_repo
 from tests.test_sandbox_helpers import use_backend
 
@@ -126,7 +126,7 @@ def test_write_refuses_to_escape(user_repo: Path, tmp_path: Path) -> None:
 # chown to another uid needs root; CI runs as root, so this runs there.
 @pytest.mark.skipif(os.geteuid() != 0, reason="changing file owners needs root")
 def test_files_keep_the_worktree_owner(user_repo: Path, tmp_path: Path) -> None:
-    from sandboxes.worktree import chown_tree
+    from greenpatch.sandboxes.worktree import chown_tree
 
     with Worktree.create(user_repo, tmp_path / "cache") as tree:
         chown_tree(tree.path, 65534, 65534)
@@ -150,7 +150,7 @@ def _spawn_owner(repo: Path, cache: Path, then: str) -> subprocess.Popen[str]:
         f"""
         import os, signal, sys, time
         from pathlib import Path
-        from sandboxes.worktree import Worktree
+        from greenpatch.sandboxes.worktree import Worktree
         tree = Worktree.create(Path({str(repo)!r}), Path({str(cache)!r}))
         print(tree.path, flush=True)
         {then}

@@ -13,12 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from greenpatch.agent.serve.app import Limits, create_app
+from greenpatch.agent.serve.engine import Engine, Sampling
+from greenpatch.model.checkpoint import load_model
+from greenpatch.model.sampler import Canvas
 from starlette.testclient import TestClient
-
-from agent.serve.app import Limits, create_app
-from agent.serve.engine import Engine, Sampling
-from model.checkpoint import load_model
-from model.sampler import Canvas
 
 KEY = "serve-test-key-51c2"
 PROMPT = "def add(a, b):\n    return a "
@@ -70,7 +69,7 @@ def test_fim_completions_and_chat_answer_in_openai_shapes(client: TestClient) ->
 
 
 def test_score_extension_ranks_given_fills(client: TestClient, lm) -> None:
-    from model.sampler import score_fills
+    from greenpatch.model.sampler import score_fills
 
     fills = ["+", "-", "**"]
     got = client.post("/v1/fim/score", json={"model": "greenpatch-embedded", "prompt": PROMPT,
@@ -149,7 +148,8 @@ def test_a_request_that_arrives_mid_decoding_joins_the_running_batch(lm) -> None
 @pytest.mark.slow
 def test_serve_process_logs_without_prompt_or_key_and_stops_gracefully_on_sigterm() -> None:
     env = {**os.environ, "GREENPATCH_API_KEY": KEY}
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "serve", "--port", "0"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "greenpatch.agent",
+                             "serve", "--port", "0"], env=env,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)

@@ -1,6 +1,6 @@
 """Tickets name their failing tests in a `tests:` line or in front matter."""
 
-from agent.tickets import parse_ticket
+from greenpatch.agent.tickets import parse_ticket
 
 
 def test_tests_line() -> None:

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from model.bugs import KINDS, _parser, corrupt, roc_auc
-from model.checkpoint import load_model, save_model, wrap
-from model.errors import ModelError
-from model.network import DiffusionLM, ModelConfig
-from model.tokenizer import train_tokenizer
-from model.train import BugSampler, TrainConfig, repair_loss, train
+from greenpatch.model.bugs import KINDS, _parser, corrupt, roc_auc
+from greenpatch.model.checkpoint import load_model, save_model, wrap
+from greenpatch.model.errors import ModelError
+from greenpatch.model.network import DiffusionLM, ModelConfig
+from greenpatch.model.tokenizer import train_tokenizer
+from greenpatch.model.train import BugSampler, TrainConfig, repair_loss, train
 
 SOURCE = '''\
 def window(items, size, fill=None, strict=False):

@@ -8,8 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from model.data import (
+from greenpatch.model.data import (
     build_corpus,
     code_lines,
     is_permissive,
@@ -18,7 +17,7 @@ from model.data import (
     read_split,
     rejection_reason,
 )
-from model.errors import ModelError
+from greenpatch.model.errors import ModelError
 
 PLAIN = "def add(a, b):\n    return a + b\n"
 

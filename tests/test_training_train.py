@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from model.checkpoint import load_model
-from model.train import (
+from greenpatch.model.checkpoint import load_model
+from greenpatch.model.train import (
     CanvasSampler,
     TrainConfig,
     WindowSampler,
@@ -20,6 +19,7 @@ from model.train import (
     learning_rate,
     train,
 )
+
 from tests.model_support import TEST_THREADS, torch_threads
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -122,7 +122,7 @@ def test_resume_replays_the_same_data(corpus, tmp_path):
 
 
 def test_canvas_rows_mask_only_the_middle(corpus, tmp_path):
-    from model.tokenizer import train_tokenizer
+    from greenpatch.model.tokenizer import train_tokenizer
 
     texts = [json.loads(line)["text"] for line in (corpus / "train.jsonl").open()]
     tok = train_tokenizer(texts, 400)

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from greenpatch.model.checkpoint import EMBEDDED_DIR, LoadedModel, load_model, wrap
+from greenpatch.model.data import TextSpan, pick_site
+from greenpatch.model.network import DiffusionLM
+from greenpatch.model.sampler import frame
 from safetensors import safe_open
-
-from model.checkpoint import EMBEDDED_DIR, LoadedModel, load_model, wrap
-from model.data import TextSpan, pick_site
-from model.network import DiffusionLM
-from model.sampler import frame
 
 click = pytest.importorskip("click")
 SITES = 40

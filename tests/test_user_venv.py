@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from greenpatch.runner.pool import Job, Pool
 
-from runner.pool import Job, Pool
 from tests.conftest import make_repo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +57,8 @@ def test_fix_with_a_venv_that_lacks_coverage_leaves_it_unchanged(tmp_path):
                    check=True, capture_output=True)  # fmt: skip
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     done = subprocess.run(
-        [sys.executable, "-m", "agent", "fix", str(ROOT / "examples/tickets/stockroom.md"),
+        [sys.executable, "-m", "greenpatch.agent",
+         "fix", str(ROOT / "examples/tickets/stockroom.md"),
          "--repo", str(repo), "--python", str(python), "--drafter", "mutations",
          "--budget", "120", "--json", "-"],
         capture_output=True, text=True, env=env, timeout=300,

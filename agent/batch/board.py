@@ -13,12 +13,11 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
+from greenpatch.agent.pipeline.fix_report import FixEvent, Reproduced, Warned
+from greenpatch.agent.pipeline.live import FixState
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
-
-from agent.fix_report import FixEvent, Reproduced, Warned
-from agent.live import FixState
 
 STYLE = {
     "queued": "dim",
@@ -127,8 +126,8 @@ class _RowProgress:
 
 
 class TicketView:
-    """A fix's view (agent.fix_report.FixView) as one row of the board: its progress becomes the
-    row's stage, its warnings go to `warn`, and it draws no live view of its own."""
+    """A fix's view (agent.pipeline.fix_report.FixView) as one row of the board: its progress
+    becomes the row's stage, its warnings go to `warn`, and it draws no live view of its own."""
 
     def __init__(self, board: Board, ticket_id: str, warn: Callable[[str], None]) -> None:
         self.board, self.ticket_id, self._warn = board, ticket_id, warn

@@ -35,19 +35,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.batch.board import TicketView
-from agent.batch.journal import Entry
-from agent.batch.recover import cites
-from agent.batch.scheduler import MIN_START, TicketScheduler
-from agent.batch.sources import BatchTicket
-from agent.branch import place_commit
-from agent.config import MODEL_FREE, load_settings
-from agent.errors import EXIT_CANNOT_REPRODUCE, USER_ERRORS, AgentError
-from agent.fix import FixRequest, run_fix
-from agent.loop import Options
-from agent.repo import open_repo
-from runner.cluster import alive_nodes, bundle_branch, bundle_commit, connect, unpack_branch
-from runner.cluster import unpack_commit as _unpack_commit
+from greenpatch.agent.batch.board import TicketView
+from greenpatch.agent.batch.journal import Entry
+from greenpatch.agent.batch.recover import cites
+from greenpatch.agent.batch.scheduler import MIN_START, TicketScheduler
+from greenpatch.agent.batch.sources import BatchTicket
+from greenpatch.agent.config import MODEL_FREE, load_settings
+from greenpatch.agent.errors import EXIT_CANNOT_REPRODUCE, USER_ERRORS, AgentError
+from greenpatch.agent.pipeline.fix import FixRequest, run_fix
+from greenpatch.agent.pipeline.loop import Options
+from greenpatch.agent.publish.branch import place_commit
+from greenpatch.agent.repo import open_repo
+from greenpatch.runner.cluster import (
+    alive_nodes,
+    bundle_branch,
+    bundle_commit,
+    connect,
+    unpack_branch,
+)
+from greenpatch.runner.cluster import unpack_commit as _unpack_commit
 
 # Ray runs a task again when its node (or worker process) dies: this many times at most.
 NODE_RETRIES = 3
@@ -62,21 +68,20 @@ _MODELS: dict[str, Any] = {}  # loaded once per Ray worker process, for every ti
 def _node_model(job: dict[str, Any]) -> object | None:
     """The ticket's model on this node: a server's URL connected to, or a checkpoint loaded
     once per worker process (the embedded one when none is named)."""
-    from model.remote import is_url
+    from greenpatch.model.remote import is_url
 
     if job["drafter"] in MODEL_FREE:
         return None
     model = job["model"]
     if is_url(model):
-        from agent.remote_setup import connect_remote
+        from greenpatch.agent.pipeline.remote_setup import connect_remote
 
         return connect_remote(model, job["model_name"])
     key = str(model)
     if key not in _MODELS:
         import torch
-
-        from agent.batch.shared_model import shared_model
-        from model.checkpoint import load_model
+        from greenpatch.agent.batch.shared_model import shared_model
+        from greenpatch.model.checkpoint import load_model
 
         # The ticket's CPUs, not the node's: other tickets run beside it.
         torch.set_num_threads(max(1, job["cpus"]))

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.batch.sources import BatchTicket
-from agent.errors import AgentError
+from greenpatch.agent.batch.sources import BatchTicket
+from greenpatch.agent.errors import AgentError
 
 FINAL = ("green", "failed", "cannot-reproduce", "error")
 STATES = ("queued", "running", *FINAL)

@@ -1,14 +1,13 @@
 """A batch entry's pull request: its body from the journal's report (or, for a fix recovered from
-the repository after a crash, from the commit itself), published by agent.publish (which finds a
-pull request an earlier, interrupted batch opened before it opens one)."""
+the repository after a crash, from the commit itself), published by agent.publish.pull_request
+(which finds a pull request an earlier, interrupted batch opened before it opens one)."""
 
 from __future__ import annotations
 
 import git
-
-from agent.batch.journal import Entry
-from agent.fix_report import FixReport
-from agent.publish import Publication, pr_body, publish
+from greenpatch.agent.batch.journal import Entry
+from greenpatch.agent.pipeline.fix_report import FixReport
+from greenpatch.agent.publish.pull_request import Publication, pr_body, publish
 
 
 def _body(repo: git.Repo, entry: Entry) -> str:

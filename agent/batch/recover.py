@@ -9,10 +9,9 @@ anything else is somebody's work, never overwritten.
 from __future__ import annotations
 
 import git
-
-from agent.branch import commit_message
-from agent.errors import AgentError
-from agent.tickets import Ticket
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.publish.branch import commit_message
+from greenpatch.agent.tickets import Ticket
 
 
 def _tip(repo: git.Repo, ref: str) -> git.Commit | None:

@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from greenpatch.agent.batch.board import STYLE
+from greenpatch.agent.batch.journal import Entry
+from greenpatch.agent.batch.sources import Problem
 from rich.table import Table
-
-from agent.batch.board import STYLE
-from agent.batch.journal import Entry
-from agent.batch.sources import Problem
 
 STATUSES = ("green", "failed", "cannot-reproduce", "error")
 _NOT_STARTED = "not started before the batch's time limit; continue with --resume"

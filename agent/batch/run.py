@@ -9,22 +9,21 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from greenpatch.agent.batch.board import Board
+from greenpatch.agent.batch.journal import Journal
+from greenpatch.agent.batch.report import batch_report
+from greenpatch.agent.batch.scheduler import BatchOptions, TicketScheduler
+from greenpatch.agent.batch.shared_model import shared_model
+from greenpatch.agent.batch.sources import load_backlog
+from greenpatch.agent.config import DRAFTERS, MODEL_FREE, SANDBOXES, check_cluster
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.output import Reporter
+from greenpatch.agent.pipeline.harness import load_model
+from greenpatch.agent.pipeline.remote_setup import connect_remote
+from greenpatch.model.remote import RemoteModel, is_url
+from greenpatch.sandboxes.cacheroot import cache_root
 from rich.console import Console
 from rich.markup import escape
-
-from agent.batch.board import Board
-from agent.batch.journal import Journal
-from agent.batch.report import batch_report
-from agent.batch.scheduler import BatchOptions, TicketScheduler
-from agent.batch.shared_model import shared_model
-from agent.batch.sources import load_backlog
-from agent.config import DRAFTERS, MODEL_FREE, SANDBOXES, check_cluster
-from agent.errors import AgentError
-from agent.harness import load_model
-from agent.output import Reporter
-from agent.remote_setup import connect_remote
-from model.remote import RemoteModel, is_url
-from sandboxes.cacheroot import cache_root
 
 
 def default_journal(cwd: Path | None = None) -> Path:
@@ -142,7 +141,7 @@ class Batch:
         self.lm = request.lm
         work = [e for e in self.journal.entries() if not e.final]
         if self.options.cluster and work:
-            from runner.cluster import connect
+            from greenpatch.runner.cluster import connect
 
             # Ray installed, the cluster reachable (else exit 2); the model loads on the nodes.
             connect(self.options.ray_address)
@@ -172,7 +171,7 @@ class Batch:
                 warn_line(message, self.reporter.err if live else None)
 
         if self.options.cluster:
-            from agent.batch.cluster import ClusterScheduler as kind
+            from greenpatch.agent.batch.cluster import ClusterScheduler as kind
         else:
             kind = TicketScheduler
         scheduler = kind(self.journal, self.options, board, self.lm, warn, self.reporter.verbose)

@@ -1,11 +1,11 @@
 """Runs a batch's tickets: several in flight, one shared model, budgets shared fairly.
 
-Each ticket runs `agent fix`'s orchestration (agent.fix.run_fix) on its own thread, `parallel` at a
-time: while one ticket drafts (the model's lock), the others' candidates run in their sandboxes,
-so neither the model nor the workers wait on one ticket's critical path. Every ticket gets at most
-`--budget` seconds, and under `--time-limit` at most its fair share of what is left (the slots
-times the time left, over the tickets not started yet), so a hard ticket cannot starve the rest;
-tickets that finish early leave their time to those after them.
+Each ticket runs `agent fix`'s orchestration (agent.pipeline.fix.run_fix) on its own thread,
+`parallel` at a time: while one ticket drafts (the model's lock), the others' candidates run in
+their sandboxes, so neither the model nor the workers wait on one ticket's critical path. Every
+ticket gets at most `--budget` seconds, and under `--time-limit` at most its fair share of what is
+left (the slots times the time left, over the tickets not started yet), so a hard ticket cannot
+starve the rest; tickets that finish early leave their time to those after them.
 
 Durability: the journal is written before and after every step that changes the world (running,
 then the branch is committed by run_fix, then green). A ticket found `running` on resume, or
@@ -25,20 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import git
-
-from agent.batch.board import Board, TicketView
-from agent.batch.journal import Entry, Journal
-from agent.batch.publish import publish_entry
-from agent.batch.recover import existing_fix
-from agent.branch import default_branch_name
-from agent.config import Settings, load_settings
-from agent.errors import EXIT_CANNOT_REPRODUCE, USER_ERRORS, AgentError
-from agent.fix import FixRequest, run_fix
-from agent.github import token_from_env
-from agent.harness import target_python
-from agent.loop import Options
-from agent.repo import open_repo
-from agent.reproduce import settings_baseline
+from greenpatch.agent.batch.board import Board, TicketView
+from greenpatch.agent.batch.journal import Entry, Journal
+from greenpatch.agent.batch.publish import publish_entry
+from greenpatch.agent.batch.recover import existing_fix
+from greenpatch.agent.config import Settings, load_settings
+from greenpatch.agent.errors import EXIT_CANNOT_REPRODUCE, USER_ERRORS, AgentError
+from greenpatch.agent.pipeline.fix import FixRequest, run_fix
+from greenpatch.agent.pipeline.harness import target_python
+from greenpatch.agent.pipeline.loop import Options
+from greenpatch.agent.pipeline.reproduce import settings_baseline
+from greenpatch.agent.publish.branch import default_branch_name
+from greenpatch.agent.publish.github import token_from_env
+from greenpatch.agent.repo import open_repo
 
 # Under a time limit no ticket gets less than this (unless less is left): a slice too thin to
 # reproduce the bug is wasted on every ticket alike.
@@ -232,7 +231,7 @@ class TicketScheduler:
             self._finish(entry, "error", started, reason=str(exc))
             return
         if report["status"] == "green":
-            # The fix may be on another name than asked (agent.branch.commit_fix).
+            # The fix may be on another name than asked (agent.publish.branch.commit_fix).
             self._finish(entry, "green", started, branch=report["branch"],
                          commit=report["commit"], report=report)  # fmt: skip
             self._publish(entry.id)

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from model.checkpoint import LoadedModel
+from greenpatch.model.checkpoint import LoadedModel
 
 
 class SerialNet:

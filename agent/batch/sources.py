@@ -14,11 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from agent import github
-from agent.branch import default_branch_name
-from agent.errors import AgentError
-from agent.repo import resolve_repo
-from agent.tickets import MAX_TICKET_BYTES, Ticket, check_node_id, load_ticket, parse_ticket
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.publish import github
+from greenpatch.agent.publish.branch import default_branch_name
+from greenpatch.agent.repo import resolve_repo
+from greenpatch.agent.tickets import (
+    MAX_TICKET_BYTES,
+    Ticket,
+    check_node_id,
+    load_ticket,
+    parse_ticket,
+)
 
 TICKET_SUFFIXES = (".md", ".markdown", ".txt")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")

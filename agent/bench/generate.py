@@ -14,18 +14,18 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from agent.bench.inject import KINDS, Mutation, Validator, candidates, enclosing_function
-from agent.bench.libraries import LIBRARIES, Library, pristine_repo
-from agent.bench.splits import split_of
-from agent.bench.suite import Failure, run_pytest
-from agent.bench.tasks import (
+from greenpatch.agent.bench.inject import KINDS, Mutation, Validator, candidates, enclosing_function
+from greenpatch.agent.bench.libraries import LIBRARIES, Library, pristine_repo
+from greenpatch.agent.bench.splits import split_of
+from greenpatch.agent.bench.suite import Failure, run_pytest
+from greenpatch.agent.bench.tasks import (
     Task,
     build_task_repo,
     difficulty_class,
     reference_diff,
     token_count,
 )
-from agent.bench.ticket_text import defined_names, ticket_ready, write_ticket
+from greenpatch.agent.bench.ticket_text import defined_names, ticket_ready, write_ticket
 
 
 def plan(lib: Library, per_kind: int, seed: int) -> Iterator[tuple[str, Mutation]]:

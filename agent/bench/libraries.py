@@ -13,9 +13,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import AgentError
-from sandboxes import safegit
-from sandboxes.cacheroot import cache_root
+from greenpatch.agent.errors import AgentError
+from greenpatch.sandboxes import safegit
+from greenpatch.sandboxes.cacheroot import cache_root
 
 # Fixed identity and dates make every rebuilt commit hash reproducible.
 GIT_ENV = {

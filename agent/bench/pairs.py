@@ -16,10 +16,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from agent.bench.inject import enclosing_function
-from agent.bench.libraries import get_library, pristine_repo
-from agent.bench.suite import run_pytest
-from agent.bench.tasks import Task, build_task_repo
+from greenpatch.agent.bench.inject import enclosing_function
+from greenpatch.agent.bench.libraries import get_library, pristine_repo
+from greenpatch.agent.bench.suite import run_pytest
+from greenpatch.agent.bench.tasks import Task, build_task_repo
 
 KIND = "two_bugs"
 

@@ -18,12 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.bench.inject import same_code
-from agent.bench.libraries import get_library, git, pristine_repo
-from agent.bench.suite import run_pytest
-from agent.bench.tasks import Task, build_task_repo
-from agent.config import load_settings
-from agent.errors import AgentError
+from greenpatch.agent.bench.inject import same_code
+from greenpatch.agent.bench.libraries import get_library, git, pristine_repo
+from greenpatch.agent.bench.suite import run_pytest
+from greenpatch.agent.bench.tasks import Task, build_task_repo
+from greenpatch.agent.config import load_settings
+from greenpatch.agent.errors import AgentError
 
 STATUS_BY_EXIT = {0: "green", 1: "no_fix", 3: "cannot_reproduce"}
 
@@ -214,8 +214,10 @@ def prewarm_baseline(task: Task, workdir: Path) -> tuple[float, Path]:
     its file. Every configuration's run of the task gets a copy (`isolated_cache`): what the
     fixers are timed on is the loop, not the one-time cost of a commit (reported apart, as
     `baseline_seconds`)."""
-    from agent.harness import target_python  # heavy imports stay out of `agent bench --help`
-    from agent.reproduce import settings_baseline
+    from greenpatch.agent.pipeline.harness import (
+        target_python,  # heavy imports stay out of `agent bench --help`
+    )
+    from greenpatch.agent.pipeline.reproduce import settings_baseline
 
     base = workdir / "_baselines" / "repos" / task.id
     if base.exists():

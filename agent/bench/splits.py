@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import random
 
-from agent.bench.tasks import Task
-from agent.errors import AgentError
+from greenpatch.agent.bench.tasks import Task
+from greenpatch.agent.errors import AgentError
 
 SEED = "greenpatch-bugs-v1"
 DEV_FRACTION = 0.4

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandboxes import safegit
+from greenpatch.sandboxes import safegit
 
 _FRAME = re.compile(r"^([^\s:][^:]*\.py):(\d+): ", re.M)
 MEMORY_LIMIT = 2 << 30

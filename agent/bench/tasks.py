@@ -12,8 +12,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.bench.libraries import get_library, git, pristine_repo
-from agent.errors import AgentError
+from greenpatch.agent.bench.libraries import get_library, git, pristine_repo
+from greenpatch.agent.errors import AgentError
 
 TASKS_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "bugs" / "tasks.jsonl"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from agent.tickets import _NODE_ID
+from greenpatch.agent.tickets import _NODE_ID
 
 _DEFINED = re.compile(r"^(?:def|class)\s+(\w+)", re.M)
 

@@ -40,14 +40,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from greenpatch.agent.serve.engine import Engine, Sampling, finish_reason
+from greenpatch.model.errors import ModelError
+from greenpatch.model.sampler import Canvas
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-
-from agent.serve.engine import Engine, Sampling, finish_reason
-from model.errors import ModelError
-from model.sampler import Canvas
 
 log = logging.getLogger("greenpatch.serve")
 # What clients should use this server for. Chat is served (any OpenAI client works) but not

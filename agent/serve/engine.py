@@ -19,9 +19,9 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from model.checkpoint import LoadedModel
-from model.continuous import ContinuousDecoder, Prepared
-from model.sampler import Candidate, Canvas, score_fills
+from greenpatch.model.checkpoint import LoadedModel
+from greenpatch.model.continuous import ContinuousDecoder, Prepared
+from greenpatch.model.sampler import Candidate, Canvas, score_fills
 
 # Denoising passes per request at most: threshold decoding needs fewer when the model is
 # confident; the cap bounds the cost of long spans (a chat reply of hundreds of tokens).

@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from agent.bench.pairs import pairs
-from agent.bench.tasks import TASKS_FILE, load_tasks
+from greenpatch.agent.bench.pairs import pairs
+from greenpatch.agent.bench.tasks import TASKS_FILE, load_tasks
 
 HERE = Path(__file__).resolve().parent
 

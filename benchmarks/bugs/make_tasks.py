@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from agent.bench.generate import generate
-from agent.bench.libraries import LIBRARIES
+from greenpatch.agent.bench.generate import generate
+from greenpatch.agent.bench.libraries import LIBRARIES
 
 HERE = Path(__file__).resolve().parent
 

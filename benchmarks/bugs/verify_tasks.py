@@ -16,8 +16,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from agent.bench.suite import run_pytest
-from agent.bench.tasks import TASKS_FILE, Task, build_task_repo, load_tasks
+from greenpatch.agent.bench.suite import run_pytest
+from greenpatch.agent.bench.tasks import TASKS_FILE, Task, build_task_repo, load_tasks
 
 
 def verify(task: Task, workdir: Path) -> str:

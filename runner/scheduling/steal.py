@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict, deque
 
-from runner.scheduling.base import Chunk, Scheduler, regression_order, worker_fail_fast
+from greenpatch.runner.scheduling.base import Chunk, Scheduler, regression_order, worker_fail_fast
 
 
 class StealingScheduler(Scheduler):

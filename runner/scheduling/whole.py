@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from runner.scheduling.base import Chunk, Scheduler, regression_order, worker_fail_fast
+from greenpatch.runner.scheduling.base import Chunk, Scheduler, regression_order, worker_fail_fast
 
 
 class WholeJobScheduler(Scheduler):

@@ -16,10 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 import git
-
-from agent.errors import AgentError
-from agent.repo import open_repo
-from agent.tickets import Ticket
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.repo import open_repo
+from greenpatch.agent.tickets import Ticket
 
 _FALLBACK_IDENTITY = {
     "GIT_AUTHOR_NAME": "greenpatch",

@@ -21,9 +21,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from model.bugs import enclosing_function
-from model.checkpoint import LoadedModel
-from model.repair import line_suspicion
+from greenpatch.model.bugs import enclosing_function
+from greenpatch.model.checkpoint import LoadedModel
+from greenpatch.model.repair import line_suspicion
 
 TRACEBACK_WEIGHT = 0.3
 DISBELIEF_WEIGHT = 0.1

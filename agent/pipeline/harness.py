@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.config import Settings, sandbox_options
-from runner.baseline import Baseline, BaselineOptions
-from runner.cache import ResultCache
-from runner.pool import Pool
-from sandboxes import Limits
-from sandboxes.cacheroot import cache_root
+from greenpatch.agent.config import Settings, sandbox_options
+from greenpatch.runner.baseline import Baseline, BaselineOptions
+from greenpatch.runner.cache import ResultCache
+from greenpatch.runner.pool import Pool
+from greenpatch.sandboxes import Limits
+from greenpatch.sandboxes.cacheroot import cache_root
 
 # A job's output is read by the host as JSON lines; a whole suite's worth must fit.
 OUTPUT_BYTES = 1 << 30
@@ -91,8 +91,7 @@ def load_model(path: Path | None, workers: int) -> object:
     cores the `workers` test workers leave, at least one: oversubscribed torch threads spin and
     slow drafting and testing down alike."""
     import torch  # heavy: imported only when drafting
-
-    from model.checkpoint import load_model as load
+    from greenpatch.model.checkpoint import load_model as load
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
     return load(path)

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
-from runner.results import JobDone, TestResult
+from greenpatch.runner.results import JobDone, TestResult
 
 SETUP = "set-up"
 DRAFTER = "drafter"
@@ -108,7 +108,7 @@ class Timeline:
         return run
 
     def submitted(self, draft: Any, round_: int) -> None:
-        """A candidate goes to the test pool (`draft`: an agent.draft.Draft)."""
+        """A candidate goes to the test pool (`draft`: an agent.pipeline.draft.Draft)."""
         site = draft.site
         attempt = Attempt(
             id=draft.id, round=round_, origin=draft.origin, path=draft.path, line=site.line,

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
-from agent.canvases import rough_token_count
-from agent.config import Settings
-from agent.errors import AgentError
-from model.remote import PROVIDER_KEYS, RemoteModel, Usage, is_url, key_from_env
+from greenpatch.agent.config import Settings
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.pipeline.sites import rough_token_count
+from greenpatch.model.remote import PROVIDER_KEYS, RemoteModel, Usage, is_url, key_from_env
 
 # Requests in flight to the server at once, per process (a batch's tickets share them).
 CONCURRENCY = 4

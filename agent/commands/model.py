@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from agent.cli_common import JsonOpt, ModelOpt, QuietOpt, VerboseOpt, run
-from agent.errors import AgentError
-from agent.output import Reporter
-from sandboxes.cacheroot import cache_root
+from greenpatch.agent.commands.common import JsonOpt, ModelOpt, QuietOpt, VerboseOpt, run
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.output import Reporter
+from greenpatch.sandboxes.cacheroot import cache_root
 
 app = typer.Typer(
     help="Build the corpus, train and evaluate the embedded default model.",
@@ -56,7 +55,7 @@ def corpus(
     quiet: QuietOpt = False,
 ) -> None:
     """Gather permissively licensed Python (stdlib + wheels), filter, deduplicate, split."""
-    from model.data import build_corpus, read_reserved
+    from greenpatch.model.data import build_corpus, read_reserved
 
     def body() -> int:
         rep = Reporter(json_out, verbose, quiet)
@@ -145,7 +144,7 @@ def train_cmd(
     quiet: QuietOpt = False,
 ) -> None:
     """Train (or resume) the default model; checkpoints every few minutes to OUT/last.pt."""
-    from model.train import TrainConfig, train
+    from greenpatch.model.train import TrainConfig, train
 
     def body() -> int:
         rep = Reporter(json_out, verbose, quiet)
@@ -175,7 +174,7 @@ def export_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Write a run's last checkpoint as a model directory (fp16 safetensors + tokenizer)."""
-    from model.train import export_weights
+    from greenpatch.model.train import export_weights
 
     def body() -> int:
         if not (run_dir / "last.pt").is_file():
@@ -212,10 +211,9 @@ def eval_cmd(
     """Masked-token top-1, whole-line exact match, mutant recovery@k and decoding speed; with
     a repair head, corruption-detection AUC, bug-line localization and fix recovery."""
     import torch
-
-    from agent.draft import line_candidates
-    from model.checkpoint import load_model
-    from model.evaluate import LINE_BEAM, TOP_K, EvalConfig, evaluate
+    from greenpatch.agent.pipeline.draft import line_candidates
+    from greenpatch.model.checkpoint import load_model
+    from greenpatch.model.evaluate import LINE_BEAM, TOP_K, EvalConfig, evaluate
 
     def body() -> int:
         if split not in ("heldout", "validation"):

@@ -6,14 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from greenpatch.agent.config import Settings
+from greenpatch.agent.errors import EXIT_CANNOT_REPRODUCE, EXIT_NO_FIX, EXIT_USAGE, AgentError
+from greenpatch.agent.pipeline.harness import baseline_options
+from greenpatch.agent.tickets import Ticket
+from greenpatch.runner.baseline import Baseline, BaselineBuild, git, matches_name
+from greenpatch.runner.errors import OutOfTime, RunnerError
 from rich.progress import Progress
-
-from agent.config import Settings
-from agent.errors import EXIT_CANNOT_REPRODUCE, EXIT_NO_FIX, EXIT_USAGE, AgentError
-from agent.harness import baseline_options
-from agent.tickets import Ticket
-from runner.baseline import Baseline, BaselineBuild, git, matches_name
-from runner.errors import OutOfTime, RunnerError
 
 
 @dataclass

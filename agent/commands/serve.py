@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from agent.cli_common import VerboseOpt, run
-from agent.errors import AgentError
+from greenpatch.agent.commands.common import VerboseOpt, run
+from greenpatch.agent.errors import AgentError
 
 DEFAULT_KEY_ENV = "GREENPATCH_API_KEY"
 DEVICES = ("auto", "cpu", "cuda")
@@ -87,10 +86,9 @@ def serve(
         # Heavy imports (torch, the server) only for a real run.
         import torch
         import uvicorn
-
-        from agent.serve.app import create_app
-        from agent.serve.engine import Engine
-        from model.checkpoint import load_model
+        from greenpatch.agent.serve.app import create_app
+        from greenpatch.agent.serve.engine import Engine
+        from greenpatch.model.checkpoint import load_model
 
         if device == "cuda" and not torch.cuda.is_available():
             raise AgentError("--device cuda: no CUDA device is available here")

@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import Progress
-
-from agent.cli_common import (
+from greenpatch.agent.commands.common import (
     BudgetOpt,
     DrafterOpt,
     JsonOpt,
@@ -24,22 +22,29 @@ from agent.cli_common import (
     WorkersOpt,
     run,
 )
-from agent.config import DRAFTERS, MODEL_FREE, load_settings
-from agent.errors import (
+from greenpatch.agent.config import DRAFTERS, MODEL_FREE, load_settings
+from greenpatch.agent.errors import (
     EXIT_CANNOT_REPRODUCE,
     EXIT_GREEN,
     EXIT_NO_FIX,
     USER_ERRORS,
     AgentError,
 )
-from agent.fix_report import FixEvent, FixReport, Reproduced, Unpublished, Warned
-from agent.live import FixState, LiveView
-from agent.output import Reporter
-from agent.remote_setup import check_model_name, connect_remote, remote_url
-from agent.repo import resolve_repo
-from agent.report_page import write_page
-from agent.signals import terminate_as_interrupt
-from agent.tickets import load_ticket
+from greenpatch.agent.output import Reporter
+from greenpatch.agent.pipeline.fix_report import (
+    FixEvent,
+    FixReport,
+    Reproduced,
+    Unpublished,
+    Warned,
+)
+from greenpatch.agent.pipeline.live import FixState, LiveView
+from greenpatch.agent.pipeline.remote_setup import check_model_name, connect_remote, remote_url
+from greenpatch.agent.repo import resolve_repo
+from greenpatch.agent.report_page import write_page
+from greenpatch.agent.signals import terminate_as_interrupt
+from greenpatch.agent.tickets import load_ticket
+from rich.progress import Progress
 
 
 def fix(
@@ -105,8 +110,8 @@ def fix(
             raise AgentError(f"--drafter must be one of {', '.join(DRAFTERS)}, got '{drafter}'")
         check_model_name(model, model_name)
         # The fix machinery imports torch: only a real run pays for it, not --help or bad input.
-        from agent.fix import FixRequest, run_fix
-        from agent.loop import Options
+        from greenpatch.agent.pipeline.fix import FixRequest, run_fix
+        from greenpatch.agent.pipeline.loop import Options
 
         git_repo = resolve_repo(repo)
         settings = load_settings(

@@ -5,9 +5,9 @@ that candidate's other files). Drafts must parse, are deduplicated by program (A
 never touch protected paths, and come out best first (by fill rank, or by model likelihood).
 
 Drafting goes by stages (`Drafter.stage`): one-token substitutions, structural edits
-(`agent.mutations`), and fills sampled from the diffusion model for the most suspicious sites,
-ranked by its likelihood. Which line's stage is drafted and tested when is the explorer's call
-(`agent.explore`). Modes:
+(`agent.pipeline.mutations`), and fills sampled from the diffusion model for the most suspicious
+sites, ranked by its likelihood. Which line's stage is drafted and tested when is the explorer's
+call (`agent.pipeline.explore`). Modes:
 - `model` (default): substitutions, edits and samples, the model-free fills in their fixed
   order (a plain diffusion model's likelihood put the right fix later than the fixed order,
   measured with `benchmarks/draft_rank.py`);
@@ -28,14 +28,20 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from agent.canvases import Site, apply, canvas, dedupe_fills, sites_for
-from agent.config import MODEL_FREE
-from agent.localize import SuspiciousLine, is_protected
-from agent.mutations import edit_fills, substitution_fills
-from model.checkpoint import LoadedModel
-from model.errors import ModelError
-from model.repair import QUICK_PRIOR, has_repair_head, quick_scores, rank_candidates, with_prior
-from model.sampler import Canvas, infill, remask, score_fills
+from greenpatch.agent.config import MODEL_FREE
+from greenpatch.agent.pipeline.localize import SuspiciousLine, is_protected
+from greenpatch.agent.pipeline.mutations import edit_fills, substitution_fills
+from greenpatch.agent.pipeline.sites import Site, apply, canvas, dedupe_fills, sites_for
+from greenpatch.model.checkpoint import LoadedModel
+from greenpatch.model.errors import ModelError
+from greenpatch.model.repair import (
+    QUICK_PRIOR,
+    has_repair_head,
+    quick_scores,
+    rank_candidates,
+    with_prior,
+)
+from greenpatch.model.sampler import Canvas, infill, remask, score_fills
 
 # Canvases decoded in one batched call; with `samples` each, this bounds the batch size.
 SITES_PER_BATCH = 6

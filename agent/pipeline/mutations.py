@@ -17,9 +17,8 @@ import keyword
 import re
 from collections.abc import Collection
 
+from greenpatch.agent.pipeline.sites import Site, dedupe_fills, parse_tree
 from tree_sitter import Node
-
-from agent.canvases import Site, dedupe_fills, parse_tree
 
 OPERATOR_GROUPS = (
     ("<", "<=", ">", ">=", "==", "!="),

@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
-from agent.live import FixState
+from greenpatch.agent.pipeline.live import FixState
 
 # Optional fields left out of the JSON while unset, as before there was a type for them.
 _OPTIONAL = ("tests_confirmed", "reason", "first_candidate_seconds", "pull_request",

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from agent.affected import TestRequest, run_tests
-from agent.cli_common import (
+from greenpatch.agent.affected import TestRequest, run_tests
+from greenpatch.agent.commands.common import (
     ClusterOpt,
     JsonOpt,
     PythonOpt,
@@ -20,12 +19,12 @@ from agent.cli_common import (
     WorkersOpt,
     run,
 )
-from agent.config import check_cluster, load_settings
-from agent.errors import AgentError
-from agent.harness import target_python
-from agent.output import Reporter
-from agent.repo import resolve_repo
-from runner.junit import write_junit
+from greenpatch.agent.config import check_cluster, load_settings
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.output import Reporter
+from greenpatch.agent.pipeline.harness import target_python
+from greenpatch.agent.repo import resolve_repo
+from greenpatch.runner.junit import write_junit
 
 
 def test(

@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from greenpatch.agent.errors import EXIT_USAGE, USER_ERRORS
+from greenpatch.agent.publish import github
 from rich.console import Console
 from rich.markup import escape
-
-from agent import github
-from agent.errors import EXIT_USAGE, USER_ERRORS
 
 RepoOpt = Annotated[
     Path | None,

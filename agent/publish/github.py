@@ -19,10 +19,9 @@ from urllib.parse import quote, urlsplit
 
 import git
 import httpx
-
-from agent.errors import AgentError
-from agent.repo import open_repo
-from sandboxes import safegit
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.repo import open_repo
+from greenpatch.sandboxes import safegit
 
 API_VERSION = "2022-11-28"
 _TIMEOUT = httpx.Timeout(20.0, connect=10.0)

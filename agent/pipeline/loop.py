@@ -2,7 +2,7 @@
 
 Drafting runs on this thread; the test pool runs candidates in sandboxed workers meanwhile, and a
 consumer thread reads its results as they stream in. Drafts come from the explorer
-(`agent.explore`), most valuable first across every suspicious line. A candidate that makes
+(`agent.pipeline.explore`), most valuable first across every suspicious line. A candidate that makes
 progress (more target tests pass) has work on top of it join the exploration: the tests it
 still fails localized again, new sites drawn on its version of the code (keeping its change,
 so a second bug is fixed on top of the first), its fill re-noised and re-denoised.
@@ -20,22 +20,27 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from agent.canvases import sites_for
-from agent.config import Settings
-from agent.draft import Draft, Drafter
-from agent.explore import Explorer, Step
-from agent.harness import result_cache, test_pool
-from agent.live import FixState
-from agent.localize import DENOISER_WEIGHT, SuspiciousLine, denoiser_disbelief, rank_lines
-from agent.mutations import missing_names
-from agent.reproduce import Reproduction
-from agent.timeline import DRAFTER, Timeline
-from model.repair import has_repair_head
-from runner.baseline import Baseline
-from runner.cache import ResultCache
-from runner.pool import Job, Pool
-from runner.results import JobDone, TestResult
-from runner.selection import select_tests
+from greenpatch.agent.config import Settings
+from greenpatch.agent.pipeline.draft import Draft, Drafter
+from greenpatch.agent.pipeline.explore import Explorer, Step
+from greenpatch.agent.pipeline.harness import result_cache, test_pool
+from greenpatch.agent.pipeline.live import FixState
+from greenpatch.agent.pipeline.localize import (
+    DENOISER_WEIGHT,
+    SuspiciousLine,
+    denoiser_disbelief,
+    rank_lines,
+)
+from greenpatch.agent.pipeline.mutations import missing_names
+from greenpatch.agent.pipeline.reproduce import Reproduction
+from greenpatch.agent.pipeline.sites import sites_for
+from greenpatch.agent.pipeline.timeline import DRAFTER, Timeline
+from greenpatch.model.repair import has_repair_head
+from greenpatch.runner.baseline import Baseline
+from greenpatch.runner.cache import ResultCache
+from greenpatch.runner.pool import Job, Pool
+from greenpatch.runner.results import JobDone, TestResult
+from greenpatch.runner.selection import select_tests
 
 # Candidates queued ahead of the pool: enough to keep the workers busy, few enough that a
 # progressing candidate's follow-up is not stuck behind a long queue.

@@ -6,12 +6,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from agent.cli_common import JsonOpt, ModelNameOpt, ModelOpt, QuietOpt, VerboseOpt, run
-from agent.errors import AgentError
-from agent.output import Reporter
-from agent.remote_setup import check_model_name, connect_remote, remote_infill
-from model.remote import is_url
+from greenpatch.agent.commands.common import (
+    JsonOpt,
+    ModelNameOpt,
+    ModelOpt,
+    QuietOpt,
+    VerboseOpt,
+    run,
+)
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.output import Reporter
+from greenpatch.agent.pipeline.remote_setup import check_model_name, connect_remote, remote_infill
+from greenpatch.model.remote import is_url
 
 
 def parse_lines(spec: str) -> tuple[int, int]:
@@ -92,8 +98,8 @@ def infill(
             return 0
         with reporter.progress() as progress:
             task = progress.add_task("loading the model", total=None)
-            from model.checkpoint import load_model  # torch is heavy: import it only now
-            from model.sampler import INTERACTIVE, infill_site, span_lengths
+            from greenpatch.model.checkpoint import load_model  # torch is heavy: import it only now
+            from greenpatch.model.sampler import INTERACTIVE, infill_site, span_lengths
 
             lm = load_model(model)
             progress.update(task, description=f"drafting {n} rewrites of lines {a}:{b}")

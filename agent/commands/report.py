@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from agent.cli_common import run
-from agent.report_page import load_report, write_page
+from greenpatch.agent.commands.common import run
+from greenpatch.agent.report_page import load_report, write_page
 
 
 def report(

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from agent.cli_common import (
+from greenpatch.agent.commands.common import (
     BudgetOpt,
     ClusterOpt,
     DrafterOpt,
@@ -22,9 +21,9 @@ from agent.cli_common import (
     WorkersOpt,
     run,
 )
-from agent.errors import EXIT_GREEN, EXIT_NO_FIX, AgentError
-from agent.output import Reporter
-from agent.signals import terminate_as_interrupt
+from greenpatch.agent.errors import EXIT_GREEN, EXIT_NO_FIX, AgentError
+from greenpatch.agent.output import Reporter
+from greenpatch.agent.signals import terminate_as_interrupt
 
 EXIT_INTERRUPTED = 130
 
@@ -101,8 +100,8 @@ def batch(
 
     def body() -> int:
         # The batch machinery imports torch: only a real run pays for it, not --help.
-        from agent.batch.report import markdown, summary_table
-        from agent.batch.run import Batch, BatchRequest
+        from greenpatch.agent.batch.report import markdown, summary_table
+        from greenpatch.agent.batch.run import Batch, BatchRequest
 
         reporter = Reporter(json_out, verbose=verbose, quiet=quiet)
         flags = {

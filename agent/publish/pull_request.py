@@ -7,11 +7,10 @@ import re
 from dataclasses import dataclass
 
 import git
-
-from agent import github
-from agent.errors import AgentError
-from agent.fix_report import FixReport, FixView, Unpublished
-from agent.tickets import Ticket
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.pipeline.fix_report import FixReport, FixView, Unpublished
+from greenpatch.agent.publish import github
+from greenpatch.agent.tickets import Ticket
 
 _MAX_BODY_DIFF = 20_000  # GitHub caps a PR body at 65,536 characters.
 

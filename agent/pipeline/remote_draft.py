@@ -1,8 +1,8 @@
 """Drafting with a model behind HTTP (`--model http(s)://HOST/v1`): canvases to FIM, functions to
 chat with the failure in the prompt.
 
-It offers what the fix loop asks of `agent.draft.Drafter` (`name`, `stages`, `stage`, `refine`,
-`count_tokens`, `busy`), so the loop, the runner and the validation are the same for both:
+It offers what the fix loop asks of `agent.pipeline.draft.Drafter` (`name`, `stages`, `stage`,
+`refine`, `count_tokens`, `busy`), so the loop, the runner and the validation are the same for both:
 - "substitution" and "edit": the model-free fills, from a model-free Drafter;
 - "sample": each of the most suspicious sites' canvases goes to the server's FIM route. A
   diffusion model served by `agent serve` fills exactly `max_tokens` masks, so it is asked once
@@ -12,7 +12,7 @@ It offers what the fix loop asks of `agent.draft.Drafter` (`name`, `stages`, `st
   then, in the same stage (the loop's explorer knows these three stages), the function around
   the line goes to chat with the failure: the failing test's source, its error and traceback
   (trimmed) and the function itself; the reply (code block or unified diff) is read into
-  whole-function candidates (`agent.replies`). A follow-up (a candidate that made progress,
+  whole-function candidates (`agent.pipeline.replies`). A follow-up (a candidate that made progress,
   `refine`) asks chat again with the failure it still has.
 A server without FIM gets chat alone. Token usage is kept per fix (`usage`).
 
@@ -30,14 +30,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.canvases import Site, apply, dedupe_fills, rough_token_count
-from agent.draft import Draft, Drafter, model_canvas
-from agent.localize import is_protected
-from agent.replies import enclosing_function, rewrites
-from model.remote import RemoteError, RemoteModel, Usage
+from greenpatch.agent.pipeline.draft import Draft, Drafter, model_canvas
+from greenpatch.agent.pipeline.localize import is_protected
+from greenpatch.agent.pipeline.replies import enclosing_function, rewrites
+from greenpatch.agent.pipeline.sites import Site, apply, dedupe_fills, rough_token_count
+from greenpatch.model.remote import RemoteError, RemoteModel, Usage
 
 # Sites of a line whose canvases go to FIM, most suspicious first: as many as the in-process
-# sampler takes (agent.draft.SAMPLED_SITES); each costs a request per span length on a
+# sampler takes (agent.pipeline.draft.SAMPLED_SITES); each costs a request per span length on a
 # diffusion server.
 FIM_SITES = 2
 # Characters of file around a canvas: plenty for a remote model; `agent serve` keeps what
@@ -313,8 +313,9 @@ def is_remote(lm: object) -> bool:
 
 
 def remote_drafter(remote: RemoteModel, request, repro) -> RemoteDrafter:
-    """The drafter of one fix (`agent.fix.FixRequest`, `agent.reproduce.Reproduction`): the
-    targets' failures at the base commit go into its chat prompts."""
+    """The drafter of one fix (`agent.pipeline.fix.FixRequest`,
+    `agent.pipeline.reproduce.Reproduction`): the targets' failures at the base commit go into its
+    chat prompts."""
     root = Path(request.repo.working_tree_dir)
     records = repro.baseline.records
     messages = {t: records[t].message for t in repro.targets if t in records}

@@ -9,26 +9,25 @@ from functools import partial
 from pathlib import Path
 
 import git
-
-from agent.branch import (
+from greenpatch.agent.config import MODEL_FREE, Settings
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.pipeline.draft import Drafter
+from greenpatch.agent.pipeline.fix_report import FixReport, FixView, Reproduced, Warned
+from greenpatch.agent.pipeline.harness import load_model, target_python
+from greenpatch.agent.pipeline.live import FixState
+from greenpatch.agent.pipeline.loop import FixLoop, Options
+from greenpatch.agent.pipeline.remote_draft import is_remote, remote_drafter
+from greenpatch.agent.pipeline.reproduce import reproduce
+from greenpatch.agent.pipeline.timeline import CONFIRM, DRAFTER, SETUP, Timeline
+from greenpatch.agent.publish.branch import (
     check_branch_name,
     commit_fix,
     commit_message,
     default_branch_name,
     minimal_diff,
 )
-from agent.config import MODEL_FREE, Settings
-from agent.draft import Drafter
-from agent.errors import AgentError
-from agent.fix_report import FixReport, FixView, Reproduced, Warned
-from agent.harness import load_model, target_python
-from agent.live import FixState
-from agent.loop import FixLoop, Options
-from agent.publish import publish_fix
-from agent.remote_draft import is_remote, remote_drafter
-from agent.reproduce import reproduce
-from agent.tickets import Ticket
-from agent.timeline import CONFIRM, DRAFTER, SETUP, Timeline
+from greenpatch.agent.publish.pull_request import publish_fix
+from greenpatch.agent.tickets import Ticket
 
 
 @dataclass
@@ -51,7 +50,7 @@ def _drafter(request: FixRequest, repro, lm: object | None) -> Drafter:
     seed = request.options.seed if request.options else 0  # the model's sampling seed
     if request.drafter in MODEL_FREE:
         return Drafter(None, request.settings.never_edit, mode=request.drafter)
-    if is_remote(request.lm):  # a model server (agent.remote_draft): same loop, same checks
+    if is_remote(request.lm):  # a model server (remote_draft): same loop, same checks
         return remote_drafter(request.lm, request, repro)
     return Drafter(lm, request.settings.never_edit, seed=seed, mode=request.drafter)
 

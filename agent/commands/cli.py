@@ -11,15 +11,29 @@ try:  # typer vendors click since 0.2x; before, it used click itself
 except ImportError:  # pragma: no cover - older typer
     from click import exceptions as click_errors
 
-from agent import (
-    cmd_batch,
-    cmd_bench,
-    cmd_fix,
-    cmd_infill,
-    cmd_model,
-    cmd_report,
-    cmd_serve,
-    cmd_test,
+from greenpatch.agent.commands import (
+    batch as cmd_batch,
+)
+from greenpatch.agent.commands import (
+    bench as cmd_bench,
+)
+from greenpatch.agent.commands import (
+    fix as cmd_fix,
+)
+from greenpatch.agent.commands import (
+    infill as cmd_infill,
+)
+from greenpatch.agent.commands import (
+    model as cmd_model,
+)
+from greenpatch.agent.commands import (
+    report as cmd_report,
+)
+from greenpatch.agent.commands import (
+    serve as cmd_serve,
+)
+from greenpatch.agent.commands import (
+    test as cmd_test,
 )
 
 app = typer.Typer(

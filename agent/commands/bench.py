@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from agent.bench.run import Config, fixer_command, markdown_table, report, run_bench
-from agent.bench.splits import choose
-from agent.bench.tasks import TASKS_FILE, load_tasks
-from agent.cli_common import JsonOpt, QuietOpt, VerboseOpt, run
-from agent.errors import AgentError
-from agent.output import Reporter
+from greenpatch.agent.bench.run import Config, fixer_command, markdown_table, report, run_bench
+from greenpatch.agent.bench.splits import choose
+from greenpatch.agent.bench.tasks import TASKS_FILE, load_tasks
+from greenpatch.agent.commands.common import JsonOpt, QuietOpt, VerboseOpt, run
+from greenpatch.agent.errors import AgentError
+from greenpatch.agent.output import Reporter
 
 
 def bench(

@@ -1,0 +1,1 @@
+"""One fix, stage by stage: reproduce, localize, draft, explore, validate, confirm."""
