@@ -223,6 +223,22 @@ class NodeRunner:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+class Notes:
+    """A Ray actor next to the driver: tasks leave notes (a ticket's stage), the driver reads
+    them. Here, not beside the batch code, because an actor's process imports its class's
+    module: this one starts without torch."""
+
+    def __init__(self) -> None:
+        self._notes: list[tuple] = []
+
+    def note(self, *note: Any) -> None:
+        self._notes.append(note)
+
+    def drain(self) -> list[tuple]:
+        notes, self._notes = self._notes, []
+        return notes
+
+
 # --- the driver's side ---------------------------------------------------------------------------
 
 

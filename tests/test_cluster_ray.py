@@ -30,7 +30,8 @@ from tests.test_compat_subset import load_compat
 ROOT = Path(__file__).resolve().parents[1]
 HINT = "--cluster ray needs Ray: pip install 'greenpatch[ray]'"
 # Ray made unimportable, as on a machine without the extra: the CLI runs on unchanged.
-WITHOUT_RAY = "import sys; sys.modules['ray'] = None; from agent.commands.cli import main; main()"
+WITHOUT_RAY = ("import sys; sys.modules['ray'] = None; "
+               "from greenpatch.agent.commands.cli import main; main()")
 
 
 def _agent(*args: object, code: str | None = None, timeout: float = 120,
@@ -233,7 +234,8 @@ def test_a_ticket_stuck_past_its_budget_is_cancelled(cluster: LocalCluster,
         # 5 s budget. The cancel grace is not a flag: set through the batch's API.
         code = (
             "from pathlib import Path\n"
-            "from agent.batch.run import Batch, BatchRequest\nfrom agent.output import Reporter\n"
+            "from greenpatch.agent.batch.run import Batch, BatchRequest\n"
+            "from greenpatch.agent.output import Reporter\n"
             f"flags = dict(model='http://127.0.0.1:{port}/v1', workers=1, budget=5, "
             f"cancel_grace=5, cluster='ray', ray_address={cluster.address!r})\n"
             f"batch = Batch(BatchRequest({str(backlog)!r}, None, flags, Path({str(journal)!r})),"
@@ -277,7 +279,9 @@ def test_batch_across_two_nodes_survives_a_node_killed_mid_ticket(
     while victim is None and time.monotonic() < deadline and proc.poll() is None:
         events = _events(journal)
         finished = {i for i, s, _ in events if s in FINAL}
-        on_second = [i for i, s, d in events if s == "node" and second[:8] in d]
+        # Told by the node as it starts (not with a result: that ticket is done).
+        on_second = [i for i, s, d in events
+                     if s == "node" and second[:8] in d and "with its result" not in d]
         if on_second and on_second[-1] not in finished:
             victim = on_second[-1]
             cluster.kill_node(1)

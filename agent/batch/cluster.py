@@ -47,6 +47,7 @@ from greenpatch.agent.pipeline.loop import Options
 from greenpatch.agent.publish.branch import place_commit
 from greenpatch.agent.repo import open_repo
 from greenpatch.runner.cluster import (
+    Notes,
     alive_nodes,
     bundle_branch,
     bundle_commit,
@@ -90,7 +91,7 @@ def _node_model(job: dict[str, Any]) -> object | None:
 
 
 class _Notes:
-    """What TicketView calls a board: stages go to the driver's Progress actor, throttled."""
+    """What TicketView calls a board: stages go to the driver's Notes actor, throttled."""
 
     def __init__(self, progress: Any, ticket_id: str, node: str, attempt: str) -> None:
         self.progress, self.ticket_id, self.node, self.attempt = progress, ticket_id, node, attempt
@@ -166,20 +167,6 @@ def run_ticket(job: dict[str, Any], bundle: bytes, progress: Any = None) -> dict
         notes.send("done", force=True)
 
 
-class Progress:
-    """A Ray actor next to the driver: nodes leave each ticket's stage here, the driver reads."""
-
-    def __init__(self) -> None:
-        self._notes: list[tuple[str, str, str, str]] = []
-
-    def note(self, ticket_id: str, node: str, attempt: str, stage: str) -> None:
-        self._notes.append((ticket_id, node, attempt, stage))
-
-    def drain(self) -> list[tuple[str, str, str, str]]:
-        notes, self._notes = self._notes, []
-        return notes
-
-
 # --- the driver's side ---------------------------------------------------------------------------
 
 
@@ -212,10 +199,11 @@ class ClusterScheduler(TicketScheduler):
 
         # Pinned to the driver's node: a node lost takes no progress with it.
         here = ray.get_runtime_context().get_node_id()
-        self._progress = ray.remote(Progress).options(
+        self._progress = ray.remote(Notes).options(
             num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)
         ).remote()  # fmt: skip
         self._task = ray.remote(run_ticket)
+        self._drain: Any = None  # the notes asked for and not yet read
         self._bundles: dict[tuple[Path, str], tuple[Any, int, float]] = {}
         self._names: dict[str, str] = {}
         self._prepared_in: dict[str, float] = {}
@@ -350,10 +338,18 @@ class ClusterScheduler(TicketScheduler):
         return flight
 
     def _read_notes(self, flights: dict[Any, _Flight]) -> None:
-        try:
-            notes = self._ray.get(self._progress.drain.remote(), timeout=30)
-        except Exception:  # noqa: BLE001 - progress is a nicety; results come by the task
+        """The nodes' notes, when the actor has answered: never waited for (it may be
+        starting, or busy), so results are landed however slow the notes are."""
+        if self._drain is None:
+            self._drain = self._progress.drain.remote()
+        ready, _ = self._ray.wait([self._drain], timeout=0)
+        if not ready:
             return
+        try:
+            notes = self._ray.get(self._drain)
+        except Exception:  # noqa: BLE001 - progress is a nicety; results come by the task
+            notes = []
+        self._drain = None
         by_id = {f.entry.id: f for f in flights.values()}
         for ticket_id, node, attempt, stage in notes:
             flight = by_id.get(ticket_id)
@@ -411,7 +407,8 @@ class ClusterScheduler(TicketScheduler):
             return
         if not flight.attempts:  # done before its node's first word came: noted all the same
             flight.attempts.append(("", result["node"]))
-            self.journal.note(entry.id, "node", f"attempt 1 on {self._node(result['node'])}")
+            self.journal.note(entry.id, "node", f"attempt 1 on {self._node(result['node'])} "
+                              "(told with its result)")  # fmt: skip
         report = result.get("report")
         if report is not None:
             report["cluster"] = self._facts(flight, result)
