@@ -26,10 +26,10 @@ import tempfile, time
 
 import torch
 
-from model import kernels
-from model.checkpoint import load_model, save_model, wrap
-from model.network import DiffusionLM, ModelConfig
-from model.sampler import Canvas, DecodeStats, infill
+from greenpatch.model import kernels
+from greenpatch.model.checkpoint import load_model, save_model, wrap
+from greenpatch.model.network import DiffusionLM, ModelConfig
+from greenpatch.model.sampler import Canvas, DecodeStats, infill
 
 with tempfile.TemporaryDirectory() as tmp:
     # A checkpoint in the layout Dream, DiffuCoder and Open-dCoder ship (Qwen2 tensor names,
