@@ -19,7 +19,7 @@ store moves it to each node once) and of the branch bundle back.
 
     .venv/bin/python benchmarks/cluster_overhead.py [--copies 2] [--trips 10] [--json OUT]
 
-Needs root (a network namespace) and Ray (pip install 'greenpatch[ray]').
+Needs root (a network namespace) and Ray (pip install 'ray==2.60.0').
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from greenpatch.runner.pool import Job, Pool
 from greenpatch.runner.results import TestResult
 from greenpatch.sandboxes import safegit
 
-RAY_HINT = "--cluster ray needs Ray: pip install 'greenpatch[ray]'"
+RAY_HINT = "--cluster ray needs Ray: pip install 'ray==2.60.0'"
 # Chunks per worker of the whole cluster: small enough that a slow node does not hold the end of
 # the run, large enough that the round trip per chunk (tens of ms) stays small.
 CHUNKS_PER_WORKER = 4

@@ -37,7 +37,7 @@ def available() -> str | None:
     if shutil.which("ip") is None:
         return "iproute2 (ip netns) is not installed"
     if not RAY.exists():
-        return "ray is not installed (pip install 'greenpatch[ray]')"
+        return "ray is not installed (pip install 'ray==2.60.0')"
     return None
 
 

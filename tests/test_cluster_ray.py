@@ -28,7 +28,7 @@ from tests.ray_cluster import LocalCluster, available, stockroom_backlog
 from tests.test_compat_subset import load_compat
 
 ROOT = Path(__file__).resolve().parents[1]
-HINT = "--cluster ray needs Ray: pip install 'greenpatch[ray]'"
+HINT = "--cluster ray needs Ray: pip install 'ray==2.60.0'"
 # Ray made unimportable, as on a machine without the extra: the CLI runs on unchanged.
 WITHOUT_RAY = ("import sys; sys.modules['ray'] = None; "
                "from greenpatch.agent.commands.cli import main; main()")

@@ -89,7 +89,7 @@ ClusterOpt = Annotated[
         "--cluster",
         metavar="ray",
         help="Run on a Ray cluster's nodes instead of this machine (pip install "
-        "'greenpatch[ray]').",
+        "'ray==2.60.0', the [ray] extra).",
     ),
 ]
 RayAddressOpt = Annotated[
@@ -115,7 +115,7 @@ def run(verbose: bool, body: Callable[[], int]) -> NoReturn:
     except USER_ERRORS as exc:
         if verbose:
             traceback.print_exc()
-        # Escaped: a message may hold brackets (`greenpatch[ray]`) that are not markup.
+        # Escaped: a message may hold brackets (`.[ray]`) that are not markup.
         Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False,
                                    soft_wrap=True)  # fmt: skip
         raise typer.Exit(getattr(exc, "code", EXIT_USAGE)) from None
