@@ -131,8 +131,10 @@ def test_concurrent_requests_share_forward_passes(lm) -> None:
 def test_a_request_that_arrives_mid_decoding_joins_the_running_batch(lm) -> None:
     engine = Engine(lm, max_batch=64, window=0.0)
     try:
-        # Greedy: the long fill takes MAX_STEPS passes whatever the model's confidence.
-        long = engine.infill(Canvas(PROMPT, SUFFIX, 96), Sampling(8, 0.0))
+        # The long fill takes MAX_STEPS passes whatever the model's confidence, each over
+        # 16 hot samples (they soon differ, so every pass runs 16 rows): time for the short
+        # one to arrive while it decodes.
+        long = engine.infill(Canvas(PROMPT, SUFFIX, 96), Sampling(16, 1.5))
         for _ in range(6000):
             if engine.stats.passes >= 1:
                 break
