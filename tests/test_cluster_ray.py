@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -133,12 +135,12 @@ def cluster():
         assert local.leftovers() == [], "ray processes left running"
 
 
-def _in_cluster(cluster: LocalCluster, *args: object, cache: Path, timeout: float = 600
-                ) -> subprocess.Popen:  # fmt: skip
+def _in_cluster(cluster: LocalCluster, *args: object, cache: Path) -> subprocess.Popen:
     env = {**cluster.env, "XDG_CACHE_HOME": str(cache), "GREENPATCH_CACHE": str(cache / "gp")}
     command = cluster.command(sys.executable, "-m", "greenpatch.agent", *args)
-    return subprocess.Popen(command, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    # A session of its own: killing the driver kills nothing of the test's.
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # fmt: skip
 
 
 def _outcomes(path: Path) -> dict[str, str]:
@@ -261,6 +263,53 @@ def test_a_ticket_stuck_past_its_budget_is_cancelled(cluster: LocalCluster,
     assert [s for i, s, _ in _events(journal) if s in FINAL] == ["failed"]
 
 
+def _branches(repos: list[Path]) -> dict[str, str]:
+    """{branch: sha} of every branch but main; each must be one commit on main."""
+    made = {}
+    for repo in repos:
+        main = git(repo, "rev-parse", "main").strip()
+        for line in git(repo, "for-each-ref", "--format=%(refname:short) %(objectname)",
+                        "refs/heads/").splitlines():  # fmt: skip
+            name, sha = line.split()
+            if name != "main":
+                made[name] = sha
+                assert git(repo, "rev-parse", f"{sha}^").strip() == main
+        assert git(repo, "status", "--porcelain") == ""
+        assert git(repo, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
+    return made
+
+
+@on_cluster(timeout=900)
+def test_a_driver_killed_mid_batch_resumes(cluster: LocalCluster, tmp_path: Path) -> None:
+    backlog, repos = stockroom_backlog(tmp_path, copies=1)
+    journal = tmp_path / "journal.sqlite"
+    args = ["batch", backlog, "--journal", journal, "--drafter", "edits", "--workers", "1",
+            "--budget", "200", "--cluster", "ray", "--ray-address", cluster.address, "-q",
+            "--json", "-"]  # fmt: skip
+    proc = _in_cluster(cluster, *args, cache=tmp_path / "cache")
+    # SIGKILL, as a driver machine that dies, once both tickets run on the nodes.
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        notes = [i for i, s, d in _events(journal) if s == "node" and "with its result" not in d]
+        if len(set(notes)) == 2:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.3)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the batch ended before both tickets ran"
+    proc = _in_cluster(cluster, *args, "--resume", cache=tmp_path / "cache")
+    out, err = proc.communicate(timeout=800)
+    assert proc.returncode == 0, err
+    report = json.loads(out)
+    events = _events(journal)
+    for ticket in report["tickets"]:
+        states = [s for i, s, _ in events if i == ticket["id"]]
+        assert [s for s in states if s in FINAL] == ["green"], (ticket["id"], states)
+    with sqlite3.connect(journal) as db:
+        green = dict(db.execute("SELECT branch, sha FROM tickets WHERE state='green'"))
+    assert _branches(repos) == green and len(green) == 2
+
+
 @on_cluster(timeout=900)
 def test_batch_across_two_nodes_survives_a_node_killed_mid_ticket(
     cluster: LocalCluster, tmp_path: Path
@@ -304,19 +353,8 @@ def test_batch_across_two_nodes_survives_a_node_killed_mid_ticket(
     assert {t["id"]: t["attempts"] for t in report["tickets"]}[victim] == 2
     assert f"{victim}: node 127.0.0.1/{second[:8]} lost mid-ticket" in err
     # Both nodes ran tickets before the kill.
-    assert len({d.split(" on ")[1] for ds in nodes.values() for d in ds}) == 2
+    assert len({d.split(" on ")[1].split(" (")[0] for ds in nodes.values() for d in ds}) == 2
     # The branches are exactly the journal's, one commit each on main; the user's trees clean.
     with sqlite3.connect(journal) as db:
         green = dict(db.execute("SELECT branch, sha FROM tickets WHERE state='green'"))
-    made = {}
-    for repo in repos:
-        for line in git(repo, "for-each-ref", "--format=%(refname:short) %(objectname)",
-                        "refs/heads/").splitlines():  # fmt: skip
-            name, sha = line.split()
-            if name != "main":
-                made[name] = sha
-                assert git(repo, "rev-parse", f"{sha}^").strip() == git(repo, "rev-parse",
-                                                                          "main").strip()
-        assert git(repo, "status", "--porcelain") == ""
-        assert git(repo, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
-    assert made == green and len(made) == 4
+    assert _branches(repos) == green and len(green) == 4
