@@ -32,6 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ("stockroom", "slugkit", "timespan", "confparse", "invoicer")
 
 
+def cli_module(code: Path) -> str:
+    """The command line of a checkout: top-level `agent` before the greenpatch namespace, the
+    installed `greenpatch.agent` (this checkout, editable) after it."""
+    return "agent" if (code / "agent" / "cli.py").is_file() else "greenpatch.agent"
+
+
 def fix(code: Path, name: str, scratch: Path) -> dict:
     repo = scratch / name
     subprocess.run([sys.executable, str(ROOT / "examples/prepare.py"), name, str(repo)],
@@ -39,7 +45,7 @@ def fix(code: Path, name: str, scratch: Path) -> dict:
     env = {**os.environ, "XDG_CACHE_HOME": str(scratch / "cache"), "PYTHONPATH": str(code)}
     start = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "greenpatch.agent", "fix", str(ROOT / f"examples/tickets/{name}.md"),
+        [sys.executable, "-m", cli_module(code), "fix", str(ROOT / f"examples/tickets/{name}.md"),
          "--repo", str(repo), "--drafter", "edits", "--budget", "120", "--json", "-", "-q"],
         capture_output=True, text=True, env=env, cwd=code, timeout=600,
     )  # fmt: skip

@@ -95,7 +95,10 @@ def test_unprivileged_user_mode() -> None:
     tree.mkdir()
     os.chmod(tmp_path, 0o755)
     shutil.chown(tree, 65534, 65534)
-    repo_root = Path(__file__).resolve().parents[1]
+    # The system interpreter, not our venv: greenpatch.sandboxes is this checkout's folder.
+    namespace = tmp_path / "path" / "greenpatch"
+    namespace.mkdir(parents=True)
+    (namespace / "sandboxes").symlink_to(Path(__file__).resolve().parents[1] / "sandboxes")
     driver = textwrap.dedent(
         f"""
         import sys
@@ -115,7 +118,8 @@ def test_unprivileged_user_mode() -> None:
             user=65534,
             group=65534,
             extra_groups=[],
-            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(repo_root)},
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                 "PYTHONPATH": str(tmp_path / "path")},
             cwd=tree,
             capture_output=True,
             text=True,

@@ -193,7 +193,8 @@ def test_removed_on_exit(user_repo: Path, tmp_path: Path, then: str, how: int | 
 
 
 # The run dies with its janitor (a machine crash, a kill of everything): nothing cleans up then.
-NO_JANITOR = "import sandboxes.worktree as w; w._janitor.kill(); w._janitor.wait(); print('alone')"
+NO_JANITOR = ("import greenpatch.sandboxes.worktree as w; w._janitor.kill(); w._janitor.wait(); "
+              "print('alone')")
 NO_JANITOR += "; sys.stdout.flush(); time.sleep(60)"
 
 
