@@ -112,17 +112,39 @@ class LocalCluster:
             time.sleep(1.0)
         raise RuntimeError(f"{count} ray nodes did not join in {START_TIMEOUT:.0f} s")
 
+    def running(self, index: int, title: str) -> list[int]:
+        """Processes of one node whose title starts with `title` (a Ray worker is titled
+        `ray::FUNCTION` while it runs a task of FUNCTION, `ray::IDLE` between tasks)."""
+        found = []
+        for pid in _descendants(self.nodes[index].pid):
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(title.encode()):
+                    found.append(pid)
+            except OSError:
+                continue
+        return found
+
     def kill_node(self, index: int) -> None:
-        """SIGKILL one node's whole process group, as a machine that dies."""
+        """SIGKILL everything of one node at once, as a machine that dies: its process group
+        and every process descended from it (a worker may sit in a session of its own, and a
+        worker left alive would still hand its result to the driver)."""
         node = self.nodes[index]
         if node.poll() is None:
-            os.killpg(node.pid, signal.SIGKILL)
+            doomed = _descendants(node.pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGKILL)
+            for pid in doomed:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             node.wait()
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-2000:] for p in self.tmp.glob("*.log"))
 
     def stop(self) -> None:
+        # Known before the nodes go: a worker renames itself (ray::...), and its parent dies.
+        self.tree = [pid for node in self.nodes if node.poll() is None
+                     for pid in _descendants(node.pid)]  # fmt: skip
         for node in self.nodes:
             if node.poll() is None:
                 os.killpg(node.pid, signal.SIGTERM)
@@ -133,16 +155,18 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 os.killpg(node.pid, signal.SIGKILL)
                 node.wait()
-        for pid in self.leftovers():
+        for pid in [*self.leftovers(), *self.tree]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         subprocess.run(["ip", "netns", "del", self.netns], check=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def leftovers(self) -> list[int]:
-        """Processes of this cluster still running (their command line names its folder)."""
+        """Processes of this cluster still running: their command line names its folder, or
+        they were below a node when it was stopped."""
         marker = str(self.tmp).encode()
-        found = []
+        found = [pid for pid in getattr(self, "tree", []) if Path(f"/proc/{pid}").exists()
+                 and not _zombie(pid)]  # fmt: skip
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
@@ -152,6 +176,33 @@ class LocalCluster:
             except OSError:
                 continue
         return found
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below `root` in the process tree (from /proc's parent ids)."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            # The parent id follows the command name, which is in parentheses.
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(proc.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def stockroom_backlog(where: Path, copies: int) -> tuple[Path, list[Path]]:

@@ -59,6 +59,7 @@ from greenpatch.runner.cluster import unpack_commit as _unpack_commit
 # Ray runs a task again when its node (or worker process) dies: this many times at most.
 NODE_RETRIES = 3
 NODES_EVERY = 2.0  # seconds between looks at which nodes are alive
+NOTES_WAIT = 2.0  # seconds the driver waits for the notes at most, once a loop
 NOTE_EVERY = 0.5  # a node reports a ticket's stage at most this often (the last one always)
 
 # --- the node's side -----------------------------------------------------------------------------
@@ -125,7 +126,7 @@ def run_ticket(job: dict[str, Any], bundle: bytes, progress: Any = None) -> dict
     notes.send("started", force=True)
     tmp = Path(tempfile.mkdtemp(prefix="greenpatch-ray-"))
     result: dict[str, Any] = {"node": node, "state": "error", "reason": "", "report": None,
-                              "began_at": began_at}  # fmt: skip
+                              "began_at": began_at, "attempt": notes.attempt}  # fmt: skip
     try:
         root = _unpack_commit(bundle, tmp / "repo", job["base"])
         result["unpack_seconds"] = round(time.monotonic() - began, 4)
@@ -197,13 +198,15 @@ class ClusterScheduler(TicketScheduler):
             self._deadline = time.monotonic() + self.options.time_limit
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        # Pinned to the driver's node: a node lost takes no progress with it.
-        here = ray.get_runtime_context().get_node_id()
+        # Pinned to the head (the cluster ends with it anyway): a worker node lost takes no
+        # notes with it, not even the one this driver happens to be attached to.
+        head = next((n["NodeID"] for n in ray.nodes() if n.get("Alive")
+                     and "node:__internal_head__" in n.get("Resources", {})),
+                    ray.get_runtime_context().get_node_id())  # fmt: skip
         self._progress = ray.remote(Notes).options(
-            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)
+            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=True)
         ).remote()  # fmt: skip
         self._task = ray.remote(run_ticket)
-        self._drain: Any = None  # the notes asked for and not yet read
         self._bundles: dict[tuple[Path, str], tuple[Any, int, float]] = {}
         self._names: dict[str, str] = {}
         self._prepared_in: dict[str, float] = {}
@@ -338,37 +341,36 @@ class ClusterScheduler(TicketScheduler):
         return flight
 
     def _read_notes(self, flights: dict[Any, _Flight]) -> None:
-        """The nodes' notes, when the actor has answered: never waited for (it may be
-        starting, or busy), so results are landed however slow the notes are."""
-        if self._drain is None:
-            self._drain = self._progress.drain.remote()
-        ready, _ = self._ray.wait([self._drain], timeout=0)
-        if not ready:
-            return
+        """The nodes' notes: waited for briefly (the actor may be starting), never long, so
+        results are landed however slow the notes are."""
         try:
-            notes = self._ray.get(self._drain)
+            notes = self._ray.get(self._progress.drain.remote(), timeout=NOTES_WAIT)
         except Exception:  # noqa: BLE001 - progress is a nicety; results come by the task
-            notes = []
-        self._drain = None
+            return
         by_id = {f.entry.id: f for f in flights.values()}
         for ticket_id, node, attempt, stage in notes:
             flight = by_id.get(ticket_id)
             if flight is None:
                 continue
             if not flight.attempts or flight.attempts[-1][0] != attempt:
-                if flight.attempts:
-                    # Ray runs it again: its node (or worker) died. Counted in the journal.
-                    lost = self._node(flight.attempts[-1][1])
-                    self.journal.start(ticket_id, flight.base, flight.branch)
-                    self.warn(f"{ticket_id}: node {lost} lost mid-ticket; running it again")
-                flight.attempts.append((attempt, node))
-                flight.attempt_started = time.monotonic()
-                self.journal.note(ticket_id, "node",
-                                  f"attempt {len(flight.attempts)} on {self._node(node)}")
+                self._attempt_on(flight, attempt, node)
             if stage not in ("started", "done"):
                 self.board.set(ticket_id, stage=f"{self._node(node)}: {stage}")
             elif stage == "started":
                 self.board.set(ticket_id, stage=f"{self._node(node)}: started")
+
+    def _attempt_on(self, flight: _Flight, attempt: str, node: str, how: str = "") -> None:
+        """A new attempt of the ticket, on `node`: after the first, Ray runs it again because
+        its node (or worker) died; each is counted and noted in the journal."""
+        ticket_id = flight.entry.id
+        if flight.attempts:
+            lost = self._node(flight.attempts[-1][1])
+            self.journal.start(ticket_id, flight.base, flight.branch)
+            self.warn(f"{ticket_id}: node {lost} lost mid-ticket; running it again")
+        flight.attempts.append((attempt, node))
+        flight.attempt_started = time.monotonic()
+        self.journal.note(ticket_id, "node",
+                          f"attempt {len(flight.attempts)} on {self._node(node)}{how}")
 
     def _cancel_overdue(self, flights: dict[Any, _Flight]) -> None:
         now = time.monotonic()
@@ -405,10 +407,9 @@ class ClusterScheduler(TicketScheduler):
             self._finish(entry, "error", flight.submitted, reason=(
                 f"lost {len(flight.attempts)} node(s) running it: {_last_line(exc)}"))
             return
-        if not flight.attempts:  # done before its node's first word came: noted all the same
-            flight.attempts.append(("", result["node"]))
-            self.journal.note(entry.id, "node", f"attempt 1 on {self._node(result['node'])} "
-                              "(told with its result)")  # fmt: skip
+        if not flight.attempts or flight.attempts[-1][0] != result["attempt"]:
+            # Done before its node's word about this attempt came: noted all the same.
+            self._attempt_on(flight, result["attempt"], result["node"], " (told with its result)")
         report = result.get("report")
         if report is not None:
             report["cluster"] = self._facts(flight, result)
