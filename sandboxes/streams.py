@@ -21,7 +21,9 @@ from greenpatch.sandboxes.base import Limits, Worker
 
 STDERR_TAIL_BYTES = 16 * 1024
 PUMP_GRACE_SECONDS = 0.5
-DISK_POLL = 0.5
+DISK_POLL = 0.5  # the longest pause between two looks at a worktree's size
+DISK_POLL_MIN = 0.02  # the shortest (and the first: a burst at start is the worst case)
+DISK_POLL_SHARE = 0.05  # of a core that looking may take (a look is a scan of the tree)
 _SIGNAL_REASONS = {signal.SIGXCPU: "cpu time", signal.SIGXFSZ: "file size"}
 
 # A pump source: returns (1 for stdout or 2 for stderr, data); empty data at end of stream.
@@ -147,22 +149,29 @@ class StreamWorker(Worker):
         """Kill the worker once the files under `path` exceed `limits.disk_mb` (polled).
 
         RLIMIT_FSIZE caps one file; this caps them all. Between two polls a worker can overshoot
-        by what it writes in DISK_POLL seconds, each file still capped by RLIMIT_FSIZE.
+        by what it writes in one pause (DISK_POLL_MIN to DISK_POLL seconds, by the tree's size),
+        each file still capped by RLIMIT_FSIZE.
         """
         if self.limits.disk_mb is None:
             return
         limit = self.limits.disk_mb * 1024 * 1024
 
         def watch() -> None:
-            pause = DISK_POLL
+            # The overshoot is what is written between two looks, so look as often as the
+            # scan's cost allows (DISK_POLL_SHARE of a core), and ten times as often near the
+            # limit: a small tree is looked at every DISK_POLL_MIN seconds.
+            pause = DISK_POLL_MIN
             while self._status(0) is None:
                 time.sleep(pause)
+                began = time.monotonic()
                 used = tree_bytes(path, limit)
                 if used > limit:
                     self._stop_with("disk quota")
                     return
-                # Near the limit, look often: the overshoot is what is written between looks.
-                pause = DISK_POLL if used < limit // 2 else DISK_POLL / 10
+                cost = time.monotonic() - began
+                pause = min(DISK_POLL, max(DISK_POLL_MIN, cost / DISK_POLL_SHARE))
+                if used >= limit // 2:
+                    pause = max(DISK_POLL_MIN, pause / 10)
 
         threading.Thread(target=watch, name=f"disk-{path.name}", daemon=True).start()
 

@@ -185,8 +185,10 @@ def test_the_worktree_has_a_disk_quota(backend_name, tmp_path):
         assert done.results[0].outcome == "failed"
         assert "disk quota" in done.results[0].message
         used = sum(f.stat().st_size for t in trees for f in t.rglob("blob*"))
-    # Polled, so it overshoots by what is written between two looks: bounded, far below 1 GiB.
-    assert used < 256 << 20
+    # Polled, so it overshoots by what is written between two looks. Measured on a quiet
+    # machine (3 runs each, 32 MiB quota): 34-52 MiB with bwrap and docker; 50-300 MiB when the
+    # first look came after a fixed 0.5 s.
+    assert used < 128 << 20
 
 
 @pytest.mark.bwrap
