@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests import test_agent_github
 from tests.action_runner import (
@@ -33,8 +34,6 @@ from tests.conftest import git
 from tests.fake_http import json_server
 from tests.test_fix_cli import ROOT, prepare
 from tests.test_user_venv import user_venv
-
-yaml = pytest.importorskip("yaml")
 
 TOKEN = test_agent_github.TOKEN
 GITHUB = ROOT / "examples" / "github"
