@@ -144,9 +144,10 @@ def fix(
         )
         reporter = Reporter(json_out, verbose=verbose, quiet=quiet)
         report = run_fix(request, TerminalView(reporter))
-        reporter.write_json(report.to_json())
+        data = report.to_json()  # every candidate's attempt: built once for both outputs
+        reporter.write_json(data)
         if report_html is not None:
-            write_page(report.to_json(), report_html)
+            write_page(data, report_html)
         show_summary(reporter, report)
         return EXIT_GREEN if report.green else EXIT_NO_FIX
 

@@ -139,8 +139,8 @@ def run_fix(request: FixRequest, view: FixView) -> FixReport:
     report.tests_run, report.validated = state.tests_run, state.validated
     if is_remote(request.lm):
         report.model_server = drafter.report()  # requests, retries, tokens of this fix
-    report.seconds = round(time.monotonic() - started, 3)
     if report.green and request.pr:
+        report.seconds = round(time.monotonic() - started, 3)  # the PR body states it
         publish_fix(repo, request.ticket, report, view)
     report.seconds = round(time.monotonic() - started, 3)
     # Where the time went: the budget covers all of it, so each phase is worth knowing.
