@@ -52,6 +52,19 @@ class Canvas:
 
 
 @dataclass(frozen=True)
+class TokenCanvas:
+    """A canvas already tokenized: `span_len` masked slots between prefix and suffix token ids,
+    cut at token boundaries of one tokenization of the code (edit sampling re-masks tokens of
+    the code as it is: no re-tokenization, and the edges are the ones the code has).
+    `starts_file`/`ends_file`: the prefix begins the file / the suffix ends it."""
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
+    span_len: int
+    starts_file: bool = False
+    ends_file: bool = False
+
+
+@dataclass(frozen=True)
 class Candidate:
     """A fill. `score` is the mean log-likelihood per token of the fill's tokens plus the end
     token that closed it (if any), each taken when it was committed; higher is better."""
@@ -96,18 +109,67 @@ def _context_budget(lm: LoadedModel, context: int | None, span: int) -> int:
 
 
 def _layout(lm: LoadedModel, prefix: str, middle_ids: list[int], suffix: str, cond: str,
-            context: int | None) -> tuple[list[int], int]:
+            context: int | None, encoded: dict | None = None
+            ) -> tuple[list[int], int]:
     """Frame a canvas, keeping the prefix's tail and the suffix's head within the window
-    (two thirds of the room for the prefix, whatever one side leaves to the other)."""
+    (two thirds of the room for the prefix, whatever one side leaves to the other).
+    `encoded` caches encodings across the canvases of one call (a site's span lengths share
+    its prefix and suffix: a long file's prefix is most of the tokenizer's work)."""
     tok = lm.tokenizer
-    pre, suf = tok.encode(prefix), tok.encode(suffix)
-    cond_ids = tok.encode(cond)[-256:] if cond else []
-    budget = _context_budget(lm, context, len(middle_ids)) - (len(cond_ids) + 2 if cond else 0)
+    cache = {} if encoded is None else encoded
+    room = lm.config.max_seq_len if context is None else min(context, lm.config.max_seq_len)
+
+    def encode(text: str, side: int) -> tuple[list[int], bool]:
+        """Tokens of the text (side -1: its tail, 1: its head, 0: all), and whether they are
+        all of it. Only the part the window can hold is tokenized, cut at a line start: byte-
+        level pre-tokens never span a line start's text, so the tokens kept are the ones a
+        whole-text encoding gives (a long file's prefix was most of an interactive fill's
+        tokenizing)."""
+        key = (text, side)
+        if key not in cache:
+            cache[key] = _encode_part(tok, text, side, room)
+        return cache[key]
+
+    cond_ids = encode(cond, 0)[0][-256:] if cond else []
+    (pre, whole_pre), (suf, whole_suf) = encode(prefix, -1), encode(suffix, 1)
+    return _crop(lm, pre, middle_ids, suf, cond_ids, context, whole_pre, whole_suf)
+
+
+# Characters per token assumed when tokenizing only the part of a prefix or suffix that fits:
+# code runs 3-4 characters per token; the part is re-tokenized whole if it came out short.
+_CHARS_PER_TOKEN = 8
+
+
+def _encode_part(tok: CodeTokenizer, text: str, side: int, room: int
+                 ) -> tuple[list[int], bool]:
+    chars = _CHARS_PER_TOKEN * (room + 16)
+    if side == 0 or len(text) <= chars:
+        return tok.encode(text), True
+    if side < 0:
+        cut = text.find("\n", len(text) - chars) + 1
+        ids = tok.encode(text[cut:]) if cut > 0 else []
+        if len(ids) >= room + 8:  # the first tokens may differ from a whole encoding's
+            return ids, False
+    else:
+        cut = text.rfind("\n", 0, chars)
+        ids = tok.encode(text[:cut]) if cut > 0 else []
+        if len(ids) >= room + 8:
+            return ids, False
+    return tok.encode(text), True
+
+
+def _crop(lm: LoadedModel, pre: Sequence[int], middle_ids: list[int], suf: Sequence[int],
+          cond_ids: Sequence[int], context: int | None, starts_file: bool = True,
+          ends_file: bool = True) -> tuple[list[int], int]:
+    budget = _context_budget(lm, context, len(middle_ids)) - (len(cond_ids) + 2 if cond_ids
+                                                               else 0)
     budget = max(budget, 0)
     keep_suf = min(len(suf), max(budget // 3, budget - len(pre)))
     keep_pre = min(len(pre), budget - keep_suf)
-    return frame(tok, pre[len(pre) - keep_pre:], middle_ids, suf[:keep_suf], cond_ids,
-                 starts_file=keep_pre == len(pre), ends_file=keep_suf == len(suf))
+    return frame(lm.tokenizer, list(pre[len(pre) - keep_pre:]), middle_ids,
+                 list(suf[:keep_suf]), cond_ids,
+                 starts_file=starts_file and keep_pre == len(pre),
+                 ends_file=ends_file and keep_suf == len(suf))
 
 
 # -- the decoding loop --------------------------------------------------------------------------
@@ -169,26 +231,34 @@ def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None)
     return logits
 
 
-def _predict(logits: torch.Tensor, greedy_rows: torch.Tensor,
-             temperature: float | torch.Tensor, top_k: int | None, top_p: float | None,
-             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per position: the token to commit and its log-probability under the model (temperature
-    1, unfiltered: the model's own belief, comparable across samples). `temperature` is one
-    for all rows or one per row [R] (rows of different requests sharing a pass); 0 is greedy."""
-    r, s, v = logits.shape
-    flat = logits.reshape(r * s, v)
+def _draw(scaled: torch.Tensor, top_k: int | None, top_p: float | None,
+          generator: torch.Generator) -> torch.Tensor:
+    """One token per row of temperature-scaled logits [N, V]. Plain top-k draws among the k
+    best only: a multinomial over the whole vocabulary was a third of an interactive fill's
+    time, for tokens of probability 0."""
+    if top_k is not None and top_k < scaled.shape[-1] and top_p is None:
+        values, index = torch.topk(scaled, top_k, dim=-1)
+        draws = torch.multinomial(torch.softmax(values, -1).cpu(), 1, generator=generator)
+        return index.gather(1, draws.to(index.device)).flatten()
+    chosen = _filter_logits(scaled, top_k, top_p)
+    draws = torch.multinomial(torch.softmax(chosen, -1).cpu(), 1, generator=generator)
+    return draws.flatten().to(scaled.device)
+
+
+def _predict(flat: torch.Tensor, greedy: torch.Tensor, temps: torch.Tensor,
+             top_k: int | None, top_p: float | None, generator: torch.Generator
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per position of logits [N, V]: the token to commit and its log-probability under the
+    model (temperature 1, unfiltered: the model's own belief, comparable across samples).
+    `greedy` [N] bool and `temps` [N] per position; temperature 0 is greedy."""
     token, _, lse = greedy_confidence(flat)
-    temps = torch.as_tensor(temperature, dtype=torch.float, device=logits.device).expand(r)
-    sampled_rows = ~greedy_rows & (temps > 0)
-    if sampled_rows.any():
-        which = sampled_rows.repeat_interleave(s)
-        per_position = temps.repeat_interleave(s)[which][:, None]
-        chosen = _filter_logits(flat[which].float() / per_position, top_k, top_p)
-        draws = torch.multinomial(torch.softmax(chosen, -1).cpu(), 1, generator=generator)
+    sampled = ~greedy & (temps > 0)
+    if sampled.any():
         token = token.clone()
-        token[which] = draws.flatten().to(token.device)
+        token[sampled] = _draw(flat[sampled].float() / temps[sampled][:, None], top_k, top_p,
+                               generator)
     logp = flat.float().gather(1, token[:, None]).flatten() - lse
-    return token.view(r, s), logp.view(r, s)
+    return token, logp
 
 
 def _commit_mask(conf: torch.Tensor, eligible: torch.Tensor, threshold: float | None,
@@ -294,14 +364,21 @@ def _unmask(lm: LoadedModel, rows: _Rows, active: torch.Tensor, logits: torch.Te
     stop = torch.tensor(sorted(lm.tokenizer.stop_ids), device=lm.device, dtype=torch.long)
     banned = torch.tensor(_banned(lm.tokenizer), device=lm.device, dtype=torch.long)
     ids, pos = rows.ids[active], rows.pos[active]
-    logits[..., banned] = -math.inf
-    if isinstance(temperature, torch.Tensor):  # one per row of `rows`
-        temperature = temperature[active]
-    token, logp = _predict(logits, rows.greedy[active], temperature, top_k, top_p, generator)
-
     masked = rows.masked[active]
     current_block = rows.block[active].masked_fill(~masked, 1 << 30).min(1).values
     eligible = masked & (rows.block[active] == current_block[:, None])
+    # Only eligible positions can be committed (and an end token that ends a fill is one of
+    # them): predicting just those skips the softmax and top-k of every other slot.
+    temps = torch.as_tensor(temperature, dtype=torch.float, device=logits.device)
+    temps = (temps[active] if temps.dim() else temps.expand(len(active)))[:, None].expand_as(
+        eligible)
+    greedy = rows.greedy[active][:, None].expand_as(eligible)
+    picked = logits[eligible]
+    picked[:, banned] = -math.inf
+    token = torch.zeros_like(ids.gather(1, pos))
+    logp = torch.zeros(eligible.shape, device=logits.device)
+    token[eligible], logp[eligible] = _predict(picked, greedy[eligible], temps[eligible], top_k,
+                                               top_p, generator)
     remaining = eligible.sum(1)
     if steps is not None:
         left = (steps - rows.block_steps[active]).clamp(min=1)
@@ -367,7 +444,7 @@ def _generator(seed: int) -> torch.Generator:
 
 
 @torch.inference_mode()
-def infill(lm: LoadedModel, canvases: list[Canvas], samples: int = 4, *,
+def infill(lm: LoadedModel, canvases: Sequence[Canvas | TokenCanvas], samples: int = 4, *,
            steps: int | None = None, threshold: float | None = 0.9, temperature: float = 0.8,
            top_k: int | None = None, top_p: float | None = 0.95,
            remask_low_confidence: float | None = None, block_size: int | None = None,
@@ -384,11 +461,17 @@ def infill(lm: LoadedModel, canvases: list[Canvas], samples: int = 4, *,
     if not canvases:
         return []
     layouts, span_lens, greedy = [], [], []
+    encoded: dict = {}
     for canvas in canvases:
         if canvas.span_len < 1:
             raise ModelError(f"span_len must be at least 1, got {canvas.span_len}")
-        ids, start = _layout(lm, canvas.prefix, [lm.mask_id] * canvas.span_len, canvas.suffix,
-                             canvas.cond, context)
+        middle = [lm.mask_id] * canvas.span_len
+        if isinstance(canvas, TokenCanvas):
+            ids, start = _crop(lm, canvas.prefix, middle, canvas.suffix, (), context,
+                               canvas.starts_file, canvas.ends_file)
+        else:
+            ids, start = _layout(lm, canvas.prefix, middle, canvas.suffix, canvas.cond, context,
+                                 encoded)
         for k in range(samples):
             layouts.append((ids, start, None))
             span_lens.append(canvas.span_len)
