@@ -3,11 +3,14 @@ bug and passing with the hidden reference fix."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from greenpatch.agent.bench.generate import _appended
+from greenpatch.agent.bench.inject import candidates
 from greenpatch.agent.bench.libraries import LIBRARIES, get_library, pristine_repo
 from greenpatch.agent.bench.pairs import compatible, pairs
 from greenpatch.agent.bench.suite import run_pytest
@@ -35,6 +38,21 @@ def test_every_task_matches_its_pinned_library_source() -> None:
         buggy = buggy_source(task, task.file, pristine)
         assert buggy != pristine
         assert buggy[task.start_byte :].startswith(task.buggy.encode())
+
+
+
+def test_every_task_is_still_proposed_by_its_kinds_operator() -> None:
+    # A task id ends with its mutant's key: the operators must keep proposing each mutant, or
+    # the frozen tasks could not be generated again.
+    sources: dict[tuple[str, str], bytes] = {}
+    for task in load_tasks(TASKS_FILE):
+        key = (task.library, task.file)
+        if key not in sources:
+            sources[key] = (pristine_repo(get_library(task.library)) / task.file).read_bytes()
+        proposed = {(m.start, m.end, m.buggy): m.key
+                    for m in candidates(sources[key], task.kind)}
+        found = proposed.get((task.start_byte, task.end_byte, task.buggy))
+        assert found is not None and task.id.endswith(found), task.id
 
 
 @pytest.mark.slow
@@ -107,3 +125,17 @@ def test_a_drawn_pair_fails_both_ticket_tests_and_each_fix_alone_is_progress(tmp
         (repo / first.file).write_bytes(buggy_source(second, first.file, pristine_text))
     failing = run_pytest(repo, pair.ticket_test.split(), timeout=120).failures
     assert {f.nodeid for f in failing} == {second.ticket_test}
+
+
+def test_generation_appends_new_tasks_after_the_written_ones(tmp_path) -> None:
+    def task(task_id: str, line: int, ticket: str = "t") -> dict:
+        return {"id": task_id, "file": "m.py", "start_line": line, "ticket": ticket,
+                "failing_tests": ["tests/test_m.py::test_a"]}
+
+    out = tmp_path / "tasks.jsonl"
+    out.write_text(json.dumps(task("z-old", 1)) + "\n" + json.dumps(task("a-old", 2)) + "\n")
+    verified = [task("a-old", 2), task("m-new", 3), task("b-new", 4), task("c-same", 1)]
+    kept = [t["id"] for t in _appended(out, verified)]
+    # Written tasks keep their lines; new ones follow by id; one that shows exactly like an
+    # earlier task (same line, ticket and failing tests) is that task again, and is dropped.
+    assert kept == ["z-old", "a-old", "b-new", "m-new"]

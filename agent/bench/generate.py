@@ -14,7 +14,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from greenpatch.agent.bench.inject import KINDS, Mutation, Validator, candidates, enclosing_function
+from greenpatch.agent.bench.inject import (
+    KINDS,
+    REAL_BUG_KINDS,
+    Mutation,
+    Validator,
+    candidates,
+    enclosing_function,
+)
 from greenpatch.agent.bench.libraries import LIBRARIES, Library, pristine_repo
 from greenpatch.agent.bench.splits import split_of
 from greenpatch.agent.bench.suite import Failure, run_pytest
@@ -27,13 +34,19 @@ from greenpatch.agent.bench.tasks import (
 )
 from greenpatch.agent.bench.ticket_text import defined_names, ticket_ready, write_ticket
 
+# A suite with hanging tests costs up to pytest-timeout's 10 s per hanging test: room for a few.
+HANG_SUITE_TIMEOUT = 300.0
 
-def plan(lib: Library, per_kind: int, seed: int) -> Iterator[tuple[str, Mutation]]:
-    """Up to `per_kind` valid mutants of each kind, drawn from all of the library's modules."""
+
+def plan(
+    lib: Library, per_kind: int, seed: int, kinds: tuple[str, ...] = KINDS
+) -> Iterator[tuple[str, Mutation]]:
+    """Up to `per_kind` valid mutants of each of `kinds`, drawn from all the library's modules;
+    a mutant giving the same module as one drawn before in this call is skipped."""
     root = pristine_repo(lib)
     sources = {module: (root / module).read_bytes() for module in lib.modules}
     validators = {module: Validator(source) for module, source in sources.items()}
-    for kind in KINDS:
+    for kind in kinds:
         pool = [(m, mut) for m in lib.modules for mut in candidates(sources[m], kind, seed)]
         random.Random(f"{seed}:{lib.name}:{kind}").shuffle(pool)
         picked = 0
@@ -77,6 +90,9 @@ def attempt(lib: Library, module: str, mutation: Mutation, workdir: Path) -> dic
         return {**record, "status": "rejected", "reason": reason}
 
     function = enclosing_function(source, mutation.start)
+    # A real-bug kind may hang a test (a loop that never ends): that is the bug, shown by
+    # pytest-timeout; the original kinds keep rejecting it, as when their tasks were made.
+    hangs_allowed = mutation.kind in REAL_BUG_KINDS
     repo = build_task_repo(task, Path(tempfile.mkdtemp(dir=workdir)) / "repo")
     try:
         quick = None
@@ -84,18 +100,18 @@ def attempt(lib: Library, module: str, mutation: Mutation, workdir: Path) -> dic
             # Tests named after the function catch most mutants in a fraction of the suite.
             named = [*lib.relevant_tests(module), "-k", function[0].strip("_")]
             quick = run_pytest(repo, named, exitfirst=True, timeout=30)
-        if quick is None or not quick.failed_tests:
+        if quick is None or not (quick.failed_tests or quick.timed_out):
             quick = run_pytest(repo, lib.relevant_tests(module), exitfirst=True, timeout=30)
-        if quick.timed_out:
+        if quick.timed_out and not hangs_allowed:
             return reject("timeout")
         if quick.passed:
             return reject("undetected")
-        if not quick.failed_tests:
+        if not (quick.failed_tests or quick.timed_out):
             return reject(f"pytest exit {quick.returncode}")
-        full = run_pytest(repo, timeout=120)
+        full = run_pytest(repo, timeout=HANG_SUITE_TIMEOUT if hangs_allowed else 120)
         if not full.failed_tests:
             return reject(f"full suite: exit {full.returncode}, timeout {full.timed_out}")
-        if full.slow_tests or quick.slow_tests:
+        if (full.slow_tests or quick.slow_tests) and not hangs_allowed:
             return reject("a test times out: detection would depend on machine speed")
         buggy = (repo / module).read_bytes()
     finally:
@@ -117,6 +133,10 @@ def attempt(lib: Library, module: str, mutation: Mutation, workdir: Path) -> dic
     task.difficulty = difficulty_class(distance, len(failing), tokens)
     task.split = split_of(task.id)
     task.extra = {"message": chosen.message, "frames": chosen.frames}
+    hanging = sorted(f.nodeid for f in full.failures if f.timed_out)
+    if hanging:
+        task.extra["hangs"] = True
+        task.extra["hanging_tests"] = hanging
     return {**record, "status": "verified", "task": task.to_dict()}
 
 
@@ -133,6 +153,16 @@ def _distinct(tasks: list[dict]) -> list[dict]:
     return kept
 
 
+def _appended(out: Path, verified: list[dict]) -> list[dict]:
+    """The tasks of `out` as they are (a written task keeps its line), then the verified ones
+    not in it, sorted by id, each dropped if it shows like one before it (`_distinct`)."""
+    kept = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] \
+        if out.exists() else []
+    known = {t["id"] for t in kept}
+    return _distinct(kept + sorted((t for t in verified if t["id"] not in known),
+                                   key=lambda t: t["id"]))
+
+
 def generate(
     out: Path,
     checkpoint: Path,
@@ -140,9 +170,10 @@ def generate(
     per_kind: int,
     seed: int,
     jobs: int,
+    kinds: tuple[str, ...] = KINDS,
 ) -> int:
-    """Run (or resume) generation for `libraries`; write every verified task of the checkpoint,
-    sorted by id, to `out`."""
+    """Run (or resume) generation of `kinds` for `libraries`; write to `out` the tasks already
+    there, in their order, then every other verified task of the checkpoint, sorted by id."""
     done: dict[str, dict] = {}
     if checkpoint.exists():
         for line in checkpoint.read_text().splitlines():
@@ -165,7 +196,7 @@ def generate(
             continue
         todo += [
             (lib, module, mutation)
-            for module, mutation in plan(lib, per_kind, seed)
+            for module, mutation in plan(lib, per_kind, seed, kinds)
             if f"{lib.name}:{module}:{mutation.key}" not in done
         ]
     print(f"{len(done)} attempts done before, {len(todo)} to go", file=sys.stderr, flush=True)
@@ -184,9 +215,6 @@ def generate(
             list(pool.map(work, todo))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    verified = _distinct(
-        sorted((r["task"] for r in done.values() if r["status"] == "verified"),
-               key=lambda t: t["id"])
-    )
+    verified = _appended(out, [r["task"] for r in done.values() if r["status"] == "verified"])
     out.write_text("".join(json.dumps(t, sort_keys=True) + "\n" for t in verified))
     return len(verified)

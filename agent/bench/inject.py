@@ -14,7 +14,9 @@ from tree_sitter import Language, Node, Parser
 
 _PARSER = Parser(Language(tspy.language()))
 
-KINDS = (
+# The kinds the agent's mutation operators invert (tasks of 2026-11-22); their order and
+# behaviour are frozen, as task ids hash the mutants they propose.
+ORIGINAL_KINDS = (
     "comparison",
     "arithmetic",
     "boolean",
@@ -25,6 +27,19 @@ KINDS = (
     "deleted_statement",
     "wrong_return",
 )
+# Simple-bug patterns measured in real projects (ManySStuBs4J, PySStuBs) that no single inverse
+# operator undoes, plus a loop that never ends (its tests hang).
+REAL_BUG_KINDS = (
+    "more_specific_condition",
+    "less_specific_condition",
+    "missing_wrapper_call",
+    "changed_argument",
+    "swapped_concatenation",
+    "missing_loop_statement",
+    "missing_loop_progress",
+    "wrong_attribute",
+)
+KINDS = ORIGINAL_KINDS + REAL_BUG_KINDS
 
 _COMPARISON = {
     "<": "<=",
@@ -187,6 +202,16 @@ def _wrong_name(root: Node, rng: random.Random) -> Iterator[Mutation]:
                            rng.choice(others))
 
 
+def _positional(args: Node) -> list[Node]:
+    """Positional arguments up to the first keyword, splat or comment."""
+    found: list[Node] = []
+    for child in args.named_children:
+        if child.type in _POSITIONAL_SKIP or child.type == "comment":
+            break
+        found.append(child)
+    return found
+
+
 def _swapped_args(root: Node, rng: random.Random) -> Iterator[Mutation]:
     for node in _walk(root):
         if node.type != "call" or _enclosing_function(node) is None:
@@ -194,11 +219,7 @@ def _swapped_args(root: Node, rng: random.Random) -> Iterator[Mutation]:
         args = node.child_by_field_name("arguments")
         if args is None or args.type != "argument_list":
             continue
-        positional: list[Node] = []
-        for child in args.named_children:
-            if child.type in _POSITIONAL_SKIP or child.type == "comment":
-                break
-            positional.append(child)
+        positional = _positional(args)
         pairs = [(a, b) for a, b in zip(positional, positional[1:], strict=False)
                  if _text(a) != _text(b)]
         if not pairs:
@@ -265,6 +286,265 @@ def _wrong_return(root: Node, rng: random.Random) -> Iterator[Mutation]:
         new = flips.get(text, "None")
         yield Mutation("wrong_return", value.start_byte, value.end_byte, text, new)
 
+# Expressions that keep their meaning wherever an expression goes: no parentheses needed.
+_ATOMS = {
+    "identifier", "attribute", "subscript", "call", "string", "concatenated_string", "integer",
+    "float", "true", "false", "none", "list", "tuple", "dictionary", "set",
+    "parenthesized_expression", "list_comprehension", "dictionary_comprehension",
+    "set_comprehension",
+}
+# Operands a condition can gain from elsewhere in its function: one test, not a compound.
+_CONDITION_PARTS = {"comparison_operator", "identifier", "attribute", "call", "not_operator",
+                    "subscript"}
+# Builtins that wrap a value; dropping one leaves code that still runs on many inputs.
+_WRAPPERS = {
+    "abs", "all", "any", "bool", "dict", "float", "frozenset", "int", "iter", "len", "list",
+    "max", "min", "next", "repr", "reversed", "round", "set", "sorted", "str", "sum", "tuple",
+}
+_SEQUENCE_LITERALS = {"string", "concatenated_string", "list", "tuple"}
+_LOOPS = {"for_statement", "while_statement"}
+
+
+def _parenthesized(node: Node) -> str:
+    return _text(node) if node.type in _ATOMS else f"({_text(node)})"
+
+
+def _operator(node: Node) -> str:
+    """The operator token of a binary or boolean operator node."""
+    found = node.child_by_field_name("operator")
+    return _text(found) if found is not None else ""
+
+
+def _operands(node: Node) -> list[Node]:
+    """The leaf tests of a condition: `a and (b or c)` gives a and (b or c)."""
+    if node.type == "boolean_operator":
+        return [leaf for side in ("left", "right")
+                for leaf in _operands(node.child_by_field_name(side))]
+    return [node]
+
+
+def _names(node: Node) -> set[str]:
+    return {_text(n) for n in _walk(node) if n.type == "identifier"}
+
+
+def _conditions(function: Node) -> list[Node]:
+    return [n.child_by_field_name("condition") for n in _walk(function)
+            if n.type in {"if_statement", "elif_clause", "while_statement"}
+            and n.child_by_field_name("condition") is not None]
+
+
+def _dropped_operands(root: Node, op: str, kind: str) -> Iterator[Mutation]:
+    """`a <op> b` becomes `a`, or `b`: an operand dropped from a boolean expression."""
+    for node in _walk(root):
+        if node.type != "boolean_operator" or _operator(node) != op:
+            continue
+        if _enclosing_function(node) is None:
+            continue
+        for side in ("left", "right"):
+            kept = node.child_by_field_name(side)
+            yield Mutation(kind, node.start_byte, node.end_byte, _text(node), _text(kept))
+
+
+def _added_operands(root: Node, op: str, kind: str, rng: random.Random) -> Iterator[Mutation]:
+    """`if c:` becomes `if c <op> d:`, d a test taken from another condition of the function,
+    so the added test reads like the code around it."""
+    for node in _walk(root):
+        if node.type != "function_definition":
+            continue
+        conditions = _conditions(node)
+        parts = {_text(p): p for c in conditions for p in _operands(c)
+                 if p.type in _CONDITION_PARTS}
+        for condition in conditions:
+            if _enclosing_function(condition) != node:
+                continue  # a nested function's conditions are its own
+            own = _text(condition)
+            # The added test must read a name the condition does not (no `n == 0 and n == 1`).
+            pool = sorted(text for text, part in parts.items()
+                          if text not in own and _names(part) - _names(condition))
+            if not pool:
+                continue
+            mixed = condition.type == "boolean_operator" and _operator(condition) != op
+            left = f"({own})" if mixed or condition.type not in _ATOMS | {
+                "boolean_operator", "comparison_operator", "not_operator"} else own
+            yield Mutation(kind, condition.start_byte, condition.end_byte, own,
+                           f"{left} {op} {rng.choice(pool)}")
+
+
+def _more_specific_condition(root: Node, rng: random.Random) -> Iterator[Mutation]:
+    """The bug narrows a condition: a disjunct dropped or a conjunct added (its fix is what
+    ManySStuBs4J calls a less specific if)."""
+    yield from _dropped_operands(root, "or", "more_specific_condition")
+    yield from _added_operands(root, "and", "more_specific_condition", rng)
+
+
+def _less_specific_condition(root: Node, rng: random.Random) -> Iterator[Mutation]:
+    """The bug widens a condition: a conjunct dropped or a disjunct added (the fix: a more
+    specific if)."""
+    yield from _dropped_operands(root, "and", "less_specific_condition")
+    yield from _added_operands(root, "or", "less_specific_condition", rng)
+
+
+def _missing_wrapper_call(root: Node, rng: random.Random) -> Iterator[Mutation]:
+    """`max(a, b)` becomes `b`, `len(x)` becomes `x`: a builtin call replaced by an argument."""
+    for node in _walk(root):
+        if node.type != "call" or _enclosing_function(node) is None:
+            continue
+        name, args = node.child_by_field_name("function"), node.child_by_field_name("arguments")
+        if name.type != "identifier" or _text(name) not in _WRAPPERS:
+            continue
+        if args.type != "argument_list":  # `sum(x for x in xs)`: a generator, no argument list
+            continue
+        for arg in _positional(args):
+            yield Mutation("missing_wrapper_call", node.start_byte, node.end_byte, _text(node),
+                           _parenthesized(arg))
+
+
+def _changed_argument(root: Node, rng: random.Random) -> Iterator[Mutation]:
+    """`f(k - n)` becomes `f(k)`: an argument computed by arithmetic loses one operand (the
+    one that is not a bare number, so the argument keeps a variable)."""
+    for node in _walk(root):
+        if node.type != "argument_list" or _enclosing_function(node) is None:
+            continue
+        values = [c.child_by_field_name("value") if c.type == "keyword_argument" else c
+                  for c in node.named_children]
+        for value in values:
+            if value is None or value.type != "binary_operator":
+                continue
+            if _operator(value) not in {"+", "-", "*", "/", "//", "%"}:
+                continue
+            left, right = value.child_by_field_name("left"), value.child_by_field_name("right")
+            if {left.type, right.type} & _SEQUENCE_LITERALS:
+                continue  # `"%s" % x` and `(a,) + rest` format or join, they do not compute
+            kept = right if left.type in {"integer", "float"} else left
+            if kept.type not in {"integer", "float"}:
+                yield Mutation("changed_argument", value.start_byte, value.end_byte,
+                               _text(value), _text(kept))
+
+
+def _concatenation(node: Node) -> bool:
+    """A `+` that plausibly joins strings or sequences: a literal one somewhere in its chain."""
+    if node.type != "binary_operator" or _operator(node) != "+":
+        return False
+    sides = (node.child_by_field_name("left"), node.child_by_field_name("right"))
+    return any(s.type in _SEQUENCE_LITERALS or _concatenation(s) for s in sides)
+
+
+def _swapped_concatenation(root: Node, rng: random.Random) -> Iterator[Mutation]:
+    """`prefix + "x"` becomes `"x" + prefix`."""
+    source = root.text
+    for node in _walk(root):
+        if not _concatenation(node) or _enclosing_function(node) is None:
+            continue
+        left, right = node.child_by_field_name("left"), node.child_by_field_name("right")
+        if _text(left) == _text(right):
+            continue
+        between = source[left.end_byte : right.start_byte].decode()
+        yield Mutation("swapped_concatenation", node.start_byte, node.end_byte, _text(node),
+                       _text(right) + between + _text(left))
+
+
+def _statements(block: Node) -> list[Node]:
+    return [c for c in block.named_children if c.type != "comment"]
+
+
+def _deletion(source: bytes, node: Node, kind: str) -> Mutation | None:
+    """The whole lines of `node` removed; a block's only statement becomes `pass`."""
+    span = _line_span(source, node)
+    if span is None:
+        return None
+    block = node.parent
+    indent = source[span[0] : node.start_byte].decode()
+    alone = block is not None and len(_statements(block)) < 2
+    return Mutation(kind, span[0], span[1], source[span[0] : span[1]].decode(),
+                    f"{indent}pass\n" if alone else "")
+
+
+def _bound_names(statement: Node) -> set[str]:
+    """Names and attributes a statement moves forward: assignment targets and the receivers of
+    its method calls (`i += 1`, `node = node.next`, `stack.pop()`)."""
+    names: set[str] = set()
+    for node in _walk(statement):
+        if node.type in {"assignment", "augmented_assignment"}:
+            target = node.child_by_field_name("left")
+            names |= {_text(n) for n in _walk(target) if n.type in {"identifier", "attribute"}}
+        elif node.type == "call":
+            function = node.child_by_field_name("function")
+            if function.type == "attribute":
+                names.add(_text(function.child_by_field_name("object")))
+    return names
+
+
+def _progress(loop: Node) -> list[Node]:
+    """The statements of a while loop's body (at any depth) that change what its condition
+    reads: without them the loop never ends."""
+    condition = loop.child_by_field_name("condition")
+    read = {_text(n) for n in _walk(condition) if n.type in {"identifier", "attribute"}}
+    body = loop.child_by_field_name("body")
+    found = []
+    for node in _walk(body):
+        if node.type == "function_definition" or node.parent is None:
+            continue
+        if node.parent.type == "block" and node.type == "expression_statement" and (
+                _bound_names(node) & read):
+            found.append(node)
+    return found
+
+
+def _missing_loop_statement(root: Node, rng: random.Random) -> Iterator[Mutation]:
+    """A statement of a loop body left out (any statement but the one that makes a while loop
+    progress: that is `missing_loop_progress`)."""
+    source = root.text
+    for loop in _walk(root):
+        if loop.type not in _LOOPS or _enclosing_function(loop) is None:
+            continue
+        body = loop.child_by_field_name("body")
+        progress = _progress(loop) if loop.type == "while_statement" else []
+        statements = _statements(body)
+        for node in statements if len(statements) >= 2 else ():
+            if node in progress or node.type == "pass_statement" or (
+                    node.named_children and node.named_children[0].type == "string"):
+                continue
+            mutation = _deletion(source, node, "missing_loop_statement")
+            if mutation is not None:
+                yield mutation
+
+
+def _missing_loop_progress(root: Node, rng: random.Random) -> Iterator[Mutation]:
+    """`i += 1` left out of `while i < n:`: the loop never ends and a test hangs."""
+    source = root.text
+    for loop in _walk(root):
+        if loop.type != "while_statement" or _enclosing_function(loop) is None:
+            continue
+        for node in _progress(loop):
+            mutation = _deletion(source, node, "missing_loop_progress")
+            if mutation is not None:
+                yield mutation
+
+
+def _receivers(root: Node) -> dict[str, set[str]]:
+    """Attribute names read or written on each receiver (other than self/cls) in the module."""
+    found: dict[str, set[str]] = {}
+    for node in _walk(root):
+        if node.type == "attribute":
+            receiver = _text(node.child_by_field_name("object"))
+            found.setdefault(receiver, set()).add(_text(node.child_by_field_name("attribute")))
+    return found
+
+
+def _wrong_attribute(root: Node, rng: random.Random) -> Iterator[Mutation]:
+    """`node.left` becomes `node.right`: another attribute the module uses on that receiver
+    (self's attributes are `wrong_name`'s)."""
+    pools = _receivers(root)
+    for node in _walk(root):
+        if node.type != "attribute" or _enclosing_function(node) is None:
+            continue
+        receiver = _text(node.child_by_field_name("object"))
+        name = node.child_by_field_name("attribute")
+        others = sorted(pools[receiver] - {_text(name)})
+        if receiver not in {"self", "cls"} and others:
+            yield Mutation("wrong_attribute", name.start_byte, name.end_byte, _text(name),
+                           rng.choice(others))
+
 
 OPERATORS: dict[str, Callable[[Node, random.Random], Iterator[Mutation]]] = {
     "comparison": _comparison,
@@ -276,6 +556,14 @@ OPERATORS: dict[str, Callable[[Node, random.Random], Iterator[Mutation]]] = {
     "negated_condition": _negated_condition,
     "deleted_statement": _deleted_statement,
     "wrong_return": _wrong_return,
+    "more_specific_condition": _more_specific_condition,
+    "less_specific_condition": _less_specific_condition,
+    "missing_wrapper_call": _missing_wrapper_call,
+    "changed_argument": _changed_argument,
+    "swapped_concatenation": _swapped_concatenation,
+    "missing_loop_statement": _missing_loop_statement,
+    "missing_loop_progress": _missing_loop_progress,
+    "wrong_attribute": _wrong_attribute,
 }
 
 

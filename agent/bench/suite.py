@@ -25,6 +25,11 @@ class Failure:
     message: str
     frames: list[tuple[str, int]] = field(default_factory=list)  # (path, line), outermost first
 
+    @property
+    def timed_out(self) -> bool:
+        """Stopped by pytest-timeout: the test ran longer than the run's `test_timeout`."""
+        return "Timeout" in self.message
+
 
 @dataclass
 class SuiteRun:
@@ -39,7 +44,7 @@ class SuiteRun:
 
     @property
     def slow_tests(self) -> bool:
-        return any("Timeout" in f.message for f in self.failures)
+        return any(f.timed_out for f in self.failures)
 
     @property
     def failed_tests(self) -> bool:

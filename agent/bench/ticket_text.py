@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import re
 
-from greenpatch.agent.tickets import _NODE_ID
-
 _DEFINED = re.compile(r"^(?:def|class)\s+(\w+)", re.M)
+# Node ids a `tests:` line carries intact: no space, comma, quote or parenthesis that the ticket
+# reader splits or strips at (agent/tickets.py). The tasks of 2026-11-22 were chosen with it.
+_NODE_ID = re.compile(r"[\w./-]+\.py(?:::[\w\[\]\-.=]+)*")
 
 
 def defined_names(sources: list[str]) -> set[str]:

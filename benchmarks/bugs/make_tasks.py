@@ -4,6 +4,10 @@
         --libraries toolz cachetools boltons
     .venv/bin/python benchmarks/bugs/make_tasks.py --per-kind 5 --seed 0 --jobs 2 \
         --libraries more-itertools
+    .venv/bin/python benchmarks/bugs/make_tasks.py --per-kind 3 --seed 0 --jobs 1 --real-bugs
+
+`--kinds` (or `--real-bugs`: the real-bug kinds only) draws only those kinds; new tasks are
+appended after the ones already in the task file.
 
 Attempts are checkpointed in benchmarks/bugs/attempts.jsonl; re-running resumes from it.
 """
@@ -17,6 +21,7 @@ import time
 from pathlib import Path
 
 from greenpatch.agent.bench.generate import generate
+from greenpatch.agent.bench.inject import KINDS, REAL_BUG_KINDS
 from greenpatch.agent.bench.libraries import LIBRARIES
 
 HERE = Path(__file__).resolve().parent
@@ -28,11 +33,16 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--libraries", nargs="*", default=list(LIBRARIES))
+    kinds = parser.add_mutually_exclusive_group()
+    kinds.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    kinds.add_argument("--real-bugs", action="store_true", help="only " + ", ".join(REAL_BUG_KINDS))
     parser.add_argument("--out", type=Path, default=HERE / "tasks.jsonl")
     parser.add_argument("--checkpoint", type=Path, default=HERE / "attempts.jsonl")
     args = parser.parse_args()
     started = time.monotonic()
-    count = generate(args.out, args.checkpoint, args.libraries, args.per_kind, args.seed, args.jobs)
+    chosen = REAL_BUG_KINDS if args.real_bugs else tuple(k for k in KINDS if k in args.kinds)
+    count = generate(args.out, args.checkpoint, args.libraries, args.per_kind, args.seed,
+                     args.jobs, chosen)
     used = {json.loads(line)["library"] for line in args.out.read_text().splitlines() if line}
     (HERE / "libraries.json").write_text(json.dumps(
         {name: {"version": lib.version, "licence": lib.licence, "sdist": lib.sdist,
