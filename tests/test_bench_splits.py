@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from greenpatch.agent.bench.inject import KINDS
 from greenpatch.agent.bench.libraries import LIBRARIES
-from greenpatch.agent.bench.splits import DEV_FRACTION, SEED, sample, split_of
+from greenpatch.agent.bench.splits import DEV_FRACTION, SEED, choose, sample, split_of
 from greenpatch.agent.bench.tasks import TASKS_FILE, load_tasks
+from greenpatch.agent.errors import AgentError
 from greenpatch.agent.tickets import parse_ticket
 
 RESERVED = Path(__file__).resolve().parents[1] / "benchmarks" / "reserved.txt"
@@ -74,3 +75,12 @@ def test_sample_is_seeded_and_sorted() -> None:
     assert sample(ids, 10, seed=1) != sample(ids, 10, seed=2)
     assert sample(ids, 10, seed=1) == sorted(sample(ids, 10, seed=1))
     assert sample(ids, None) == sorted(ids) == sample(ids, 500)
+
+
+def test_choose_keeps_only_the_kinds_asked_for(tasks) -> None:
+    chosen = choose(tasks, "all", None, None, 0, ["comparison", "wrong_return"])
+    assert chosen and {t.kind for t in chosen} == {"comparison", "wrong_return"}
+    assert len(chosen) == sum(t.kind in {"comparison", "wrong_return"} for t in tasks)
+    assert choose(tasks, "dev", None, None, 0, None) == choose(tasks, "dev", None, None, 0, [])
+    with pytest.raises(AgentError, match="of kind nonsense"):
+        choose(tasks, "test", None, None, 0, ["nonsense"])

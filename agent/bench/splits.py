@@ -28,8 +28,9 @@ def sample(ids: list[str], n: int | None, seed: int = 0) -> list[str]:
 
 
 def choose(tasks: list[Task], split: str, task_ids: list[str] | None, n: int | None,
-           seed: int) -> list[Task]:  # fmt: skip
-    """The tasks `agent bench` runs: these ids, else the split, then N of them drawn with seed."""
+           seed: int, kinds: list[str] | None = None) -> list[Task]:  # fmt: skip
+    """The tasks `agent bench` runs: these ids, else the split (of these kinds, if given), then
+    N of them drawn with seed."""
     if split not in (*SPLITS, "all"):
         raise AgentError(f"--split must be dev, test or all, got '{split}'")
     by_id = {t.id: t for t in tasks}
@@ -39,8 +40,10 @@ def choose(tasks: list[Task], split: str, task_ids: list[str] | None, n: int | N
             raise AgentError(f"unknown task id: {unknown[0]}")
         pool = [by_id[i] for i in task_ids]
     else:
-        pool = [t for t in tasks if split == "all" or t.split == split]
+        pool = [t for t in tasks if (split == "all" or t.split == split)
+                and (not kinds or t.kind in kinds)]
     chosen = [by_id[i] for i in sample([t.id for t in pool], n, seed)]
     if not chosen:
-        raise AgentError(f"no tasks in split '{split}'")
+        which = f" of kind {', '.join(kinds)}" if kinds else ""
+        raise AgentError(f"no tasks in split '{split}'{which}")
     return chosen

@@ -30,6 +30,10 @@ def bench(
     task_ids: Annotated[
         list[str] | None, typer.Option("--task", metavar="ID", help="Run only these task ids.")
     ] = None,
+    kinds: Annotated[
+        list[str] | None,
+        typer.Option("--kinds", metavar="KIND", help="Run only tasks of these bug kinds (repeat)."),
+    ] = None,
     budget: Annotated[
         float, typer.Option("--budget", metavar="SECONDS", min=1, help="Budget per bug.")
     ] = 60.0,
@@ -89,7 +93,7 @@ def bench(
     def body() -> int:
         configs = Config.parse_all(compare or [])
         argv = fixer_command(fixer)
-        chosen = choose(load_tasks(tasks_file), split, task_ids, sample_n, seed)
+        chosen = choose(load_tasks(tasks_file), split, task_ids, sample_n, seed, kinds)
         reporter = Reporter(json_out, verbose=verbose, quiet=quiet)
         root = workdir or Path(tempfile.mkdtemp(prefix="gp-bench-"))
         root.mkdir(parents=True, exist_ok=True)
