@@ -35,10 +35,16 @@ from greenpatch.agent.config import load_settings  # noqa: E402
 from greenpatch.agent.pipeline.draft import Drafter  # noqa: E402
 from greenpatch.agent.pipeline.harness import target_python  # noqa: E402
 from greenpatch.agent.pipeline.live import FixState  # noqa: E402
-from greenpatch.agent.pipeline.localize import DENOISER_WEIGHT, TRACEBACK_WEIGHT  # noqa: E402
+from greenpatch.agent.pipeline.localize import (  # noqa: E402
+    DENOISER_WEIGHT,
+    TRACEBACK_WEIGHT,
+    _line_start,
+)
 from greenpatch.agent.pipeline.loop import FixLoop, Options  # noqa: E402
 from greenpatch.agent.pipeline.reproduce import reproduce  # noqa: E402
+from greenpatch.model.bugs import enclosing_function  # noqa: E402
 from greenpatch.model.checkpoint import load_model  # noqa: E402
+from greenpatch.model.repair import LineSuspicion, line_suspicion  # noqa: E402
 
 # Lines of the spectrum order whose signals go into the JSON rows.
 DUMPED_LINES = 80
@@ -60,15 +66,29 @@ def measure(case, lm, weights: list[float]) -> dict:
     for weight in weights:
         loop.denoiser_weight = weight  # the same cached disbelief, another weight
         row[f"w{weight:g}"] = line_rank(case, loop.localize())
-    # Each signal of the top lines (spectrum order), to study other ways to combine them.
-    doubt = loop.disbelief(plain)
-    path = next(iter(case.fixed))
-    row["lines"] = [
-        [s.ochiai, round((s.score - s.ochiai) / TRACEBACK_WEIGHT, 6),
-         doubt.get((s.path, s.line), 0.0), s.path == path and s.line in case.lines]
-        for s in plain[:DUMPED_LINES]
-    ]
+    row["lines"] = dump_lines(case, lm, plain[:DUMPED_LINES])
     return row
+
+
+def dump_lines(case, lm, lines: list) -> list[list]:
+    """Each signal of `lines` (spectrum order), to study other ways to combine them: ochiai,
+    traceback, the head's corrupted and missing probabilities, the enclosing function's index
+    (lines of one function share it) and whether the fix belongs there."""
+    path = next(iter(case.fixed))
+    functions: dict[tuple[str, int, int], dict[int, LineSuspicion]] = {}
+    out = []
+    for s in lines:
+        text = (case.repo / s.path).read_text()
+        at = _line_start(text, s.line)
+        span = enclosing_function(text, at) if at is not None else (0, 0)
+        key = (s.path, *span)
+        if key not in functions:
+            functions[key] = {x.line: x for x in line_suspicion(lm, text, *span)} if at else {}
+        head = functions[key].get(s.line, LineSuspicion(s.line, 0.0, 0.0))
+        out.append([s.ochiai, round((s.score - s.ochiai) / TRACEBACK_WEIGHT, 6),
+                    round(head.corrupted, 6), round(head.missing, 6), list(functions).index(key),
+                    s.path == path and s.line in case.lines])
+    return out
 
 
 def summary(rows: list[dict], key: str) -> str:
