@@ -49,7 +49,7 @@ from greenpatch.model.repair import (
     quick_scores,
     with_prior,
 )
-from greenpatch.model.sampler import beam_infill, infill_site, span_lengths
+from greenpatch.model.sampler import DecodeStats, beam_infill, infill_site, span_lengths
 from greenpatch.model.train import BugSampler, WindowSampler, encode_split
 
 TOP_K = (1, 10, 50)
@@ -263,12 +263,16 @@ def _rank(fills: list[str], want: str) -> int | None:
 # (buggy source, 1-based line) -> candidate edits (start, end, replacement) in a model-free
 # order, best first.
 Candidates = Callable[[str, int], list[tuple[int, int, str]]]
+# The same by sampling (best first), adding what its decoding cost to the stats.
+Sampled = Callable[[str, int, DecodeStats], list[tuple[int, int, str]]]
 
 
 def repair_eval(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
-                candidates: Candidates | None, tick: Callable[[], None]) -> dict:
+                candidates: Candidates | None, tick: Callable[[], None],
+                sampled: Sampled | None = None) -> dict:
     """Detection AUC, top-1 line localization and fix recovery given the line (see the
-    module docstring)."""
+    module docstring); with `sampled` (the line's fills by sampling that edits, best first),
+    fix recovery with them added to the candidates' ranking (`_merged`)."""
     bugs = BugSampler(texts, lm.tokenizer, lm.config.max_seq_len, cfg.seed).next_batch(
         cfg.bug_windows)
     with torch.no_grad():
@@ -283,8 +287,11 @@ def repair_eval(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
     fixed_at = {k: 0 for k in (1, 10)}
     sweep: dict[float, list[int]] = {w: [] for w in PRIOR_SWEEP}
     per_kind: dict[str, list[int]] = {}
-    seconds = 0.0
+    seconds = sample_seconds = 0.0
     scored = 0
+    stats = DecodeStats()
+    merged = _Merged()
+    kinds_sampled: dict[str, list[int]] = {}
     while count < cfg.bug_sites:
         clean = rng.choices(texts, weights)[0]
         bug = corrupt(clean, rng, at=rng.randrange(len(clean)))
@@ -303,8 +310,14 @@ def repair_eval(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
             continue
         edits = candidates(bug.text, line)
         want = "".join(clean.split())  # the fix, up to whitespace
-        right = ["".join((bug.text[:a] + fill + bug.text[z:]).split()) == want
-                 for a, z, fill in edits]
+        right = [_fixes(bug.text, edit, want) for edit in edits]
+        if sampled is not None:
+            began = time.perf_counter()
+            fills = sampled(bug.text, line, stats)
+            sample_seconds += time.perf_counter() - began
+            merged.add(edits, right, fills, [_fixes(bug.text, f, want) for f in fills], lm,
+                       bug.text)
+            kinds_sampled.setdefault(bug.kind, []).append(int(merged.last_found))
         if not any(right):
             continue
         reachable += 1
@@ -312,6 +325,7 @@ def repair_eval(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
         scores = quick_scores(lm, bug.text, edits)
         seconds += time.perf_counter() - began
         scored += len(edits)
+        merged.ranked(with_prior(scores, QUICK_PRIOR))
         model_rank = _first_right(with_prior(scores, QUICK_PRIOR), right)
         fixed_rank = right.index(True)
         for w in PRIOR_SWEEP:
@@ -333,7 +347,74 @@ def repair_eval(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
         for k in model_at:
             out[f"fix_recovery@{k}"] = model_at[k] / count
             out[f"fix_recovery_fixed_order@{k}"] = fixed_at[k] / count
+    if sampled is not None:
+        out.update(merged.summary(count))
+        out["sampled_by_kind"] = {k: sum(v) / len(v) for k, v in sorted(kinds_sampled.items())}
+        out["ms_per_span_sampled"] = 1000 * sample_seconds / max(1, stats.spans)
+        out["ms_per_line_sampled"] = 1000 * sample_seconds / count
     return out
+
+
+def _fixes(text: str, edit: tuple[int, int, str], want: str) -> bool:
+    a, z, fill = edit
+    return "".join((text[:a] + fill + text[z:]).split()) == want
+
+
+# Slots of the first 10 given to sampled fills when they join the ranked candidates (the
+# first 10 - m ranked candidates, then the m best sampled fills, then the rest of both).
+SAMPLED_SLOTS = (2, 3, 5)
+
+
+class _Merged:
+    """Fix recovery with the sampled fills joined to the ranked model-free candidates: the
+    candidates in the model's order first, m of the first 10 slots given to the sampled fills
+    (`SAMPLED_SLOTS`); sampled fills that repeat a candidate's program (up to whitespace) are
+    dropped. Counted over every bug, as the other recovery figures."""
+
+    def __init__(self) -> None:
+        self.alone = {1: 0, 10: 0}
+        self.joined = {m: {1: 0, 10: 0} for m in SAMPLED_SLOTS}
+        self.found = self.union = 0
+        self.fills = 0
+        self.last_found = False
+        self._pending: tuple[list[bool], list[bool]] | None = None
+
+    def add(self, edits, right: list[bool], fills, fill_right: list[bool], lm, text: str
+            ) -> None:
+        seen = {"".join((text[:a] + f + text[z:]).split()) for a, z, f in edits}
+        kept = [r for (a, z, f), r in zip(fills, fill_right, strict=True)
+                if "".join((text[:a] + f + text[z:]).split()) not in seen]
+        self.fills += len(fills)
+        self.last_found = any(fill_right)
+        self.found += any(fill_right)
+        self.union += any(fill_right) or any(right)
+        first = next((i for i, r in enumerate(fill_right) if r), None)
+        for k in self.alone:
+            self.alone[k] += first is not None and first < k
+        self._pending = (right, kept)
+        if not any(right):  # no ranking of the candidates comes: they cannot be the fix
+            self.ranked([0.0] * len(right))
+
+    def ranked(self, keys: list[float]) -> None:
+        assert self._pending is not None
+        right, kept = self._pending
+        self._pending = None
+        order = [right[i] for i in sorted(range(len(keys)), key=lambda i: -keys[i])]
+        for m in SAMPLED_SLOTS:
+            joined = order[:10 - m] + kept[:m] + order[10 - m:] + kept[m:]
+            for k in (1, 10):
+                self.joined[m][k] += any(joined[:k])
+
+    def summary(self, count: int) -> dict:
+        out = {"sampled_reachable": self.found / count,
+               "reachable_with_sampled": self.union / count,
+               "sampled_fills_per_bug": self.fills / count}
+        for k, v in self.alone.items():
+            out[f"sampled_recovery@{k}"] = v / count
+        for m, hits in self.joined.items():
+            for k, v in hits.items():
+                out[f"fix_recovery_with_{m}_sampled@{k}"] = v / count
+        return out
 
 
 def _first_right(keys: list[float], right: list[bool]) -> int:
@@ -345,7 +426,8 @@ def _first_right(keys: list[float], right: list[bool]) -> int:
 
 def evaluate(lm: LoadedModel, corpus_dir: Path, split: str, cfg: EvalConfig | None = None,
              tick: Callable[[str, int], None] | None = None,
-             candidates: Candidates | None = None, repair_only: bool = False) -> dict:
+             candidates: Candidates | None = None, repair_only: bool = False,
+             sampled: Sampled | None = None) -> dict:
     """All metrics on one split (`repair_only`: masked-token top-1 and the repair metrics, no
     sampling). `tick(stage, total)`
     is called once per site for progress; `candidates` makes the fills that fix recovery
@@ -362,6 +444,6 @@ def evaluate(lm: LoadedModel, corpus_dir: Path, split: str, cfg: EvalConfig | No
         result.update(mutant_recovery(lm, texts, cfg, lambda: tick("mutant", cfg.mutant_sites)))
     if has_repair_head(lm):
         result.update(repair_eval(lm, texts, cfg, candidates,
-                                  lambda: tick("repair", cfg.bug_sites)))
+                                  lambda: tick("repair", cfg.bug_sites), sampled))
     result["seconds"] = time.perf_counter() - start
     return result

@@ -11,6 +11,11 @@ look like ordinary code, and a candidate that makes its surroundings look wrong 
 name, a broken call) pays for it. Original and candidate are read over the same lines of the
 original plus the fill: a window of a fixed token count would let a longer fill push the
 suspicious tokens out of view and look like a fix.
+
+Sampling that edits (`sample_edits`) starts a denoising from the buggy code: the head's
+disbelief picks the few tokens of a line to re-mask (the rest stays as written), with spare
+slots so a fill can grow, and a statement is sampled after a line the head says is followed by
+a missing one.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 from greenpatch.model.checkpoint import LoadedModel
+from greenpatch.model.sampler import Candidate, Canvas, DecodeStats, TokenCanvas, infill
 from greenpatch.model.tokenizer import CodeTokenizer
 
 # Lines of context either side of a candidate's site. A line has a few hundred candidates and
@@ -247,3 +253,216 @@ def with_prior(scores: Sequence[float], weight: float = PRIOR_WEIGHT) -> list[fl
     """Ranking keys of candidates given in the model-free order, with their model scores
     (see PRIOR_WEIGHT): higher first."""
     return [s - weight * math.log1p(i) for i, s in enumerate(scores)]
+
+
+# -- sampling that edits ---------------------------------------------------------------------
+
+# The most disbelieved tokens of a line re-masked one at a time (each widened to its whole
+# word), and the runs joining the top 2 and top 3 when they lie close together.
+EDIT_TOP = 3
+# Slots a re-masked run may grow by: a fill can also end early (end tokens), so the longest
+# span covers shorter rewrites; +5 lets one token become a call (`b` -> `max(a, b)`).
+EDIT_GROW = (0, 2, 5)
+# A run joining the top tokens is re-masked only when it spans at most this many tokens:
+# wider, it is a blank line again.
+EDIT_RUN = 8
+# Slots for a call written around a disbelieved run (` float(`, ` max(a, `), for the runs of
+# the WRAPPED_RUNS most disbelieved tokens.
+WRAPPER_SLOTS = (2, 5)
+WRAPPED_RUNS = 2
+# Span lengths of a statement sampled after a line ("a statement is missing after it").
+INSERT_LENGTHS = (8, 16)
+# Sample a statement after the line when P(statement missing) reaches this, or exceeds every
+# token's P(corrupted) on the line.
+MISSING_AT = 0.5
+# The log-likelihood credited to deleting a run (sampled fills of this model average about
+# -1 per token).
+DELETE_LOGP = -1.0
+# Samples per re-masked run (the first greedy).
+EDIT_SAMPLES = 4
+# Sampler options: short spans in a window of 192 tokens, at most 4 passes, one full pass
+# then passes over the span tokens against cached context keys/values.
+EDIT_OPTIONS = {"steps": 4, "context": 192, "top_k": 40, "top_p": None, "cache_every": 4}
+# Characters of the source tokenized either side of the line (cut at line starts): enough for
+# the model's window.
+_REGION_CHARS = 2048
+
+
+@dataclass(frozen=True)
+class EditFill:
+    """A sampled edit of the source: characters [start, end) replaced by `text` (the line's
+    content rewritten, or a statement inserted after it: whole lines at a line start). `score` ranks
+    fills of one line (higher first): the disbelief the edit removes (sum over the tokens it
+    replaces of -log P(not corrupted); for an inserted statement, -log P(none missing)) plus
+    the sampler's mean log-likelihood of the fill."""
+    start: int
+    end: int
+    text: str
+    score: float
+
+
+@dataclass
+class _Region:
+    """A tokenized stretch of the source around a line, with the repair head's verdicts."""
+    start: int                    # its first character in the source
+    ids: list[int]
+    offsets: list[tuple[int, int]]  # per token, characters relative to `start`
+    starts_file: bool
+    ends_file: bool
+    bad: list[float]              # per token: -log P(not corrupted); 0 outside the head's window
+    gone: list[float]             # per token: -log P(no statement missing after its newline)
+
+
+def _region(lm: LoadedModel, source: str, a: int, z: int) -> _Region:
+    ra = source.rfind("\n", 0, max(0, a - _REGION_CHARS)) + 1 if a > _REGION_CHARS else 0
+    rz = source.find("\n", z + _REGION_CHARS)
+    rz = len(source) if rz < 0 else rz + 1
+    ids, offsets = lm.tokenizer.encode_with_offsets(source[ra:rz])
+    site = next((k for k, (_, e) in enumerate(offsets) if ra + e > a), len(ids) - 1)
+    size = lm.config.max_seq_len
+    lo = max(0, min(site - size // 2, len(ids) - size))
+    window = torch.tensor(ids[lo:lo + size], device=lm.device)[None]
+    _, logits = lm.net.repair_hidden(window)
+    bad = [0.0] * len(ids)
+    gone = [0.0] * len(ids)
+    bad[lo:lo + size] = F.softplus(logits[0, :, 0].float()).tolist()
+    gone[lo:lo + size] = F.softplus(logits[0, :, 1].float()).tolist()
+    return _Region(ra, ids, offsets, ra == 0, rz == len(source), bad, gone)
+
+
+def _word(region: _Region, source: str, i: int, j: int, first: int, last: int
+          ) -> tuple[int, int]:
+    """Tokens [i, j) widened to whole identifiers within tokens [first, last): a name of
+    several tokens (`max`, `_`, `len`) is re-masked whole."""
+    def joined(k: int) -> bool:  # token k continues the word of token k - 1
+        s, e = region.offsets[k]
+        prev = source[region.start + region.offsets[k - 1][1] - 1]
+        here = source[region.start + s]
+        return (prev.isalnum() or prev == "_") and (here.isalnum() or here == "_")
+    while i > first and joined(i):
+        i -= 1
+    while j < last and joined(j):
+        j += 1
+    return i, j
+
+
+def _runs(region: _Region, source: str, line: list[int]) -> list[tuple[int, int]]:
+    """Token ranges of the line to re-mask, most disbelieved first."""
+    first, last = line[0], line[-1] + 1
+    top = sorted(line, key=lambda k: -region.bad[k])[:EDIT_TOP]
+    runs = [_word(region, source, k, k + 1, first, last) for k in top]
+    for n in range(2, len(top) + 1):
+        i, j = min(runs[:n])[0], max(r[1] for r in runs[:n])
+        if j - i <= EDIT_RUN:
+            runs.append((i, j))
+    return list(dict.fromkeys(runs))
+
+
+def _operands(region: _Region, source: str, runs: list[tuple[int, int]], first: int
+              ) -> list[tuple[int, int]]:
+    """The runs with the token before each (`or x`, `and self`, `- 1`): deleted, an operand
+    (a condition made too specific, an extra term) goes."""
+    return [_word(region, source, i - 1, j, first, j) for i, j in runs if i > first]
+
+
+def _wrapped_run(region: _Region, source: str, run: tuple[int, int]
+                 ) -> tuple[int, int, str, float]:
+    """The run as the argument of a call to write before it: (characters replaced, the run's
+    text without its leading space, its disbelief)."""
+    i, j = run
+    start, end = region.start + region.offsets[i][0], region.start + region.offsets[j - 1][1]
+    text = source[start:end]
+    return start, end, text.lstrip(), sum(region.bad[i:j])
+
+
+def _wrapper_canvases(lm: LoadedModel, region: _Region, source: str, run: tuple[int, int]
+                      ) -> list[TokenCanvas]:
+    """A missing wrapper call (`max(a, b)` written `b`): slots before the most disbelieved
+    run for the callee and its first arguments, the run kept as the last argument, `)` after
+    it."""
+    _, _, inner, _ = _wrapped_run(region, source, run)
+    i, j = run
+    kept = tuple(lm.tokenizer.encode(inner + ")")) + tuple(region.ids[j:])
+    return [TokenCanvas(tuple(region.ids[:i]), kept, n, region.starts_file, region.ends_file)
+            for n in WRAPPER_SLOTS]
+
+
+@torch.no_grad()
+def sample_edits(lm: LoadedModel, source: str, line: int, *, samples: int = EDIT_SAMPLES,
+               seed: int = 0, grow: Sequence[int] = EDIT_GROW,
+               insert: bool | None = None, stats: DecodeStats | None = None
+               ) -> list[EditFill]:
+    """Sampling that edits: fills for the 1-based `line` of `source` that start from the code
+    as written. One repair-head pass says which tokens of the line the model disbelieves; the
+    most disbelieved (see `EDIT_TOP`, `EDIT_RUN`) are re-masked, each with `grow` spare slots,
+    the rest of the code kept, and denoised in one batch. A statement is also sampled after the
+    line when the head says one is missing there (`insert=None`; True/False force it).
+    Distinct edits, best first (see `EditFill.score`); no-ops dropped. `stats`, when given,
+    is updated with the decoding's cost."""
+    a = 0
+    for _ in range(line - 1):
+        a = source.find("\n", a) + 1
+        if a == 0:
+            return []
+    z = source.find("\n", a)
+    z = len(source) if z < 0 else z
+    region = _region(lm, source, a, z)
+    base = region.start
+    mine = [k for k, (s, e) in enumerate(region.offsets)
+            if base + s >= a and base + e <= z and source[base + s:base + e].strip()]
+    canvases: list[Canvas | TokenCanvas] = []
+    spans: list[tuple[int, int, float]] = []  # per canvas: characters replaced, disbelief
+    deletions: list[tuple[int, int, float]] = []
+    runs = _runs(region, source, mine) if mine else []
+    if mine:
+        for i, j in _operands(region, source, runs, mine[0]):
+            deletions.append((base + region.offsets[i][0], base + region.offsets[j - 1][1],
+                              sum(region.bad[i:j])))
+        for i, j in runs:
+            prefix, suffix = tuple(region.ids[:i]), tuple(region.ids[j:])
+            span = (base + region.offsets[i][0], base + region.offsets[j - 1][1],
+                    sum(region.bad[i:j]))
+            deletions.append(span)
+            for extra in grow:
+                canvases.append(TokenCanvas(prefix, suffix, j - i + extra, region.starts_file,
+                                            region.ends_file))
+                spans.append(span)
+        for n, run in enumerate(runs[:WRAPPED_RUNS]):
+            wrappers = _wrapper_canvases(lm, region, source, run)
+            canvases += wrappers
+            spans += [(-1 - n, -1, 0.0)] * len(wrappers)
+    newline = next((k for k, (s, e) in enumerate(region.offsets) if base + s <= z < base + e),
+                   None)
+    missing = region.gone[newline] if newline is not None else 0.0
+    if insert is None:
+        # -log(1 - p) >= -log(1 - MISSING_AT), or above every token of the line's.
+        insert = newline is not None and (
+            missing >= -math.log1p(-MISSING_AT)
+            or missing > max((region.bad[k] for k in mine), default=0.0))
+    if insert and z < len(source):
+        for n in INSERT_LENGTHS:
+            canvases.append(Canvas(source[:z + 1], source[z + 1:], n))
+            spans.append((z + 1, z + 1, missing))
+    if not canvases:
+        return []
+    results = infill(lm, canvases, samples, seed=seed, stats=stats, **EDIT_OPTIONS)
+    # Every run also deleted outright (an empty fill, which sampling rarely ends on at once),
+    # with a typical fill's log-likelihood.
+    results += [[Candidate("", DELETE_LOGP)] for _ in deletions]
+    spans += deletions
+    best: dict[tuple[int, int, str], float] = {}
+    for (start, end, removed), found in zip(spans, results, strict=True):
+        if start < 0:  # a call wrapped around run -1 - start: fill + run + ")"
+            start, end, inner, removed = _wrapped_run(region, source, runs[-1 - start])
+            found = [Candidate(c.text + inner + ")", c.score) for c in found if c.text.strip()]
+        for c in found:
+            if start == end:  # an inserted statement is whole lines
+                if not c.text.strip():
+                    continue
+                key = (start, end, c.text if c.text.endswith("\n") else c.text + "\n")
+            else:  # as a rewrite of the line: runs that write the same line agree
+                key = (a, z, source[a:start] + c.text + source[end:z])
+            if key[2] != source[key[0]:key[1]]:
+                best[key] = max(best.get(key, -math.inf), removed + c.score)
+    ranked = sorted(best.items(), key=lambda item: -item[1])
+    return [EditFill(s, e, t, v) for (s, e, t), v in ranked]

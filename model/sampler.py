@@ -76,11 +76,13 @@ class Candidate:
 @dataclass
 class DecodeStats:
     """What a decoding call cost (for benchmarks): forward passes over the batch, passes summed
-    over rows (a row stops costing once its span is filled), rows, and span tokens filled."""
+    over rows (a row stops costing once its span is filled), rows, span tokens filled, and
+    spans (canvases: every sample of one)."""
     passes: int = 0
     row_passes: int = 0
     rows: int = 0
     tokens: int = 0
+    spans: int = 0
 
 
 # -- canvas layout ------------------------------------------------------------------------------
@@ -486,6 +488,7 @@ def infill(lm: LoadedModel, canvases: Sequence[Canvas | TokenCanvas], samples: i
         stats.row_passes += row_passes
         stats.rows += len(span_lens)
         stats.tokens += sum(span_lens)
+        stats.spans += len(canvases)
     flat = _candidates(lm, rows, span_lens)
     return [_best_first(flat[i * samples:(i + 1) * samples]) for i in range(len(canvases))]
 

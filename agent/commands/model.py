@@ -204,14 +204,21 @@ def eval_cmd(
         bool, typer.Option("--repair-only",
                            help="Masked-token top-1 and the repair metrics only (no sampling).")
     ] = False,
+    sampled: Annotated[
+        bool, typer.Option("--sampled/--no-sampled",
+                           help="With a repair head: fix recovery with the fills of sampling "
+                                "that edits added to the line's candidates.")
+    ] = True,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="Torch threads.")] = 2,
     json_out: JsonOpt = None,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Masked-token top-1, whole-line exact match, mutant recovery@k and decoding speed; with
-    a repair head, corruption-detection AUC, bug-line localization and fix recovery."""
+    a repair head, corruption-detection AUC, bug-line localization and fix recovery (with and
+    without the fills of sampling that edits)."""
     import torch
-    from greenpatch.agent.pipeline.draft import line_candidates
+    from greenpatch.agent.pipeline.draft import edit_candidates, line_candidates
     from greenpatch.model.checkpoint import load_model
     from greenpatch.model.evaluate import LINE_BEAM, TOP_K, EvalConfig, evaluate
 
@@ -219,8 +226,13 @@ def eval_cmd(
         if split not in ("heldout", "validation"):
             raise AgentError(f"--split must be heldout or validation, got '{split}'")
         rep = Reporter(json_out, verbose, quiet)
-        torch.set_num_threads(2)
+        torch.set_num_threads(threads)
         lm = load_model(model, device="cpu")
+
+        def sampled_edits(text: str, line: int, stats) -> list[tuple[int, int, str]]:
+            return [(site.start_char, site.end_char, site.lead + fill + site.trail)
+                    for site, fill, _ in edit_candidates(lm, text, line, seed=seed, stats=stats)]
+
         cfg = EvalConfig(line_sites=sites, mutant_sites=sites, seed=seed, bug_sites=bugs)
         with rep.progress() as progress:
             tasks: dict[str, int] = {}
@@ -231,7 +243,8 @@ def eval_cmd(
                 progress.update(tasks[stage], advance=1)
 
             result = evaluate(lm, corpus_dir, split, cfg, tick, candidates=line_candidates,
-                              repair_only=repair_only)
+                              repair_only=repair_only,
+                              sampled=sampled_edits if sampled else None)
         rep.out.print(f"model {result['model']} ({result['parameters']:,} parameters), "
                       f"split {split}, seed {seed}")
         rep.out.print(f"masked-token top-1 ({cfg.mask_rate:.0%} masked, "
@@ -277,3 +290,19 @@ def print_repair(rep: Reporter, result: dict) -> None:
     sweep = "; ".join(f"{w}: @1 {pct(v['at1']).strip()}, @10 {pct(v['at10']).strip()}, median "
                       f"rank {v['median_rank']}" for w, v in result["prior_sweep"].items())
     rep.out.print(f"by prior weight (reachable bugs; 0 = the model alone): {sweep}")
+    if "sampled_reachable" not in result:
+        return
+    from greenpatch.model.evaluate import SAMPLED_SLOTS
+
+    joined = "; ".join(f"{m} of the first 10: @1 {pct(result[f'fix_recovery_with_{m}_sampled@1'])}"
+                       f", @10 {pct(result[f'fix_recovery_with_{m}_sampled@10'])}"
+                       for m in SAMPLED_SLOTS)
+    rep.out.print(f"sampling that edits: the fix among its fills "
+                  f"{pct(result['sampled_reachable'])} (@1 {pct(result['sampled_recovery@1'])}, "
+                  f"@10 {pct(result['sampled_recovery@10'])}; "
+                  f"{result['sampled_fills_per_bug']:.1f} fills per line); among the candidates "
+                  f"or its fills {pct(result['reachable_with_sampled'])}; added to the ranked "
+                  f"candidates, {joined}; {result['ms_per_span_sampled']:.0f} ms per span "
+                  f"sampled, {result['ms_per_line_sampled']:.0f} ms per line")
+    kinds = ", ".join(f"{k} {pct(v).strip()}" for k, v in result["sampled_by_kind"].items())
+    rep.out.print(f"the fix among the sampled fills, by kind: {kinds}")

@@ -5,8 +5,11 @@ that candidate's other files). Drafts must parse, are deduplicated by program (A
 never touch protected paths, and come out best first (by fill rank, or by model likelihood).
 
 Drafting goes by stages (`Drafter.stage`): one-token substitutions, structural edits
-(`agent.pipeline.mutations`), and fills sampled from the diffusion model for the most suspicious
-sites, ranked by its likelihood. Which line's stage is drafted and tested when is the explorer's
+(`agent.pipeline.mutations`), and fills sampled from the diffusion model: with a repair head,
+sampling that edits (`model.repair.sample_edits`: the tokens of the line the model disbelieves
+re-masked and denoised, the rest of the code kept; a statement sampled after a line the head
+says is followed by a missing one), otherwise blank canvases of the most suspicious sites,
+ranked by its likelihood. Which line's stage is drafted and tested when is the explorer's
 call (`agent.pipeline.explore`). Modes:
 - `model` (default): substitutions, edits and samples, the model-free fills in their fixed
   order (a plain diffusion model's likelihood put the right fix later than the fixed order,
@@ -38,10 +41,10 @@ from greenpatch.model.repair import (
     QUICK_PRIOR,
     has_repair_head,
     quick_scores,
-    rank_candidates,
+    sample_edits,
     with_prior,
 )
-from greenpatch.model.sampler import Canvas, infill, remask, score_fills
+from greenpatch.model.sampler import Canvas, DecodeStats, infill, remask, score_fills
 
 # Canvases decoded in one batched call; with `samples` each, this bounds the batch size.
 SITES_PER_BATCH = 6
@@ -56,6 +59,9 @@ TOP_K = 40
 # Sites of a chunk the model samples for: sampling costs a denoising per span length, and the
 # most suspicious sites are where a fill beyond the model-free ones is most likely needed.
 SAMPLED_SITES = 2
+# Suspicious lines per "sample" stage that sampling that edits re-masks (with a repair head):
+# the stage is drafted for one suspicious line at a time.
+EDITED_LINES = 1
 # Most bugs are one token: the cheap substitutions go first, then the edits that multiply the
 # candidates, then the model's samples.
 STAGES = {
@@ -122,6 +128,21 @@ def line_candidates(source: str, line: int, path: str = "module.py"
     kept = dedupe_fills(sources, items, lambda item: item[0], lambda item: item[1])
     return [(site.start_char, site.end_char, site.lead + fill + site.trail)
             for site, fill, _ in kept]
+
+
+def edit_candidates(lm: LoadedModel, source: str, line: int, path: str = "module.py",
+                    seed: int = 0, stats: DecodeStats | None = None
+                    ) -> list[tuple[Site, str, float]]:
+    """Sampling that edits for one line (`model.repair.sample_edits`), as (site, fill, score)
+    best first: the line rewritten (a "line" site holding the whole line, indentation
+    included) or a statement inserted after it ("insert_after"); fills that do not parse, and
+    programs met before, are dropped."""
+    items = []
+    for f in sample_edits(lm, source, line, seed=seed, stats=stats):
+        kind = "line" if f.end > f.start else "insert_after"
+        site = Site(path, f.start, f.end, kind, source[f.start:f.end], (), line, 1.0)
+        items.append((site, f.text, f.score))
+    return dedupe_fills({path: source}, items, lambda item: item[0], lambda item: item[1])
 
 
 class Drafter:
@@ -210,12 +231,13 @@ class Drafter:
         to the others."""
         sites = [s for s in sites if not is_protected(s.path, self.never_edit)]
         began = time.monotonic()
-        if stage == "sample":
+        deduped = stage == "repair"
+        if stage == "sample" and has_repair_head(self.lm):
+            items, deduped = self._edited(sources, sites, seed), True
+        elif stage == "sample":
             sampled = SITES_PER_BATCH if self.mode == "model-only" else SAMPLED_SITES
             items = self._scored(sources, self._samples(sources, sites[:sampled], cond, seed),
                                  cond)
-            if self.mode == "model-repair":  # every candidate judged against the original
-                items = self._against_original(sources, items)
         else:
             parts = ("substitution", "edit") if stage == "repair" else (stage,)
             items = []
@@ -227,7 +249,7 @@ class Drafter:
                 items = self._ranked(sources, items)
         items.sort(key=lambda item: -item[2])
         drafts = list(self._make(sources, items, stage, parent,  # its origin: the stage
-                                 deduped=stage == "repair"))  # fmt: skip
+                                 deduped=deduped))  # fmt: skip
         self.busy += time.monotonic() - began
         return drafts
 
@@ -248,21 +270,15 @@ class Drafter:
             out += [(site, fill, key) for (site, fill, _), key in zip(mine, keys, strict=True)]
         return out
 
-    def _against_original(self, sources: Mapping[str, str],
-                          items: list[tuple[Site, str, float]]) -> list[tuple[Site, str, float]]:
-        """Sampled fills scored by what they write: the repair head's wrongness of the lines
-        around the site with the fill, against the original's (`rank_candidates`, one row per
-        fill, batched), their sampler likelihood order as the prior."""
+    def _edited(self, sources: Mapping[str, str], sites: Sequence[Site], seed: int
+                ) -> list[tuple[Site, str, float]]:
+        """The "sample" stage with a repair head: sampling that edits for the sites' line(s)
+        (`edit_candidates`), each line's fills best first."""
         assert self.lm is not None
-        items = sorted(items, key=lambda item: -item[2])
-        out = []
-        for path in dict.fromkeys(site.path for site, _, _ in items):
-            mine = [item for item in items if item[0].path == path]
-            edits = [(site.start_char, site.end_char, site.lead + fill + site.trail)
-                     for site, fill, _ in mine]
-            keys = with_prior(rank_candidates(self.lm, sources[path], edits))
-            out += [(site, fill, key) for (site, fill, _), key in zip(mine, keys, strict=True)]
-        return out
+        lines = list(dict.fromkeys((s.path, s.line) for s in sites))[:EDITED_LINES]
+        return [item for path, line in lines
+                for item in edit_candidates(self.lm, sources[path], line, path,
+                                            self.seed + seed)]
 
     def _samples(self, sources, chunk: Sequence[Site], cond: str, seed: int):
         assert self.lm is not None
