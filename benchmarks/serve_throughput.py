@@ -2,6 +2,7 @@
 request at a time, side by side in one run.
 
     python benchmarks/serve_throughput.py [--model DIR] [--device auto|cpu|cuda] [--seconds S]
+        [--threads N] [--cache-every N]
 
 Starts `agent serve` twice on 127.0.0.1: with dynamic batching (`--max-batch 64`) and one
 request at a time (`--max-batch 1`), loaded in turn (never both at once). Against each, N client
@@ -57,6 +58,8 @@ def start_server(args, max_batch: int) -> tuple[subprocess.Popen, str]:
         command += ["--model", str(args.model)]
     if args.threads:
         command += ["--threads", str(args.threads)]
+    if args.cache_every:
+        command += ["--cache-every", str(args.cache_every)]
     env = {k: v for k, v in os.environ.items() if k != "GREENPATCH_API_KEY"}
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     first = proc.stderr.readline()
@@ -140,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch threads of each server (CPU)")
+    parser.add_argument("--cache-every", type=int, help="each server's --cache-every")
     parser.add_argument("--json", dest="json_out", help="also write the figures to this file")
     args = parser.parse_args(argv)
     pairs = canvases(args.seed)
@@ -163,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(timeout=120)
     threads = args.threads or "torch's default"
     print(f"agent serve, {args.model or 'embedded model'}, device {args.device}, threads "
-          f"{threads}, FIM requests of n={args.n}, max_tokens={args.max_tokens}, "
-          f"{args.seconds:g} s per row")
+          f"{threads}, cache every {args.cache_every or '-'}, FIM requests of n={args.n}, "
+          f"max_tokens={args.max_tokens}, {args.seconds:g} s per row")
     print(f"{'server':<18} {'clients':>7} {'requests':>8} {'errors':>6} {'req/s':>7} "
           f"{'p50 ms':>8} {'p99 ms':>8} {'cpu s/req':>9}")
     for mode, rows in results.items():

@@ -11,6 +11,11 @@ Two exact savings keep a pass small:
   commit the same tokens (often several passes: confident tokens are drawn alike);
 - rows are run in groups of similar length, each trimmed to its longest row, so a short canvas
   does not pay for the padding of a long one (one group unless lengths differ by over a third).
+
+With `cache_every=k` (as `sampler.infill`'s option) a request's rows get a full pass when they
+join and every k passes after; in between only their span tokens run, against the context's
+keys/values of their last full pass (approximate). A full pass of a canvas costs the same alone
+or shared on a CPU; a span pass is small, so sharing it is where batching pays there.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 import torch
 from greenpatch.model.checkpoint import LoadedModel
 from greenpatch.model.errors import ModelError
+from greenpatch.model.network import ContextCache
 from greenpatch.model.sampler import (
     Candidate,
     Canvas,
@@ -53,6 +59,7 @@ class _Request:
     rows: int
     span_len: int
     passes: int = 0
+    since_full: int | None = None  # passes since its rows' last full pass (None: never)
 
 
 @dataclass
@@ -64,12 +71,58 @@ class StepStats:
     computed: int
 
 
-def _pad(x: torch.Tensor, width: int, value: Any) -> torch.Tensor:
-    if x.dim() < 2 or x.shape[1] >= width:
+def _pad(x: torch.Tensor, width: int, value: Any, dim: int = 1) -> torch.Tensor:
+    if x.dim() <= dim or x.shape[dim] >= width:
         return x
-    out = torch.full((x.shape[0], width), value, dtype=x.dtype, device=x.device)
-    out[:, : x.shape[1]] = x
+    shape = list(x.shape)
+    shape[dim] = width
+    out = torch.full(shape, value, dtype=x.dtype, device=x.device)
+    out.narrow(dim, 0, x.shape[dim]).copy_(x)
     return out
+
+
+class _RowCache:
+    """Keys/values [R, H, T, D] of every layer, one row per row of the running batch (T its
+    token width); a row's entries are those of its last full pass."""
+
+    def __init__(self, n_layers: int) -> None:
+        self.k: list[torch.Tensor] = []
+        self.v: list[torch.Tensor] = []
+        self.n_layers = n_layers
+
+    @classmethod
+    def like(cls, cache: ContextCache, rows: int, width: int) -> _RowCache:
+        """An empty cache of `rows` rows, shaped as `cache`'s layers."""
+        out = cls(len(cache.layers))
+        for layer in cache.layers:
+            _, heads, _, dim = layer.k.shape
+            out.k.append(layer.k.new_zeros((rows, heads, width, dim)))
+            out.v.append(layer.v.new_zeros((rows, heads, width, dim)))
+        return out
+
+    def grow(self, rows: int, width: int) -> None:
+        """Append `rows` empty rows (they get a full pass before any span pass reads them) and
+        widen to `width` tokens."""
+        for i, (k, v) in enumerate(zip(self.k, self.v, strict=True)):
+            empty = k.new_zeros((rows, k.shape[1], max(width, k.shape[2]), k.shape[3]))
+            self.k[i] = torch.cat([_pad(k, width, 0, 2), empty])
+            self.v[i] = torch.cat([_pad(v, width, 0, 2), empty])
+
+    def write(self, rows: torch.Tensor, part: ContextCache) -> None:
+        for i, layer in enumerate(part.layers):
+            width = self.k[i].shape[2]
+            self.k[i][rows] = _pad(layer.k, width, 0, 2)
+            self.v[i][rows] = _pad(layer.v, width, 0, 2)
+
+    def read(self, rows: torch.Tensor, attn: torch.Tensor) -> ContextCache:
+        part = ContextCache(self.n_layers, attn)
+        for layer, k, v in zip(part.layers, self.k, self.v, strict=True):
+            layer.k, layer.v = k[rows], v[rows]
+        return part
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.k = [k[rows] for k in self.k]
+        self.v = [v[rows] for v in self.v]
 
 
 class ContinuousDecoder:
@@ -77,11 +130,15 @@ class ContinuousDecoder:
 
     def __init__(self, lm: LoadedModel, *, steps: int | None = 8, threshold: float | None = 0.9,
                  top_k: int | None = 40, top_p: float | None = None, context: int | None = 512,
-                 seed: int = 0) -> None:
+                 cache_every: int | None = None, seed: int = 0) -> None:
+        if cache_every is not None and cache_every < 1:
+            raise ModelError(f"cache_every must be at least 1, got {cache_every}")
         self.lm = lm
         self.options = dict(threshold=threshold, steps=steps, top_k=top_k, top_p=top_p,
                             remask_low_confidence=None)
         self.context = context
+        self.cache_every = cache_every
+        self.cache: _RowCache | None = None
         self.generator = _generator(seed)
         self.requests: list[_Request] = []  # in row order: request i owns a contiguous range
         self.batch: _Rows | None = None
@@ -108,6 +165,8 @@ class ContinuousDecoder:
         self.temps = torch.cat([self.temps, torch.full((samples,), float(temperature),
                                                        device=self.lm.device)])
         self.requests.append(_Request(key, samples, canvas.span_len))
+        if self.cache is not None:
+            self.cache.grow(samples, self.batch.ids.shape[1])
 
     @torch.inference_mode()
     def step(self) -> tuple[list[tuple[Any, list[Candidate]]], StepStats]:
@@ -119,30 +178,60 @@ class ContinuousDecoder:
         active = batch.masked.any(1).nonzero().flatten()
         computed = 0
         if len(active):
-            logits, computed = self._logits(active)
+            due = self._due_rows()[active]
+            logits, computed = self._logits(active[due], record=self.cache_every is not None)
+            if not bool(due.all()):
+                span = self._span_logits(active[~due])
+                out = logits.new_empty((len(active), *logits.shape[1:]))
+                out[due], out[~due] = logits, span
+                logits, computed = out, computed + len(span)
             _unmask(self.lm, batch, active, logits, temperature=self.temps,
                     generator=self.generator, **self.options)
         stats = StepStats(len(self.requests), len(active), computed)
         for request in self.requests:
             request.passes += 1
+            due_now = request.since_full is None or self._full_due(request)
+            request.since_full = 0 if due_now else request.since_full + 1
         return self._finished(), stats
 
     def abandon(self) -> list[Any]:
         """Drop every live request (after a failed pass); their keys."""
         keys = [r.key for r in self.requests]
-        self.requests, self.batch = [], None
+        self.requests, self.batch, self.cache = [], None, None
         self.temps = self.temps[:0]
         return keys
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _logits(self, active: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Span logits [A, S, V] of the active rows; (logits, rows run through the network).
+    def _full_due(self, request: _Request) -> bool:
+        every = self.cache_every
+        return every is None or request.since_full is None or request.since_full + 1 >= every
+
+    def _due_rows(self) -> torch.Tensor:
+        """[R] bool: rows whose request needs a full pass in this step."""
+        return torch.cat([torch.full((r.rows,), self._full_due(r), dtype=torch.bool)
+                          for r in self.requests]).to(self.lm.device)
+
+    def _span_logits(self, rows: torch.Tensor) -> torch.Tensor:
+        """Span logits of `rows` from their cached context (only span tokens run)."""
+        batch, cache = self.batch, self.cache
+        assert batch is not None and cache is not None
+        part = cache.read(rows, batch.attn[rows])
+        logits = self.lm.net.forward_cached(batch.ids[rows], batch.pos[rows], part)
+        cache.write(rows, part)
+        return logits
+
+    def _logits(self, active: torch.Tensor, record: bool = False) -> tuple[torch.Tensor, int]:
+        """Span logits [A, S, V] of the active rows by full passes; (logits, rows run through
+        the network); with `record`, their keys/values go to the row cache.
         Identical rows (tokens, padding and span positions) are run once: a request's samples
         are identical before their first pass and often stay so for several (they commit the
         same confident tokens), so sharing their rows is exact and saves much of a pass."""
         batch = self.batch
         assert batch is not None
+        if not len(active):
+            return torch.empty((0, batch.pos.shape[1], self.lm.config.vocab_size),
+                               device=self.lm.device), 0
         key = torch.cat([batch.ids[active], batch.attn[active], batch.pos[active]], dim=1)
         _, inverse, counts = torch.unique(key, dim=0, return_inverse=True, return_counts=True)
         # One representative row per distinct key (the first active row that has it).
@@ -156,13 +245,28 @@ class ContinuousDecoder:
         for group in self._groups(widths[order].tolist()):
             which = reps[order[group]]
             width = int(widths[order[group.start]])
+            cache = self.lm.net.new_cache(batch.attn[which, :width]) if record else None
             logits = self.lm.net(batch.ids[which, :width], batch.attn[which, :width],
-                                 positions=batch.pos[which])
+                                 positions=batch.pos[which], cache=cache)
+            if cache is not None:
+                self._record(which, reps, inverse, active, cache)
             if out is None:
                 out = logits.new_empty((len(reps), *logits.shape[1:]))
             out[order[group]] = logits
         assert out is not None
         return out[inverse], len(reps)
+
+    def _record(self, which: torch.Tensor, reps: torch.Tensor, inverse: torch.Tensor,
+                active: torch.Tensor, cache: ContextCache) -> None:
+        """Store the keys/values of representative rows `which` for every active row that
+        shares them."""
+        assert self.batch is not None
+        if self.cache is None:
+            self.cache = _RowCache.like(cache, len(self.batch.ids), self.batch.ids.shape[1])
+        rep_index = {int(r): i for i, r in enumerate(reps.tolist())}
+        for j, row in enumerate(which.tolist()):
+            targets = active[inverse == rep_index[row]]
+            self.cache.write(targets, cache.select(torch.tensor([j] * len(targets))))
 
     @staticmethod
     def _groups(widths: list[int]) -> list[slice]:
@@ -196,6 +300,8 @@ class ContinuousDecoder:
             left = keep.nonzero().flatten()
             self.batch = self._select(left)
             self.temps = self.temps[left]
+            if self.cache is not None:
+                self.cache.select(left)
             gone = {id(r) for r, _ in finished}
             self.requests = [r for r in self.requests if id(r) not in gone]
         return [(r.key, fills) for r, fills in finished]

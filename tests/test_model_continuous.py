@@ -47,6 +47,37 @@ def test_one_request_decodes_exactly_as_infill_alone(lm) -> None:
     assert len(sizes) <= 8  # at most `steps` passes
 
 
+def test_with_the_context_cache_a_request_decodes_as_cached_infill_alone(lm) -> None:
+    canvas = _canvas(30, 6)
+    alone = infill(lm, [canvas], 4, temperature=0.8, seed=3, cache_every=4, **OPTIONS)[0]
+    decoder = ContinuousDecoder(lm, seed=3, cache_every=4, **OPTIONS)
+    decoder.join("a", decoder.prepare(canvas), 4, 0.8)
+    computed = []
+    fills = {}
+    while decoder.requests:
+        finished, stats = decoder.step()
+        computed.append(stats.computed)
+        fills.update(finished)
+    assert [(c.text, c.score) for c in fills["a"]] == [(c.text, c.score) for c in alone]
+    # Pass 0 runs one row for the four identical samples; passes 1-3 are span passes of every
+    # live row; pass 4 is full again.
+    assert computed[0] == 1 and len(computed) >= 5
+
+
+def test_with_the_context_cache_requests_join_and_leave_at_any_pass(lm) -> None:
+    long, short, late = _canvas(20, 24), _canvas(40, 1), Canvas(CODE * 3, CODE, 3)
+    decoder = ContinuousDecoder(lm, seed=0, cache_every=3, **OPTIONS)
+    joins = {0: [("long", long, 3, 0.0)], 2: [("short", short, 2, 0.0)],
+             3: [("late", late, 2, 0.0)]}  # a wider canvas: every cached row is widened
+    fills, order, _ = _run(decoder, joins)
+    assert order[0] == "short" and set(order) == {"long", "short", "late"}
+    # Greedy fills are the ones each canvas gets decoded alone with the same cache schedule.
+    for key, canvas in (("long", long), ("short", short), ("late", late)):
+        alone = infill(lm, [canvas], 1, temperature=0.0, seed=0, cache_every=3, **OPTIONS)[0]
+        assert fills[key][0].text == alone[0].text
+    assert decoder.cache is not None and len(decoder.cache.k[0]) == decoder.rows == 0
+
+
 def test_requests_join_mid_decoding_and_leave_when_done(lm) -> None:
     long, short, late = _canvas(20, 24), _canvas(40, 1), _canvas(60, 3)
     decoder = ContinuousDecoder(lm, seed=0, **OPTIONS)

@@ -150,8 +150,9 @@ def test_a_request_that_arrives_mid_decoding_joins_the_running_batch(lm) -> None
 @pytest.mark.slow
 def test_serve_process_logs_without_prompt_or_key_and_stops_gracefully_on_sigterm() -> None:
     env = {**os.environ, "GREENPATCH_API_KEY": KEY}
+    # With the context cache: its requests share span passes too.
     proc = subprocess.Popen([sys.executable, "-m", "greenpatch.agent",
-                             "serve", "--port", "0"], env=env,
+                             "serve", "--port", "0", "--cache-every", "2"], env=env,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)

@@ -51,6 +51,15 @@ def serve(
     context: Annotated[
         int, typer.Option("--context", min=16, help="Tokens of context around a fill at most.")
     ] = 256,
+    cache_every: Annotated[
+        int | None,
+        typer.Option(
+            "--cache-every", min=1, metavar="N",
+            help="A full pass every N passes of a request, only its fill's tokens in between "
+            "against the cached context (approximate, fewer operations; default: every pass "
+            "full).",
+        ),
+    ] = None,
     threads: Annotated[
         int | None,
         typer.Option(
@@ -102,7 +111,7 @@ def serve(
 
         def load() -> Engine:
             lm = load_model(model, device=None if device == "auto" else device)
-            return Engine(lm, max_batch=max_batch, context=context)
+            return Engine(lm, max_batch=max_batch, context=context, cache_every=cache_every)
 
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(name)s %(message)s")  # fmt: skip

@@ -73,6 +73,7 @@ class Engine:
         max_batch: int = 64,
         window: float = 0.004,
         context: int = 256,
+        cache_every: int | None = None,
         seed: int = 0,
     ) -> None:
         self.lm = lm
@@ -83,7 +84,8 @@ class Engine:
         self.context = context
         self.stats = EngineStats()
         self._decoder = ContinuousDecoder(lm, steps=MAX_STEPS, top_k=TOP_K, top_p=None,
-                                          context=context, seed=seed)  # fmt: skip
+                                          context=context, cache_every=cache_every,
+                                          seed=seed)  # fmt: skip
         self._queue: queue.Queue[InfillJob | ScoreJob | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
