@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from greenpatch.agent.bench.run import Config, isolated_cache, summarize
+from greenpatch.agent.bench.run import Config, isolated_cache, run_task, summarize
 from greenpatch.agent.bench.tasks import TASKS_FILE, load_tasks
 from greenpatch.agent.commands.cli import app
 from greenpatch.agent.errors import AgentError
@@ -156,3 +156,20 @@ def test_every_fixer_run_gets_its_own_cache_with_the_baseline(tmp_path) -> None:
     for env in (first, second):
         stored = Path(env["XDG_CACHE_HOME"]) / "greenpatch" / "baselines" / "abc.sqlite"
         assert stored.read_bytes() == b"stored baseline"
+
+
+def test_a_hanging_task_that_nothing_localizes_ends_as_no_fix_with_why(tmp_path) -> None:
+    # What `agent fix` reports on a task whose ticket test hangs: the timeout kills the test,
+    # nothing is localized, no candidate is tried.
+    task = next(t for t in load_tasks(TASKS_FILE)
+                if t.extra.get("hangs") and t.library == "cachetools")
+    script = tmp_path / "gives_up.py"
+    script.write_text(
+        "import json, sys\n"
+        "out = sys.argv[sys.argv.index('--json') + 1]\n"
+        "json.dump({'status': 'no-fix', 'localization': [], 'candidates': 0}, open(out, 'w'))\n"
+        "sys.exit(1)\n"
+    )
+    result = run_task(task, Config("full"), [sys.executable, str(script)], 5, tmp_path)
+    assert (result["status"], result["hangs"]) == ("no_fix", True)
+    assert result["reason"] == "nothing localized: no candidate tried"

@@ -178,7 +178,8 @@ def run_task(
         raise AgentError(f"cannot start the fixer: {exc}") from None
     result = {
         "task": task.id, "config": config.name, "library": task.library, "kind": task.kind,
-        "difficulty": task.difficulty, "exit_code": code, "wall_seconds": round(wall, 2),
+        "difficulty": task.difficulty, "hangs": bool(task.extra.get("hangs")),
+        "exit_code": code, "wall_seconds": round(wall, 2),
         "plausible": False, "exact": False, "candidates": None, "tests_run": None,
         "seconds": None, "rounds": None, "reason": "",
     }
@@ -203,6 +204,10 @@ def run_task(
     if status is None:
         return {**result, "status": "error", "reason": f"exit {code}: {_last_line(tail)}"}
     result["status"] = status
+    if status == "no_fix" and report.get("localization") == []:
+        # A test killed by its timeout leaves no traceback into the code (and no coverage):
+        # a hanging bug can end here, with nothing tried.
+        result["reason"] = "nothing localized: no candidate tried"
     if status == "green":
         result.update(_judge(task, repo, report))
         result["reason"] = result.pop("judge")
