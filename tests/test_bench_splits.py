@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from greenpatch.agent.bench.inject import KINDS
+from greenpatch.agent.bench.inject import KINDS, REAL_BUG_KINDS
 from greenpatch.agent.bench.libraries import LIBRARIES
 from greenpatch.agent.bench.splits import DEV_FRACTION, SEED, choose, sample, split_of
 from greenpatch.agent.bench.tasks import TASKS_FILE, load_tasks
@@ -65,7 +65,8 @@ def test_tickets_name_one_failing_test_and_hide_the_fix(tasks) -> None:
             for line in task.reference_fix.splitlines()
             if line[:1] in "+-" and not line.startswith(("+++", "---")) and len(line.strip()) > 12
         ]
-        for line in fix_lines:
+        # `pass` stands in a block whose only statement the bug deleted: a word, not the fix.
+        for line in set(fix_lines) - {"pass"}:
             assert line not in task.ticket, (task.id, line)
 
 
@@ -84,3 +85,14 @@ def test_choose_keeps_only_the_kinds_asked_for(tasks) -> None:
     assert choose(tasks, "dev", None, None, 0, None) == choose(tasks, "dev", None, None, 0, [])
     with pytest.raises(AgentError, match="of kind nonsense"):
         choose(tasks, "test", None, None, 0, ["nonsense"])
+
+
+def test_real_bug_kinds_have_tasks_in_the_test_split_and_hangs_are_tagged(tasks) -> None:
+    real = [t for t in tasks if t.kind in REAL_BUG_KINDS]
+    assert sum(t.split == "test" for t in real) >= 20
+    assert {t.library for t in real} == set(LIBRARIES)
+    hanging = [t for t in real if t.extra.get("hangs")]
+    assert hanging, "a loop that never ends is one of the shapes"
+    for task in hanging:
+        assert set(task.extra["hanging_tests"]) <= set(task.failing_tests)
+    assert not any(t.extra.get("hangs") for t in tasks if t.kind not in REAL_BUG_KINDS)
