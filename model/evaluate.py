@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import keyword
+import math
 import random
 import re
 import statistics
@@ -311,21 +312,23 @@ def repair_eval(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
         edits = candidates(bug.text, line)
         want = "".join(clean.split())  # the fix, up to whitespace
         right = [_fixes(bug.text, edit, want) for edit in edits]
+        scores = None
+        if any(right):
+            began = time.perf_counter()
+            scores = quick_scores(lm, bug.text, edits)
+            seconds += time.perf_counter() - began
+            scored += len(edits)
         if sampled is not None:
             began = time.perf_counter()
             fills = sampled(bug.text, line, stats)
             sample_seconds += time.perf_counter() - began
-            merged.add(edits, right, fills, [_fixes(bug.text, f, want) for f in fills], lm,
-                       bug.text)
+            merged.add(lm, bug.text, edits, right,
+                       None if scores is None else with_prior(scores, QUICK_PRIOR),
+                       fills, [_fixes(bug.text, f, want) for f in fills])
             kinds_sampled.setdefault(bug.kind, []).append(int(merged.last_found))
-        if not any(right):
+        if scores is None:
             continue
         reachable += 1
-        began = time.perf_counter()
-        scores = quick_scores(lm, bug.text, edits)
-        seconds += time.perf_counter() - began
-        scored += len(edits)
-        merged.ranked(with_prior(scores, QUICK_PRIOR))
         model_rank = _first_right(with_prior(scores, QUICK_PRIOR), right)
         fixed_rank = right.index(True)
         for w in PRIOR_SWEEP:
@@ -360,30 +363,33 @@ def _fixes(text: str, edit: tuple[int, int, str], want: str) -> bool:
     return "".join((text[:a] + fill + text[z:]).split()) == want
 
 
-# Slots of the first 10 given to sampled fills when they join the ranked candidates (the
-# first 10 - m ranked candidates, then the m best sampled fills, then the rest of both).
-SAMPLED_SLOTS = (2, 3, 5)
+# Offsets (nats) tried when the sampled fills join the ranked candidates: a sampled fill's key
+# is its `quick_scores` score (the disbelief it removes, as the candidates') minus
+# QUICK_PRIOR * log(1 + its rank among the sampled fills) minus the offset.
+SAMPLED_OFFSETS = (0.0, 2.0, 4.0, 6.0, 8.0)
 
 
 class _Merged:
-    """Fix recovery with the sampled fills joined to the ranked model-free candidates: the
-    candidates in the model's order first, m of the first 10 slots given to the sampled fills
-    (`SAMPLED_SLOTS`); sampled fills that repeat a candidate's program (up to whitespace) are
-    dropped. Counted over every bug, as the other recovery figures."""
+    """Fix recovery with the sampled fills joined to the ranked model-free candidates, one
+    list ordered by the repair head's keys (`SAMPLED_OFFSETS`); sampled fills that repeat a
+    candidate's program (up to whitespace) are dropped. Counted over every bug, as the other
+    recovery figures."""
 
     def __init__(self) -> None:
         self.alone = {1: 0, 10: 0}
-        self.joined = {m: {1: 0, 10: 0} for m in SAMPLED_SLOTS}
+        self.joined = {w: {1: 0, 10: 0} for w in SAMPLED_OFFSETS}
         self.found = self.union = 0
         self.fills = 0
         self.last_found = False
-        self._pending: tuple[list[bool], list[bool]] | None = None
 
-    def add(self, edits, right: list[bool], fills, fill_right: list[bool], lm, text: str
-            ) -> None:
+    def add(self, lm: LoadedModel, text: str, edits: list[tuple[int, int, str]],
+            right: list[bool], keys: list[float] | None, fills: list[tuple[int, int, str]],
+            fill_right: list[bool]) -> None:
+        """One bug: the candidates (`keys`: their ranking keys, None when none is right) and
+        the sampled fills, best first."""
         seen = {"".join((text[:a] + f + text[z:]).split()) for a, z, f in edits}
-        kept = [r for (a, z, f), r in zip(fills, fill_right, strict=True)
-                if "".join((text[:a] + f + text[z:]).split()) not in seen]
+        kept = [(edit, r) for edit, r in zip(fills, fill_right, strict=True)
+                if "".join((text[:edit[0]] + edit[2] + text[edit[1]:]).split()) not in seen]
         self.fills += len(fills)
         self.last_found = any(fill_right)
         self.found += any(fill_right)
@@ -391,19 +397,15 @@ class _Merged:
         first = next((i for i, r in enumerate(fill_right) if r), None)
         for k in self.alone:
             self.alone[k] += first is not None and first < k
-        self._pending = (right, kept)
-        if not any(right):  # no ranking of the candidates comes: they cannot be the fix
-            self.ranked([0.0] * len(right))
-
-    def ranked(self, keys: list[float]) -> None:
-        assert self._pending is not None
-        right, kept = self._pending
-        self._pending = None
-        order = [right[i] for i in sorted(range(len(keys)), key=lambda i: -keys[i])]
-        for m in SAMPLED_SLOTS:
-            joined = order[:10 - m] + kept[:m] + order[10 - m:] + kept[m:]
+        if not any(r for _, r in kept) and not any(right):
+            return
+        keys = keys if keys is not None else [-math.inf] * len(edits)
+        sampled = with_prior(quick_scores(lm, text, [e for e, _ in kept]), QUICK_PRIOR)
+        for w in SAMPLED_OFFSETS:
+            ranked = sorted(zip(keys + [k - w for k in sampled], right + [r for _, r in kept],
+                                strict=True), key=lambda item: -item[0])
             for k in (1, 10):
-                self.joined[m][k] += any(joined[:k])
+                self.joined[w][k] += any(r for _, r in ranked[:k])
 
     def summary(self, count: int) -> dict:
         out = {"sampled_reachable": self.found / count,
@@ -411,9 +413,9 @@ class _Merged:
                "sampled_fills_per_bug": self.fills / count}
         for k, v in self.alone.items():
             out[f"sampled_recovery@{k}"] = v / count
-        for m, hits in self.joined.items():
+        for w, hits in self.joined.items():
             for k, v in hits.items():
-                out[f"fix_recovery_with_{m}_sampled@{k}"] = v / count
+                out[f"fix_recovery_with_sampled_offset_{w:g}@{k}"] = v / count
         return out
 
 

@@ -292,17 +292,18 @@ def print_repair(rep: Reporter, result: dict) -> None:
     rep.out.print(f"by prior weight (reachable bugs; 0 = the model alone): {sweep}")
     if "sampled_reachable" not in result:
         return
-    from greenpatch.model.evaluate import SAMPLED_SLOTS
+    from greenpatch.model.evaluate import SAMPLED_OFFSETS
 
-    joined = "; ".join(f"{m} of the first 10: @1 {pct(result[f'fix_recovery_with_{m}_sampled@1'])}"
-                       f", @10 {pct(result[f'fix_recovery_with_{m}_sampled@10'])}"
-                       for m in SAMPLED_SLOTS)
+    key = "fix_recovery_with_sampled_offset_{:g}@{}"
+    joined = "; ".join(f"offset {w:g}: @1 {pct(result[key.format(w, 1)])}, @10 "
+                       f"{pct(result[key.format(w, 10)])}" for w in SAMPLED_OFFSETS)
     rep.out.print(f"sampling that edits: the fix among its fills "
                   f"{pct(result['sampled_reachable'])} (@1 {pct(result['sampled_recovery@1'])}, "
                   f"@10 {pct(result['sampled_recovery@10'])}; "
                   f"{result['sampled_fills_per_bug']:.1f} fills per line); among the candidates "
-                  f"or its fills {pct(result['reachable_with_sampled'])}; added to the ranked "
-                  f"candidates, {joined}; {result['ms_per_span_sampled']:.0f} ms per span "
-                  f"sampled, {result['ms_per_line_sampled']:.0f} ms per line")
+                  f"or its fills {pct(result['reachable_with_sampled'])}; ranked with the "
+                  f"candidates by the repair head (quick scores, an offset in nats): {joined}; "
+                  f"{result['ms_per_span_sampled']:.0f} ms per span sampled, "
+                  f"{result['ms_per_line_sampled']:.0f} ms per line")
     kinds = ", ".join(f"{k} {pct(v).strip()}" for k, v in result["sampled_by_kind"].items())
     rep.out.print(f"the fix among the sampled fills, by kind: {kinds}")
