@@ -11,6 +11,7 @@ from greenpatch.agent.bench.inject import KINDS, REAL_BUG_KINDS
 from greenpatch.agent.bench.libraries import LIBRARIES
 from greenpatch.agent.bench.splits import DEV_FRACTION, SEED, choose, sample, split_of
 from greenpatch.agent.bench.tasks import TASKS_FILE, load_tasks
+from greenpatch.agent.bench.ticket_text import write_ticket
 from greenpatch.agent.errors import AgentError
 from greenpatch.agent.tickets import parse_ticket
 
@@ -96,3 +97,11 @@ def test_real_bug_kinds_have_tasks_in_the_test_split_and_hangs_are_tagged(tasks)
     for task in hanging:
         assert set(task.extra["hanging_tests"]) <= set(task.failing_tests)
     assert not any(t.extra.get("hangs") for t in tasks if t.kind not in REAL_BUG_KINDS)
+
+
+def test_a_ticket_reports_a_hang_as_one() -> None:
+    timeout = "Failed: Timeout (>10.0s) from pytest-timeout."
+    hang = write_ticket("tests/test_x.py::test_scan", timeout, {"scan"})
+    assert hang.startswith("# `scan` never returns\n")
+    wrong = write_ticket("tests/test_x.py::test_scan", "assert 1 == 2", {"scan"})
+    assert wrong.startswith("# `scan` gives the wrong result\n")

@@ -51,7 +51,9 @@ def write_ticket(nodeid: str, message: str, defined: set[str]) -> str:
     what = f"`{name}`" if name else f"`{'.'.join(nodeid.split('::')[1:])}`"
     shown = _message(message) or "(no message)"
     error = shown.split(":", 1)[0].strip()
-    if re.fullmatch(r"\w+(Error|Exception|Warning)", error) and error != "AssertionError":
+    if "Timeout" in shown:  # pytest-timeout stopped the test: what a user sees is a hang
+        title = f"{what} never returns"
+    elif re.fullmatch(r"\w+(Error|Exception|Warning)", error) and error != "AssertionError":
         title = f"{what} raises {error}"
     else:
         title = f"{what} gives the wrong result" if name else f"{what} fails"
