@@ -21,6 +21,10 @@ from greenpatch.sandboxes.base import Limits, Worker
 
 STDERR_TAIL_BYTES = 16 * 1024
 PUMP_GRACE_SECONDS = 0.5
+# How long the cause of a failed exit waits for the end of standard error: the traceback that
+# names it can still be in the pipe when the exit status is (a reader thread on a busy CPU).
+# Only a leftover child holding the pipe open makes it wait this long.
+STDERR_DRAIN_SECONDS = 2.0
 DISK_POLL = 0.5  # the longest pause between two looks at a worktree's size
 DISK_POLL_MIN = 0.02  # the shortest (and the first: a burst at start is the worst case)
 DISK_POLL_SHARE = 0.05  # of a core that looking may take (a look is a scan of the tree)
@@ -208,7 +212,12 @@ class StreamWorker(Worker):
         if self._reason is not None:
             return self._reason
         # Python turns the memory and file size rlimits into exceptions (it ignores SIGXFSZ).
-        tail = self.stderr_tail_bytes() if status != 0 else b""
+        tail = b""
+        if status != 0:
+            deadline = time.monotonic() + STDERR_DRAIN_SECONDS
+            for thread in self._pumps:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            tail = self.stderr_tail_bytes()
         if self._memory_killed() or b"MemoryError" in tail:
             return "memory"
         if b"File too large" in tail:
