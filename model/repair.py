@@ -291,10 +291,11 @@ _REGION_CHARS = 2048
 @dataclass(frozen=True)
 class EditFill:
     """A sampled edit of the source: characters [start, end) replaced by `text` (the line's
-    content rewritten, or a statement inserted after it: whole lines at a line start). `score` ranks
-    fills of one line (higher first): the disbelief the edit removes (sum over the tokens it
-    replaces of -log P(not corrupted); for an inserted statement, -log P(none missing)) plus
-    the sampler's mean log-likelihood of the fill."""
+    content rewritten, or a statement inserted after it: whole lines at a line start).
+    `score` ranks the fills of one line, higher first: the disbelief that justified re-masking
+    (-log P(not corrupted) of the run's most disbelieved token; for an inserted statement,
+    -log P(none missing)) plus the sampler's mean log-likelihood of the fill (DELETE_LOGP
+    for an empty one)."""
     start: int
     end: int
     text: str
@@ -372,7 +373,7 @@ def _wrapped_run(region: _Region, source: str, run: tuple[int, int]
     i, j = run
     start, end = region.start + region.offsets[i][0], region.start + region.offsets[j - 1][1]
     text = source[start:end]
-    return start, end, text.lstrip(), sum(region.bad[i:j])
+    return start, end, text.lstrip(), max(region.bad[i:j])
 
 
 def _wrapper_canvases(lm: LoadedModel, region: _Region, source: str, run: tuple[int, int]
@@ -417,11 +418,11 @@ def sample_edits(lm: LoadedModel, source: str, line: int, *, samples: int = EDIT
     if mine:
         for i, j in _operands(region, source, runs, mine[0]):
             deletions.append((base + region.offsets[i][0], base + region.offsets[j - 1][1],
-                              sum(region.bad[i:j])))
+                              max(region.bad[i:j])))
         for i, j in runs:
             prefix, suffix = tuple(region.ids[:i]), tuple(region.ids[j:])
             span = (base + region.offsets[i][0], base + region.offsets[j - 1][1],
-                    sum(region.bad[i:j]))
+                    max(region.bad[i:j]))
             deletions.append(span)
             for extra in grow:
                 canvases.append(TokenCanvas(prefix, suffix, j - i + extra, region.starts_file,
@@ -462,7 +463,10 @@ def sample_edits(lm: LoadedModel, source: str, line: int, *, samples: int = EDIT
                 key = (start, end, c.text if c.text.endswith("\n") else c.text + "\n")
             else:  # as a rewrite of the line: runs that write the same line agree
                 key = (a, z, source[a:start] + c.text + source[end:z])
+            # A fill that ends at once is a deletion: the end token's confidence is no
+            # evidence for it, so it is credited as the deletions are.
+            logp = c.score if c.text else DELETE_LOGP
             if key[2] != source[key[0]:key[1]]:
-                best[key] = max(best.get(key, -math.inf), removed + c.score)
+                best[key] = max(best.get(key, -math.inf), removed + logp)
     ranked = sorted(best.items(), key=lambda item: -item[1])
     return [EditFill(s, e, t, v) for (s, e, t), v in ranked]

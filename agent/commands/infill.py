@@ -19,6 +19,9 @@ from greenpatch.agent.output import Reporter
 from greenpatch.agent.pipeline.remote_setup import check_model_name, connect_remote, remote_infill
 from greenpatch.model.remote import is_url
 
+# Torch threads of an interactive fill (see `infill`).
+INFILL_THREADS = 1
+
 
 def parse_lines(spec: str) -> tuple[int, int]:
     """`A:B` (1-based, inclusive) or a single line `A`."""
@@ -98,15 +101,24 @@ def infill(
             return 0
         with reporter.progress() as progress:
             task = progress.add_task("loading the model", total=None)
+            import torch
             from greenpatch.model.checkpoint import load_model  # torch is heavy: import it only now
             from greenpatch.model.sampler import INTERACTIVE, infill_site, span_lengths
 
-            lm = load_model(model)
-            progress.update(task, description=f"drafting {n} rewrites of lines {a}:{b}")
-            lengths = span_lengths(lm, middle)
-            # A few more samples than asked for: duplicates collapse.
-            candidates = infill_site(lm, prefix, suffix, lengths, samples=n + 1,
-                                     **INTERACTIVE)[:n]
+            # One thread: a fill of one line is ~20 rows of at most 128 tokens, too small to
+            # share out; a second thread waiting on a busy core made it several times slower
+            # (benchmarks/repair_speed.py --threads 1,2, model card).
+            threads = torch.get_num_threads()
+            torch.set_num_threads(INFILL_THREADS)
+            try:
+                lm = load_model(model)
+                progress.update(task, description=f"drafting {n} rewrites of lines {a}:{b}")
+                lengths = span_lengths(lm, middle)
+                # A few more samples than asked for: duplicates collapse.
+                candidates = infill_site(lm, prefix, suffix, lengths, samples=n + 1,
+                                         **INTERACTIVE)[:n]
+            finally:  # in-process callers (tests, serve) keep their own setting
+                torch.set_num_threads(threads)
         report = {
             "file": str(file),
             "lines": [a, b],
