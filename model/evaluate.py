@@ -366,7 +366,7 @@ def _fixes(text: str, edit: tuple[int, int, str], want: str) -> bool:
 # Offsets (nats) tried when the sampled fills join the ranked candidates: a sampled fill's key
 # is its `quick_scores` score (the disbelief it removes, as the candidates') minus
 # QUICK_PRIOR * log(1 + its rank among the sampled fills) minus the offset.
-SAMPLED_OFFSETS = (0.0, 2.0, 4.0, 6.0, 8.0)
+SAMPLED_OFFSETS = (0.0, 4.0, 8.0, 12.0)
 
 
 class _Merged:
