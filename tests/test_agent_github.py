@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -403,6 +404,9 @@ def test_pr_body_gives_the_evidence() -> None:
     assert "- `calc.py`: +1 -1" in body
     assert "```diff\n" + diff.rstrip("\n") + "\n```" in body
     assert "12 tests run; 1 failing before the fix." in body
+    assert "Still failing" not in body
+    still = pr_body(ticket, replace(report, failing_after=["tests/test_env.py::test_environ"]))
+    assert "Still failing after the fix, as before it: `tests/test_env.py::test_environ`." in still
     assert "| `tests/test_calc.py::test_add` | failed | passed |" in body
     assert "| `tests/test_calc.py::test_sub` | passed | passed |" in body
     assert "- rounds: 2" in body and "- candidates drafted: 37" in body

@@ -96,6 +96,13 @@ def pr_body(ticket: Ticket, report: FixReport) -> str:
     shown = diff if len(diff) <= _MAX_BODY_DIFF else diff[:_MAX_BODY_DIFF] + "\n... (truncated)\n"
     lines += ["", "```diff", shown.rstrip("\n"), "```", "", "## Tests", ""]
     lines.append(f"{report.tests_run} tests run; {len(failing_before)} failing before the fix.")
+    if report.failing_after:
+        # Green means the ticket's tests pass and nothing that passed broke; a reviewer must
+        # still see what this change leaves failing (it may be the same bug).
+        still = report.failing_after
+        shown = ", ".join(f"`{t}`" for t in still[:10])
+        more = f" and {len(still) - 10} more" if len(still) > 10 else ""
+        lines.append(f"Still failing after the fix, as before it: {shown}{more}.")
     if results:
         lines += ["", "| test | before | after |", "|---|---|---|"]
         before = set(failing_before)
