@@ -76,9 +76,10 @@ def dump_lines(case, lm, lines: list) -> list[list]:
     (lines of one function share it) and whether the fix belongs there."""
     path = next(iter(case.fixed))
     functions: dict[tuple[str, int, int], dict[int, LineSuspicion]] = {}
+    texts = {p: (case.repo / p).read_text() for p in {s.path for s in lines}}
     out = []
     for s in lines:
-        text = (case.repo / s.path).read_text()
+        text = texts[s.path]
         at = _line_start(text, s.line)
         span = enclosing_function(text, at) if at is not None else (0, 0)
         key = (s.path, *span)

@@ -190,8 +190,7 @@ class ContinuousDecoder:
         stats = StepStats(len(self.requests), len(active), computed)
         for request in self.requests:
             request.passes += 1
-            due_now = request.since_full is None or self._full_due(request)
-            request.since_full = 0 if due_now else request.since_full + 1
+            request.since_full = 0 if self._full_due(request) else request.since_full + 1
         return self._finished(), stats
 
     def abandon(self) -> list[Any]:
@@ -249,24 +248,25 @@ class ContinuousDecoder:
             logits = self.lm.net(batch.ids[which, :width], batch.attn[which, :width],
                                  positions=batch.pos[which], cache=cache)
             if cache is not None:
-                self._record(which, reps, inverse, active, cache)
+                self._record(order[group], inverse, active, cache)
             if out is None:
                 out = logits.new_empty((len(reps), *logits.shape[1:]))
             out[order[group]] = logits
         assert out is not None
         return out[inverse], len(reps)
 
-    def _record(self, which: torch.Tensor, reps: torch.Tensor, inverse: torch.Tensor,
-                active: torch.Tensor, cache: ContextCache) -> None:
-        """Store the keys/values of representative rows `which` for every active row that
-        shares them."""
+    def _record(self, members: torch.Tensor, inverse: torch.Tensor, active: torch.Tensor,
+                cache: ContextCache) -> None:
+        """Store a group pass's keys/values (row j: representative `members[j]`, an index into
+        the pass's distinct rows) for every active row that shares them (`inverse`)."""
         assert self.batch is not None
         if self.cache is None:
             self.cache = _RowCache.like(cache, len(self.batch.ids), self.batch.ids.shape[1])
-        rep_index = {int(r): i for i, r in enumerate(reps.tolist())}
-        for j, row in enumerate(which.tolist()):
-            targets = active[inverse == rep_index[row]]
-            self.cache.write(targets, cache.select(torch.tensor([j] * len(targets))))
+        slot = torch.full((int(inverse.max()) + 1,), -1, device=inverse.device)
+        slot[members] = torch.arange(len(members), device=inverse.device)
+        row = slot[inverse]
+        mine = row >= 0
+        self.cache.write(active[mine], cache.select(row[mine]))
 
     @staticmethod
     def _groups(widths: list[int]) -> list[slice]:
