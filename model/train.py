@@ -35,7 +35,9 @@ from greenpatch.model.tokenizer import CodeTokenizer, train_tokenizer
 
 CHECKPOINT = "last.pt"
 LOG = "train.log"
-FIX_WEIGHT = 0.3
+FIX_WEIGHT = 0.5
+# Weight of the pointer loss (`_pointer_loss`): which position of a corrupted row holds the bug.
+POINTER_WEIGHT = 0.5
 
 
 @dataclass
@@ -348,18 +350,36 @@ def _balanced_bce(logits: torch.Tensor, labels: torch.Tensor, where: torch.Tenso
                   + (bce * neg).sum() / neg.sum().clamp(min=1))
 
 
+def _pointer_loss(repair: torch.Tensor, batch: BugBatch) -> torch.Tensor:
+    """One categorical per corrupted row over its positions, the tokens' "corrupted" logits
+    beside the line breaks' "statement missing" ones: -log of the share on the bug's
+    positions. The per-token losses judge each token alone; localization compares the lines
+    of one function, so this ranks the bug above the row's most suspicious clean tokens."""
+    where = torch.cat([batch.valid, batch.newline & batch.valid], -1)
+    target = torch.cat([batch.corrupted, batch.missing], -1) & where
+    rows = target.any(-1)
+    if not rows.any():
+        return repair.new_zeros(())
+    scores = torch.cat([repair[..., 0], repair[..., 1]], -1).float()
+    scores = scores.masked_fill(~where, -1e9)[rows]
+    hit = scores.masked_fill(~target[rows], -1e9)
+    return (scores.logsumexp(-1) - hit.logsumexp(-1)).mean()
+
+
 def repair_loss(model: DiffusionLM, batch: BugBatch) -> torch.Tensor:
     """Replaced-token detection on every token, "a statement is missing after this line" on
     every newline token, and the clean token at each corrupted position (rows whose clean
     and corrupted tokens align one to one)."""
-    logits, repair = model.repair_logits(batch.inputs, batch.valid.long())
+    hidden, repair = model.repair_hidden(batch.inputs, batch.valid.long())
     loss = _balanced_bce(repair[..., 0], batch.corrupted, batch.valid)
     loss = loss + _balanced_bce(repair[..., 1], batch.missing, batch.newline & batch.valid)
+    loss = loss + POINTER_WEIGHT * _pointer_loss(repair, batch)
     fix = batch.corrupted & batch.aligned[:, None]
     if fix.any():
         # Down-weighted: from a model that copies what it sees, this starts near 9 nats and
         # would drown the detection losses (~2.3 each at the start).
-        loss = loss + FIX_WEIGHT * F.cross_entropy(logits[fix].float(), batch.targets[fix])
+        logits = model.lm_head(hidden[fix]).float()  # the vocabulary only where it is learned
+        loss = loss + FIX_WEIGHT * F.cross_entropy(logits, batch.targets[fix])
     return loss
 
 
@@ -470,16 +490,20 @@ def validation_batches(tokenizer: CodeTokenizer, corpus_dir: Path, seq_len: int,
 
 @torch.no_grad()
 def repair_metrics(model: DiffusionLM, batch: BugBatch) -> dict[str, float]:
-    """On fixed corrupted validation windows: the AUC of the corruption logit over tokens, and
-    how often the most suspicious token of a corrupted row is a corrupted one."""
+    """On fixed corrupted validation windows: the AUC of the corruption logit over tokens, how
+    often the most suspicious token of a corrupted row is a corrupted one, and how often the
+    LM head names the clean token at a corrupted position (rows that align)."""
     model.eval()
-    _, repair = model.repair_logits(batch.inputs, batch.valid.long())
+    logits, repair = model.repair_logits(batch.inputs, batch.valid.long())
     model.train()
     score = repair[..., 0].float().masked_fill(~batch.valid, -1e9)
     rows = batch.corrupted.any(-1)
     hits = batch.corrupted.gather(1, score.argmax(-1, keepdim=True))[:, 0]
+    fix = batch.corrupted & batch.aligned[:, None]
+    named = (logits[fix].argmax(-1) == batch.targets[fix]).float()
     return {"val_detect_auc": round(roc_auc(score[batch.valid], batch.corrupted[batch.valid]), 4),
-            "val_detect_top1": round(float(hits[rows].float().mean()), 4)}
+            "val_detect_top1": round(float(hits[rows].float().mean()), 4),
+            "val_fix_top1": round(float(named.mean()), 4) if fix.any() else 0.0}
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ app = typer.Typer(
 
 DEFAULT_CACHE = cache_root() / "corpus"
 # In a checkout: what evaluation reserves (an installed package has neither; then they are named).
-CHECKOUT = Path(__file__).resolve().parent.parent
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 @app.command("corpus")
