@@ -50,6 +50,12 @@ QUICK_LINES = 2
 # fix recovery@10 given the line on validation bugs (`agent model eval --repair-only --split
 # validation` sweeps it; model card).
 QUICK_PRIOR = 1.0
+# `quick_scores`: the weight of what an edit writes (its log-likelihood ratio against the
+# original under the token head, `quick_parts`) beside the disbelief it removes, and the floor
+# of that ratio (a substitution the model finds absurd is not worse than one it cannot read).
+# Chosen on validation bugs (`agent model eval --repair-only --split validation` sweeps it).
+READ_WEIGHT = 0.0
+READ_FLOOR = -12.0
 # Rows per forward pass when scoring candidates.
 SCORE_BATCH = 64
 
@@ -59,6 +65,10 @@ class LineSuspicion:
     line: int        # 1-based line of the text
     corrupted: float  # P(a token of the line was corrupted), the line's most suspicious token
     missing: float    # P(a statement is missing after the line)
+    # The line's share of the function's bug, read as training's pointer loss reads a row: a
+    # softmax over every token's "corrupted" and every line break's "missing" logit, summed
+    # over the line (the shares of a function's lines sum to 1).
+    share: float = 0.0
 
     @property
     def score(self) -> float:
@@ -95,7 +105,7 @@ def line_suspicion(lm: LoadedModel, text: str, start: int = 0, end: int | None =
         corrupt[part] = torch.maximum(corrupt[part], logits[:, 0])
         missing[part] = torch.maximum(missing[part], logits[:, 1])
     piece = text[start:end]
-    lines: dict[int, list[float]] = {}
+    lines: dict[int, list] = {}  # line: [P(corrupted), P(missing), logits pointing at it]
     for i, (a, b) in enumerate(offsets):
         token = piece[a:b]
         stripped = len(token) - len(token.lstrip())
@@ -103,15 +113,21 @@ def line_suspicion(lm: LoadedModel, text: str, start: int = 0, end: int | None =
         # "missing" logit is about that line; its "corrupted" one is about the text it holds.
         first = a + stripped if token.strip() else a
         line = _line_of(text, start + first)
-        entry = lines.setdefault(line, [0.0, 0.0])
+        entry = lines.setdefault(line, [0.0, 0.0, []])
         if token.strip():
             entry[0] = max(entry[0], float(torch.sigmoid(corrupt[i])))
+            entry[2].append(float(corrupt[i]))
         newline = token.find("\n")
         if newline >= 0:
             before = _line_of(text, start + a + newline)
-            slot = lines.setdefault(before, [0.0, 0.0])
+            slot = lines.setdefault(before, [0.0, 0.0, []])
             slot[1] = max(slot[1], float(torch.sigmoid(missing[i])))
-    return [LineSuspicion(n, c, m) for n, (c, m) in sorted(lines.items())]
+            slot[2].append(float(missing[i]))
+    mass = {n: torch.tensor(e[2]).logsumexp(0) if e[2] else torch.tensor(-1e9)
+            for n, e in lines.items()}
+    total = torch.stack(list(mass.values())).logsumexp(0)
+    return [LineSuspicion(n, c, m, float((mass[n] - total).exp()))
+            for n, (c, m, _) in sorted(lines.items())]
 
 
 def _lines_around(text: str, start: int, end: int, lines: int) -> tuple[int, int]:
@@ -202,18 +218,35 @@ def rank_candidates(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int
     return [base[(o, c)] - s for o, c, s in zip(originals, ocentres, scores, strict=True)]
 
 
-@torch.no_grad()
 def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, str]],
-                 lines: int = QUICK_LINES) -> list[float]:
+                 lines: int = QUICK_LINES, read_weight: float | None = None) -> list[float]:
     """One pass per site instead of one per candidate: how much of the original's "wrongness"
-    each edit (start, end, replacement) removes, read from a single pass of the repair head
-    over the lines around it, as the buggy code is: the sum over the original tokens the edit
-    replaces of -log P(not corrupted) (for a pure insertion after a line break, -log P(no
-    statement missing) there). Edits that replace the tokens the model disbelieves come first;
-    what a candidate writes is not read (a per-candidate pass, `rank_candidates`, reads it at
-    ~100x the cost)."""
+    each edit (start, end, replacement) removes, plus `read_weight` (default READ_WEIGHT)
+    times how much more the model believes what the edit writes than what it replaces
+    (`quick_parts`). Higher first."""
+    weight = READ_WEIGHT if read_weight is None else read_weight
+    removed, believed = quick_parts(lm, source, edits, lines)
+    return [r + weight * b for r, b in zip(removed, believed, strict=True)]
+
+
+@torch.no_grad()
+def quick_parts(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, str]],
+                lines: int = QUICK_LINES) -> tuple[list[float], list[float]]:
+    """Two scores per edit (start, end, replacement) from a single pass of the network over
+    the lines around its site, as the buggy code is:
+
+    - removed: the sum over the original tokens the edit replaces of -log P(not corrupted)
+      (for a pure insertion after a line break, -log P(no statement missing) there);
+    - believed: for an edit that writes as many tokens as it replaces, the sum over them of
+      log P(written) - log P(original) under the token head, which at a corrupted position
+      was trained to name the clean token (`model.train.repair_loss`), so the substitution
+      the model would have written scores highest; 0 for edits of another length (the head
+      cannot read them in this pass), floored at READ_FLOOR.
+
+    A per-candidate pass (`rank_candidates`) reads every edit, at ~100x the cost."""
     tok = lm.tokenizer
-    out: list[float] = [0.0] * len(edits)
+    removed: list[float] = [0.0] * len(edits)
+    believed: list[float] = [0.0] * len(edits)
     windows: dict[tuple[int, int], list[int]] = {}
     for i, (start, end, _) in enumerate(edits):
         windows.setdefault(_lines_around(source, start, end, lines), []).append(i)
@@ -227,9 +260,10 @@ def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, s
         site = next((k for k, (_, e) in enumerate(offsets) if e > centre), len(ids) - 1)
         lo = max(0, min(site - size // 2, len(ids) - size))
         window = torch.tensor(ids[lo:lo + size], device=lm.device)[None]
-        _, logits = lm.net.repair_hidden(window)
+        hidden, logits = lm.net.repair_hidden(window)
         bad = F.softplus(logits[0, :, 0].float()).tolist()
         gone = F.softplus(logits[0, :, 1].float()).tolist()
+        logp = None
         for i in members:
             start, end, fill = edits[i]
             changed = tok.encode(text[:start - a] + fill + text[end - a:])
@@ -243,10 +277,18 @@ def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, s
                 q += 1
             first, last = p - lo, len(ids) - q - lo
             if last > first:
-                out[i] = sum(bad[max(0, first):max(0, min(len(bad), last))])
+                removed[i] = sum(bad[max(0, first):max(0, min(len(bad), last))])
             elif 0 < first <= len(gone):  # an insertion: after the token before it
-                out[i] = gone[first - 1]
-    return out
+                removed[i] = gone[first - 1]
+            if last > first and len(changed) == len(ids) and first >= 0 and last <= len(bad):
+                if logp is None:
+                    logp = F.log_softmax(lm.net.lm_head(hidden[0]).float(), -1)
+                rows = torch.arange(first, last, device=logp.device)
+                new = torch.tensor(changed[p:len(changed) - q], device=logp.device)
+                old = window[0, first:last]
+                ratio = float((logp[rows, new] - logp[rows, old]).sum())
+                believed[i] = max(READ_FLOOR, ratio)
+    return removed, believed
 
 
 def with_prior(scores: Sequence[float], weight: float = PRIOR_WEIGHT) -> list[float]:
