@@ -573,9 +573,9 @@ def _train(
     state = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
     init_net = None if state is not None or init is None else load_init(init, out_dir)
     if state is not None:
-        # The budget (and the text rows' noise ceiling) may change on resume; everything else
-        # comes from the checkpoint.
-        changed = {} if cfg is None else {"minutes": cfg.minutes}
+        # The budget, the thread count (and the text rows' noise ceiling) may change on
+        # resume; everything else comes from the checkpoint.
+        changed = {} if cfg is None else {"minutes": cfg.minutes, "threads": cfg.threads}
         if cfg is not None and cfg.stream_max_rate != TrainConfig.stream_max_rate:
             changed["stream_max_rate"] = cfg.stream_max_rate
         cfg = TrainConfig.from_dict({**state["train_config"], **changed})

@@ -73,7 +73,12 @@ def test_an_infinite_loop_is_a_timeout_failure_within_the_limit(pool):
     done = pool.run(Job("loop", {"geometry/area.py": loop}, [SQUARE, RECT], fail_fast=False))
     elapsed = time.monotonic() - start
     assert outcomes(done) == {SQUARE: "failed", RECT: "passed"}
-    assert next(r for r in done.results if r.test_id == SQUARE).message.startswith("timeout")
+    hung = next(r for r in done.results if r.test_id == SQUARE)
+    assert hung.message.startswith("timeout")
+    # Its stack at the kill, as a traceback's frames: the loop, then the test that called it.
+    loop_line = loop.splitlines().index("    while True:") + 1
+    assert hung.frames[-1] == ("geometry/area.py", loop_line)
+    assert any(path == "tests/test_area.py" for path, _ in hung.frames[:-1])
     assert TEST_TIMEOUT <= elapsed < TEST_TIMEOUT + 8
 
 

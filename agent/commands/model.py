@@ -131,6 +131,12 @@ def train_cmd(
         typer.Option("--bug-rows", min=0,
                      help="Rows of bug noise per step (0: no repair head on a new model)."),
     ] = 4,
+    threads: Annotated[
+        int, typer.Option("--threads", min=1,
+                          help="Torch threads (may change on resume; 1 when other jobs share "
+                               "the cores: a thread that waits for a busy core stalls the "
+                               "other).")
+    ] = 2,
     init: Annotated[
         Path | None,
         typer.Option(
@@ -154,7 +160,7 @@ def train_cmd(
             raise AgentError(f"--init {init}: not a model directory (no config.json)")
         cfg = TrainConfig(minutes=minutes, seq_len=seq_len, batch_size=batch, lr=lr,
                           stream_max_rate=stream_max_rate, canvas_rows=canvas_rows,
-                          bug_rows=bug_rows)
+                          bug_rows=bug_rows, threads=threads)
         summary = train(corpus_dir, out, size=size, cfg=cfg, vocab_size=vocab, resume=resume,
                         echo=not quiet, max_steps=max_steps, init=init)
         rep.write_json(summary)

@@ -11,8 +11,10 @@ problems are `{"event": "collect_error", "id", "message"}`. Outcomes: passed, fa
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
+import signal
 import sys
 import time
 
@@ -20,6 +22,11 @@ import pytest
 
 MESSAGE_CHARS = 2000
 FRAMES = 30
+# The worker sends this before it kills a test for running too long: the test's stack is
+# dumped to the job log (`arm_stack_dump`), and its frames localize a hang as a traceback
+# would (the test's coverage dies with it).
+STACK_SIGNAL = signal.SIGUSR1
+_stack_out = None
 
 
 def _trim(text: str) -> str:
@@ -29,10 +36,22 @@ def _trim(text: str) -> str:
     return "...\n" + text[-MESSAGE_CHARS:]
 
 
+def arm_stack_dump() -> None:
+    """On STACK_SIGNAL, write the stack of the running code (faulthandler's format, from
+    the signal handler itself, so a loop that never returns to Python code is caught too)
+    to a copy of descriptor 2 as it is now: the job log (pytest's capture replaces 2 while a
+    test runs)."""
+    global _stack_out
+    if _stack_out is None:
+        _stack_out = os.fdopen(os.dup(2), "w")
+        faulthandler.register(STACK_SIGNAL, file=_stack_out, all_threads=False)
+
+
 class ResultStream:
     """Aggregates setup/call/teardown reports into one record per test and writes it out."""
 
     def __init__(self, write, coverage=None) -> None:
+        arm_stack_dump()
         self._write = write
         self._coverage = coverage
         self._state: dict[str, dict] = {}

@@ -25,12 +25,14 @@ import gc
 import importlib
 import json
 import os
+import re
 import select
 import shutil
 import signal
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 
 # Our tools (coverage.py) for an interpreter that lacks them: appended, so the project's own
 # copy, if it has one, wins.
@@ -394,6 +396,18 @@ class JobLog:
         except OSError:
             return ""
 
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def since(self, mark: int, limit: int = 1 << 16) -> str:
+        """What was written after the log held `mark` bytes (at most `limit` bytes)."""
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(mark)
+                return handle.read(limit).decode("utf-8", "replace")
+        except OSError:
+            return ""
+
     def remove(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
@@ -505,6 +519,36 @@ def cold_exec(job: dict, tests: list[str], done: set[str], write_fd: int) -> Non
     os.execve(sys.executable, [sys.executable, "-m", "pytest", *args], env)
 
 
+# How long a test's stack dump may take to reach the log after the signal.
+STACK_WAIT = 0.5
+# Frames kept of a dumped stack (as gp_plugin keeps of a traceback).
+STACK_FRAMES = 30
+_FRAME = re.compile(r'^\s*File "(.+)", line (\d+) in ', re.M)
+
+
+def stack_of(pid: int) -> list[list]:
+    """The project frames, innermost last, of the test the child `pid` is running: it dumps
+    its stack to the job log on gp_plugin.STACK_SIGNAL (SIGUSR1; `gp_plugin.arm_stack_dump`).
+    Empty when it does not answer in time (a test may have replaced the handler)."""
+    mark = LOG.size()
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        return []
+    until, last = time.monotonic() + STACK_WAIT, mark
+    while time.monotonic() < until:
+        time.sleep(0.02)
+        size = LOG.size()
+        if size > mark and size == last:  # written, and no longer growing
+            break
+        last = size
+    text = LOG.since(mark)
+    block = text[text.rfind("(most recent call first):"):]
+    prefix = ROOT + os.sep
+    frames = [[path, int(n)] for path, n in _FRAME.findall(block) if path.startswith(prefix)]
+    return frames[::-1][-STACK_FRAMES:]
+
+
 def run_child(job: dict, tests: list[str], done: set[str], files: Files, write_fd: int) -> None:
     """In the forked child: own process group, candidate files in place, pytest in-process."""
     code = 70
@@ -598,7 +642,8 @@ class JobRun:
         self.cpu = 0.0  # CPU seconds of the forked children: the job's cost, whatever the load
         self.agrees = True  # the last child's exit agreed with what it reported
 
-    def result(self, test: str, outcome: str, message: str, seconds: float = 0.0) -> None:
+    def result(self, test: str, outcome: str, message: str, seconds: float = 0.0,
+               frames: Sequence[list] = ()) -> None:
         self.done.add(test)
         self.failed = self.failed or outcome in ("failed", "error")
         emit(
@@ -609,7 +654,7 @@ class JobRun:
                 "outcome": outcome,
                 "seconds": round(seconds, 6),
                 "message": message,
-                "frames": [],
+                "frames": list(frames),
             }
         )
 
@@ -668,6 +713,7 @@ class JobRun:
         current_start = 0.0
         exit_code: int | None = None
         killed: str | None = None
+        frames: list[list] = []
         child_error = ""
         child_failed = False
         child_reported = 0
@@ -680,6 +726,8 @@ class JobRun:
                     limit = min(limit, current_start + self.test_timeout)
                 if now >= limit:
                     killed = "test" if current is not None and limit < self.deadline else "job"
+                    if killed == "test":
+                        frames = stack_of(pid)
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(pid, signal.SIGKILL)
                     break
@@ -733,7 +781,7 @@ class JobRun:
             tail = LOG.tail()
         self.agrees = self.exit_agrees(exit_code, status, child_failed, child_reported)
         return self.settle(
-            tests, current, current_start, killed, exit_code, status, child_error, tail
+            tests, current, current_start, killed, exit_code, status, child_error, tail, frames
         )
 
     @staticmethod
@@ -747,7 +795,8 @@ class JobRun:
         return exit_code == (1 if failed else 0)
 
     def settle(
-        self, tests, current, current_start, killed, exit_code, status, child_error, tail
+        self, tests, current, current_start, killed, exit_code, status, child_error, tail,
+        frames=(),
     ) -> bool:
         """Account for tests the child did not report: timed out, crashed, or never reached."""
         elapsed = time.monotonic() - current_start
@@ -758,7 +807,8 @@ class JobRun:
             return False
         if killed == "test":
             self.result(
-                current, "failed", f"timeout: test ran longer than {self.test_timeout:g} s", elapsed
+                current, "failed", f"timeout: test ran longer than {self.test_timeout:g} s",
+                elapsed, frames,
             )
             return True
         if killed == "job":
