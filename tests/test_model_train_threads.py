@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import sysconfig
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from greenpatch.model.errors import ModelError
-from greenpatch.model.train import TrainConfig, train
+from greenpatch.model.train import TrainConfig, load_checkpoint, train
 
 from tests.model_support import torch_threads
 
@@ -50,3 +51,16 @@ def test_restored_when_training_fails(tmp_path: Path) -> None:
             train(data, tmp_path / "run", size="tiny", cfg=config(), vocab_size=300,
                   echo=False, max_steps=1)
         assert torch.get_num_threads() == 1
+
+
+def test_a_resumed_run_takes_the_new_thread_count(tmp_path: Path) -> None:
+    # A run started on an idle machine goes on at 1 thread once other jobs share the cores.
+    data = corpus(tmp_path / "corpus", ["textwrap.py", "shlex.py", "bisect.py"])
+    run = tmp_path / "run"
+    with torch_threads(1):
+        train(data, run, size="tiny", cfg=config(), vocab_size=300, echo=False, max_steps=1)
+        assert load_checkpoint(run / "last.pt")["train_config"]["threads"] == 2
+        summary = train(data, run, size="tiny", cfg=replace(config(), threads=1),
+                        vocab_size=300, echo=False, max_steps=2)
+    assert summary["step"] == 2
+    assert load_checkpoint(run / "last.pt")["train_config"]["threads"] == 1
