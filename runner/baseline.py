@@ -34,7 +34,8 @@ from greenpatch.sandboxes import Limits, safegit
 from greenpatch.sandboxes.cacheroot import cache_root
 
 FLAKY_RERUNS = 2
-SCHEMA = 3
+# 4: a test killed at its timeout records its stack as frames.
+SCHEMA = 4
 MAX_SOURCE_BYTES = 4 * 1024 * 1024
 # Baseline jobs per worker: enough that a worker done early takes another, few enough that
 # each fork and coverage start-up is spread over many tests.
