@@ -45,10 +45,8 @@ from greenpatch.model.data import TextSpan, pick_site, read_split
 from greenpatch.model.errors import ModelError
 from greenpatch.model.repair import (
     QUICK_PRIOR,
-    READ_WEIGHT,
     has_repair_head,
     line_suspicion,
-    quick_parts,
     quick_scores,
     with_prior,
 )
@@ -60,9 +58,6 @@ TOP_K = (1, 10, 50)
 # with_prior` over `quick_scores`), to choose QUICK_PRIOR on the validation split (0: the
 # model alone).
 PRIOR_SWEEP = (0.0, 1.0, 2.0, 3.0, 5.0, 10.0)
-# Weights of what a candidate writes (`model.repair.quick_parts`) tried beside the disbelief it
-# removes, at QUICK_PRIOR, to choose READ_WEIGHT on the validation split (0: not read).
-READ_SWEEP = (0.0, 0.25, 0.5, 1.0, 2.0)
 LINE_BEAM = 10
 OPERATOR_SWAPS = {
     "==": "!=", "!=": "==", "<": "<=", "<=": "<", ">": ">=", ">=": ">", "+": "-", "-": "+",
@@ -292,7 +287,6 @@ def repair_eval(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
     model_at = {k: 0 for k in (1, 10)}
     fixed_at = {k: 0 for k in (1, 10)}
     sweep: dict[float, list[int]] = {w: [] for w in PRIOR_SWEEP}
-    read_sweep: dict[float, list[int]] = {w: [] for w in READ_SWEEP}
     per_kind: dict[str, list[int]] = {}
     seconds = sample_seconds = 0.0
     scored = 0
@@ -321,8 +315,7 @@ def repair_eval(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
         scores = None
         if any(right):
             began = time.perf_counter()
-            removed, believed = quick_parts(lm, bug.text, edits)
-            scores = [r + READ_WEIGHT * b for r, b in zip(removed, believed, strict=True)]
+            scores = quick_scores(lm, bug.text, edits)
             seconds += time.perf_counter() - began
             scored += len(edits)
         if sampled is not None:
@@ -340,9 +333,6 @@ def repair_eval(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
         fixed_rank = right.index(True)
         for w in PRIOR_SWEEP:
             sweep[w].append(_first_right(with_prior(scores, w), right))
-        for w in READ_SWEEP:
-            keys = [r + w * b for r, b in zip(removed, believed, strict=True)]
-            read_sweep[w].append(_first_right(with_prior(keys, QUICK_PRIOR), right))
         for k in model_at:
             model_at[k] += model_rank < k
             fixed_at[k] += fixed_rank < k
@@ -352,10 +342,11 @@ def repair_eval(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
     if candidates is not None:
         out.update({"fix_reachable": reachable / count,
                     "ms_per_candidate_ranked": 1000 * seconds / max(1, scored),
-                    "prior_sweep": {str(w): _recovery(ranks, count)
-                                    for w, ranks in sweep.items()},
-                    "read_sweep": {str(w): _recovery(ranks, count)
-                                   for w, ranks in read_sweep.items()}})
+                    "prior_sweep": {str(w): {"at1": sum(r < 1 for r in ranks) / count,
+                                             "at10": sum(r < 10 for r in ranks) / count,
+                                             "median_rank": statistics.median(ranks) + 1
+                                             if ranks else None}
+                                    for w, ranks in sweep.items()}})
         for k in model_at:
             out[f"fix_recovery@{k}"] = model_at[k] / count
             out[f"fix_recovery_fixed_order@{k}"] = fixed_at[k] / count
@@ -365,12 +356,6 @@ def repair_eval(lm: LoadedModel, texts: list[str], cfg: EvalConfig,
         out["ms_per_span_sampled"] = 1000 * sample_seconds / max(1, stats.spans)
         out["ms_per_line_sampled"] = 1000 * sample_seconds / count
     return out
-
-
-def _recovery(ranks: list[int], count: int) -> dict:
-    """Recovery @1 / @10 over `count` bugs from the 0-based ranks of the reachable ones."""
-    return {"at1": sum(r < 1 for r in ranks) / count, "at10": sum(r < 10 for r in ranks) / count,
-            "median_rank": statistics.median(ranks) + 1 if ranks else None}
 
 
 def _fixes(text: str, edit: tuple[int, int, str], want: str) -> bool:

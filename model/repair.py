@@ -50,12 +50,6 @@ QUICK_LINES = 2
 # fix recovery@10 given the line on validation bugs (`agent model eval --repair-only --split
 # validation` sweeps it; model card).
 QUICK_PRIOR = 1.0
-# `quick_scores`: the weight of what an edit writes (its log-likelihood ratio against the
-# original under the token head, `quick_parts`) beside the disbelief it removes, and the floor
-# of that ratio (a substitution the model finds absurd is not worse than one it cannot read).
-# Chosen on validation bugs (`agent model eval --repair-only --split validation` sweeps it).
-READ_WEIGHT = 0.0
-READ_FLOOR = -12.0
 # Rows per forward pass when scoring candidates.
 SCORE_BATCH = 64
 
@@ -218,35 +212,18 @@ def rank_candidates(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int
     return [base[(o, c)] - s for o, c, s in zip(originals, ocentres, scores, strict=True)]
 
 
-def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, str]],
-                 lines: int = QUICK_LINES, read_weight: float | None = None) -> list[float]:
-    """One pass per site instead of one per candidate: how much of the original's "wrongness"
-    each edit (start, end, replacement) removes, plus `read_weight` (default READ_WEIGHT)
-    times how much more the model believes what the edit writes than what it replaces
-    (`quick_parts`). Higher first."""
-    weight = READ_WEIGHT if read_weight is None else read_weight
-    removed, believed = quick_parts(lm, source, edits, lines)
-    return [r + weight * b for r, b in zip(removed, believed, strict=True)]
-
-
 @torch.no_grad()
-def quick_parts(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, str]],
-                lines: int = QUICK_LINES) -> tuple[list[float], list[float]]:
-    """Two scores per edit (start, end, replacement) from a single pass of the network over
-    the lines around its site, as the buggy code is:
-
-    - removed: the sum over the original tokens the edit replaces of -log P(not corrupted)
-      (for a pure insertion after a line break, -log P(no statement missing) there);
-    - believed: for an edit that writes as many tokens as it replaces, the sum over them of
-      log P(written) - log P(original) under the token head, which at a corrupted position
-      was trained to name the clean token (`model.train.repair_loss`), so the substitution
-      the model would have written scores highest; 0 for edits of another length (the head
-      cannot read them in this pass), floored at READ_FLOOR.
-
-    A per-candidate pass (`rank_candidates`) reads every edit, at ~100x the cost."""
+def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, str]],
+                 lines: int = QUICK_LINES) -> list[float]:
+    """One pass per site instead of one per candidate: how much of the original's "wrongness"
+    each edit (start, end, replacement) removes, read from a single pass of the repair head
+    over the lines around it, as the buggy code is: the sum over the original tokens the edit
+    replaces of -log P(not corrupted) (for a pure insertion after a line break, -log P(no
+    statement missing) there). Edits that replace the tokens the model disbelieves come first;
+    what a candidate writes is not read (a per-candidate pass, `rank_candidates`, reads it at
+    ~100x the cost)."""
     tok = lm.tokenizer
-    removed: list[float] = [0.0] * len(edits)
-    believed: list[float] = [0.0] * len(edits)
+    out: list[float] = [0.0] * len(edits)
     windows: dict[tuple[int, int], list[int]] = {}
     for i, (start, end, _) in enumerate(edits):
         windows.setdefault(_lines_around(source, start, end, lines), []).append(i)
@@ -260,10 +237,9 @@ def quick_parts(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, st
         site = next((k for k, (_, e) in enumerate(offsets) if e > centre), len(ids) - 1)
         lo = max(0, min(site - size // 2, len(ids) - size))
         window = torch.tensor(ids[lo:lo + size], device=lm.device)[None]
-        hidden, logits = lm.net.repair_hidden(window)
+        _, logits = lm.net.repair_hidden(window)
         bad = F.softplus(logits[0, :, 0].float()).tolist()
         gone = F.softplus(logits[0, :, 1].float()).tolist()
-        logp = None
         for i in members:
             start, end, fill = edits[i]
             changed = tok.encode(text[:start - a] + fill + text[end - a:])
@@ -277,18 +253,10 @@ def quick_parts(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, st
                 q += 1
             first, last = p - lo, len(ids) - q - lo
             if last > first:
-                removed[i] = sum(bad[max(0, first):max(0, min(len(bad), last))])
+                out[i] = sum(bad[max(0, first):max(0, min(len(bad), last))])
             elif 0 < first <= len(gone):  # an insertion: after the token before it
-                removed[i] = gone[first - 1]
-            if last > first and len(changed) == len(ids) and first >= 0 and last <= len(bad):
-                if logp is None:
-                    logp = F.log_softmax(lm.net.lm_head(hidden[0]).float(), -1)
-                rows = torch.arange(first, last, device=logp.device)
-                new = torch.tensor(changed[p:len(changed) - q], device=logp.device)
-                old = window[0, first:last]
-                ratio = float((logp[rows, new] - logp[rows, old]).sum())
-                believed[i] = max(READ_FLOOR, ratio)
-    return removed, believed
+                out[i] = gone[first - 1]
+    return out
 
 
 def with_prior(scores: Sequence[float], weight: float = PRIOR_WEIGHT) -> list[float]:

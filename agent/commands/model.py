@@ -293,11 +293,9 @@ def print_repair(rep: Reporter, result: dict) -> None:
                   f"{pct(result['fix_recovery_fixed_order@10'])}; the fix among the "
                   f"candidates: {pct(result['fix_reachable'])}; "
                   f"{result['ms_per_candidate_ranked']:.1f} ms per candidate ranked")
-    for name, what in (("prior_sweep", "by prior weight (0 = the model alone)"),
-                       ("read_sweep", "by the weight of what a candidate writes (0 = not read)")):
-        sweep = "; ".join(f"{w}: @1 {pct(v['at1']).strip()}, @10 {pct(v['at10']).strip()}, "
-                          f"median rank {v['median_rank']}" for w, v in result[name].items())
-        rep.out.print(f"{what}: {sweep}")
+    sweep = "; ".join(f"{w}: @1 {pct(v['at1']).strip()}, @10 {pct(v['at10']).strip()}, median "
+                      f"rank {v['median_rank']}" for w, v in result["prior_sweep"].items())
+    rep.out.print(f"by prior weight (reachable bugs; 0 = the model alone): {sweep}")
     if "sampled_reachable" not in result:
         return
     from greenpatch.model.evaluate import SAMPLED_OFFSETS
