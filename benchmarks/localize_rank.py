@@ -73,8 +73,7 @@ def measure(case, lm, weights: list[float]) -> dict:
 def dump_lines(case, lm, lines: list) -> list[list]:
     """Each signal of `lines` (spectrum order), to study other ways to combine them: ochiai,
     traceback, the head's corrupted and missing probabilities, the enclosing function's index
-    (lines of one function share it), whether the fix belongs there, and the line's share of
-    its function's bug (`LineSuspicion.share`)."""
+    (lines of one function share it) and whether the fix belongs there."""
     path = next(iter(case.fixed))
     functions: dict[tuple[str, int, int], dict[int, LineSuspicion]] = {}
     texts = {p: (case.repo / p).read_text() for p in {s.path for s in lines}}
@@ -89,7 +88,7 @@ def dump_lines(case, lm, lines: list) -> list[list]:
         head = functions[key].get(s.line, LineSuspicion(s.line, 0.0, 0.0))
         out.append([s.ochiai, round((s.score - s.ochiai) / TRACEBACK_WEIGHT, 6),
                     round(head.corrupted, 6), round(head.missing, 6), list(functions).index(key),
-                    s.path == path and s.line in case.lines, round(head.share, 6)])
+                    s.path == path and s.line in case.lines])
     return out
 
 

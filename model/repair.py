@@ -59,10 +59,6 @@ class LineSuspicion:
     line: int        # 1-based line of the text
     corrupted: float  # P(a token of the line was corrupted), the line's most suspicious token
     missing: float    # P(a statement is missing after the line)
-    # The line's share of the function's bug, read as training's pointer loss reads a row: a
-    # softmax over every token's "corrupted" and every line break's "missing" logit, summed
-    # over the line (the shares of a function's lines sum to 1).
-    share: float = 0.0
 
     @property
     def score(self) -> float:
@@ -99,7 +95,7 @@ def line_suspicion(lm: LoadedModel, text: str, start: int = 0, end: int | None =
         corrupt[part] = torch.maximum(corrupt[part], logits[:, 0])
         missing[part] = torch.maximum(missing[part], logits[:, 1])
     piece = text[start:end]
-    lines: dict[int, list] = {}  # line: [P(corrupted), P(missing), logits pointing at it]
+    lines: dict[int, list[float]] = {}
     for i, (a, b) in enumerate(offsets):
         token = piece[a:b]
         stripped = len(token) - len(token.lstrip())
@@ -107,21 +103,15 @@ def line_suspicion(lm: LoadedModel, text: str, start: int = 0, end: int | None =
         # "missing" logit is about that line; its "corrupted" one is about the text it holds.
         first = a + stripped if token.strip() else a
         line = _line_of(text, start + first)
-        entry = lines.setdefault(line, [0.0, 0.0, []])
+        entry = lines.setdefault(line, [0.0, 0.0])
         if token.strip():
             entry[0] = max(entry[0], float(torch.sigmoid(corrupt[i])))
-            entry[2].append(float(corrupt[i]))
         newline = token.find("\n")
         if newline >= 0:
             before = _line_of(text, start + a + newline)
-            slot = lines.setdefault(before, [0.0, 0.0, []])
+            slot = lines.setdefault(before, [0.0, 0.0])
             slot[1] = max(slot[1], float(torch.sigmoid(missing[i])))
-            slot[2].append(float(missing[i]))
-    mass = {n: torch.tensor(e[2]).logsumexp(0) if e[2] else torch.tensor(-1e9)
-            for n, e in lines.items()}
-    total = torch.stack(list(mass.values())).logsumexp(0)
-    return [LineSuspicion(n, c, m, float((mass[n] - total).exp()))
-            for n, (c, m, _) in sorted(lines.items())]
+    return [LineSuspicion(n, c, m) for n, (c, m) in sorted(lines.items())]
 
 
 def _lines_around(text: str, start: int, end: int, lines: int) -> tuple[int, int]:

@@ -519,8 +519,11 @@ def cold_exec(job: dict, tests: list[str], done: set[str], write_fd: int) -> Non
     os.execve(sys.executable, [sys.executable, "-m", "pytest", *args], env)
 
 
-# How long a test's stack dump may take to reach the log after the signal.
-STACK_WAIT = 0.5
+# How long a test's stack dump may take to reach the log after the signal (the child must be
+# scheduled on a busy machine), and how long the log must stop growing for the dump to count
+# as written.
+STACK_WAIT = 2.0
+STACK_SETTLE = 0.1
 # Frames kept of a dumped stack (as gp_plugin keeps of a traceback).
 STACK_FRAMES = 30
 _FRAME = re.compile(r'^\s*File "(.+)", line (\d+) in ', re.M)
@@ -535,11 +538,12 @@ def stack_of(pid: int) -> list[list]:
         os.kill(pid, signal.SIGUSR1)
     except ProcessLookupError:
         return []
-    until, last = time.monotonic() + STACK_WAIT, mark
+    until, last, still = time.monotonic() + STACK_WAIT, mark, 0.0
     while time.monotonic() < until:
         time.sleep(0.02)
         size = LOG.size()
-        if size > mark and size == last:  # written, and no longer growing
+        still = still + 0.02 if size == last else 0.0
+        if size > mark and still >= STACK_SETTLE:  # written, and no longer growing
             break
         last = size
     text = LOG.since(mark)
