@@ -48,7 +48,9 @@ def test_one_request_decodes_exactly_as_infill_alone(lm) -> None:
 
 
 def test_with_the_context_cache_a_request_decodes_as_cached_infill_alone(lm) -> None:
-    canvas = _canvas(30, 6)
+    # A span long enough to need a second full pass (the shipped weights commit 6 tokens in
+    # 4 passes, 12 in 8).
+    canvas = _canvas(30, 12)
     alone = infill(lm, [canvas], 4, temperature=0.8, seed=3, cache_every=4, **OPTIONS)[0]
     decoder = ContinuousDecoder(lm, seed=3, cache_every=4, **OPTIONS)
     decoder.join("a", decoder.prepare(canvas), 4, 0.8)
