@@ -387,14 +387,7 @@ class JobLog:
         os.ftruncate(self.fd, 0)
 
     def tail(self) -> str:
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                size = handle.tell()
-                handle.seek(max(0, size - LOG_TAIL))
-                return handle.read().decode("utf-8", "replace").strip()
-        except OSError:
-            return ""
+        return self.since(max(0, self.size() - LOG_TAIL)).strip()
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
@@ -799,8 +792,7 @@ class JobRun:
         return exit_code == (1 if failed else 0)
 
     def settle(
-        self, tests, current, current_start, killed, exit_code, status, child_error, tail,
-        frames=(),
+        self, tests, current, current_start, killed, exit_code, status, child_error, tail, frames
     ) -> bool:
         """Account for tests the child did not report: timed out, crashed, or never reached."""
         elapsed = time.monotonic() - current_start
