@@ -103,7 +103,12 @@ class DockerBackend(Backend):
     def remove_stale(self) -> int:
         """Remove containers left by greenpatch processes that no longer run; how many."""
         removed = 0
-        for container in self.client.containers.list(all=True, filters={"label": LABEL}):
+        # Another greenpatch process may remove a stale container between the listing and
+        # its inspection; that container is gone either way.
+        listed = self.client.containers.list(
+            all=True, filters={"label": LABEL}, ignore_removed=True
+        )
+        for container in listed:
             pid, _, start = container.labels.get(LABEL, "").partition(":")
             if pid.isdigit() and process_start_time(int(pid)) == start:
                 continue

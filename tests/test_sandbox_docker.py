@@ -94,3 +94,22 @@ def test_stale_containers_of_dead_processes_are_removed() -> None:
     )
     assert backend.remove_stale() >= 1
     assert stale.id not in {c.id for c in backend.client.containers.list(all=True)}
+
+
+def test_a_container_removed_while_listing_stale_ones_is_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    backend = use_backend("docker")
+    client = backend.client
+    racing = client.containers.create(backend.image, ["true"], labels={LABEL: "999999998:0"})
+    listing = client.api.containers
+
+    def listed_then_removed(*args: object, **kwargs: object) -> list[dict]:
+        found = listing(*args, **kwargs)
+        racing.remove(force=True)  # as another process's sweep would, after the listing
+        return found
+
+    monkeypatch.setattr(client.api, "containers", listed_then_removed)
+    backend.remove_stale()
+    monkeypatch.undo()
+    assert racing.id not in {c.id for c in client.containers.list(all=True)}
