@@ -53,9 +53,13 @@ for base in dict.fromkeys(bases):
 try:  # its docker workers too (their containers sleep until removed)
     import docker
     label = f"greenpatch.sandbox={sys.argv[2]}:{sys.argv[3]}"
-    for container in docker.from_env(timeout=10).containers.list(all=True,
-                                                                 filters={"label": label}):
-        container.remove(force=True)
+    client = docker.from_env(timeout=10)
+    for container in client.containers.list(all=True, filters={"label": label},
+                                            ignore_removed=True):
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:  # another sweep got there first
+            pass
 except Exception:
     pass
 """
