@@ -109,6 +109,40 @@ def test_bench_json_to_stdout_keeps_stdout_clean(run_agent, two_tasks) -> None:
     assert "| giveup |" in result.stderr
 
 
+def test_shards_of_one_run_merge_into_its_report(run_agent, two_tasks, tmp_path) -> None:
+    shards = []
+    for k in (1, 2):
+        out = tmp_path / f"shard{k}.json"
+        result = run_agent(
+            "bench", "--tasks", two_tasks, "--split", "all", "--shard", f"{k}/2",
+            "--fixer", fixer(two_tasks), "--compare", "commit=--mode commit",
+            "--compare", "giveup=--mode giveup", "--budget", "2", "--json", out, timeout=180,
+        )
+        assert result.returncode == 0, result.stderr
+        shards.append(out)
+    one, two = (json.loads(p.read_text()) for p in shards)
+    assert len(one["tasks"]) == len(two["tasks"]) == 1 and one["tasks"] != two["tasks"]
+    assert one["code"] == two["code"] and len(one["code"].split("+")[0]) == 40
+    merged_out, table = tmp_path / "merged.json", tmp_path / "merged.md"
+    result = run_agent("bench", "--merge", shards[0], "--merge", shards[1], "--json", merged_out,
+                       "--markdown", table, timeout=60)
+    assert result.returncode == 0, result.stderr
+    merged = json.loads(merged_out.read_text())
+    assert sorted(merged["tasks"]) == sorted(one["tasks"] + two["tasks"])
+    assert merged["configs"]["commit"]["summary"]["plausible"] == 2
+    assert merged["configs"]["giveup"]["summary"]["statuses"] == {"no_fix": 2}
+    assert "| commit | **all** | 2/2 | 2/2 | 0 | 0 |" in table.read_text()
+    # Shards of another run are refused, as is a task measured twice.
+    other = {**two, "budget": 5}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    again = CliRunner().invoke(app, ["bench", "--merge", str(shards[0]), "--merge",
+                                     str(tmp_path / "other.json")])
+    assert "ran with budget 5" in one_line_error(again)
+    twice = CliRunner().invoke(app, ["bench", "--merge", str(shards[0]), "--merge",
+                                     str(shards[0])])
+    assert "is in both" in one_line_error(twice)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -118,6 +152,9 @@ def test_bench_json_to_stdout_keeps_stdout_clean(run_agent, two_tasks) -> None:
         (["--task", "no-such-task"], "unknown task id"),
         (["--fixer", "no-such-fixer-binary"], "command not found"),
         (["--tasks", "/nonexistent/tasks.jsonl"], "task file not found"),
+        (["--shard", "3/2"], "--shard wants K/N"),
+        (["--shard", "x"], "--shard wants K/N"),
+        (["--merge", "/nonexistent/shard.json"], "cannot read"),
     ],
 )
 def test_bad_input_is_one_line(two_tasks, args, message) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from greenpatch.agent.bench.merge import code_commit, merge_reports, parse_shard
 from greenpatch.agent.bench.run import Config, fixer_command, markdown_table, report, run_bench
 from greenpatch.agent.bench.splits import choose
 from greenpatch.agent.bench.tasks import TASKS_FILE, load_tasks
@@ -27,6 +28,23 @@ def bench(
         typer.Option("--sample", metavar="N", min=1, help="Run N tasks drawn with --seed."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of --sample.")] = 0,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            metavar="K/N",
+            help="Run only the K-th of N slices of the chosen tasks (join with --merge).",
+        ),
+    ] = None,
+    merge: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--merge",
+            metavar="JSON",
+            help="Run nothing: join these shards' --json reports (same code, fixer, budget "
+            "and configurations) into one report (repeat).",
+        ),
+    ] = None,
     task_ids: Annotated[
         list[str] | None, typer.Option("--task", metavar="ID", help="Run only these task ids.")
     ] = None,
@@ -90,10 +108,30 @@ def bench(
     Exit codes: 0 the bench ran (whatever the fixer scored), 2 bad input.
     """
 
+    def publish(reporter: Reporter, by_config: dict, record: dict) -> None:
+        table = markdown_table(by_config)
+        reporter.out.print(table, markup=False, highlight=False, soft_wrap=True)
+        if markdown_out is not None:
+            try:
+                markdown_out.write_text(table)
+            except OSError as exc:
+                raise AgentError(f"cannot write {markdown_out}: {exc.strerror}") from None
+        reporter.write_json(record)
+
+    def joined() -> int:
+        record = merge_reports(merge or [])
+        publish(Reporter(json_out, verbose=verbose, quiet=quiet), record["configs"], record)
+        return 0
+
     def body() -> int:
         configs = Config.parse_all(compare or [])
         argv = fixer_command(fixer)
         chosen = choose(load_tasks(tasks_file), split, task_ids, sample_n, seed, kinds)
+        if shard is not None:
+            k, n = parse_shard(shard)
+            chosen = chosen[k - 1 :: n]
+            if not chosen:
+                raise AgentError(f"shard {shard} of {n} holds no task")
         reporter = Reporter(json_out, verbose=verbose, quiet=quiet)
         root = workdir or Path(tempfile.mkdtemp(prefix="gp-bench-"))
         root.mkdir(parents=True, exist_ok=True)
@@ -102,6 +140,7 @@ def bench(
             f"{jobs} job(s), fixer: {fixer}"
         )
         started = time.monotonic()
+        code = code_commit()  # before the run: a commit made meanwhile is not what ran
         try:
             with reporter.progress() as progress:
                 warm = progress.add_task("baselines", total=len(chosen) if prewarm else 0)
@@ -124,22 +163,17 @@ def bench(
             if workdir is None:
                 shutil.rmtree(root, ignore_errors=True)
         by_config = report(results, configs)
-        table = markdown_table(by_config)
-        reporter.out.print(table, markup=False, highlight=False, soft_wrap=True)
-        if markdown_out is not None:
-            try:
-                markdown_out.write_text(table)
-            except OSError as exc:
-                raise AgentError(f"cannot write {markdown_out}: {exc.strerror}") from None
-        reporter.write_json({
+        publish(reporter, by_config, {
             "split": split if not task_ids else "tasks",
             "tasks": [t.id for t in chosen],
+            "shard": shard,
             "budget": budget,
             "jobs": jobs,
             "fixer": fixer,
+            "code": code,
             "seconds": round(time.monotonic() - started, 2),
             "configs": by_config,
         })
         return 0
 
-    run(verbose, body)
+    run(verbose, joined if merge else body)
