@@ -83,6 +83,18 @@ def test_an_infinite_loop_is_a_timeout_failure_within_the_limit(pool):
     assert TEST_TIMEOUT <= elapsed < TEST_TIMEOUT + 8
 
 
+def test_a_job_out_of_time_mid_test_reports_where_the_test_hung(pool):
+    # Not the loop of the test above: the pool would answer that program from its cache.
+    loop = area_with("    while True:\n        side += 0\n")
+    done = pool.run(Job("job-limit", {"geometry/area.py": loop}, [SQUARE, RECT],
+                        fail_fast=False, timeout=1.0))  # sooner than the test's own limit
+    hung = next(r for r in done.results if r.test_id == SQUARE)
+    assert hung.message == "timeout: the job ran out of time"
+    loop_line = loop.splitlines().index("    while True:") + 1
+    path, line = hung.frames[-1]
+    assert path == "geometry/area.py" and line in (loop_line, loop_line + 1)
+
+
 @pytest.mark.parametrize(
     "body",
     [

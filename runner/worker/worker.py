@@ -14,8 +14,9 @@ tests in-process, streaming `{"event": "start"|"result", "job", ...}` lines; the
 restores the worktree and prints `{"event": "done", "job", "reason"}`. While a job runs,
 `{"cancel": JOB}` on stdin stops it.
 A test that outlives `test_timeout`, or a job that outlives `job_timeout`, gets its child's process
-group killed; a child that dies (signal, `os._exit`) has its current test reported as crashed and
-the remaining tests go on in a new child.
+group killed, after the stack of the test it was running is asked for (`stack_of`); a child
+that dies (signal, `os._exit`) has its current test reported as crashed and the remaining tests
+go on in a new child.
 """
 
 from __future__ import annotations
@@ -723,7 +724,7 @@ class JobRun:
                     limit = min(limit, current_start + self.test_timeout)
                 if now >= limit:
                     killed = "test" if current is not None and limit < self.deadline else "job"
-                    if killed == "test":
+                    if current is not None:  # where it hung localizes the bug, either way
                         frames = stack_of(pid)
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(pid, signal.SIGKILL)
@@ -810,7 +811,7 @@ class JobRun:
         if killed == "job":
             self.reason = "timeout"
             if current is not None:
-                self.result(current, "failed", "timeout: the job ran out of time", elapsed)
+                self.result(current, "failed", "timeout: the job ran out of time", elapsed, frames)
             return False
         if current is not None:
             self.result(
