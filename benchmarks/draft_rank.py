@@ -15,6 +15,7 @@ each mode (`benchmarks/localize_rank.py` measures that alone, on a whole split).
 
     .venv/bin/python benchmarks/draft_rank.py [--sample 12] [--seed 0] [--split test]
         [--limit 3000] [--modes model-repair,model,edits,mutations] [--examples/--no-examples]
+        [--kinds KIND,KIND]
         [--model DIR] [--json OUT] [--shard K/N] [--reverse]
     .venv/bin/python benchmarks/draft_rank.py --report OUT1 OUT2 ... [--modes ...] [--limit N]
 """
@@ -169,6 +170,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", default="test")
+    parser.add_argument("--kinds", default="", help="only tasks of these kinds (comma-separated)")
     parser.add_argument("--limit", type=int, default=3000)
     parser.add_argument("--modes", default="model-repair,model,edits,mutations")
     parser.add_argument("--examples", action=argparse.BooleanOptionalAction, default=True)
@@ -195,7 +197,8 @@ def main() -> None:
     shard, shards = (int(x) for x in args.shard.split("/"))
     torch.set_num_threads(1)
     lm = load_model(args.model)
-    tasks = [t for t in load_tasks() if t.split == args.split]
+    kinds = set(filter(None, args.kinds.split(",")))
+    tasks = [t for t in load_tasks() if t.split == args.split and (not kinds or t.kind in kinds)]
     chosen = sample([t.id for t in tasks], args.sample, args.seed) if args.sample else []
     chosen = chosen[shard - 1::shards]
     if args.reverse:

@@ -7,7 +7,10 @@ Two families:
   mutations`): the ablation that asks how far classic mutation gets.
 - `edit_fills`: structural edits no single substitution makes: a negated condition or
   expression, +/- 1 on an expression, swapped call arguments, a returned name, an inserted
-  statement (an assignment template, or a statement copied from the file), a deleted statement.
+  statement (an assignment template, or a statement copied from the file), a deleted statement;
+  last, the shapes real single-statement bugs take (PySStuBs, ManySStuBs4J) that no inverse
+  operator undoes: swapped operands (`path + (key,)` written `(key,) + path`), a missing
+  wrapper call (`len(items)` written `items`) and a changed argument (`k - n` written `k`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,11 @@ _NEGATABLE = {
     "parenthesized_expression",
 }
 _SHIFTABLE = {"identifier", "call", "attribute", "subscript", "binary_operator"}
+_WRAPPABLE = {"identifier", "call", "attribute", "subscript"}
+# The builtins real fixes most often wrap a value in, likeliest first; `next(x, None)` apart.
+_WRAPPERS = ("len", "next", "list", "iter", "sorted", "int", "str", "abs", "tuple", "set")
+# Names tried as the missing term of a changed argument (`k` -> `k - n`): the nearest few.
+MAX_TERMS = 4
 MAX_NAMES = 20
 MAX_INSERTS = 60
 MAX_COPIES = 40
@@ -165,6 +173,33 @@ def _node_fills(nodes: list[Node], text: str) -> list[str]:
                 fills.append(operand.text.decode("utf-8"))
     if types & _SHIFTABLE:
         fills += [f"{text} + 1", f"{text} - 1"]
+    return fills
+
+
+def _widenings(source: str, nodes: list[Node], text: str) -> list[str]:
+    """The real-bug shapes of an expression (see the module docstring), after every other edit:
+    they multiply the candidates, and a ranker (the repair head) is what makes them cheap."""
+    fills = []
+    binary = next((n for n in nodes if n.type == "binary_operator"), None)
+    if binary is not None:
+        left, right = binary.child_by_field_name("left"), binary.child_by_field_name("right")
+        op = binary.child_by_field_name("operator")
+        if left is not None and right is not None and op is not None:
+            base = binary.start_byte
+            raw = binary.text or b""
+            between = raw[left.end_byte - base : right.start_byte - base]
+            fills.append(((right.text or b"") + between + (left.text or b"")).decode("utf-8"))
+    node = next((n for n in nodes if n.type in _WRAPPABLE), None)
+    parent = node.parent if node is not None else None
+    called = parent is not None and parent.type == "call" and (
+        parent.child_by_field_name("function") == node)
+    if node is None or called or _is_attribute_name(node):
+        return fills
+    fills += [f"{wrapper}({text})" for wrapper in _WRAPPERS] + [f"next({text}, None)"]
+    if node.type in ("identifier", "attribute"):
+        names = [n for n in _identifier_fills(source, node, text)
+                 if n.isidentifier() and not hasattr(builtins, n)]
+        fills += [f"{text} {op} {name}" for name in names[:MAX_TERMS] for op in ("-", "+")]
     return fills
 
 
@@ -378,6 +413,7 @@ def edit_fills(source: str, site: Site, wanted: Collection[str] = ()) -> list[st
         fills = _node_fills(nodes, text)
         if site.kind == "node" and nodes:
             fills += _call_swaps(nodes[-1], _byte_start(source, site), text)
+        fills += _widenings(source, nodes, text)
     else:
         fills = _insert_fills(source, site, wanted)
     valid = dedupe_fills({site.path: source}, dict.fromkeys(fills), lambda f: site, str)
