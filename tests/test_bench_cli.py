@@ -5,12 +5,19 @@ and one that hangs. The bench records each outcome and carries on."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
 
 import pytest
-from greenpatch.agent.bench.run import Config, isolated_cache, run_task, summarize
+from greenpatch.agent.bench.run import (
+    Config,
+    fixer_command,
+    isolated_cache,
+    run_task,
+    summarize,
+)
 from greenpatch.agent.bench.tasks import TASKS_FILE, load_tasks
 from greenpatch.agent.commands.cli import app
 from greenpatch.agent.errors import AgentError
@@ -210,3 +217,13 @@ def test_a_hanging_task_that_nothing_localizes_ends_as_no_fix_with_why(tmp_path)
     result = run_task(task, Config("full"), [sys.executable, str(script)], 5, tmp_path)
     assert (result["status"], result["hangs"]) == ("no_fix", True)
     assert result["reason"] == "nothing localized: no candidate tried"
+
+
+def test_a_bare_agent_fixer_is_the_one_installed_beside_the_bench(tmp_path, monkeypatch) -> None:
+    # Another `agent` earlier on PATH (another checkout's) is not the code the bench records.
+    other = tmp_path / "agent"
+    other.write_text("#!/bin/sh\nexit 0\n")
+    other.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert fixer_command("agent fix") == [str(Path(sys.executable).parent / "agent"), "fix"]
+    assert fixer_command(f"{other} fix")[0] == str(other)

@@ -61,19 +61,18 @@ def hard_timeout(budget: float) -> float:
 
 
 def fixer_command(spec: str) -> list[str]:
-    """The fixer command line; a bare `agent` resolves next to this interpreter if not on PATH."""
+    """The fixer command line. A bare `agent` is the one installed next to this interpreter
+    before any on PATH: the bench records its own checkout's commit as the code measured."""
     try:
         argv = shlex.split(spec)
     except ValueError as exc:
         raise AgentError(f"--fixer: cannot split '{spec}': {exc}") from None
     if not argv:
         raise AgentError("--fixer is empty")
-    found = shutil.which(argv[0])
+    local = Path(sys.executable).parent / argv[0]
+    found = str(local) if "/" not in argv[0] and local.exists() else shutil.which(argv[0])
     if found is None:
-        local = Path(sys.executable).parent / argv[0]
-        if not local.exists():
-            raise AgentError(f"--fixer: command not found: {argv[0]}")
-        found = str(local)
+        raise AgentError(f"--fixer: command not found: {argv[0]}")
     argv[0] = os.path.abspath(found)
     return argv
 
