@@ -23,6 +23,7 @@ from greenpatch.agent.pipeline.timeline import CONFIRM, DRAFTER, SETUP
 COLOURS = {
     "baseline": "#8d99ae", "pool": "#b8c0cc", "model": "#6c757d", "confirm": "#2b9348",
     "substitution": "#4361ee", "edit": "#4895ef", "sample": "#7209b7", "repair": "#3a0ca3",
+    "widen": "#4cc9f0",
     "remask": "#b5179e",
     "green": "#2b9348", "partial": "#f4a261", "failed": "#e63946", "timeout": "#6a040f",
     "cancelled": "#adb5bd", "not run": "#dee2e6",

@@ -13,10 +13,11 @@ TERMS = "def early(paid, deadline):\n    return paid < deadline\n"
 INVOICE = "def first(due, i):\n    return due + i + 1\n"
 
 
-def drafts_for(drafter: Drafter, sources: dict[str, str], path: str, line: int, parent=None):
+def drafts_for(drafter: Drafter, sources: dict[str, str], path: str, line: int, parent=None,
+               stage: str = "substitution"):
     suspicious = [SuspiciousLine(path, line, 1.0, 1.0, False, 0.0)]
     sites = sites_for(sources, suspicious, count_tokens=drafter.count_tokens)
-    return drafter.stage(sources, sites, "substitution", parent=parent)
+    return drafter.stage(sources, sites, stage, parent=parent)
 
 
 def test_a_draft_on_top_of_a_candidate_keeps_its_other_files() -> None:
@@ -42,6 +43,19 @@ def test_a_draft_of_the_parent_s_own_file_builds_on_its_version() -> None:
     again = drafts_for(drafter, first.files, "terms.py", 1, parent=first)
     assert again and all(set(d.files) == {"terms.py"} for d in again)
     assert all(first.fill in d.source.splitlines()[1] for d in again)
+
+
+def test_the_widen_stage_comes_after_the_edits_and_drafts_the_real_bug_shapes() -> None:
+    drafter = Drafter(None, [], mode="edits")
+    assert drafter.stages == ("substitution", "edit", "widen")
+    widened = drafts_for(drafter, {"terms.py": TERMS}, "terms.py", 2, stage="widen")
+    fills = [d.fill for d in widened]
+    assert {"len(paid)", "paid - deadline"} <= set(fills)
+    assert all(d.origin == "widen" for d in widened)
+    swapped = drafts_for(drafter, {"invoice.py": INVOICE}, "invoice.py", 2, stage="widen")
+    assert "1 + due + i" in {d.fill for d in swapped}  # the operands of `due + i + 1`
+    edited = {d.fill for d in drafts_for(drafter, {"terms.py": TERMS}, "terms.py", 2, stage="edit")}
+    assert not edited & set(fills)
 
 
 SOURCE = "def total(items):\n    n = 0\n    for item in items:\n        n += item\n    return n\n"

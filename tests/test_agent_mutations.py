@@ -7,13 +7,19 @@ import re
 import warnings
 from collections.abc import Collection
 
-from greenpatch.agent.pipeline.mutations import edit_fills, missing_names, substitution_fills
+from greenpatch.agent.pipeline.mutations import (
+    edit_fills,
+    missing_names,
+    substitution_fills,
+    widen_fills,
+)
 from greenpatch.agent.pipeline.sites import Site, apply, parses, rank_sites, sites_for_line
 
 
 def mutation_fills(source: str, site: Site, wanted: Collection[str] = ()) -> list[str]:
     """Every model-free fill of `site`, substitutions first (the drafter's own order)."""
-    return list(dict.fromkeys(substitution_fills(source, site) + edit_fills(source, site, wanted)))
+    fills = substitution_fills(source, site) + edit_fills(source, site, wanted)
+    return list(dict.fromkeys(fills + widen_fills(source, site)))
 
 
 SRC = """\
@@ -87,8 +93,8 @@ def test_negating_conditions_and_expressions() -> None:
     assert mutation_fills(SRC, site("return not", "node", "not is_done(count)")) == [
         "is_done(count)"
     ]
-    call = mutation_fills(SRC, site("return not", "node", "is_done(count)"))
-    assert call[:3] == ["not (is_done(count))", "is_done(count) + 1", "is_done(count) - 1"]
+    call = edit_fills(SRC, site("return not", "node", "is_done(count)"))
+    assert call == ["not (is_done(count))", "is_done(count) + 1", "is_done(count) - 1"]
 
 
 def test_deleting_statements() -> None:
@@ -216,9 +222,10 @@ def test_real_bug_shapes_no_inverse_operator_undoes_are_reached() -> None:
     assert fixed == "def window(data, start, width):\n    return data[start:width + start]\n"
 
 
-def test_widening_comes_after_every_other_edit_and_spares_callees() -> None:
+def test_widening_is_its_own_family_and_spares_callees() -> None:
     source = "def size(items):\n    return count(items)\n"
     sites = {s.original_text: s for s in sites_for_line("m.py", source, 2) if s.kind == "token"}
-    fills = edit_fills(source, sites["items"])
-    assert fills.index("items - 1") < fills.index("len(items)") < fills.index("next(items, None)")
-    assert not any(f.startswith("len(") for f in edit_fills(source, sites["count"]))
+    assert "len(items)" not in edit_fills(source, sites["items"])
+    fills = widen_fills(source, sites["items"])
+    assert fills.index("len(items)") < fills.index("next(items, None)")
+    assert not any(f.startswith("len(") for f in widen_fills(source, sites["count"]))

@@ -120,8 +120,8 @@ def test_denoiser_disbelief_reads_each_function_once() -> None:
 def test_the_repair_stage_ranks_substitutions_and_edits_by_the_model() -> None:
     lm = flagging_model("-")
     drafter = Drafter(lm, [], mode="model-repair")
-    assert drafter.stages == ("repair", "sample")
-    assert Drafter(lm, [], mode="model").stages == ("substitution", "edit", "sample")
+    assert drafter.stages == ("repair", "widen", "sample")
+    assert Drafter(lm, [], mode="model").stages == ("substitution", "edit", "widen", "sample")
     plain = wrap(DiffusionLM(ModelConfig.tiny(vocab_size=lm.tokenizer.vocab_size)), lm.tokenizer)
     with pytest.raises(ModelError, match="repair head"):
         Drafter(plain, [], mode="model-repair")

@@ -80,7 +80,7 @@ def test_a_server_without_fim_drafts_by_chat_with_the_failure_in_the_prompt() ->
         remote = _connect(url)
         assert remote.fim_route is None and remote.chat
         drafter = RemoteDrafter(remote, [], [failure])
-        assert drafter.stages == ("substitution", "edit", "sample")
+        assert drafter.stages == ("substitution", "edit", "widen", "sample")
         sites = sites_for_line("src/t.py", SOURCE, 4)
         drafts = drafter.stage({"src/t.py": SOURCE}, sites, "sample")
     assert [d.source for d in drafts] == [FIXED]

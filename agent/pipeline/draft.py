@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from greenpatch.agent.config import MODEL_FREE
 from greenpatch.agent.pipeline.localize import SuspiciousLine, is_protected
-from greenpatch.agent.pipeline.mutations import edit_fills, substitution_fills
+from greenpatch.agent.pipeline.mutations import edit_fills, substitution_fills, widen_fills
 from greenpatch.agent.pipeline.sites import Site, apply, canvas, dedupe_fills, sites_for
 from greenpatch.model.checkpoint import LoadedModel
 from greenpatch.model.errors import ModelError
@@ -65,21 +65,23 @@ EDITED_LINES = 1
 # Most bugs are one token: the cheap substitutions go first, then the edits that multiply the
 # candidates, then the model's samples.
 STAGES = {
-    "model": ("substitution", "edit", "sample"),
-    "model-repair": ("repair", "sample"),
+    "model": ("substitution", "edit", "widen", "sample"),
+    "model-repair": ("repair", "widen", "sample"),
     "model-only": ("sample",),
-    "edits": ("substitution", "edit"),
+    "edits": ("substitution", "edit", "widen"),
     "mutations": ("substitution",),
 }
 
 
 def fixed_order(source: str, sites: Sequence[Site], stage: str,
                 missing: Sequence[str] = ()) -> list[tuple[Site, str, float]]:
-    """(site, fill, -rank) of one model-free stage ("substitution" or "edit") for `sites`, in
-    the fixed order: every site's first fill, then every site's second, ..."""
+    """(site, fill, -rank) of one model-free stage ("substitution", "edit" or "widen") for
+    `sites`, in the fixed order: every site's first fill, then every site's second, ..."""
     def fills_of(site: Site) -> list[str]:
         if stage == "substitution":
             return substitution_fills(source, site)
+        if stage == "widen":
+            return widen_fills(source, site)
         return [""] if site.kind == "delete" else edit_fills(source, site, missing)
 
     items = [(site, fill, -float(rank)) for site in sites
@@ -96,7 +98,8 @@ class Draft:
     site: Site
     fill: str
     score: float
-    origin: str  # the stage that drafted it: substitution | edit | repair | sample | remask | chat
+    # The stage that drafted it: substitution | edit | widen | repair | sample | remask | chat.
+    origin: str
     parent: str | None = None
     # The parent candidate's other files: a fix of a second bug keeps the fix of the first.
     carried: Mapping[str, str] = field(default_factory=dict)
@@ -225,7 +228,8 @@ class Drafter:
         """One stage's drafts for `sites`, best first: "substitution" (one-token operator,
         constant and identifier substitutions), "edit" (structural edits; `missing`: names the
         failures say were not defined, which inserted statements bind), "repair" (both, ranked
-        by the model's repair head against the original), or "sample" (the model's fills for
+        by the model's repair head against the original), "widen" (the real-bug shapes no
+        inverse operator undoes, in the fixed order), or "sample" (the model's fills for
         the SAMPLED_SITES most suspicious sites, SITES_PER_BATCH in mode `model-only`). With
         `parent`, `sources` hold its version of its files, and every draft keeps its changes
         to the others."""

@@ -32,13 +32,14 @@ from dataclasses import dataclass, field
 
 # P(the fix is in this stage | the line holds the bug), measured on the bug benchmark's dev split
 # (`benchmarks/draft_rank.py --split dev`).
-# "repair" holds both model-free stages.
-STAGE_PRIOR = {"substitution": 0.6, "edit": 0.35, "repair": 0.95, "sample": 0.05}
+# "repair" holds the first two model-free stages; "widen" (the real-bug shapes: 10 of the dev
+# split's 96 single-bug tasks) was not measured there.
+STAGE_PRIOR = {"substitution": 0.6, "edit": 0.35, "repair": 0.95, "widen": 0.1, "sample": 0.05}
 # The value of a stage's best draft, assumed before it is drafted (drafting it tells): for the
 # fixed-order stages, its first fill's share among ~8/10/2 sites; for "repair", the first of
 # ~300 drafts under REPAIR_POWER.
 GUESS = {"substitution": 0.6 * 0.2 / 8, "edit": 0.35 * 0.2 / 10, "repair": 0.95 * 0.16,
-         "sample": 0.05 * 0.2 / 2}
+         "widen": 0.1 * 0.2 / 8, "sample": 0.05 * 0.2 / 2}
 # P(the k-th of a line's drafts ranked by the model is the fix | the line holds it) ~ (k+1)^-p.
 REPAIR_POWER = 1.0
 # P(the k-th fill of a site is the fix | the site is) ~ (1 - RANK_DECAY) * RANK_DECAY**k.

@@ -3,7 +3,7 @@ chat with the failure in the prompt.
 
 It offers what the fix loop asks of `agent.pipeline.draft.Drafter` (`name`, `stages`, `stage`,
 `refine`, `count_tokens`, `busy`), so the loop, the runner and the validation are the same for both:
-- "substitution" and "edit": the model-free fills, from a model-free Drafter;
+- "substitution", "edit" and "widen": the model-free fills, from a model-free Drafter;
 - "sample": each of the most suspicious sites' canvases goes to the server's FIM route. A
   diffusion model served by `agent serve` fills exactly `max_tokens` masks, so it is asked once
   per span length, like the in-process sampler; any other server stops by itself and is asked
@@ -51,7 +51,7 @@ TARGETS_SHOWN = 2
 CHAT_MAX_TOKENS = 2048
 SYSTEM = ("You repair Python code so that failing tests pass. Change as little as possible. "
           "Reply with the whole corrected function in one ```python code block.")  # fmt: skip
-STAGES = {"model": ("substitution", "edit", "sample"), "model-only": ("sample",)}
+STAGES = {"model": ("substitution", "edit", "widen", "sample"), "model-only": ("sample",)}
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ class RemoteDrafter:
         seed: int = 0,
         missing: Sequence[str] = (),
     ) -> list[Draft]:
-        if stage in ("substitution", "edit"):
+        if stage in ("substitution", "edit", "widen"):
             drafts = self.local.stage(sources, sites, stage, cond, parent, seed, missing)
             self._emitted.update(self._key(d) for d in drafts)
             return drafts
