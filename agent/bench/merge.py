@@ -5,9 +5,9 @@ from the union, as if one run had measured every task."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
+from greenpatch.agent.bench.libraries import git
 from greenpatch.agent.bench.run import Config, report
 from greenpatch.agent.errors import AgentError
 
@@ -20,15 +20,12 @@ SAME = ("code", "fixer", "budget")
 def code_commit(root: Path = CHECKOUT) -> str:
     """The greenpatch commit the bench runs ("+dirty" with uncommitted changes to tracked
     files; "unknown" outside a git checkout): what a shard's figures belong to."""
-    def git(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                              check=False)
-
-    head = git("rev-parse", "HEAD")
-    if head.returncode != 0:
+    try:
+        head = git(root, "rev-parse", "HEAD").strip()
+        dirty = git(root, "status", "--porcelain", "--untracked-files=no").strip()
+    except AgentError:
         return "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
-    return head.stdout.strip() + ("+dirty" if dirty else "")
+    return head + ("+dirty" if dirty else "")
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -13,8 +13,8 @@ Two families:
   missing wrapper call (`len(items)` written `items`) and a changed argument (`k - n` written
   `k`). A stage of their own, after the edits: they multiply the candidates, and the repair
   head, which reads where the code looks wrong and not what a fill writes, cannot rank them
-  (`agent model eval --repair-only`: held-out recovery@10 fell from 38.3% to 16.7% with them
-  among the ranked edits, validation from 45.0% to 30.0%).
+  (`agent model eval --repair-only --bugs 60`: held-out recovery@10 fell from 38.3% to 16.7%
+  with them among the ranked edits).
 """
 
 from __future__ import annotations
@@ -185,10 +185,8 @@ def _widenings(source: str, nodes: list[Node], text: str) -> list[str]:
     binary = next((n for n in nodes if n.type == "binary_operator"), None)
     if binary is not None:
         left, right = binary.child_by_field_name("left"), binary.child_by_field_name("right")
-        op = binary.child_by_field_name("operator")
-        if left is not None and right is not None and op is not None:
-            base = binary.start_byte
-            raw = binary.text or b""
+        if left is not None and right is not None:
+            raw, base = binary.text or b"", binary.start_byte
             between = raw[left.end_byte - base : right.start_byte - base]
             fills.append(((right.text or b"") + between + (left.text or b"")).decode("utf-8"))
     node = next((n for n in nodes if n.type in _WRAPPABLE), None)
