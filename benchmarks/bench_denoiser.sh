@@ -5,7 +5,7 @@
 #   - the 32 single-bug test tasks of the real-bug kinds (benchmarks/bugs/README.md),
 #   - the 16 two-bug test tasks.
 # Shard K of N runs every N-th task of each; join the shards (same commit) with
-#   agent bench --merge OUT/*.json --markdown OUT/all.md --json OUT/all.json
+#   agent bench $(printf -- "--merge %s " OUT/*.json) --markdown OUT/all.md --json OUT/all.json
 # Usage: benchmarks/bench_denoiser.sh K/N OUT   (from the checkout whose code is measured)
 set -eu
 SHARD=$1

@@ -15,6 +15,9 @@ from greenpatch.agent.bench.run import (
     Config,
     fixer_command,
     isolated_cache,
+    markdown_table,
+    paired,
+    report,
     run_task,
     summarize,
 )
@@ -187,6 +190,25 @@ def test_config_parse_and_summary() -> None:
     assert summary["p90_seconds_to_green"] == 10.0
     assert summary["candidates_per_bug"] == 4 and summary["tests_run_per_bug"] == 10
     assert summary["statuses"] == {"green": 5, "timeout": 1}
+    # Over every task, the miss counts as never green: it lifts the median from 3 to 3.5...
+    assert summary["median_seconds_all_tasks"] == 3.5
+    # ...and a configuration that misses half the tasks has no median at all.
+    assert summarize(rows[:2] + [rows[-1]] * 2)["median_seconds_all_tasks"] is None
+
+
+def test_configurations_are_paired_on_the_tasks_both_fixed() -> None:
+    def result(task: str, config: str, seconds: float | None) -> dict:
+        return {"task": task, "config": config, "kind": "k", "status": "green" if seconds
+                else "no_fix", "plausible": seconds is not None, "seconds": seconds}
+
+    rows = [result("a", "full", 30.0), result("b", "full", 5.0), result("c", "full", 50.0),
+            result("a", "edits", 20.0), result("b", "edits", 9.0), result("c", "edits", None)]
+    configs = report(rows, [Config("full", ()), Config("edits", ("--drafter", "edits"))])
+    [pair] = paired(configs)
+    # Task c (only full fixed it, slowly) is left out: the same two tasks are compared.
+    assert pair == {"config": "edits", "against": "full", "both_fixed": 2,
+                    "median_seconds": 14.5, "median_seconds_against": 17.5, "faster_on": 1}
+    assert "| edits | full | 2 | 14.5 | 17.5 | 1/2 |" in markdown_table(configs)
 
 
 def test_every_fixer_run_gets_its_own_cache_with_the_baseline(tmp_path) -> None:

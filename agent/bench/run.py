@@ -4,6 +4,7 @@ then judging its result against the task's own suite and the hidden reference fi
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import shutil
@@ -325,21 +326,31 @@ def _mean(values: list) -> float | None:
     return round(statistics.fmean(numbers), 2) if numbers else None
 
 
+def seconds_to_green(result: dict) -> float:
+    """The fixer's `seconds` (else wall time) for a plausible fix; infinity for a miss."""
+    if not result.get("plausible"):
+        return math.inf
+    return result.get("seconds") or result.get("wall_seconds") or 0.0
+
+
 def summarize(results: list[dict]) -> dict:
-    """fixed/total, time to green (fixer's `seconds`, else wall time) and cost per bug."""
-    green = [r for r in results if r.get("plausible")]
-    times = [r.get("seconds") or r.get("wall_seconds") or 0.0 for r in green]
+    """fixed/total, time to green (fixer's `seconds`, else wall time) and cost per bug. The
+    median over every task counts a miss as never green: a configuration that fixes more tasks
+    is not charged for the slow ones only it fixes, and one that misses half has no median."""
+    times = [seconds_to_green(r) for r in results if r.get("plausible")]
+    everyone = statistics.median([seconds_to_green(r) for r in results]) if results else math.inf
     statuses: dict[str, int] = {}
     for r in results:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
     median = statistics.median(times) if times else None
     return {
         "total": len(results),
-        "plausible": len(green),
+        "plausible": len(times),
         "exact": sum(1 for r in results if r.get("exact")),
         "statuses": dict(sorted(statuses.items())),
         "median_seconds_to_green": round(median, 2) if median is not None else None,
         "p90_seconds_to_green": _percentile(times, 0.9),
+        "median_seconds_all_tasks": round(everyone, 2) if math.isfinite(everyone) else None,
         "candidates_per_bug": _mean([r.get("candidates") for r in results]),
         "baseline_seconds_median": _median([r.get("baseline_seconds") for r in results]),
         "tests_run_per_bug": _mean([r.get("tests_run") for r in results]),
@@ -365,11 +376,35 @@ def _cell(value: float | None, unit: str = "") -> str:
     return "-" if value is None else f"{value:g}{unit}"
 
 
+def paired(configs_report: dict) -> list[dict]:
+    """Each configuration against the first on the tasks both fixed: how many, the median
+    seconds to green of each, and on how many of them it was the faster."""
+    names = list(configs_report)
+    times = {name: {r["task"]: seconds_to_green(r) for r in data["tasks"]}
+             for name, data in configs_report.items()}
+    reference = times[names[0]] if names else {}
+    rows = []
+    for name in names[1:]:
+        both = [t for t, s in times[name].items()
+                if math.isfinite(s) and math.isfinite(reference.get(t, math.inf))]
+        rows.append({
+            "config": name,
+            "against": names[0],
+            "both_fixed": len(both),
+            "median_seconds": _median([times[name][t] for t in both]),
+            "median_seconds_against": _median([reference[t] for t in both]),
+            "faster_on": sum(1 for t in both if times[name][t] < reference[t]),
+        })
+    return rows
+
+
 def markdown_table(configs_report: dict) -> str:
+    """The per-kind table, then each configuration paired with the first on the tasks both
+    fixed (median seconds to green compared on the same tasks)."""
     header = (
         "| config | kind | fixed (plausible) | exact | errors | timeouts | median s to green "
-        "| p90 s to green | candidates/bug | tests/bug |\n"
-        "|---|---|---|---|---|---|---|---|---|---|\n"
+        "| p90 s to green | median s, misses never green | candidates/bug | tests/bug |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for name, data in configs_report.items():
@@ -380,7 +415,20 @@ def markdown_table(configs_report: dict) -> str:
                 f"| {summary['exact']}/{summary['total']} | {statuses.get('error', 0)} "
                 f"| {statuses.get('timeout', 0)} | {_cell(summary['median_seconds_to_green'])} "
                 f"| {_cell(summary['p90_seconds_to_green'])} "
+                f"| {_cell(summary.get('median_seconds_all_tasks'))} "
                 f"| {_cell(summary['candidates_per_bug'])} "
                 f"| {_cell(summary['tests_run_per_bug'])} |"
             )
-    return header + "\n".join(rows) + "\n"
+    table = header + "\n".join(rows) + "\n"
+    pairs = paired(configs_report)
+    if pairs:
+        table += (
+            "\n| config | against | both fixed | median s to green | median s (against) "
+            "| faster on |\n|---|---|---|---|---|---|\n"
+        ) + "".join(
+            f"| {p['config']} | {p['against']} | {p['both_fixed']} "
+            f"| {_cell(p['median_seconds'])} | {_cell(p['median_seconds_against'])} "
+            f"| {p['faster_on']}/{p['both_fixed']} |\n"
+            for p in pairs
+        )
+    return table
