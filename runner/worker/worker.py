@@ -518,8 +518,6 @@ def cold_exec(job: dict, tests: list[str], done: set[str], write_fd: int) -> Non
 # as written.
 STACK_WAIT = 2.0
 STACK_SETTLE = 0.1
-# Frames kept of a dumped stack (as gp_plugin keeps of a traceback).
-STACK_FRAMES = 30
 _FRAME = re.compile(r'^\s*File "(.+)", line (\d+) in ', re.M)
 
 
@@ -527,9 +525,11 @@ def stack_of(pid: int) -> list[list]:
     """The project frames, innermost last, of the test the child `pid` is running: it dumps
     its stack to the job log on gp_plugin.STACK_SIGNAL (SIGUSR1; `gp_plugin.arm_stack_dump`).
     Empty when it does not answer in time (a test may have replaced the handler)."""
+    import gp_plugin  # imported at start-up (`preload`): it is the child's signal and frames
+
     mark = LOG.size()
     try:
-        os.kill(pid, signal.SIGUSR1)
+        os.kill(pid, gp_plugin.STACK_SIGNAL)
     except ProcessLookupError:
         return []
     until, last, still = time.monotonic() + STACK_WAIT, mark, 0.0
@@ -544,7 +544,7 @@ def stack_of(pid: int) -> list[list]:
     block = text[text.rfind("(most recent call first):"):]
     prefix = ROOT + os.sep
     frames = [[path, int(n)] for path, n in _FRAME.findall(block) if path.startswith(prefix)]
-    return frames[::-1][-STACK_FRAMES:]
+    return frames[::-1][-gp_plugin.FRAMES:]
 
 
 def run_child(job: dict, tests: list[str], done: set[str], files: Files, write_fd: int) -> None:
