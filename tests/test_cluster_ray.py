@@ -310,6 +310,26 @@ def test_a_driver_killed_mid_batch_resumes(cluster: LocalCluster, tmp_path: Path
     assert _branches(repos) == green and len(green) == 2
 
 
+@on_cluster(timeout=600)
+def test_parallel_caps_the_tickets_in_flight_on_the_cluster(cluster: LocalCluster,
+                                                              tmp_path: Path) -> None:
+    # Two nodes have room for two tickets at once; --parallel 1 asks for one at a time.
+    backlog, _ = stockroom_backlog(tmp_path, copies=1)
+    journal = tmp_path / "journal.sqlite"
+    proc = _in_cluster(cluster, "batch", backlog, "--journal", journal, "--drafter", "edits",
+                       "--workers", "1", "--budget", "200", "--parallel", "1", "--cluster",
+                       "ray", "--ray-address", cluster.address, "-q", "--json", "-",
+                       cache=tmp_path / "cache")  # fmt: skip
+    out, err = proc.communicate(timeout=500)
+    assert proc.returncode == 0, err
+    steps = [(i, s) for i, s, _ in _events(journal) if s in ("running", "green")]
+    # Each ticket is green before the next one starts running.
+    first, second = steps[0][0], steps[2][0]
+    assert steps == [(first, "running"), (first, "green"), (second, "running"),
+                     (second, "green")] and first != second, steps
+    assert len(json.loads(out)["tickets"]) == 2
+
+
 @on_cluster(timeout=900)
 def test_batch_across_two_nodes_survives_a_node_killed_mid_ticket(
     cluster: LocalCluster, tmp_path: Path

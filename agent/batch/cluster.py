@@ -220,7 +220,8 @@ class ClusterScheduler(TicketScheduler):
                 self._look_at_nodes(flights)
                 free = sum(n["cpus"] for n in self._nodes) - sum(f.cpus for f in flights.values())
                 left = self._time_left()
-                while (held or (pending and free > 0)) and (left is None or left > MIN_START):
+                while ((held or (pending and free > 0)) and self._room_for_one(flights)
+                       and (left is None or left > MIN_START)):
                     if held is None:
                         entry = pending.popleft()
                         started = time.monotonic()
@@ -269,6 +270,10 @@ class ClusterScheduler(TicketScheduler):
             with contextlib.suppress(Exception):
                 ray.kill(self._progress)
 
+    def _room_for_one(self, flights: dict[Any, _Flight]) -> bool:
+        """--parallel caps the tickets in flight; without it, free CPUs alone do."""
+        return self.options.parallel is None or len(flights) < self.options.parallel
+
     # --- nodes -------------------------------------------------------------------------------
 
     def _look_at_nodes(self, flights: dict[Any, _Flight]) -> None:
@@ -279,6 +284,8 @@ class ClusterScheduler(TicketScheduler):
         self._nodes = alive_nodes(self._ray)
         # Tickets at once, for the fair share under --time-limit (CPUs over a ticket's ask).
         self.slots = max(1, sum(n["cpus"] for n in self._nodes) // (self.options.workers or 1))
+        if self.options.parallel is not None:
+            self.slots = min(self.slots, self.options.parallel)
         self._names.update({n["id"]: f"{n['address']}/{n['id'][:8]}" for n in self._nodes})
         cpus = sum(n["cpus"] for n in self._nodes)
         # The table's caption counts tickets by state (running, green, failed...).

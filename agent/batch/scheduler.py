@@ -45,13 +45,17 @@ MIN_SHARE = 30.0
 # No new ticket starts with less than this left before the time limit.
 MIN_START = 5.0
 INTERRUPT_GRACE = 60.0
+# Tickets in flight at once on this machine unless --parallel says otherwise: while one drafts
+# (the model's lock), the other's candidates run in the sandbox.
+LOCAL_PARALLEL = 2
 
 
 @dataclass
 class BatchOptions:
     budget: float | None = None  # per ticket; None: each repository's configured budget
     time_limit: float | None = None  # the whole batch, seconds
-    parallel: int = 2
+    # Tickets in flight at once; None: 2 here, on a cluster as many as its CPUs hold.
+    parallel: int | None = None
     drafter: str = "model"
     model: Path | str | None = None  # a directory, or a model server's URL
     model_name: str | None = None  # which of the server's models
@@ -88,7 +92,7 @@ class TicketScheduler:
         self._shared_repos: set[Path] = set()
         self._deadline: float | None = None
         # Tickets that run at once: what a fair share of the time left is computed over.
-        self.slots = options.parallel
+        self.slots = options.parallel or LOCAL_PARALLEL
 
     # --- budgets -----------------------------------------------------------------------------
 
@@ -122,7 +126,7 @@ class TicketScheduler:
                 left = self._time_left()
                 while (
                     pending
-                    and len(running) < self.options.parallel
+                    and len(running) < self.slots
                     and (left is None or left > MIN_START)
                 ):
                     entry = pending.popleft()

@@ -46,7 +46,12 @@ def batch(
     workers: WorkersOpt = None,
     parallel: Annotated[
         int | None,
-        typer.Option("--parallel", min=1, help="Tickets in flight at once (default 2)."),
+        typer.Option(
+            "--parallel",
+            min=1,
+            help="Tickets in flight at once (default 2; with --cluster, as many as the "
+            "cluster's CPUs hold).",
+        ),
     ] = None,
     time_limit: Annotated[
         float | None,
