@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from greenpatch.agent.pipeline.draft import Drafter
 from greenpatch.agent.pipeline.fix_report import FixReport, FixView, Reproduced, Warned
 from greenpatch.agent.pipeline.harness import load_model, target_python
 from greenpatch.agent.pipeline.live import FixState
-from greenpatch.agent.pipeline.loop import FixLoop, Options
+from greenpatch.agent.pipeline.loop import FixLoop, Options, candidate_pool
 from greenpatch.agent.pipeline.remote_draft import is_remote, remote_drafter
 from greenpatch.agent.pipeline.reproduce import reproduce
 from greenpatch.agent.pipeline.timeline import CONFIRM, DRAFTER, SETUP, Timeline
@@ -74,61 +75,72 @@ def run_fix(request: FixRequest, view: FixView) -> FixReport:
     state = FixState(ticket=request.ticket.id)
     phases = report.phases
     timeline = Timeline(started)  # who was busy when: the run report page's data
-    # The embedded model loads while the baseline runs (the first candidate waits for both).
+    # The embedded model loads while the baseline runs and the test workers start.
     loading = None
     if request.drafter not in MODEL_FREE and request.lm is None:
         load = partial(load_model, request.model, settings.workers)
         loading = ThreadPoolExecutor(1, thread_name_prefix="gp-model").submit(
             timeline.timed(DRAFTER, "model", "loading the model", load)
         )
-    with view.progress() as progress:
-        repro = reproduce(root, python, settings, request.ticket, progress,
-                          deadline=started + settings.budget)  # fmt: skip
-        phases["reproduce"] = time.monotonic() - started
-        timeline.add(SETUP, started, time.monotonic(), "baseline", "reproduce: the baseline run")
-        progress.add_task("loading the model", total=None)
-        drafter = _drafter(request, repro, loading.result() if loading else request.lm)
-        phases["model"] = time.monotonic() - started - phases["reproduce"]
-    state.targets = len(repro.targets)
-    view.event(Reproduced(len(repro.targets), base, drafter.name))
     options = request.options or Options(budget=settings.budget)
-    options.budget = max(1.0, options.budget - (time.monotonic() - started))
-    loop = FixLoop(root, python, settings, repro, drafter, options, state, timeline)
-    report.failing_before = report.failing_after = repro.failing_before
-    report.targets, report.model, report.sandbox = repro.targets, drafter.name, settings.sandbox
-    with view.live(state):
-        mark = time.monotonic()
-        with loop.pool() as pool:
+    # The candidates' test workers: open from their start (beside the model's loading) to the
+    # loop's end, and closed whatever happens between.
+    workers = contextlib.ExitStack()
+    with workers:
+        with view.progress() as progress:
+            repro = reproduce(root, python, settings, request.ticket, progress,
+                              deadline=started + settings.budget)  # fmt: skip
+            phases["reproduce"] = time.monotonic() - started
+            timeline.add(SETUP, started, time.monotonic(), "baseline",
+                         "reproduce: the baseline run")  # fmt: skip
+            # The test workers start while the model thread still loads: the first candidate
+            # waits for the slower of the two, not for both in turn.
+            mark = time.monotonic()
+            progress.add_task("starting the test workers", total=None)
+            pool = workers.enter_context(candidate_pool(root, python, settings, repro,
+                                                        options.cold_full_suite))  # fmt: skip
             phases["pool_start"] = time.monotonic() - mark
             timeline.add(SETUP, mark, time.monotonic(), "pool", "starting the test workers")
-            outcome = loop.run(pool)
-        phases["loop"] = time.monotonic() - mark - phases["pool_start"]
-        report.rounds, report.candidates, report.busy = (
-            outcome.rounds, outcome.candidates, outcome.busy)  # fmt: skip
-        report.localization = [{"path": s.path, "line": s.line, "score": round(s.score, 4)}
-                               for s in outcome.localization[:20]]  # fmt: skip
-        winner = outcome.green
-        if winner is not None:
-            state.stage = "confirming in a fresh sandbox"
+            progress.add_task("loading the model", total=None)
+            drafter = _drafter(request, repro, loading.result() if loading else request.lm)
+            phases["model"] = time.monotonic() - mark - phases["pool_start"]
+        state.targets = len(repro.targets)
+        view.event(Reproduced(len(repro.targets), base, drafter.name))
+        options.budget = max(1.0, options.budget - (time.monotonic() - started))
+        loop = FixLoop(root, python, settings, repro, drafter, options, state, timeline)
+        report.failing_before = report.failing_after = repro.failing_before
+        report.targets, report.model, report.sandbox = repro.targets, drafter.name, settings.sandbox
+        with view.live(state):
             mark = time.monotonic()
-            ok, confirmed = loop.confirm(winner)
-            phases["confirm"] = time.monotonic() - mark
-            timeline.add(CONFIRM, mark, time.monotonic(), "confirm",
-                         f"{winner.id}: {'confirmed' if ok else 'failed'}")  # fmt: skip
-            state.tests_run += sum(1 for r in confirmed.results if not r.cached)
-            if ok:
-                outcomes = {r.test_id: r.outcome for r in confirmed.results}
-                report.failing_after = [
-                    t for t in repro.failing_before if outcomes.get(t) != "passed"
-                ]
-                report.diff = minimal_diff(repo, base, winner.files)
-                # Under another name if `branch` was taken meanwhile: the fix is never lost.
-                report.commit, report.branch = commit_fix(
-                    repo, base, winner.files, branch, commit_message(request.ticket)
-                )
-                report.status, report.tests_confirmed = "green", outcomes
-            else:
-                report.reason = "the winning candidate failed its confirmation run"
+            outcome = loop.run(pool)
+            workers.close()  # before the confirmation run starts a fresh sandbox
+            phases["loop"] = time.monotonic() - mark
+            report.rounds, report.candidates, report.busy = (
+                outcome.rounds, outcome.candidates, outcome.busy)  # fmt: skip
+            report.localization = [{"path": s.path, "line": s.line, "score": round(s.score, 4)}
+                                   for s in outcome.localization[:20]]  # fmt: skip
+            winner = outcome.green
+            if winner is not None:
+                state.stage = "confirming in a fresh sandbox"
+                mark = time.monotonic()
+                ok, confirmed = loop.confirm(winner)
+                phases["confirm"] = time.monotonic() - mark
+                timeline.add(CONFIRM, mark, time.monotonic(), "confirm",
+                             f"{winner.id}: {'confirmed' if ok else 'failed'}")  # fmt: skip
+                state.tests_run += sum(1 for r in confirmed.results if not r.cached)
+                if ok:
+                    outcomes = {r.test_id: r.outcome for r in confirmed.results}
+                    report.failing_after = [
+                        t for t in repro.failing_before if outcomes.get(t) != "passed"
+                    ]
+                    report.diff = minimal_diff(repo, base, winner.files)
+                    # Under another name if `branch` was taken meanwhile: the fix is never lost.
+                    report.commit, report.branch = commit_fix(
+                        repo, base, winner.files, branch, commit_message(request.ticket)
+                    )
+                    report.status, report.tests_confirmed = "green", outcomes
+                else:
+                    report.reason = "the winning candidate failed its confirmation run"
     if repro.build is not None:
         repro.build.close()
         timeline.baseline(repro.build.spans)

@@ -451,23 +451,39 @@ class FixLoop:
         cache: ResultCache | None | bool = True,
         startup: list[str] | None = None,
     ) -> AbstractContextManager[Pool]:
-        """The candidates' pool: the baseline's own warm workers while it fills in behind
-        (no second start-up), else a new pool (closed on exit)."""
-        if cache is True:
-            cache = result_cache()
-        build = self.repro.build
-        if workers is None and not self.options.cold_full_suite and build is not None:
-            shared = build.running_pool()
-            if shared is not None:
-                shared.cache = cache or None
-                shared.dependencies = self.baseline.dependencies
-                shared.stats.durations.update(self.baseline.durations)
-                return contextlib.nullcontext(shared)  # the build closes it
-        return test_pool(
-            self.root, self.python, self.settings, self.baseline, workers=workers,
-            # Python's own traceback format: pytest's (source excerpts, module lookups for every
-            # frame) were most of a failing candidate's job; the loop needs only the
-            # innermost frames and the error, which both carry.
-            pytest_args=[*self.settings.pytest_args, "--tb=native"],
-            cache=cache or None, cold=self.options.cold_full_suite, startup=startup,
-        )
+        """`candidate_pool` for this loop's repository and reproduction."""
+        return candidate_pool(self.root, self.python, self.settings, self.repro,
+                              self.options.cold_full_suite, workers, cache, startup)  # fmt: skip
+
+
+def candidate_pool(
+    root: Path,
+    python: str,
+    settings: Settings,
+    repro: Reproduction,
+    cold: bool = False,
+    workers: int | None = None,
+    cache: ResultCache | None | bool = True,
+    startup: list[str] | None = None,
+) -> AbstractContextManager[Pool]:
+    """The candidates' pool: the baseline's own warm workers while it fills in behind
+    (no second start-up), else a new pool (started on entry, closed on exit). It needs no
+    drafter: `run_fix` starts it while the model is still loading."""
+    if cache is True:
+        cache = result_cache()
+    build = repro.build
+    if workers is None and not cold and build is not None:
+        shared = build.running_pool()
+        if shared is not None:
+            shared.cache = cache or None
+            shared.dependencies = repro.baseline.dependencies
+            shared.stats.durations.update(repro.baseline.durations)
+            return contextlib.nullcontext(shared)  # the build closes it
+    return test_pool(
+        root, python, settings, repro.baseline, workers=workers,
+        # Python's own traceback format: pytest's (source excerpts, module lookups for every
+        # frame) were most of a failing candidate's job; the loop needs only the
+        # innermost frames and the error, which both carry.
+        pytest_args=[*settings.pytest_args, "--tb=native"],
+        cache=cache or None, cold=cold, startup=startup,
+    )
