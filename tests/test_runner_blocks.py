@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from greenpatch.runner.blocks import classify, enclosing, functions
+import difflib
+import random
+
+from greenpatch.runner.blocks import changed_lines, classify, enclosing, functions
 
 SOURCE = """\
 import os
@@ -77,3 +80,35 @@ def test_a_new_function_is_a_module_level_change():
     new = SOURCE + "\n\ndef extra():\n    return 2\n"
     change = classify(SOURCE, new)
     assert change.module_level
+
+
+def test_changed_lines_are_a_true_diff_and_no_wider_than_difflibs():
+    # Random edits of files with many repeated lines (where alignments are ambiguous): every
+    # line left out of the change must line up with its counterpart, and the change found
+    # (shared head and tail set aside first) is never wider than difflib's over whole files.
+    rng = random.Random(0)
+    for _ in range(2000):
+        a = [rng.choice("abcde") for _ in range(rng.randrange(12))]
+        b = list(a)
+        for _ in range(rng.randrange(1, 3)):
+            i = rng.randrange(len(b) + 1)
+            if rng.random() < 0.4 or not b:
+                b.insert(i, rng.choice("abcdef"))
+            elif rng.random() < 0.5:
+                del b[min(i, len(b) - 1)]
+            else:
+                b[min(i, len(b) - 1)] = rng.choice("abcdef")
+        old_lines, new_lines, _ = changed_lines("".join(x + "\n" for x in a),
+                                                "".join(x + "\n" for x in b))
+        kept_a = [x for i, x in enumerate(a, 1) if i not in set(old_lines)]
+        kept_b = [x for i, x in enumerate(b, 1) if i not in set(new_lines)]
+        assert kept_a == kept_b, (a, b)
+        whole = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+        widest = sum(i2 - i1 + j2 - j1 for tag, i1, i2, j1, j2 in whole if tag != "equal")
+        assert len(old_lines) + len(new_lines) <= widest, (a, b)
+
+
+def test_one_changed_line_of_a_long_module_is_that_line():
+    old = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(2000))
+    new = old.replace("return x + 1234\n", "return x - 1234\n")
+    assert changed_lines(old, new) == ([3 * 1234 + 2], [3 * 1234 + 2], [])
