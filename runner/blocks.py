@@ -33,32 +33,56 @@ def _parser() -> Parser:
     return Parser(Language(tree_sitter_python.language()))
 
 
+# The nodes a `def` can sit in (compound statements, their clauses and blocks): expressions
+# and simple statements, most of a module's nodes, hold none and are not walked.
+_HOLDS_DEFINITIONS = frozenset({
+    "module", "block", "decorated_definition", "if_statement", "elif_clause", "else_clause",
+    "for_statement", "while_statement", "try_statement", "except_clause", "except_group_clause",
+    "finally_clause", "with_statement", "match_statement", "case_clause",
+    # what tree-sitter could not parse is walked too, as code it recovered may hold a `def`
+    "ERROR",
+})  # fmt: skip
+
+
+@functools.lru_cache(maxsize=16)
+def _functions(source: str) -> tuple[Function, ...]:
+    return tuple(_walk(source))
+
+
 def functions(source: str) -> list[Function]:
     """Every function (methods and nested functions included) with its body's lines.
 
     A body that starts on its `def` line (`def f(): return 1`) shares that line with the header,
-    which runs at import time, so such a function has no body lines of its own.
+    which runs at import time, so such a function has no body lines of its own. The last few
+    sources' answers are kept: every candidate of a file is compared with the same original.
     """
+    return list(_functions(source))
+
+
+def _walk(source: str) -> list[Function]:
     tree = _parser().parse(source.encode("utf-8", "surrogateescape"))
     found: list[Function] = []
 
     def visit(node: Node, prefix: str) -> None:
         for child in node.named_children:
-            name_node = child.child_by_field_name("name")
-            name = name_node.text.decode("utf-8", "replace") if name_node is not None else ""
             if child.type == "function_definition":
                 body = child.child_by_field_name("body")
-                qual = f"{prefix}{name}"
+                qual = f"{prefix}{_name(child)}"
                 if body is not None and body.start_point.row > child.start_point.row:
                     found.append(Function(qual, body.start_point.row + 1, body.end_point.row + 1))
                 visit(child, f"{qual}.")
             elif child.type == "class_definition":
-                visit(child, f"{prefix}{name}.")
-            else:
+                visit(child, f"{prefix}{_name(child)}.")
+            elif child.type in _HOLDS_DEFINITIONS:
                 visit(child, prefix)
 
     visit(tree.root_node, "")
     return found
+
+
+def _name(node: Node) -> str:
+    name = node.child_by_field_name("name")
+    return name.text.decode("utf-8", "replace") if name is not None else ""
 
 
 def enclosing(funcs: list[Function], line: int) -> Function | None:

@@ -112,3 +112,19 @@ def test_one_changed_line_of_a_long_module_is_that_line():
     old = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(2000))
     new = old.replace("return x + 1234\n", "return x - 1234\n")
     assert changed_lines(old, new) == ([3 * 1234 + 2], [3 * 1234 + 2], [])
+
+
+def test_functions_inside_compound_statements_and_unparsable_code_are_found():
+    source = (
+        "try:\n    import fast\nexcept ImportError:\n    def fast(x):\n        return x\n"
+        "if True:\n    with open('f') as f:\n        for line in f:\n            def g():\n"
+        "                return 1\n"
+        "match command:\n    case 1:\n        def h():\n            return 2\n"
+        "x = (\n"  # never closed: tree-sitter recovers what follows
+        "def after():\n    return 3\n"
+    )
+    names = [f.qualname for f in functions(source)]
+    assert names[:3] == ["fast", "g", "h"] and "after" in names
+    # A caller's list is its own: the kept answer for this source is not changed through it.
+    functions(source).clear()
+    assert [f.qualname for f in functions(source)] == names

@@ -395,6 +395,8 @@ class FixLoop:
                 room = min(MAX_QUEUED_JOBS - inflight,
                            self.options.max_candidates - self.state.drafted)  # fmt: skip
                 for draft in explore.take(room):
+                    if self._time_left() <= 0:
+                        break  # each job's test selection takes time: a batch can outlast it
                     depth = explore.depth(draft.id)
                     self.state.round = max(self.state.round, depth)
                     self.state.stage = "drafting" if depth == 1 else "feedback"
