@@ -44,11 +44,6 @@ _HOLDS_DEFINITIONS = frozenset({
 })  # fmt: skip
 
 
-@functools.lru_cache(maxsize=16)
-def _functions(source: str) -> tuple[Function, ...]:
-    return tuple(_walk(source))
-
-
 def functions(source: str) -> list[Function]:
     """Every function (methods and nested functions included) with its body's lines.
 
@@ -59,7 +54,8 @@ def functions(source: str) -> list[Function]:
     return list(_functions(source))
 
 
-def _walk(source: str) -> list[Function]:
+@functools.lru_cache(maxsize=16)
+def _functions(source: str) -> tuple[Function, ...]:
     tree = _parser().parse(source.encode("utf-8", "surrogateescape"))
     found: list[Function] = []
 
@@ -77,7 +73,7 @@ def _walk(source: str) -> list[Function]:
                 visit(child, prefix)
 
     visit(tree.root_node, "")
-    return found
+    return tuple(found)
 
 
 def _name(node: Node) -> str:
@@ -114,8 +110,8 @@ def changed_lines(old: str, new: str) -> tuple[list[int], list[int], list[int]]:
     """(old lines replaced or deleted, new lines replaced or inserted, old insertion points)."""
     a, b = old.splitlines(), new.splitlines()
     # The lines both share at the start and at the end are set aside first: a candidate changes
-    # a few lines of a file, and difflib's matcher is quadratic in what it is given (over a
-    # second per candidate on a 5,000-line module, which starved the test workers).
+    # a few lines of a file, and difflib's matcher is quadratic in what it is given (on a
+    # 5,000-line module it was most of each candidate's job, and starved the test workers).
     head = 0
     while head < min(len(a), len(b)) and a[head] == b[head]:
         head += 1

@@ -337,8 +337,9 @@ def summarize(results: list[dict]) -> dict:
     """fixed/total, time to green (fixer's `seconds`, else wall time) and cost per bug. The
     median over every task counts a miss as never green: a configuration that fixes more tasks
     is not charged for the slow ones only it fixes, and one that misses half has no median."""
-    times = [seconds_to_green(r) for r in results if r.get("plausible")]
-    everyone = statistics.median([seconds_to_green(r) for r in results]) if results else math.inf
+    every = [seconds_to_green(r) for r in results]
+    times = [t for t in every if math.isfinite(t)]
+    everyone = statistics.median(every) if every else math.inf
     statuses: dict[str, int] = {}
     for r in results:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1

@@ -433,7 +433,9 @@ class FixLoop:
         job = Job(job.id + "-confirm", job.files, [*job.tests, *others], False, job.targets)
         # Its workers start on the job's test files alone, not the whole suite.
         files = sorted({t.split("::", 1)[0] for t in job.tests})
-        with self.pool(workers=1, cache=None, startup=files) as fresh:
+        with candidate_pool(self.root, self.python, self.settings, self.repro,
+                            self.options.cold_full_suite, workers=1, cache=None,
+                            startup=files) as fresh:  # fmt: skip
             done = fresh.run(job)
         outcome = {r.test_id: r.outcome for r in done.results}
         required = [t for t in job.tests if t not in others]
@@ -446,16 +448,6 @@ class FixLoop:
             and all(outcome.get(t) == "passed" for t in required)
         )
         return ok, done
-
-    def pool(
-        self,
-        workers: int | None = None,
-        cache: ResultCache | None | bool = True,
-        startup: list[str] | None = None,
-    ) -> AbstractContextManager[Pool]:
-        """`candidate_pool` for this loop's repository and reproduction."""
-        return candidate_pool(self.root, self.python, self.settings, self.repro,
-                              self.options.cold_full_suite, workers, cache, startup)  # fmt: skip
 
 
 def candidate_pool(
