@@ -12,6 +12,7 @@ wrong attribute. Each is one tree-sitter edit inside one function or block of th
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -351,11 +352,16 @@ def _apply(data: bytes, edit: _Edit, kind: str) -> Bug:
     new = data[:edit.start] + edit.replacement + data[edit.end:]
     text = new.decode("utf-8", errors="replace")
     start = len(data[:edit.start].decode("utf-8", errors="replace"))
-    end = start + len(edit.replacement.decode("utf-8", errors="replace"))
-    missing = start - 1 if edit.deletes_line and start > 0 else None
     if edit.deletes_line:
-        end = start
-    return Bug(text, start, end, missing, kind)
+        return Bug(text, start, start, start - 1 if start > 0 else None, kind)
+    # What the edit wrote, less what it kept of the original at either end: `not x` for `x`
+    # wrote `not `, not the whole condition, and the repair head learns to flag exactly the
+    # tokens a fix must change.
+    old = data[edit.start:edit.end].decode("utf-8", errors="replace")
+    wrote = edit.replacement.decode("utf-8", errors="replace")
+    head = len(os.path.commonprefix([old, wrote]))
+    tail = len(os.path.commonprefix([old[head:][::-1], wrote[head:][::-1]]))
+    return Bug(text, start + head, start + len(wrote) - tail, None, kind)
 
 
 def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:

@@ -93,8 +93,32 @@ def test_negating_conditions_and_expressions() -> None:
     assert mutation_fills(SRC, site("return not", "node", "not is_done(count)")) == [
         "is_done(count)"
     ]
+    # A call, a name or an attribute is negated without parentheses, as a person writes it.
     call = edit_fills(SRC, site("return not", "node", "is_done(count)"))
-    assert call == ["not (is_done(count))", "is_done(count) + 1", "is_done(count) - 1"]
+    assert call == ["not is_done(count)", "is_done(count) + 1", "is_done(count) - 1"]
+    assert edit_fills(SRC, site("return n in", "token", "n"))[0] == "not n"
+
+
+def test_a_negation_of_a_whole_condition_is_dropped_with_its_parentheses() -> None:
+    src = "def f(a, b):\n    if not (a and not b):\n        return 1\n    return 1 + (not (a or b))\n"
+    cond = next(s for s in sites_for_line("m.py", src, 2)
+                if s.kind == "node" and s.original_text == "not (a and not b)")
+    assert edit_fills(src, cond)[0] == "a and not b"
+    assert edit_fills(src, next(s for s in sites_for_line("m.py", src, 2) if s.kind == "line")
+                      ) == ["if a and not b:"]
+    # Inside a larger expression the parentheses stay (`1 + (a or b)`, not `1 + a or b`).
+    part = next(s for s in sites_for_line("m.py", src, 4)
+                if s.kind == "node" and s.original_text == "not (a or b)")
+    assert edit_fills(src, part)[0] == "(a or b)"
+
+
+def test_a_condition_loses_one_clause() -> None:
+    # A condition made more specific than it should be (`if x is None and flag:`): PySStuBs'
+    # "more specific if" is undone by keeping either clause.
+    node = site("if item is not None", "node", "item is not None and count < limit")
+    fills = edit_fills(SRC, node)
+    assert fills[0] == "not (item is not None and count < limit)"
+    assert {"item is not None", "count < limit"} <= set(fills)
 
 
 def test_deleting_statements() -> None:

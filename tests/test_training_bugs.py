@@ -49,6 +49,11 @@ def test_every_kind_makes_one_parsing_change(kind: str) -> None:
         tail = len(bug.text) - bug.end
         assert bug.text[:bug.start] == SOURCE[:bug.start]
         assert bug.text[bug.end:] == SOURCE[len(SOURCE) - tail:]
+        # Nothing kept of the original is counted as written: the two differ at either end.
+        wrote, was = bug.text[bug.start:bug.end], SOURCE[bug.start:len(SOURCE) - tail]
+        assert wrote != was
+        if wrote and was:
+            assert wrote[0] != was[0] and wrote[-1] != was[-1]
         if kind == "deleted_statement":
             assert bug.start == bug.end and bug.text[bug.missing_after] == "\n"
             assert len(bug.text.splitlines()) == len(SOURCE.splitlines()) - 1
@@ -56,6 +61,14 @@ def test_every_kind_makes_one_parsing_change(kind: str) -> None:
             assert bug.missing_after is None
         seen.add(bug.text)
     assert len(seen) >= 2  # the random choice of site varies
+
+
+def test_a_negation_marks_only_the_written_not() -> None:
+    source = "def f(x):\n    if x.ready:\n        return 1\n"
+    bug = corrupt(source, random.Random(0), kinds=("negated_condition",), at=20)
+    assert bug is not None and bug.text[bug.start:bug.end] == "not "
+    undone = corrupt(bug.text, random.Random(0), kinds=("negated_condition",), at=20)
+    assert undone is not None and undone.text == source and undone.start == undone.end
 
 
 def test_no_site_of_a_kind_gives_none() -> None:

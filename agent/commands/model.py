@@ -298,7 +298,7 @@ def print_repair(rep: Reporter, result: dict) -> None:
     rep.out.print(f"by prior weight (reachable bugs; 0 = the model alone): {sweep}")
     if "sampled_reachable" not in result:
         return
-    from greenpatch.model.evaluate import SAMPLED_OFFSETS
+    from greenpatch.model.evaluate import HEADLINE_OFFSET, SAMPLED_OFFSETS
 
     key = "fix_recovery_with_sampled_offset_{:g}@{}"
     joined = "; ".join(f"offset {w:g}: @1 {pct(result[key.format(w, 1)])}, @10 "
@@ -311,5 +311,10 @@ def print_repair(rep: Reporter, result: dict) -> None:
                   f"candidates by the repair head (quick scores, an offset in nats): {joined}; "
                   f"{result['ms_per_span_sampled']:.0f} ms per span sampled, "
                   f"{result['ms_per_line_sampled']:.0f} ms per line")
-    kinds = ", ".join(f"{k} {pct(v).strip()}" for k, v in result["sampled_by_kind"].items())
-    rep.out.print(f"the fix among the sampled fills, by kind: {kinds}")
+    for label, name in (
+            ("the fix among the sampled fills", "sampled_by_kind"),
+            ("among the candidates or fills", "reachable_with_sampled_by_kind"),
+            (f"recovered @10 (offset {HEADLINE_OFFSET:g})",
+             f"fix_recovery_with_sampled_offset_{HEADLINE_OFFSET:g}@10_by_kind")):
+        kinds = ", ".join(f"{k} {pct(v).strip()} of {n}" for k, (v, n) in result[name].items())
+        rep.out.print(f"{label}, by kind: {kinds}")

@@ -6,7 +6,8 @@ Two families:
   from the file, one token each. Alone, they are the mutation-only baseline (`--drafter
   mutations`): the ablation that asks how far classic mutation gets.
 - `edit_fills`: structural edits no single substitution makes: a negated condition or
-  expression, +/- 1 on an expression, swapped call arguments, a returned name, an inserted
+  expression, +/- 1 on an expression, one side of a binary operator or one clause of an
+  `and`/`or` kept, swapped call arguments, a returned name, an inserted
   statement (an assignment template, or a statement copied from the file), a deleted statement.
 - `widen_fills`: the shapes real single-statement bugs take (PySStuBs, ManySStuBs4J) that no
   inverse operator undoes: swapped operands (`path + (key,)` written `(key,) + path`), a
@@ -24,7 +25,7 @@ import keyword
 import re
 from collections.abc import Collection
 
-from greenpatch.agent.pipeline.sites import Site, dedupe_fills, parse_tree
+from greenpatch.agent.pipeline.sites import Site, dedupe_fills, parse_tree, parses
 from tree_sitter import Node
 
 OPERATOR_GROUPS = (
@@ -48,6 +49,12 @@ _NEGATABLE = {
     "subscript",
     "parenthesized_expression",
 }
+# Negated without parentheses (`_negated`).
+_PRIMARIES = {"identifier", "call", "attribute", "subscript", "parenthesized_expression"}
+_DOTTED = re.compile(r"[A-Za-z_][\w.]*")
+# Where an expression stands alone: parentheses around it change nothing (`_unnegated`).
+_STANDALONE = {"if_statement", "elif_clause", "while_statement", "return_statement",
+               "assignment", "expression_statement"}
 _SHIFTABLE = {"identifier", "call", "attribute", "subscript", "binary_operator"}
 _WRAPPABLE = {"identifier", "call", "attribute", "subscript"}
 # The builtins real fixes most often wrap a value in, likeliest first; `next(x, None)` apart.
@@ -165,11 +172,12 @@ def _node_fills(nodes: list[Node], text: str) -> list[str]:
     if negation is not None:
         argument = negation.child_by_field_name("argument")
         if argument is not None and argument.text is not None:
-            fills.append(argument.text.decode("utf-8"))
+            fills.append(_unnegated(negation, argument))
     elif types & _NEGATABLE:
-        fills.append(f"not ({text})")
-    # `i + 1` -> `i`: an off-by-one is as often a term too many as a constant one off.
-    binary = next((n for n in nodes if n.type == "binary_operator"), None)
+        fills.append(_negated(text, nodes[-1].type))
+    # `i + 1` -> `i`: an off-by-one is as often a term too many as a constant one off, and a
+    # condition as often a clause too many (`a and b` -> `a`).
+    binary = next((n for n in nodes if n.type in ("binary_operator", "boolean_operator")), None)
     if binary is not None:
         for side in ("left", "right"):
             operand = binary.child_by_field_name(side)
@@ -208,8 +216,29 @@ def _line_fills(text: str) -> list[str]:
     if head is None:
         return []
     condition = head.group(2)
-    negated = condition[4:].strip() if condition.startswith("not ") else f"not ({condition})"
+    if condition.startswith("not "):
+        negated = condition[4:].strip()
+        inner = negated[1:-1] if negated.startswith("(") and negated.endswith(")") else None
+        negated = inner if inner is not None and parses(inner) else negated
+    else:
+        negated = _negated(condition, "identifier" if _DOTTED.fullmatch(condition) else "")
     return [f"{head.group(1)} {negated}:"]
+
+
+def _negated(text: str, node_type: str) -> str:
+    """`not x.y`, `not f(x)`, but `not (a and b)`: parentheses only where `not` would
+    otherwise bind to less than the whole expression (or read ambiguously)."""
+    return f"not {text}" if node_type in _PRIMARIES else f"not ({text})"
+
+
+def _unnegated(negation: Node, argument: Node) -> str:
+    """`not (a and b)` -> `a and b` where the expression stands alone (a condition, a returned
+    or assigned value), so the fix reads as a person would write it; `(a and b)` elsewhere."""
+    inner = argument.named_children[0] if argument.type == "parenthesized_expression" and len(
+        argument.named_children) == 1 else None
+    alone = negation.parent is not None and negation.parent.type in _STANDALONE
+    chosen = inner if inner is not None and alone and inner.text is not None else argument
+    return (chosen.text or b"").decode("utf-8")
 
 
 def missing_names(failure: str) -> list[str]:
