@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git
+from tests.conftest import git, make_repo
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = {
@@ -106,6 +106,63 @@ def test_two_bugs_are_fixed_in_two_rounds_and_not_in_one(run_agent, tmp_path: Pa
     assert report["rounds"] >= 2 and report["failing_after"] == []
     changed = git(repo, "diff", "--name-only", f"{report['commit']}^", report["commit"]).split()
     assert sorted(changed) == ["src/invoicer/invoice.py", "src/invoicer/terms.py"]
+
+
+CLAMP = """\
+def clamp(x, lo, hi):
+    \"\"\"x limited to the range lo..hi.\"\"\"
+    return max(lo, min(x, lo))
+"""
+CLAMP_TESTS = """\
+from clampit import clamp
+
+
+def test_inside_the_range_is_unchanged():
+    assert clamp(5, 0, 10) == 5
+
+
+def test_above_the_range_is_the_top():
+    assert clamp(15, 0, 10) == 10{extra}
+
+
+def test_below_the_range_is_the_bottom():
+    assert clamp(-5, 0, 10) == 0
+"""
+
+
+def clamp_fix(run_agent, tmp_path: Path, extra: str = "") -> dict:
+    """`agent fix` of a ticket naming one of the two tests the bug fails."""
+    repo = make_repo(tmp_path / "clamp", {
+        "clampit.py": CLAMP, "tests/test_clampit.py": CLAMP_TESTS.format(extra=extra)})
+    ticket = tmp_path / "ticket.md"
+    ticket.write_text("# clamp changes values inside the range\n\n`clamp(5, 0, 10)` returns 0."
+                      "\n\ntests: tests/test_clampit.py::test_inside_the_range_is_unchanged\n")
+    result = run_agent("fix", ticket, "--repo", repo, "--drafter", "edits", "--sandbox",
+                       "process", "--budget", "120", "--json", "-", "-q", timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["status"] == "green"
+    assert report["failing_before"] == ["tests/test_clampit.py::test_inside_the_range_is_unchanged",
+                                        "tests/test_clampit.py::test_above_the_range_is_the_top"]
+    return report
+
+
+def test_a_fix_that_leaves_the_bugs_other_failing_test_red_is_not_taken(run_agent,
+                                                                         tmp_path: Path) -> None:
+    # `min(x, x)` passes the ticket's test and breaks no passing one, and comes first in the
+    # drafting order; `min(x, hi)` also fixes the other test the bug fails.
+    report = clamp_fix(run_agent, tmp_path)
+    assert "+    return max(lo, min(x, hi))" in report["diff"].splitlines()
+    assert report["failing_after"] == []
+
+
+def test_a_fix_is_kept_when_the_other_failing_test_cannot_pass(run_agent,
+                                                               tmp_path: Path) -> None:
+    # The other test wants a float no candidate returns: the ticket's fix is still delivered,
+    # and the report says what still fails.
+    report = clamp_fix(run_agent, tmp_path, extra=" and isinstance(clamp(15, 0, 10), float)")
+    assert report["failing_after"] == ["tests/test_clampit.py::test_above_the_range_is_the_top"]
+    assert report["seconds"] < 60
 
 
 def test_cannot_reproduce_exits_3(run_agent, tmp_path: Path) -> None:

@@ -60,6 +60,11 @@ CANDIDATE_OVERHEAD = 0.2
 REGRESSION_SHARE = 0.2
 # Candidates per worker in flight for the model to sample: below that, testers would wait.
 FED_QUEUE = 4
+# A green candidate that leaves other tests failing that failed before and cover its change
+# (the same bug, most likely: the ticket named one of them) is kept while the search goes on
+# for as long again as finding it took (at least this many seconds, within the budget), for a
+# candidate that turns those green too.
+OTHERS_MIN_SEARCH = 5.0
 FAILURE_TEXT_CHARS = 600
 
 
@@ -137,6 +142,14 @@ class FixLoop:
         self._results: dict[str, list[TestResult]] = {}
         self._verdicts: deque[Verdict] = deque()
         self._green: Verdict | None = None
+        # Green candidates that leave affected failing-before tests failing: the best so far
+        # (most of them passing), since when one is known, and the probes still running.
+        self._partial: tuple[int, Verdict] | None = None
+        self._partial_since: float | None = None
+        self._others: dict[str, list[str]] = {}
+        self._probes: dict[str, Verdict] = {}
+        self._partials: deque[Verdict] = deque()  # partial greens to follow up
+        self._started = time.monotonic()  # `run` sets it again as the search starts
         self._testing_busy = 0.0
         self._busy_since = 0.0
         self._localization: list[SuspiciousLine] = []
@@ -212,11 +225,12 @@ class FixLoop:
         if unmapped:
             passing |= self.baseline.not_yet_mapped()
         if self.options.cold_full_suite:
-            regression = [t for t in self.baseline.collected if t in passing]
+            affected = list(self.baseline.collected)
         else:
-            selection = select_tests(self.baseline, draft.files)
-            regression = [t for t in selection.tests if t in passing]
-        regression = [t for t in regression if t not in self.targets]
+            affected = select_tests(self.baseline, draft.files).tests
+        regression = [t for t in affected if t in passing and t not in self.targets]
+        failing = set(self.repro.failing_before) - set(self.targets)
+        self._others[draft.id] = [t for t in affected if t in failing]
         return Job(draft.id, draft.files, [*self.targets, *regression], True, tuple(self.targets),
                    timeout=self.settings.candidate_timeout)  # fmt: skip
 
@@ -225,7 +239,7 @@ class FixLoop:
             got = False
             for event in pool.events(timeout=0.1):
                 got = True
-                self._handle(event)
+                self._handle(event, pool)
             if not got:
                 time.sleep(0.02)
 
@@ -238,10 +252,15 @@ class FixLoop:
         elif before and not self._inflight:
             self._testing_busy += now - self._busy_since
 
-    def _handle(self, event: TestResult | JobDone) -> None:
+    def _handle(self, event: TestResult | JobDone, pool: Pool) -> None:
         if isinstance(event, TestResult):
             if not event.cached:
                 self.state.tests_run += 1
+            return
+        with self._lock:
+            probed = self._probes.pop(event.job_id, None)
+        if probed is not None:
+            self._settle(probed, event)
             return
         with self._lock:
             before = len(self._inflight)
@@ -264,8 +283,46 @@ class FixLoop:
             self.state.best, self.state.best_passing = draft.id, passed
         with self._lock:
             self._verdicts.append(verdict)
-            if verdict.green and self._green is None:
+        others = self._others.pop(draft.id, [])
+        if not verdict.green or self._green is not None:
+            return
+        if not others:
+            with self._lock:
                 self._green = verdict
+            return
+        probe = Job(f"{draft.id}-others", draft.files, others, False,
+                    timeout=self.settings.candidate_timeout)  # fmt: skip
+        with self._lock:
+            self._probes[probe.id] = verdict
+        pool.submit(probe)
+
+    def _settle(self, verdict: Verdict, probe: JobDone) -> None:
+        """A green candidate's other failing-before tests have run: all pass, and it is the
+        fix; else it is kept if it passes more of them than any such candidate before."""
+        passed = probe.count("passed")
+        with self._lock:
+            if self._green is not None:
+                return
+            if probe.reason == "ok" and not probe.failed:
+                self._green = verdict
+                return
+            if self._partial is None or passed > self._partial[0]:
+                self._partial = (passed, verdict)
+                self._partial_since = self._partial_since or time.monotonic()
+            # What it still fails is looked for on top of it, as a second bug would be.
+            still = next((r for r in probe.results if r.failed), None)
+            if still is not None:
+                self._partials.append(Verdict(verdict.draft, probe, verdict.passed_targets,
+                                              still))
+
+    def _settled(self) -> bool:
+        """A partial green was kept and the extra search for a better one is over."""
+        with self._lock:
+            since = self._partial_since
+        if since is None:
+            return False
+        found_after = since - self._started
+        return time.monotonic() - since >= max(OTHERS_MIN_SEARCH, found_after)
 
     @staticmethod
     def _progress(verdict: Verdict, followed: list[frozenset[str]]) -> bool:
@@ -330,6 +387,8 @@ class FixLoop:
         failing = [t for t in self.targets if t not in verdict.passed_targets]
         if not failing:
             explore.progress(draft.id)
+            # Every target passes: what it fails is a regression test, or (a green's probe)
+            # another test that failed before.
             failing = [failure.test_id] if failure is not None else list(self.targets)
         failures = [r for r in results if r.failed and r.test_id in failing]
         cond = (failures[0].message or "")[-FAILURE_TEXT_CHARS:] if failures else ""
@@ -360,29 +419,33 @@ class FixLoop:
         return self.deadline - time.monotonic()
 
     def run(self, pool: Pool) -> Outcome:
-        started = time.monotonic()
+        started = self._started = time.monotonic()
         localization, explore = self.first_round()
         consumer = threading.Thread(target=self._consume, args=(pool,), daemon=True)
         consumer.start()
         followed: list[frozenset[str]] = []
         rounds = 1
         try:
-            while self._time_left() > 0 and self._green is None:
+            while self._time_left() > 0 and self._green is None and not self._settled():
                 with self._lock:
                     fresh = list(self._verdicts)
+                    partials = list(self._partials)
                     self._verdicts.clear()
-                for verdict in sorted(fresh, key=lambda v: -v.targets_passed):
+                    self._partials.clear()
+                # A green is followed up only when its probe says other tests still fail.
+                fresh = [v for v in fresh if not v.green]
+                for verdict in sorted(fresh, key=lambda v: -v.targets_passed) + partials:
                     depth = explore.depth(verdict.draft.id)
                     if (
                         self.options.feedback
                         and depth < self.options.max_rounds
-                        and self._progress(verdict, followed)
+                        and (verdict in partials or self._progress(verdict, followed))
                     ):
                         followed.append(verdict.passed_targets)
                         rounds = max(rounds, depth + 1)
                         self._follow_up(explore, verdict, depth + 1)
                 with self._lock:
-                    inflight = len(self._inflight)
+                    inflight = len(self._inflight) + len(self._probes)
                 exhausted = self.state.drafted >= self.options.max_candidates
                 if exhausted or not explore:
                     if inflight == 0:
@@ -409,14 +472,15 @@ class FixLoop:
                 leftover = list(self._inflight)
                 if leftover:
                     self._testing_busy += time.monotonic() - self._busy_since
-            for job_id in leftover:
+            for job_id in [*leftover, *self._probes]:
                 pool.cancel(job_id)
         wall = max(time.monotonic() - started, 1e-9)
         busy = {
             "drafting": round(self.drafter.busy / wall, 3),
             "testing": round(min(self._testing_busy, wall) / wall, 3),
         }
-        green = self._green.draft if self._green else None
+        chosen = self._green or (self._partial[1] if self._partial else None)
+        green = chosen.draft if chosen else None
         return Outcome(green, rounds, self.state.drafted, localization, busy)
 
     # --- confirmation ------------------------------------------------------------------------
