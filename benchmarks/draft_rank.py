@@ -15,7 +15,7 @@ each mode (`benchmarks/localize_rank.py` measures that alone, on a whole split).
 
     .venv/bin/python benchmarks/draft_rank.py [--sample 12] [--seed 0] [--split test]
         [--limit 3000] [--modes model-repair,model,edits,mutations] [--examples/--no-examples]
-        [--kinds KIND,KIND]
+        [--kinds KIND,KIND] [--task ID ...]
         [--model DIR] [--json OUT] [--shard K/N] [--reverse]
     .venv/bin/python benchmarks/draft_rank.py --report OUT1 OUT2 ... [--modes ...] [--limit N]
 """
@@ -171,6 +171,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", default="test")
     parser.add_argument("--kinds", default="", help="only tasks of these kinds (comma-separated)")
+    parser.add_argument("--task", action="append", default=[],
+                        help="this task id instead of a draw (repeat); e.g. the tasks of a "
+                             "--report's rows to measure again")
     parser.add_argument("--limit", type=int, default=3000)
     parser.add_argument("--modes", default="model-repair,model,edits,mutations")
     parser.add_argument("--examples", action=argparse.BooleanOptionalAction, default=True)
@@ -200,6 +203,12 @@ def main() -> None:
     kinds = set(filter(None, args.kinds.split(",")))
     tasks = [t for t in load_tasks() if t.split == args.split and (not kinds or t.kind in kinds)]
     chosen = sample([t.id for t in tasks], args.sample, args.seed) if args.sample else []
+    if args.task:
+        known = {t.id for t in tasks}
+        unknown = [name for name in args.task if name not in known]
+        if unknown:
+            sys.exit(f"no such {args.split} task: {', '.join(unknown)}")
+        chosen = list(args.task)
     chosen = chosen[shard - 1::shards]
     if args.reverse:
         chosen.reverse()
