@@ -100,7 +100,8 @@ def test_negating_conditions_and_expressions() -> None:
 
 
 def test_a_negation_of_a_whole_condition_is_dropped_with_its_parentheses() -> None:
-    src = "def f(a, b):\n    if not (a and not b):\n        return 1\n    return 1 + (not (a or b))\n"
+    src = ("def f(a, b):\n    if not (a and not b):\n        return 1\n"
+           "    return 1 + (not (a or b))\n")
     cond = next(s for s in sites_for_line("m.py", src, 2)
                 if s.kind == "node" and s.original_text == "not (a and not b)")
     assert edit_fills(src, cond)[0] == "a and not b"
