@@ -371,13 +371,14 @@ def _fixes(text: str, edit: tuple[int, int, str], want: str, clean: str) -> bool
     """The edit restores the clean program: the same text up to whitespace, or, where the two
     differ only in parentheses (`not (x).y` for `not x.y`), the same syntax tree."""
     a, z, fill = edit
-    got = "".join((text[:a] + fill + text[z:]).split())
+    fixed = text[:a] + fill + text[z:]
+    got = "".join(fixed.split())
     if got == want:
         return True
     if got.replace("(", "").replace(")", "") != want.replace("(", "").replace(")", ""):
         return False
     try:
-        return ast.dump(ast.parse(text[:a] + fill + text[z:])) == ast.dump(ast.parse(clean))
+        return ast.dump(ast.parse(fixed)) == ast.dump(ast.parse(clean))
     except SyntaxError:
         return False
 

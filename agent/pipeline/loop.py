@@ -147,10 +147,9 @@ class FixLoop:
         # (most of them passing), since when one is known, and the probes still running.
         self._partial: tuple[int, Verdict] | None = None
         self._partial_since: float | None = None
-        self._others: dict[str, list[str]] = {}
         self._probes: dict[str, Verdict] = {}
         self._partials: deque[Verdict] = deque()  # partial greens to follow up
-        self._started = time.monotonic()  # `run` sets it again as the search starts
+        self._started = 0.0  # when `run` began
         self._testing_busy = 0.0
         self._busy_since = 0.0
         self._localization: list[SuspiciousLine] = []
@@ -225,15 +224,15 @@ class FixLoop:
         passing = set(self.baseline.passing)
         if unmapped:
             passing |= self.baseline.not_yet_mapped()
-        if self.options.cold_full_suite:
-            affected = list(self.baseline.collected)
-        else:
-            affected = select_tests(self.baseline, draft.files).tests
-        regression = [t for t in affected if t in passing and t not in self.targets]
-        failing = set(self.repro.failing_before) - set(self.targets)
-        self._others[draft.id] = [t for t in affected if t in failing]
+        regression = [t for t in self._affected(draft) if t in passing and t not in self.targets]
         return Job(draft.id, draft.files, [*self.targets, *regression], True, tuple(self.targets),
                    timeout=self.settings.candidate_timeout)  # fmt: skip
+
+    def _affected(self, draft: Draft) -> list[str]:
+        """The tests the candidate's change can affect (every test with `cold_full_suite`)."""
+        if self.options.cold_full_suite:
+            return list(self.baseline.collected)
+        return select_tests(self.baseline, draft.files).tests
 
     def _consume(self, pool: Pool) -> None:
         while not self._stop.is_set():
@@ -284,9 +283,11 @@ class FixLoop:
             self.state.best, self.state.best_passing = draft.id, passed
         with self._lock:
             self._verdicts.append(verdict)
-        others = self._others.pop(draft.id, [])
         if not verdict.green or self._green is not None:
             return
+        # Selected again for the rare green: the map has grown since its job was made.
+        failing = set(self.repro.failing_before) - set(self.targets)
+        others = [t for t in self._affected(draft) if t in failing]
         if not others:
             with self._lock:
                 self._green = verdict
@@ -434,13 +435,14 @@ class FixLoop:
                     self._verdicts.clear()
                     self._partials.clear()
                 # A green is followed up only when its probe says other tests still fail.
-                fresh = [v for v in fresh if not v.green]
-                for verdict in sorted(fresh, key=lambda v: -v.targets_passed) + partials:
+                ranked = sorted((v for v in fresh if not v.green), key=lambda v: -v.targets_passed)
+                for verdict, partial in [*((v, False) for v in ranked),
+                                         *((v, True) for v in partials)]:
                     depth = explore.depth(verdict.draft.id)
                     if (
                         self.options.feedback
                         and depth < self.options.max_rounds
-                        and (verdict in partials or self._progress(verdict, followed))
+                        and (partial or self._progress(verdict, followed))
                     ):
                         followed.append(verdict.passed_targets)
                         rounds = max(rounds, depth + 1)

@@ -174,7 +174,7 @@ def _node_fills(nodes: list[Node], text: str) -> list[str]:
         if argument is not None and argument.text is not None:
             fills.append(_unnegated(negation, argument))
     elif types & _NEGATABLE:
-        fills.append(_negated(text, nodes[-1].type))
+        fills.append(_negated(text, nodes[-1].type in _PRIMARIES))
     # `i + 1` -> `i`: an off-by-one is as often a term too many as a constant one off, and a
     # condition as often a clause too many (`a and b` -> `a`).
     binary = next((n for n in nodes if n.type in ("binary_operator", "boolean_operator")), None)
@@ -221,14 +221,14 @@ def _line_fills(text: str) -> list[str]:
         inner = negated[1:-1] if negated.startswith("(") and negated.endswith(")") else None
         negated = inner if inner is not None and parses(inner) else negated
     else:
-        negated = _negated(condition, "identifier" if _DOTTED.fullmatch(condition) else "")
+        negated = _negated(condition, _DOTTED.fullmatch(condition) is not None)
     return [f"{head.group(1)} {negated}:"]
 
 
-def _negated(text: str, node_type: str) -> str:
-    """`not x.y`, `not f(x)`, but `not (a and b)`: parentheses only where `not` would
-    otherwise bind to less than the whole expression (or read ambiguously)."""
-    return f"not {text}" if node_type in _PRIMARIES else f"not ({text})"
+def _negated(text: str, primary: bool) -> str:
+    """`not x.y`, `not f(x)`, but `not (a and b)`: parentheses only around an operator, where
+    `not` would otherwise bind to less than the whole expression (or read ambiguously)."""
+    return f"not {text}" if primary else f"not ({text})"
 
 
 def _unnegated(negation: Node, argument: Node) -> str:
