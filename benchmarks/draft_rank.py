@@ -16,7 +16,7 @@ each mode (`benchmarks/localize_rank.py` measures that alone, on a whole split).
     .venv/bin/python benchmarks/draft_rank.py [--sample 12] [--seed 0] [--split test]
         [--limit 3000] [--modes model-repair,model,edits,mutations] [--examples/--no-examples]
         [--kinds KIND,KIND] [--task ID ...]
-        [--model DIR] [--json OUT] [--shard K/N] [--reverse]
+        [--model DIR] [--json OUT] [--shard K/N] [--reverse] [--sharpness 1,2,3]
     .venv/bin/python benchmarks/draft_rank.py --report OUT1 OUT2 ... [--modes ...] [--limit N]
 """
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -92,6 +93,34 @@ def task_case(task, work: Path) -> Case:
     )
 
 
+def _middles(a: str, b: str) -> tuple[str, str]:
+    """The lines where `a` and `b` differ, once their common first and last lines are set aside."""
+    x, y = a.splitlines(), b.splitlines()
+    n = min(len(x), len(y))
+    p = 0
+    while p < n and x[p] == y[p]:
+        p += 1
+    q = 0
+    while q < n - p and x[-1 - q] == y[-1 - q]:
+        q += 1
+    return "\n".join(x[p:len(x) - q]), "\n".join(y[p:len(y) - q])
+
+
+def is_fix(draft: str, want: str) -> bool:
+    """`same_code(draft, want)`, fast: parsing a big file for each of a thousand drafts took
+    half a task's time. Where the two differ, programs that are the same differ only in
+    layout, parentheses and commas, unless a comment, a string or a line continuation is in
+    the way; anything else differing is a different program, without a parse."""
+    if draft == want:
+        return True
+    a, b = _middles(draft, want)
+    if not re.search(r"[#'\"\\]", a + b) and re.sub(r"[\s(),;]", "", a) != re.sub(
+        r"[\s(),;]", "", b
+    ):
+        return False
+    return same_code(draft, want)
+
+
 def line_rank(case: Case, localization: list) -> int | None:
     """1-based rank of the first suspicious line where the fix belongs."""
     path = next(iter(case.fixed))
@@ -107,10 +136,30 @@ def prepare(case: Case):
     return settings, python, reproduce(case.repo, python, settings, case.ticket, None)
 
 
-def rank(case: Case, prepared, drafter: Drafter, limit: int) -> dict:
+def remembered(drafter: Drafter) -> Drafter:
+    """`drafter` with its stages remembered: ranking again under other line weights drafts
+    nothing twice, and a draft keeps its id."""
+    stage, kept = drafter.stage, {}
+
+    def once(sources, sites, name, cond="", parent=None, seed=0, missing=()):
+        key = (name, tuple(sites), parent.id if parent else None, seed, cond)
+        if key not in kept:
+            kept[key] = stage(sources, sites, name, cond, parent, seed, missing)
+        return kept[key]
+
+    drafter.stage = once
+    return drafter
+
+
+def rank(case: Case, prepared, drafter: Drafter, limit: int,
+         sharpness: float | None = None) -> dict:
+    """Where the reference fix comes in the first round's order; `sharpness`: the line
+    weights' power instead of the loop's own (`LINE_SHARPNESS`)."""
     settings, python, repro = prepared
     loop = FixLoop(case.repo, python, settings, repro, drafter, Options(budget=1e9),
                    FixState(ticket=case.name))  # fmt: skip
+    if sharpness is not None:
+        loop.sharpness = sharpness
     localization, explorer = loop.first_round()
     where = {"line_rank": line_rank(case, localization)} if case.lines else {}
     explorer.sample_now = lambda: True  # no testers to keep fed here
@@ -120,7 +169,7 @@ def rank(case: Case, prepared, drafter: Drafter, limit: int) -> dict:
         for draft in batch:
             count += 1
             want = case.fixed.get(draft.path)
-            if want is not None and len(case.fixed) == 1 and same_code(draft.source, want):
+            if want is not None and len(case.fixed) == 1 and is_fix(draft.source, want):
                 return {"rank": count, "seconds": round(drafter.busy, 2),
                         "site": draft.site.kind, "origin": draft.origin,
                         "localized_lines": len(localization), **where}  # fmt: skip
@@ -177,6 +226,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=3000)
     parser.add_argument("--modes", default="model-repair,model,edits,mutations")
     parser.add_argument("--examples", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--sharpness", default="",
+                        help="rank each mode once per line-weight power (comma-separated; "
+                             "columns MODE^POWER), reusing its drafts; default: the loop's own")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--model", type=Path, help="model directory (default: the embedded one)")
     parser.add_argument("--shard", default="1/1",
@@ -187,6 +239,8 @@ def main() -> None:
                         help="print the summary of these --json files (shards) and exit")
     args = parser.parse_args()
     modes = args.modes.split(",")
+    powers = [float(x) for x in args.sharpness.split(",")] if args.sharpness else [None]
+    columns = [m if p is None else f"{m}^{p:g}" for m in modes for p in powers]
     if args.report:
         missing = [str(path) for path in args.report if not path.is_file()]
         if missing:
@@ -226,24 +280,29 @@ def main() -> None:
                 print(f"{case.name}: {type(exc).__name__}: {exc}"[:200], flush=True)
                 continue
             for mode in modes:
-                drafter = Drafter(None if mode in MODEL_FREE else lm, [], mode=mode)
-                started = time.monotonic()
-                try:
-                    row[mode] = rank(case, prepared, drafter, args.limit)
-                except Exception as exc:  # noqa: BLE001 - one broken task must not end the run
-                    row[mode] = {"rank": None, "why": f"{type(exc).__name__}: {exc}"[:200]}
-                row[mode]["wall"] = round(time.monotonic() - started, 1)
+                drafter = remembered(Drafter(None if mode in MODEL_FREE else lm, [], mode=mode))
+                for power in powers:
+                    column = mode if power is None else f"{mode}^{power:g}"
+                    started = time.monotonic()
+                    try:
+                        row[column] = rank(case, prepared, drafter, args.limit, power)
+                    except Exception as exc:  # noqa: BLE001 - one broken task must not end the run
+                        row[column] = {"rank": None, "why": f"{type(exc).__name__}: {exc}"[:200]}
+                    row[column]["wall"] = round(time.monotonic() - started, 1)
+                    if power != powers[0]:  # its drafts were mostly drafted before: no timing
+                        row[column].pop("seconds", None)
+                        row[column].pop("wall")
             shutil.rmtree(case.repo, ignore_errors=True)
             rows.append(row)
             cells = "  ".join(f"{m}={row[m].get('rank')} ({row[m].get('seconds')} s)"
-                              for m in modes)  # fmt: skip
+                              for m in columns)  # fmt: skip
             print(f"{case.name[:60]:60s} {case.kind:18s} {cells}", flush=True)
             if args.json:
                 args.json.write_text(json.dumps(rows, indent=1))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print()
-    report(rows, modes, args.limit)
+    report(rows, columns, args.limit)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -11,6 +11,7 @@ import torch
 from greenpatch.agent.pipeline.draft import Drafter, line_candidates
 from greenpatch.agent.pipeline.explore import Explorer, Step
 from greenpatch.agent.pipeline.localize import SuspiciousLine, denoiser_disbelief, rank_lines
+from greenpatch.agent.pipeline.loop import LINE_SHARPNESS
 from greenpatch.agent.pipeline.sites import sites_for
 from greenpatch.model.checkpoint import wrap
 from greenpatch.model.errors import ModelError
@@ -165,6 +166,22 @@ def test_the_explorer_values_repair_drafts_by_their_rank_under_the_model() -> No
     explorer = Explorer([1.0, 0.9],
                         lambda i: [Step("repair", lambda: list(lines[i]))])  # fmt: skip
     assert [d.id for d in explorer.take(5)] == ["a1", "a2", "b1", "b2", "a3"]
+
+
+def test_sharper_line_weights_take_the_top_line_deeper_before_the_next() -> None:
+    # Under the power law a line's 20th draft is worth a tenth of its first, so with weights
+    # close together every line's first drafts come before the top line's 20th; the loop
+    # sharpens the weights of a repair drafter (LINE_SHARPNESS) so the top line goes deeper.
+    lines = {i: [Item(f"{'ab'[i]}{k}", -k) for k in range(1, 41)] for i in (0, 1)}
+
+    def before_b5(weights: list[float]) -> int:
+        explorer = Explorer(weights, lambda i: [Step("repair", lambda: list(lines[i]))])
+        taken = [d.id for d in explorer.take(80)]
+        return sum(1 for d in taken[:taken.index("b5")] if d.startswith("a"))
+
+    sharpness = LINE_SHARPNESS["repair"]
+    assert sharpness > 1
+    assert before_b5([1.0, 0.8]) < 8 <= before_b5([1.0, 0.8**sharpness])
 
 
 def test_quick_scores_read_the_original_once_per_site() -> None:

@@ -67,6 +67,13 @@ FED_QUEUE = 4
 # with its fix queued behind the partial one's follow-ups.
 OTHERS_MIN_SEARCH = 15.0
 FAILURE_TEXT_CHARS = 600
+# A line's weight in the explorer is its localization score to this power, per the drafter's
+# first stage (1 otherwise). The "repair" stage values a line's drafts by a heavy-tailed power
+# law of their rank, which spread the first few hundred drafts over every line of a similar
+# score (a top line's 60th draft came after 600 others); sharper weights let the top lines
+# go deeper first. Chosen on the bug benchmark's dev split (`benchmarks/draft_rank.py --split
+# dev --sharpness ...`; benchmarks/RESULTS.md).
+LINE_SHARPNESS = {"repair": 3.0}
 
 
 @dataclass
@@ -158,6 +165,7 @@ class FixLoop:
         self._texts: dict[str, str] = {}
         self._disbelief: dict[tuple[str, int], float] = {}  # the denoiser's, per baseline line
         self.denoiser_weight = DENOISER_WEIGHT
+        self.sharpness = LINE_SHARPNESS.get(drafter.stages[0], 1.0)
         self._coverage = {t: self.baseline.coverage(t) for t in self.baseline.tests}
         self._base_frames = {t: list(self.baseline.records[t].frames) for t in self.targets}
         self.missing = list(dict.fromkeys(
@@ -361,11 +369,14 @@ class FixLoop:
     def first_round(self) -> tuple[list[SuspiciousLine], Explorer]:
         """Localization from the baseline, and the first round's drafts in order of value."""
         self._localization = self.localize()
-        scores = [s.score for s in self._localization]
+        scores = [self._weight(s) for s in self._localization]
         keys = [(s.path, s.line) for s in self._localization]
         durations = self.baseline.durations  # built per call: once for every line
         costs = [self.test_seconds(s, durations) for s in self._localization]
         return self._localization, Explorer(scores, self._plan, self._testers_fed, keys, costs)
+
+    def _weight(self, line: SuspiciousLine) -> float:
+        return line.score ** self.sharpness
 
     def test_seconds(self, line: SuspiciousLine, durations: dict[str, float] | None = None
                      ) -> float:
@@ -401,7 +412,7 @@ class FixLoop:
         durations = self.baseline.durations
         for rank, line in enumerate(self.localize(_frames(failures), failing)[:FOLLOW_UP_LINES]):
             steps = partial(self._steps, line, depth * 1000 + rank, cond, draft)
-            explore.add(line.score * FOLLOW_UP_BOOST, steps, depth,
+            explore.add(self._weight(line) * FOLLOW_UP_BOOST, steps, depth,
                         self.test_seconds(line, durations))
 
     def _submit(self, pool: Pool, draft: Draft) -> None:
