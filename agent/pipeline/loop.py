@@ -70,9 +70,9 @@ FAILURE_TEXT_CHARS = 600
 # A line's weight in the explorer is its localization score to this power, per the drafter's
 # first stage (1 otherwise). The "repair" stage values a line's drafts by a heavy-tailed power
 # law of their rank, which spread the first few hundred drafts over every line of a similar
-# score (a top line's 60th draft came after 600 others); sharper weights let the top lines
-# go deeper first. Chosen on the bug benchmark's dev split (`benchmarks/draft_rank.py --split
-# dev --sharpness ...`; benchmarks/RESULTS.md).
+# score (a wrong name on the top line came 660th, 15th in the model-free order); sharper
+# weights let the top lines go deeper first. Chosen on the bug benchmark's dev split
+# (`benchmarks/draft_rank.py --split dev --sharpness 1,3`; benchmarks/RESULTS.md).
 LINE_SHARPNESS = {"repair": 3.0}
 
 
