@@ -138,7 +138,9 @@ def prepare(case: Case):
 
 def remembered(drafter: Drafter) -> Drafter:
     """`drafter` with its stages remembered: ranking again under other line weights drafts
-    nothing twice, and a draft keeps its id."""
+    nothing twice, and a draft keeps its id. A stage replays what it drafted the first time,
+    so a draft dropped then as a repeat of another line's stays dropped: a later power's
+    order can differ from a fresh run's by those repeats."""
     stage, kept = drafter.stage, {}
 
     def once(sources, sites, name, cond="", parent=None, seed=0, missing=()):
@@ -149,6 +151,10 @@ def remembered(drafter: Drafter) -> Drafter:
 
     drafter.stage = once
     return drafter
+
+
+def column(mode: str, power: float | None) -> str:
+    return mode if power is None else f"{mode}^{power:g}"
 
 
 def rank(case: Case, prepared, drafter: Drafter, limit: int,
@@ -240,7 +246,7 @@ def main() -> None:
     args = parser.parse_args()
     modes = args.modes.split(",")
     powers = [float(x) for x in args.sharpness.split(",")] if args.sharpness else [None]
-    columns = [m if p is None else f"{m}^{p:g}" for m in modes for p in powers]
+    columns = [column(m, p) for m in modes for p in powers]
     if args.report:
         missing = [str(path) for path in args.report if not path.is_file()]
         if missing:
@@ -282,16 +288,16 @@ def main() -> None:
             for mode in modes:
                 drafter = remembered(Drafter(None if mode in MODEL_FREE else lm, [], mode=mode))
                 for power in powers:
-                    column = mode if power is None else f"{mode}^{power:g}"
+                    name = column(mode, power)
                     started = time.monotonic()
                     try:
-                        row[column] = rank(case, prepared, drafter, args.limit, power)
+                        row[name] = rank(case, prepared, drafter, args.limit, power)
                     except Exception as exc:  # noqa: BLE001 - one broken task must not end the run
-                        row[column] = {"rank": None, "why": f"{type(exc).__name__}: {exc}"[:200]}
-                    row[column]["wall"] = round(time.monotonic() - started, 1)
+                        row[name] = {"rank": None, "why": f"{type(exc).__name__}: {exc}"[:200]}
+                    row[name]["wall"] = round(time.monotonic() - started, 1)
                     if power != powers[0]:  # its drafts were mostly drafted before: no timing
-                        row[column].pop("seconds", None)
-                        row[column].pop("wall")
+                        row[name].pop("seconds", None)
+                        row[name].pop("wall")
             shutil.rmtree(case.repo, ignore_errors=True)
             rows.append(row)
             cells = "  ".join(f"{m}={row[m].get('rank')} ({row[m].get('seconds')} s)"
