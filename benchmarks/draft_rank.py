@@ -51,6 +51,7 @@ from greenpatch.agent.pipeline.loop import FixLoop, Options  # noqa: E402
 from greenpatch.agent.pipeline.reproduce import reproduce  # noqa: E402
 from greenpatch.agent.tickets import load_ticket, parse_ticket  # noqa: E402
 from greenpatch.model.checkpoint import load_model  # noqa: E402
+from greenpatch.runner.blocks import shared_ends  # noqa: E402
 
 EXAMPLES = ("stockroom", "slugkit", "timespan", "confparse")
 
@@ -96,21 +97,16 @@ def task_case(task, work: Path) -> Case:
 def _middles(a: str, b: str) -> tuple[str, str]:
     """The lines where `a` and `b` differ, once their common first and last lines are set aside."""
     x, y = a.splitlines(), b.splitlines()
-    n = min(len(x), len(y))
-    p = 0
-    while p < n and x[p] == y[p]:
-        p += 1
-    q = 0
-    while q < n - p and x[-1 - q] == y[-1 - q]:
-        q += 1
-    return "\n".join(x[p:len(x) - q]), "\n".join(y[p:len(y) - q])
+    head, tail = shared_ends(x, y)
+    return "\n".join(x[head:len(x) - tail]), "\n".join(y[head:len(y) - tail])
 
 
 def is_fix(draft: str, want: str) -> bool:
-    """`same_code(draft, want)`, fast: parsing a big file for each of a thousand drafts took
-    half a task's time. Where the two differ, programs that are the same differ only in
-    layout, parentheses and commas, unless a comment, a string or a line continuation is in
-    the way; anything else differing is a different program, without a parse."""
+    """`same_code(draft, want)` without parsing the whole file for each of up to a thousand
+    drafts. Where the two differ, programs that are the same differ only in layout,
+    parentheses and commas, unless a comment, a string or a line continuation is in the way
+    (or a number spelled otherwise, which no draft does); anything else differing is a
+    different program, without a parse."""
     if draft == want:
         return True
     a, b = _middles(draft, want)

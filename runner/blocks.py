@@ -106,18 +106,24 @@ class FileChange:
     changed_new: tuple[int, ...]
 
 
-def changed_lines(old: str, new: str) -> tuple[list[int], list[int], list[int]]:
-    """(old lines replaced or deleted, new lines replaced or inserted, old insertion points)."""
-    a, b = old.splitlines(), new.splitlines()
-    # The lines both share at the start and at the end are set aside first: a candidate changes
-    # a few lines of a file, and difflib's matcher is quadratic in what it is given (on a
-    # 5,000-line module it was most of each candidate's job, and starved the test workers).
+def shared_ends(a: list[str], b: list[str]) -> tuple[int, int]:
+    """How many lines `a` and `b` share at the start, and then at the end."""
     head = 0
     while head < min(len(a), len(b)) and a[head] == b[head]:
         head += 1
     tail = 0
     while tail < min(len(a), len(b)) - head and a[-1 - tail] == b[-1 - tail]:
         tail += 1
+    return head, tail
+
+
+def changed_lines(old: str, new: str) -> tuple[list[int], list[int], list[int]]:
+    """(old lines replaced or deleted, new lines replaced or inserted, old insertion points)."""
+    a, b = old.splitlines(), new.splitlines()
+    # The lines both share at the start and at the end are set aside first: a candidate changes
+    # a few lines of a file, and difflib's matcher is quadratic in what it is given (on a
+    # 5,000-line module it was most of each candidate's job, and starved the test workers).
+    head, tail = shared_ends(a, b)
     middle = difflib.SequenceMatcher(None, a[head:len(a) - tail], b[head:len(b) - tail],
                                      autojunk=False)  # fmt: skip
     old_lines: list[int] = []

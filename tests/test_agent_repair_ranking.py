@@ -9,9 +9,8 @@ import math
 import pytest
 import torch
 from greenpatch.agent.pipeline.draft import Drafter, line_candidates
-from greenpatch.agent.pipeline.explore import Explorer, Step
+from greenpatch.agent.pipeline.explore import LINE_SHARPNESS, Explorer, Step
 from greenpatch.agent.pipeline.localize import SuspiciousLine, denoiser_disbelief, rank_lines
-from greenpatch.agent.pipeline.loop import LINE_SHARPNESS
 from greenpatch.agent.pipeline.sites import sites_for
 from greenpatch.model.checkpoint import wrap
 from greenpatch.model.errors import ModelError

@@ -42,6 +42,13 @@ GUESS = {"substitution": 0.6 * 0.2 / 8, "edit": 0.35 * 0.2 / 10, "repair": 0.95 
          "widen": 0.1 * 0.2 / 8, "sample": 0.05 * 0.2 / 2}
 # P(the k-th of a line's drafts ranked by the model is the fix | the line holds it) ~ (k+1)^-p.
 REPAIR_POWER = 1.0
+# The fix loop weighs a line by its localization score to this power, per the drafter's first
+# stage (1 otherwise): with REPAIR_POWER, what orders a repair line's drafts against another
+# line's. The power law spread the first few hundred drafts over every line of a similar
+# score (a wrong name on the top line came 660th, 15th in the model-free order); sharper
+# weights let the top lines go deeper first. Chosen on the bug benchmark's dev split
+# (`benchmarks/draft_rank.py --split dev --sharpness 1,3`; benchmarks/RESULTS.md).
+LINE_SHARPNESS = {"repair": 3.0}
 # P(the k-th fill of a site is the fix | the site is) ~ (1 - RANK_DECAY) * RANK_DECAY**k.
 RANK_DECAY = 0.8
 # A progressing candidate's line, and the lines within NEAR_LINES of it in the same file.

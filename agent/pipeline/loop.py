@@ -22,7 +22,7 @@ from pathlib import Path
 
 from greenpatch.agent.config import Settings
 from greenpatch.agent.pipeline.draft import Draft, Drafter
-from greenpatch.agent.pipeline.explore import Explorer, Step
+from greenpatch.agent.pipeline.explore import LINE_SHARPNESS, Explorer, Step
 from greenpatch.agent.pipeline.harness import result_cache, test_pool
 from greenpatch.agent.pipeline.live import FixState
 from greenpatch.agent.pipeline.localize import (
@@ -67,13 +67,6 @@ FED_QUEUE = 4
 # with its fix queued behind the partial one's follow-ups.
 OTHERS_MIN_SEARCH = 15.0
 FAILURE_TEXT_CHARS = 600
-# A line's weight in the explorer is its localization score to this power, per the drafter's
-# first stage (1 otherwise). The "repair" stage values a line's drafts by a heavy-tailed power
-# law of their rank, which spread the first few hundred drafts over every line of a similar
-# score (a wrong name on the top line came 660th, 15th in the model-free order); sharper
-# weights let the top lines go deeper first. Chosen on the bug benchmark's dev split
-# (`benchmarks/draft_rank.py --split dev --sharpness 1,3`; benchmarks/RESULTS.md).
-LINE_SHARPNESS = {"repair": 3.0}
 
 
 @dataclass
