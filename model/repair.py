@@ -204,14 +204,16 @@ def rank_candidates(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int
 
 @torch.no_grad()
 def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, str]],
-                 lines: int = QUICK_LINES) -> list[float]:
+                 lines: int = QUICK_LINES, mean: bool = False) -> list[float]:
     """One pass per site instead of one per candidate: how much of the original's "wrongness"
     each edit (start, end, replacement) removes, read from a single pass of the repair head
     over the lines around it, as the buggy code is: the sum over the original tokens the edit
     replaces of -log P(not corrupted) (for a pure insertion after a line break, -log P(no
     statement missing) there). Edits that replace the tokens the model disbelieves come first;
     what a candidate writes is not read (a per-candidate pass, `rank_candidates`, reads it at
-    ~100x the cost)."""
+    ~100x the cost). With `mean`, log(1 + the mean odds of corruption of the tokens replaced)
+    instead of the sum: evidence that the bug lies in the span, which a rewrite of a whole
+    line does not gain by replacing more tokens."""
     tok = lm.tokenizer
     out: list[float] = [0.0] * len(edits)
     windows: dict[tuple[int, int], list[int]] = {}
@@ -228,7 +230,9 @@ def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, s
         lo = max(0, min(site - size // 2, len(ids) - size))
         window = torch.tensor(ids[lo:lo + size], device=lm.device)[None]
         _, logits = lm.net.repair_hidden(window)
-        bad = F.softplus(logits[0, :, 0].float()).tolist()
+        odds = logits[0, :, 0].float()
+        bad = F.softplus(odds).tolist()
+        odds = odds.exp().tolist()
         gone = F.softplus(logits[0, :, 1].float()).tolist()
         for i in members:
             start, end, fill = edits[i]
@@ -242,8 +246,11 @@ def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, s
             while q < min(len(ids), len(changed)) - p and ids[-1 - q] == changed[-1 - q]:
                 q += 1
             first, last = p - lo, len(ids) - q - lo
-            if last > first:
-                out[i] = sum(bad[max(0, first):max(0, min(len(bad), last))])
+            span = slice(max(0, first), max(0, min(len(bad), last)))
+            if last > first and mean:
+                out[i] = math.log1p(sum(odds[span]) / max(1, len(odds[span])))
+            elif last > first:
+                out[i] = sum(bad[span])
             elif 0 < first <= len(gone):  # an insertion: after the token before it
                 out[i] = gone[first - 1]
     return out

@@ -15,9 +15,10 @@ call (`agent.pipeline.explore`). Modes:
   order (a plain diffusion model's likelihood put the right fix later than the fixed order,
   measured with `benchmarks/draft_rank.py`);
 - `model-repair` (measured by `benchmarks/draft_rank.py`, not yet the default: see the model
-  card): the "repair" stage (every substitution and edit of the line, each scored by the
-  model's repair head against the buggy original at its site, with the fixed order as a
-  prior, best first; `Draft.score` is that key, in nats), then the samples;
+  card): the "repair" stage (every substitution and edit of the line, the fixed order's
+  chance of each as the prior, updated by the model's repair head scoring it against the
+  buggy original at its site, best first; `Draft.score` is the log of that, in nats), then
+  the samples;
 - `model-only`: the samples alone (ablation);
 - `edits`: substitutions and edits, no model (ablation: what the model adds);
 - `mutations`: operator/constant/identifier substitutions only, no model (the mutation-only
@@ -27,23 +28,19 @@ call (`agent.pipeline.explore`). Modes:
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from greenpatch.agent.config import MODEL_FREE
+from greenpatch.agent.pipeline.explore import fixed_values
 from greenpatch.agent.pipeline.localize import SuspiciousLine, is_protected
 from greenpatch.agent.pipeline.mutations import edit_fills, substitution_fills, widen_fills
 from greenpatch.agent.pipeline.sites import Site, apply, canvas, dedupe_fills, sites_for
 from greenpatch.model.checkpoint import LoadedModel
 from greenpatch.model.errors import ModelError
-from greenpatch.model.repair import (
-    QUICK_PRIOR,
-    has_repair_head,
-    quick_scores,
-    sample_edits,
-    with_prior,
-)
+from greenpatch.model.repair import has_repair_head, quick_scores, sample_edits
 from greenpatch.model.sampler import Canvas, DecodeStats, infill, remask, score_fills
 
 # Canvases decoded in one batched call; with `samples` each, this bounds the batch size.
@@ -245,10 +242,17 @@ class Drafter:
         else:
             parts = ("substitution", "edit") if stage == "repair" else (stage,)
             items = []
-            for path in dict.fromkeys(s.path for s in sites):
-                here = [s for s in sites if s.path == path]
-                for part in parts:
-                    items += fixed_order(sources[path], here, part, missing)
+            for part in parts:
+                mine = []
+                for path in dict.fromkeys(s.path for s in sites):
+                    here = [s for s in sites if s.path == path]
+                    mine += fixed_order(sources[path], here, part, missing)
+                if stage == "repair":  # the fixed order's chances, as the model's prior
+                    mine.sort(key=lambda item: -item[2])  # stable: as the stage would go
+                    prior = fixed_values(part, [site for site, _, _ in mine])
+                    mine = [(site, fill, math.log(p))
+                            for (site, fill, _), p in zip(mine, prior, strict=True)]
+                items += mine
             if stage == "repair":
                 items = self._ranked(sources, items)
         items.sort(key=lambda item: -item[2])
@@ -259,10 +263,10 @@ class Drafter:
 
     def _ranked(self, sources: Mapping[str, str], items: list[tuple[Site, str, float]]
                 ) -> list[tuple[Site, str, float]]:
-        """The fills scored by the repair head against the original at their site, with the
-        model-free order as a prior (`model.repair.with_prior`; higher is better): one pass per
-        site (`quick_scores`: how much of what the model disbelieves each fill replaces). Fills
-        that do not parse are dropped first, so the model scores only real candidates."""
+        """The fills (site, fill, log prior) scored by the repair head against the original at
+        their site: log prior plus the evidence (`quick_scores`, in nats: how strongly the
+        model disbelieves the tokens each fill replaces; one pass per site); higher is better.
+        Fills that do not parse are dropped first, so the model scores only real candidates."""
         assert self.lm is not None
         kept = dedupe_fills(sources, items, lambda item: item[0], lambda item: item[1])
         out = []
@@ -270,8 +274,9 @@ class Drafter:
             mine = [item for item in kept if item[0].path == path]
             edits = [(site.start_char, site.end_char, site.lead + fill + site.trail)
                      for site, fill, _ in mine]
-            keys = with_prior(quick_scores(self.lm, sources[path], edits), QUICK_PRIOR)
-            out += [(site, fill, key) for (site, fill, _), key in zip(mine, keys, strict=True)]
+            evidence = quick_scores(self.lm, sources[path], edits, mean=True)
+            out += [(site, fill, prior + e)
+                    for (site, fill, prior), e in zip(mine, evidence, strict=True)]
         return out
 
     def _edited(self, sources: Mapping[str, str], sites: Sequence[Site], seed: int

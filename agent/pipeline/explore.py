@@ -4,12 +4,15 @@ Every suspicious line drafts in stages (one-token substitutions, structural edit
 samples; or, with a repair model, "repair": substitutions and edits together, each scored by
 the model against the buggy original), each stage a batch of fills for the line's sites, best
 first per site. A draft is worth its chance of being the fix: the line's weight, times the
-stage's prior, times its share of the stage: for "repair", a power law of its rank among the
-line's drafts as the model ranked them (`REPAIR_POWER`); for the fixed-order stages, shared
-among the stage's sites, times a geometric decay over the fill's rank at its site. The most
-valuable draft of any line goes next; a stage is drafted only when its best draft could be
-the most valuable. So the top line's first substitutions come first, its hundreds of edits
-interleave with other lines' likelier substitutions, and no line's long tail blocks the others.
+stage's prior, times its share of the stage: for the fixed-order stages, shared among the
+stage's sites, times a geometric decay over the fill's rank at its site (`fixed_values`); for
+"repair", that same share as the prior, updated by the model's evidence (`Draft.score` is
+the log of both: a fill replacing what the model disbelieves gains, the others lose in
+proportion). The most valuable draft of any line goes next; a stage is drafted only when its
+best draft could be the most valuable. So the top line's first substitutions come first, its
+hundreds of edits interleave with other lines' likelier substitutions, and no line's long
+tail blocks the others; where the model sees nothing wrong, a repair line goes in the
+model-free order.
 
 Value is per test-second: a line's drafts are divided by what testing one of them is expected
 to cost (`costs`, from the baseline's durations: the targets every candidate runs first, and a
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -36,18 +40,15 @@ from dataclasses import dataclass, field
 # split's 96 single-bug tasks) was not measured there.
 STAGE_PRIOR = {"substitution": 0.6, "edit": 0.35, "repair": 0.95, "widen": 0.1, "sample": 0.05}
 # The value of a stage's best draft, assumed before it is drafted (drafting it tells): for the
-# fixed-order stages, its first fill's share among ~8/10/2 sites; for "repair", the first of
-# ~300 drafts under REPAIR_POWER.
+# fixed-order stages, its first fill's share among ~8/10/2 sites; for "repair", between a
+# flat line's first fill (~0.015) and a sure one's (up to 0.95): a higher guess would draft
+# every suspicious line before the first draft is tested, a lower one would leave the lines
+# the model is sure of for late.
 GUESS = {"substitution": 0.6 * 0.2 / 8, "edit": 0.35 * 0.2 / 10, "repair": 0.95 * 0.16,
          "widen": 0.1 * 0.2 / 8, "sample": 0.05 * 0.2 / 2}
-# P(the k-th of a line's drafts ranked by the model is the fix | the line holds it) ~ (k+1)^-p.
-REPAIR_POWER = 1.0
 # The fix loop weighs a line by its localization score to this power, per the drafter's first
-# stage (1 otherwise): with REPAIR_POWER, what orders a repair line's drafts against another
-# line's. The power law spread the first few hundred drafts over every line of a similar
-# score (a wrong name on the top line came 660th, 15th in the model-free order); sharper
-# weights let the top lines go deeper first. Chosen on the bug benchmark's dev split
-# (`benchmarks/draft_rank.py --split dev --sharpness 1,3`; benchmarks/RESULTS.md).
+# stage (1 otherwise). Chosen on the bug benchmark's dev split
+# (`benchmarks/draft_rank.py --split dev --sharpness 1,2,3`; benchmarks/RESULTS.md).
 LINE_SHARPNESS = {"repair": 3.0}
 # P(the k-th fill of a site is the fix | the site is) ~ (1 - RANK_DECAY) * RANK_DECAY**k.
 RANK_DECAY = 0.8
@@ -66,29 +67,32 @@ class Step:
     make: Callable[[], list]
 
 
-def _values(stage: str, drafts: list) -> list[float]:
-    """Each draft's chance of being the fix given its line holds the bug."""
-    sites = {d.site for d in drafts}
+def fixed_values(stage: str, sites: Sequence) -> list[float]:
+    """The chance of each fill of a fixed-order stage being the fix given its line holds the
+    bug, the fills given in that order by their sites: the stage's prior shared among its
+    sites, times a geometric decay over the fill's rank at its site."""
     if not sites:
         return []
-    if stage == "repair":
-        # Ranked by the model, best first: the k-th draft's chance falls as a power law of
-        # its rank (the fix's rank given the line is heavy-tailed: median ~10 of ~300 on
-        # validation bugs), so a line's first few drafts outweigh another line's unless that
-        # line is much less suspicious.
-        order = sorted(range(len(drafts)), key=lambda i: -drafts[i].score)  # stable
-        weights = [0.0] * len(drafts)
-        for rank, i in enumerate(order):
-            weights[i] = (rank + 1) ** -REPAIR_POWER
-        total = sum(weights)
-        return [STAGE_PRIOR[stage] * w / total for w in weights]
-    per_site = STAGE_PRIOR[stage] * (1 - RANK_DECAY) / len(sites)
+    per_site = STAGE_PRIOR[stage] * (1 - RANK_DECAY) / len(set(sites))
     seen: dict = {}
     values = []
-    for draft in drafts:
-        k = seen[draft.site] = seen.get(draft.site, -1) + 1
+    for site in sites:
+        k = seen[site] = seen.get(site, -1) + 1
         values.append(per_site * RANK_DECAY**k)
     return values
+
+
+def _values(stage: str, drafts: list) -> list[float]:
+    """Each draft's chance of being the fix given its line holds the bug."""
+    if stage != "repair":
+        return fixed_values(stage, [d.site for d in drafts])
+    if not drafts:
+        return []
+    # Scores are log(prior * evidence): the stage's chance shared in proportion to both.
+    top = max(d.score for d in drafts)
+    weights = [math.exp(d.score - top) for d in drafts]
+    total = sum(weights)
+    return [STAGE_PRIOR[stage] * w / total for w in weights]
 
 
 @dataclass
