@@ -48,7 +48,8 @@ GUESS = {"substitution": 0.6 * 0.2 / 8, "edit": 0.35 * 0.2 / 10, "repair": 0.95 
          "widen": 0.1 * 0.2 / 8, "sample": 0.05 * 0.2 / 2}
 # The fix loop weighs a line by its localization score to this power, per the drafter's first
 # stage (1 otherwise). Chosen on the bug benchmark's dev split
-# (`benchmarks/draft_rank.py --split dev --sharpness 1,2,3`; benchmarks/RESULTS.md).
+# (`benchmarks/draft_rank.py --split dev --sharpness 1,2,3`; benchmarks/RESULTS.md): sharper
+# weights let the top lines go deeper into their drafts before the next line's.
 LINE_SHARPNESS = {"repair": 3.0}
 # P(the k-th fill of a site is the fix | the site is) ~ (1 - RANK_DECAY) * RANK_DECAY**k.
 RANK_DECAY = 0.8
