@@ -17,7 +17,8 @@ each mode (`benchmarks/localize_rank.py` measures that alone, on a whole split).
         [--limit 3000] [--modes model-repair,model,edits,mutations] [--examples/--no-examples]
         [--kinds KIND,KIND] [--task ID ...]
         [--model DIR] [--json OUT] [--shard K/N] [--reverse] [--sharpness 1,2,3]
-    .venv/bin/python benchmarks/draft_rank.py --report OUT1 OUT2 ... [--modes ...] [--limit N]
+    .venv/bin/python benchmarks/draft_rank.py --report OUT1 OUT2[:TAG] ... [--modes ...]
+        [--limit N]
 """
 
 from __future__ import annotations
@@ -237,19 +238,27 @@ def main() -> None:
                         help="K/N: every N-th chosen task from the K-th (side by side runs)")
     parser.add_argument("--reverse", action="store_true",
                         help="the shard's tasks last first (a second run meets the first)")
-    parser.add_argument("--report", type=Path, nargs="+",
-                        help="print the summary of these --json files (shards) and exit")
+    parser.add_argument("--report", nargs="+",
+                        help="print the summary of these --json files (shards) and exit; "
+                        "FILE:TAG names its columns MODE@TAG (two runs side by side)")
     args = parser.parse_args()
     modes = args.modes.split(",")
     powers = [float(x) for x in args.sharpness.split(",")] if args.sharpness else [None]
     columns = [column(m, p) for m in modes for p in powers]
     if args.report:
-        missing = [str(path) for path in args.report if not path.is_file()]
+        # FILE:TAG names the file's columns MODE@TAG, so two runs of one mode compare.
+        named = [(Path(f), t) for f, _, t in (str(a).partition(":") for a in args.report)]
+        missing = [str(path) for path, _ in named if not path.is_file()]
         if missing:
             sys.exit(f"no such --report file: {', '.join(missing)}")
         # Shards run forwards and backwards meet in the middle: one row per task.
-        rows = list({row["task"]: row for path in args.report
-                     for row in json.loads(path.read_text())}.values())  # fmt: skip
+        merged: dict[str, dict] = {}
+        for path, tag in named:
+            for row in json.loads(path.read_text()):
+                cells = {f"{k}@{tag}" if tag and k not in ("task", "kind") else k: v
+                         for k, v in row.items()}
+                merged.setdefault(row["task"], {}).update(cells)
+        rows = list(merged.values())
         print(f"{len(rows)} tasks")
         report(rows, modes, args.limit)
         return

@@ -230,9 +230,9 @@ def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, s
         lo = max(0, min(site - size // 2, len(ids) - size))
         window = torch.tensor(ids[lo:lo + size], device=lm.device)[None]
         _, logits = lm.net.repair_hidden(window)
-        odds = logits[0, :, 0].float()
-        bad = F.softplus(odds).tolist()
-        odds = odds.exp().tolist()
+        # Per token: the odds of corruption (`mean`), or -log P(not corrupted).
+        bad = (logits[0, :, 0].float().exp() if mean else F.softplus(logits[0, :, 0].float())
+               ).tolist()
         gone = F.softplus(logits[0, :, 1].float()).tolist()
         for i in members:
             start, end, fill = edits[i]
@@ -248,7 +248,7 @@ def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, s
             first, last = p - lo, len(ids) - q - lo
             span = slice(max(0, first), max(0, min(len(bad), last)))
             if last > first and mean:
-                out[i] = math.log1p(sum(odds[span]) / max(1, len(odds[span])))
+                out[i] = math.log1p(sum(bad[span]) / max(1, len(bad[span])))
             elif last > first:
                 out[i] = sum(bad[span])
             elif 0 < first <= len(gone):  # an insertion: after the token before it

@@ -239,27 +239,31 @@ class Drafter:
             sampled = SITES_PER_BATCH if self.mode == "model-only" else SAMPLED_SITES
             items = self._scored(sources, self._samples(sources, sites[:sampled], cond, seed),
                                  cond)
-        else:
-            parts = ("substitution", "edit") if stage == "repair" else (stage,)
+        elif stage == "repair":  # the fixed order's chances, as the model's prior
             items = []
-            for part in parts:
-                mine = []
-                for path in dict.fromkeys(s.path for s in sites):
-                    here = [s for s in sites if s.path == path]
-                    mine += fixed_order(sources[path], here, part, missing)
-                if stage == "repair":  # the fixed order's chances, as the model's prior
-                    mine.sort(key=lambda item: -item[2])  # stable: as the stage would go
-                    prior = fixed_values(part, [site for site, _, _ in mine])
-                    mine = [(site, fill, math.log(p))
-                            for (site, fill, _), p in zip(mine, prior, strict=True)]
-                items += mine
-            if stage == "repair":
-                items = self._ranked(sources, items)
+            for part in ("substitution", "edit"):
+                mine = self._fixed(sources, sites, part, missing)
+                prior = fixed_values(part, [site for site, _, _ in mine])
+                items += [(site, fill, math.log(p))
+                          for (site, fill, _), p in zip(mine, prior, strict=True)]
+            items = self._ranked(sources, items)
+        else:
+            items = self._fixed(sources, sites, stage, missing)
         items.sort(key=lambda item: -item[2])
         drafts = list(self._make(sources, items, stage, parent,  # its origin: the stage
                                  deduped=deduped))  # fmt: skip
         self.busy += time.monotonic() - began
         return drafts
+
+    def _fixed(self, sources: Mapping[str, str], sites: Sequence[Site], stage: str,
+               missing: Sequence[str]) -> list[tuple[Site, str, float]]:
+        """One model-free stage's fills for `sites` of any files, in the stage's order."""
+        items = []
+        for path in dict.fromkeys(s.path for s in sites):
+            items += fixed_order(sources[path], [s for s in sites if s.path == path], stage,
+                                 missing)  # fmt: skip
+        items.sort(key=lambda item: -item[2])  # stable: sites keep their order within a rank
+        return items
 
     def _ranked(self, sources: Mapping[str, str], items: list[tuple[Site, str, float]]
                 ) -> list[tuple[Site, str, float]]:
