@@ -95,26 +95,40 @@ def task_case(task, work: Path) -> Case:
     )
 
 
-def _middles(a: str, b: str) -> tuple[str, str]:
-    """The lines where `a` and `b` differ, once their common first and last lines are set aside."""
+def _hunks(a: str, b: str) -> list[tuple[str, str]]:
+    """Where `a` and `b` differ, once their common first and last lines are set aside: each
+    run of differing lines on its own when both have as many lines (a draft changes one site,
+    the bug is at another: two runs, not everything between them), else the whole middle."""
     x, y = a.splitlines(), b.splitlines()
     head, tail = shared_ends(x, y)
-    return "\n".join(x[head:len(x) - tail]), "\n".join(y[head:len(y) - tail])
+    x, y = x[head:len(x) - tail], y[head:len(y) - tail]
+    if len(x) != len(y):
+        return [("\n".join(x), "\n".join(y))]
+    runs: list[tuple[list[str], list[str]]] = []
+    previous = -2
+    for i, (u, v) in enumerate(zip(x, y, strict=True)):
+        if u != v:
+            if i != previous + 1:
+                runs.append(([], []))
+            runs[-1][0].append(u)
+            runs[-1][1].append(v)
+            previous = i
+    return [("\n".join(u), "\n".join(v)) for u, v in runs]
 
 
 def is_fix(draft: str, want: str) -> bool:
     """`same_code(draft, want)` without parsing the whole file for each of up to a thousand
     drafts. Where the two differ, programs that are the same differ only in layout,
     parentheses and commas, unless a comment, a string or a line continuation is in the way
-    (or a number spelled otherwise, which no draft does); anything else differing is a
-    different program, without a parse."""
+    (or a number spelled otherwise, which no draft does); a run of lines differing otherwise
+    is a different program, without a parse."""
     if draft == want:
         return True
-    a, b = _middles(draft, want)
-    if not re.search(r"[#'\"\\]", a + b) and re.sub(r"[\s(),;]", "", a) != re.sub(
-        r"[\s(),;]", "", b
-    ):
-        return False
+    for a, b in _hunks(draft, want):
+        if not re.search(r"[#'\"\\]", a + b) and re.sub(r"[\s(),;]", "", a) != re.sub(
+            r"[\s(),;]", "", b
+        ):
+            return False
     return same_code(draft, want)
 
 
