@@ -95,25 +95,30 @@ def task_case(task, work: Path) -> Case:
     )
 
 
+# Lines a run of differing lines may span in each text, and the lines both must agree on after
+# it for the run to end there.
+RUN_LINES = 12
+ANCHOR_LINES = 3
+
+
 def _hunks(a: str, b: str) -> list[tuple[str, str]]:
-    """Where `a` and `b` differ, once their common first and last lines are set aside: each
-    run of differing lines on its own when both have as many lines (a draft changes one site,
-    the bug is at another: two runs, not everything between them), else the whole middle."""
+    """Where `a` and `b` differ: each run of differing lines on its own (a draft changes one
+    site, the bug is at another: two runs, not everything between them). A run ends where
+    both texts agree again for ANCHOR_LINES lines, found within RUN_LINES of its start, the
+    shortest first; past that, the rest is one run."""
     x, y = a.splitlines(), b.splitlines()
-    head, tail = shared_ends(x, y)
-    x, y = x[head:len(x) - tail], y[head:len(y) - tail]
-    if len(x) != len(y):
-        return [("\n".join(x), "\n".join(y))]
-    runs: list[tuple[list[str], list[str]]] = []
-    previous = -2
-    for i, (u, v) in enumerate(zip(x, y, strict=True)):
-        if u != v:
-            if i != previous + 1:
-                runs.append(([], []))
-            runs[-1][0].append(u)
-            runs[-1][1].append(v)
-            previous = i
-    return [("\n".join(u), "\n".join(v)) for u, v in runs]
+    runs = []
+    while True:
+        head, tail = shared_ends(x, y)
+        x, y = x[head:len(x) - tail], y[head:len(y) - tail]
+        if not x and not y:
+            return runs
+        ends = [(i, j) for i in range(min(len(x), RUN_LINES) + 1)
+                for j in range(min(len(y), RUN_LINES) + 1)
+                if i + j and x[i:i + ANCHOR_LINES] == y[j:j + ANCHOR_LINES]]  # fmt: skip
+        i, j = min(ends, key=sum, default=(len(x), len(y)))
+        runs.append(("\n".join(x[:i]), "\n".join(y[:j])))
+        x, y = x[i:], y[j:]
 
 
 def is_fix(draft: str, want: str) -> bool:

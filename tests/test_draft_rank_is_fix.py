@@ -18,6 +18,9 @@ FIXED = '''def total(xs):
     for x in xs:
         n += x
     label = "done"  # a comment
+    kept = [label]
+    kept.append(n)
+    del kept
     return n if n > 0 else 0
 '''
 
@@ -36,10 +39,12 @@ def test_is_fix_agrees_with_parsing_both_files():
         _with(buggy, "n -= x", "n *= x"),  # the right site, the wrong fill
         _with(buggy, '"done"', '"dome"'),  # a change inside a string
         _with(buggy, "    n = 0\n", ""),  # a line fewer
+        _with(buggy, "    del kept\n", "    del kept\n    m = 1\n"),  # a line more, far off
+        _with(buggy, "n -= x", "n += (\n            x)"),  # the fix over two lines
     ]
     verdicts = [draft_rank.is_fix(d, FIXED) for d in drafts]
     assert verdicts == [same_code(d, FIXED) for d in drafts]
-    assert verdicts == [True, True, False, False, False, False]
+    assert verdicts == [True, True, False, False, False, False, False, True]
 
 
 def test_each_run_of_differing_lines_is_judged_on_its_own():
@@ -47,3 +52,10 @@ def test_each_run_of_differing_lines_is_judged_on_its_own():
     draft = _with(buggy, "n > 0", "n >= 0")
     assert [a for a, _ in draft_rank._hunks(draft, FIXED)] == [
         "        n -= x", "    return n if n >= 0 else 0"]
+
+
+def test_runs_are_found_when_a_draft_adds_a_line():
+    buggy = _with(FIXED, "n += x", "n -= x")
+    draft = _with(buggy, "    del kept\n", "    del kept\n    m = 1\n")
+    assert draft_rank._hunks(draft, FIXED) == [
+        ("        n -= x", "        n += x"), ("    m = 1", "")]
