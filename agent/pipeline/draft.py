@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from greenpatch.agent.config import MODEL_FREE
-from greenpatch.agent.pipeline.explore import fixed_values
+from greenpatch.agent.pipeline.explore import EVIDENCE_WEIGHT, fixed_values
 from greenpatch.agent.pipeline.localize import SuspiciousLine, is_protected
 from greenpatch.agent.pipeline.mutations import edit_fills, substitution_fills, widen_fills
 from greenpatch.agent.pipeline.sites import Site, apply, canvas, dedupe_fills, sites_for
@@ -268,8 +268,9 @@ class Drafter:
     def _ranked(self, sources: Mapping[str, str], items: list[tuple[Site, str, float]]
                 ) -> list[tuple[Site, str, float]]:
         """The fills (site, fill, log prior) scored by the repair head against the original at
-        their site: log prior plus the evidence (`quick_scores`, in nats: how strongly the
-        model disbelieves the tokens each fill replaces; one pass per site); higher is better.
+        their site: log prior plus EVIDENCE_WEIGHT times the evidence (`quick_scores`, in
+        nats: how strongly the model disbelieves the tokens each fill replaces; one pass per
+        site); higher is better.
         Fills that do not parse are dropped first, so the model scores only real candidates."""
         assert self.lm is not None
         kept = dedupe_fills(sources, items, lambda item: item[0], lambda item: item[1])
@@ -279,7 +280,7 @@ class Drafter:
             edits = [(site.start_char, site.end_char, site.lead + fill + site.trail)
                      for site, fill, _ in mine]
             evidence = quick_scores(self.lm, sources[path], edits, mean=True)
-            out += [(site, fill, prior + e)
+            out += [(site, fill, prior + EVIDENCE_WEIGHT * e)
                     for (site, fill, prior), e in zip(mine, evidence, strict=True)]
         return out
 

@@ -41,11 +41,17 @@ from dataclasses import dataclass, field
 STAGE_PRIOR = {"substitution": 0.6, "edit": 0.35, "repair": 0.95, "widen": 0.1, "sample": 0.05}
 # The value of a stage's best draft, assumed before it is drafted (drafting it tells): for the
 # fixed-order stages, its first fill's share among ~8/10/2 sites; for "repair", between a
-# flat line's first fill (~0.015) and a sure one's (up to 0.95): a higher guess would draft
-# every suspicious line before the first draft is tested, a lower one would leave the lines
-# the model is sure of for late.
-GUESS = {"substitution": 0.6 * 0.2 / 8, "edit": 0.35 * 0.2 / 10, "repair": 0.95 * 0.16,
+# flat line's first fill (~0.015) and a sure one's (up to 0.95). Chosen on the dev split
+# (`benchmarks/draft_rank.py --split dev`, RESULTS.md): at 0.15 a line the model is sure
+# of waited behind the top line's long tail; from 0.4 to 0.95 the ranks were the same, and
+# the lowest drafts the fewest lines before the first test.
+GUESS = {"substitution": 0.6 * 0.2 / 8, "edit": 0.35 * 0.2 / 10, "repair": 0.4,
          "widen": 0.1 * 0.2 / 8, "sample": 0.05 * 0.2 / 2}
+# A repair draft's score is log prior + EVIDENCE_WEIGHT * the model's evidence (nats): the
+# evidence, log(1 + mean odds of corruption of the tokens replaced), grows slowly with the
+# odds. Chosen on the dev split with GUESS (1, 1.25, 1.5, 1.75, 2: 1.25 put the fix earlier
+# than 1 on 24 of 48 tasks, later on 4).
+EVIDENCE_WEIGHT = 1.25
 # The fix loop weighs a line by its localization score to this power, per the drafter's first
 # stage (1 otherwise). Chosen on the bug benchmark's dev split
 # (`benchmarks/draft_rank.py --split dev --sharpness 1,2,3`; benchmarks/RESULTS.md): sharper
