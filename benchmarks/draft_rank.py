@@ -17,6 +17,7 @@ each mode (`benchmarks/localize_rank.py` measures that alone, on a whole split).
         [--limit 3000] [--modes model-repair,model,edits,mutations] [--examples/--no-examples]
         [--kinds KIND,KIND] [--task ID ...]
         [--model DIR] [--json OUT] [--shard K/N] [--reverse] [--sharpness 1,2,3]
+        [--evidence 1,1.25] [--guess 0.15,0.4]
     .venv/bin/python benchmarks/draft_rank.py --report OUT1 OUT2[:TAG] ... [--modes ...]
         [--limit N]
 """
@@ -33,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,6 +47,7 @@ from greenpatch.agent.bench.splits import sample  # noqa: E402
 from greenpatch.agent.bench.tasks import build_task_repo, load_tasks  # noqa: E402
 from greenpatch.agent.config import MODEL_FREE, load_settings  # noqa: E402
 from greenpatch.agent.pipeline.draft import Drafter  # noqa: E402
+from greenpatch.agent.pipeline.explore import EVIDENCE_WEIGHT, GUESS  # noqa: E402
 from greenpatch.agent.pipeline.harness import target_python  # noqa: E402
 from greenpatch.agent.pipeline.live import FixState  # noqa: E402
 from greenpatch.agent.pipeline.loop import FixLoop, Options  # noqa: E402
@@ -153,35 +155,63 @@ def prepare(case: Case):
 
 
 def remembered(drafter: Drafter) -> Drafter:
-    """`drafter` with its stages remembered: ranking again under other line weights drafts
-    nothing twice, and a draft keeps its id. A stage replays what it drafted the first time,
-    so a draft dropped then as a repeat of another line's stays dropped: a later power's
-    order can differ from a fresh run's by those repeats."""
+    """`drafter` with its stages remembered: ranking again under other line weights, evidence
+    weights or guesses drafts nothing twice, and a draft keeps its id. A stage replays what it
+    drafted the first time (a repair draft's score re-weighed by `drafter.evidence_weight`
+    when set), so a draft dropped then as a repeat of another line's stays dropped: a later
+    column's order can differ from a fresh run's by those repeats."""
     stage, kept = drafter.stage, {}
+    drafter.evidence_weight = None
 
     def once(sources, sites, name, cond="", parent=None, seed=0, missing=()):
         key = (name, tuple(sites), parent.id if parent else None, seed, cond)
         if key not in kept:
             kept[key] = stage(sources, sites, name, cond, parent, seed, missing)
-        return kept[key]
+        weight = drafter.evidence_weight
+        if weight is None or name != "repair":
+            return kept[key]
+        return [replace(d, score=d.score + (weight - EVIDENCE_WEIGHT) * d.evidence)
+                for d in kept[key]]
 
     drafter.stage = once
     return drafter
 
 
-def column(mode: str, power: float | None) -> str:
-    return mode if power is None else f"{mode}^{power:g}"
+@dataclass(frozen=True)
+class Variant:
+    """A column: the line weights' power, the repair evidence's weight and the guess of an
+    undrafted repair line's worth, each None for the loop's own."""
+
+    sharpness: float | None = None
+    evidence: float | None = None
+    guess: float | None = None
+
+    def column(self, mode: str) -> str:
+        name = mode if self.sharpness is None else f"{mode}^{self.sharpness:g}"
+        if self.evidence is not None:
+            name += f"~e{self.evidence:g}"
+        return name if self.guess is None else f"{name}~g{self.guess:g}"
 
 
 def rank(case: Case, prepared, drafter: Drafter, limit: int,
-         sharpness: float | None = None) -> dict:
-    """Where the reference fix comes in the first round's order; `sharpness`: the line
-    weights' power instead of the loop's own (`LINE_SHARPNESS`)."""
+         variant: Variant = Variant()) -> dict:
+    """Where the reference fix comes in the first round's order, under `variant`."""
     settings, python, repro = prepared
     loop = FixLoop(case.repo, python, settings, repro, drafter, Options(budget=1e9),
                    FixState(ticket=case.name))  # fmt: skip
-    if sharpness is not None:
-        loop.sharpness = sharpness
+    if variant.sharpness is not None:
+        loop.sharpness = variant.sharpness
+    drafter.evidence_weight = variant.evidence
+    guess = GUESS["repair"]
+    if variant.guess is not None:
+        GUESS["repair"] = variant.guess
+    try:
+        return _first_round_rank(case, loop, drafter, limit)
+    finally:
+        GUESS["repair"] = guess
+
+
+def _first_round_rank(case: Case, loop: FixLoop, drafter: Drafter, limit: int) -> dict:
     localization, explorer = loop.first_round()
     where = {"line_rank": line_rank(case, localization)} if case.lines else {}
     explorer.sample_now = lambda: True  # no testers to keep fed here
@@ -251,6 +281,12 @@ def main() -> None:
     parser.add_argument("--sharpness", default="",
                         help="rank each mode once per line-weight power (comma-separated; "
                              "columns MODE^POWER), reusing its drafts; default: the loop's own")
+    parser.add_argument("--evidence", default="",
+                        help="... and per weight of a repair draft's evidence (columns "
+                             "MODE~eW); default: EVIDENCE_WEIGHT")
+    parser.add_argument("--guess", default="",
+                        help="... and per guess of an undrafted repair line's worth (columns "
+                             "MODE~gG); default: GUESS")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--model", type=Path, help="model directory (default: the embedded one)")
     parser.add_argument("--shard", default="1/1",
@@ -262,8 +298,12 @@ def main() -> None:
                         "FILE:TAG names its columns MODE@TAG (two runs side by side)")
     args = parser.parse_args()
     modes = args.modes.split(",")
-    powers = [float(x) for x in args.sharpness.split(",")] if args.sharpness else [None]
-    columns = [column(m, p) for m in modes for p in powers]
+    def values(text: str) -> list[float | None]:
+        return [float(x) for x in text.split(",")] if text else [None]
+
+    variants = [Variant(p, e, g) for p in values(args.sharpness) for e in values(args.evidence)
+                for g in values(args.guess)]  # fmt: skip
+    columns = [v.column(m) for m in modes for v in variants]
     if args.report:
         # FILE:TAG names the file's columns MODE@TAG, so two runs of one mode compare.
         named = [(Path(f), t) for f, _, t in (str(a).partition(":") for a in args.report)]
@@ -311,15 +351,15 @@ def main() -> None:
                 continue
             for mode in modes:
                 drafter = remembered(Drafter(None if mode in MODEL_FREE else lm, [], mode=mode))
-                for power in powers:
-                    name = column(mode, power)
+                for variant in variants:
+                    name = variant.column(mode)
                     started = time.monotonic()
                     try:
-                        row[name] = rank(case, prepared, drafter, args.limit, power)
+                        row[name] = rank(case, prepared, drafter, args.limit, variant)
                     except Exception as exc:  # noqa: BLE001 - one broken task must not end the run
                         row[name] = {"rank": None, "why": f"{type(exc).__name__}: {exc}"[:200]}
                     row[name]["wall"] = round(time.monotonic() - started, 1)
-                    if power != powers[0]:  # its drafts were mostly drafted before: no timing
+                    if variant != variants[0]:  # its drafts were mostly drafted before: no timing
                         row[name].pop("seconds", None)
                         row[name].pop("wall")
             shutil.rmtree(case.repo, ignore_errors=True)

@@ -100,6 +100,8 @@ class Draft:
     parent: str | None = None
     # The parent candidate's other files: a fix of a second bug keeps the fix of the first.
     carried: Mapping[str, str] = field(default_factory=dict)
+    # A repair draft's evidence (nats), weighed into `score` by EVIDENCE_WEIGHT.
+    evidence: float = 0.0
 
     @property
     def files(self) -> dict[str, str]:
@@ -188,7 +190,8 @@ class Drafter:
         kept = items if deduped else dedupe_fills(sources, items, lambda item: item[0],
                                                   lambda item: item[1])  # fmt: skip
         inherited = parent.files if parent else {}
-        for site, fill, score in kept:
+        # A repair stage's items carry the model's evidence as a fourth element.
+        for site, fill, score, *evidence in kept:
             text = apply(sources[site.path], site, fill)
             carried = {p: t for p, t in inherited.items() if p != site.path}
             key = (site.path, text, *sorted(carried.items()))
@@ -205,6 +208,7 @@ class Drafter:
                 origin,
                 parent.id if parent else None,
                 carried,
+                *evidence,
             )
 
     @property
@@ -266,12 +270,12 @@ class Drafter:
         return items
 
     def _ranked(self, sources: Mapping[str, str], items: list[tuple[Site, str, float]]
-                ) -> list[tuple[Site, str, float]]:
+                ) -> list[tuple[Site, str, float, float]]:
         """The fills (site, fill, log prior) scored by the repair head against the original at
         their site: log prior plus EVIDENCE_WEIGHT times the evidence (`quick_scores`, in
         nats: how strongly the model disbelieves the tokens each fill replaces; one pass per
-        site); higher is better.
-        Fills that do not parse are dropped first, so the model scores only real candidates."""
+        site); higher is better; each with its evidence. Fills that do not parse are dropped
+        first, so the model scores only real candidates."""
         assert self.lm is not None
         kept = dedupe_fills(sources, items, lambda item: item[0], lambda item: item[1])
         out = []
@@ -280,7 +284,7 @@ class Drafter:
             edits = [(site.start_char, site.end_char, site.lead + fill + site.trail)
                      for site, fill, _ in mine]
             evidence = quick_scores(self.lm, sources[path], edits, mean=True)
-            out += [(site, fill, prior + EVIDENCE_WEIGHT * e)
+            out += [(site, fill, prior + EVIDENCE_WEIGHT * e, e)
                     for (site, fill, prior), e in zip(mine, evidence, strict=True)]
         return out
 
