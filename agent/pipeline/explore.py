@@ -41,16 +41,16 @@ from dataclasses import dataclass, field
 STAGE_PRIOR = {"substitution": 0.6, "edit": 0.35, "repair": 0.95, "widen": 0.1, "sample": 0.05}
 # The value of a stage's best draft, assumed before it is drafted (drafting it tells): for the
 # fixed-order stages, its first fill's share among ~8/10/2 sites; for "repair", between a
-# flat line's first fill (~0.015) and a sure one's (up to 0.95). Chosen on the dev split
-# (`benchmarks/draft_rank.py --split dev`, RESULTS.md): at 0.15 a line the model is sure
-# of waited behind the top line's long tail; from 0.4 to 0.95 the ranks were the same, and
-# the lowest drafts the fewest lines before the first test.
+# flat line's first fill (~0.015) and a sure one's (up to 0.95). Chosen with EVIDENCE_WEIGHT
+# on the dev split (`benchmarks/draft_rank.py --split dev --evidence 1,1.25 --guess
+# 0.152,0.4`, RESULTS.md): at 0.15 a line the model is sure of waited behind the top line's
+# long tail (median rank 69.5 -> 48.5 at 0.4).
 GUESS = {"substitution": 0.6 * 0.2 / 8, "edit": 0.35 * 0.2 / 10, "repair": 0.4,
          "widen": 0.1 * 0.2 / 8, "sample": 0.05 * 0.2 / 2}
 # A repair draft's score is log prior + EVIDENCE_WEIGHT * the model's evidence (nats): the
 # evidence, log(1 + mean odds of corruption of the tokens replaced), grows slowly with the
-# odds. Chosen on the dev split with GUESS (1, 1.25, 1.5, 1.75, 2: 1.25 put the fix earlier
-# than 1 on 24 of 48 tasks, later on 4).
+# odds. Chosen with GUESS (weight 1.25 and guess 0.4 against 1 and 0.15: the fix earlier on
+# 24 of the 48 dev tasks, later on 4; median rank 69.5 -> 46).
 EVIDENCE_WEIGHT = 1.25
 # The fix loop weighs a line by its localization score to this power, per the drafter's first
 # stage (1 otherwise). Chosen on the bug benchmark's dev split
