@@ -47,7 +47,6 @@ from greenpatch.agent.bench.splits import sample  # noqa: E402
 from greenpatch.agent.bench.tasks import build_task_repo, load_tasks  # noqa: E402
 from greenpatch.agent.config import MODEL_FREE, load_settings  # noqa: E402
 from greenpatch.agent.pipeline.draft import Drafter  # noqa: E402
-from greenpatch.agent.pipeline.explore import EVIDENCE_WEIGHT, GUESS  # noqa: E402
 from greenpatch.agent.pipeline.harness import target_python  # noqa: E402
 from greenpatch.agent.pipeline.live import FixState  # noqa: E402
 from greenpatch.agent.pipeline.loop import FixLoop, Options  # noqa: E402
@@ -157,21 +156,21 @@ def prepare(case: Case):
 def remembered(drafter: Drafter) -> Drafter:
     """`drafter` with its stages remembered: ranking again under other line weights, evidence
     weights or guesses drafts nothing twice, and a draft keeps its id. A stage replays what it
-    drafted the first time (a repair draft's score re-weighed by `drafter.evidence_weight`
-    when set), so a draft dropped then as a repeat of another line's stays dropped: a later
-    column's order can differ from a fresh run's by those repeats."""
+    drafted the first time (a repair draft's score moved by the change of
+    `drafter.evidence_weight` since), so a draft dropped then as a repeat of another line's
+    stays dropped: a later column's order can differ from a fresh run's by those repeats."""
     stage, kept = drafter.stage, {}
-    drafter.evidence_weight = None
 
     def once(sources, sites, name, cond="", parent=None, seed=0, missing=()):
         key = (name, tuple(sites), parent.id if parent else None, seed, cond)
         if key not in kept:
-            kept[key] = stage(sources, sites, name, cond, parent, seed, missing)
-        weight = drafter.evidence_weight
-        if weight is None or name != "repair":
-            return kept[key]
-        return [replace(d, score=d.score + (weight - EVIDENCE_WEIGHT) * d.evidence)
-                for d in kept[key]]
+            kept[key] = (stage(sources, sites, name, cond, parent, seed, missing),
+                         drafter.evidence_weight)  # fmt: skip
+        drafts, weight = kept[key]
+        change = drafter.evidence_weight - weight
+        if not change or name != "repair":
+            return drafts
+        return [replace(d, score=d.score + change * d.evidence) for d in drafts]
 
     drafter.stage = once
     return drafter
@@ -201,18 +200,11 @@ def rank(case: Case, prepared, drafter: Drafter, limit: int,
                    FixState(ticket=case.name))  # fmt: skip
     if variant.sharpness is not None:
         loop.sharpness = variant.sharpness
-    drafter.evidence_weight = variant.evidence
-    guess = GUESS["repair"]
-    if variant.guess is not None:
-        GUESS["repair"] = variant.guess
-    try:
-        return _first_round_rank(case, loop, drafter, limit)
-    finally:
-        GUESS["repair"] = guess
-
-
-def _first_round_rank(case: Case, loop: FixLoop, drafter: Drafter, limit: int) -> dict:
+    if variant.evidence is not None:
+        drafter.evidence_weight = variant.evidence
     localization, explorer = loop.first_round()
+    if variant.guess is not None:
+        explorer.guess["repair"] = variant.guess
     where = {"line_rank": line_rank(case, localization)} if case.lines else {}
     explorer.sample_now = lambda: True  # no testers to keep fed here
     fix_lines = [s for s in localization if s.path in case.fixed]

@@ -100,7 +100,7 @@ class Draft:
     parent: str | None = None
     # The parent candidate's other files: a fix of a second bug keeps the fix of the first.
     carried: Mapping[str, str] = field(default_factory=dict)
-    # A repair draft's evidence (nats), weighed into `score` by EVIDENCE_WEIGHT.
+    # A repair draft's evidence (nats), weighed into `score` by its drafter's evidence_weight.
     evidence: float = 0.0
 
     @property
@@ -166,6 +166,8 @@ class Drafter:
         self.never_edit = list(never_edit)
         self.samples = samples
         self.seed = seed
+        # How much a repair draft's score moves with the model's evidence (see the constant).
+        self.evidence_weight = EVIDENCE_WEIGHT
         self.busy = 0.0
         self._ids = itertools.count(1)
         self._emitted: set[tuple] = set()  # (path, text, *carried files)
@@ -272,7 +274,7 @@ class Drafter:
     def _ranked(self, sources: Mapping[str, str], items: list[tuple[Site, str, float]]
                 ) -> list[tuple[Site, str, float, float]]:
         """The fills (site, fill, log prior) scored by the repair head against the original at
-        their site: log prior plus EVIDENCE_WEIGHT times the evidence (`quick_scores`, in
+        their site: log prior plus `evidence_weight` times the evidence (`quick_scores`, in
         nats: how strongly the model disbelieves the tokens each fill replaces; one pass per
         site); higher is better; each with its evidence. Fills that do not parse are dropped
         first, so the model scores only real candidates."""
@@ -284,7 +286,7 @@ class Drafter:
             edits = [(site.start_char, site.end_char, site.lead + fill + site.trail)
                      for site, fill, _ in mine]
             evidence = quick_scores(self.lm, sources[path], edits, mean=True)
-            out += [(site, fill, prior + EVIDENCE_WEIGHT * e, e)
+            out += [(site, fill, prior + self.evidence_weight * e, e)
                     for (site, fill, prior), e in zip(mine, evidence, strict=True)]
         return out
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 # P(the fix is in this stage | the line holds the bug), measured on the bug benchmark's dev split
@@ -41,10 +41,10 @@ from dataclasses import dataclass, field
 STAGE_PRIOR = {"substitution": 0.6, "edit": 0.35, "repair": 0.95, "widen": 0.1, "sample": 0.05}
 # The value of a stage's best draft, assumed before it is drafted (drafting it tells): for the
 # fixed-order stages, its first fill's share among ~8/10/2 sites; for "repair", between a
-# flat line's first fill (~0.015) and a sure one's (up to 0.95). Chosen with EVIDENCE_WEIGHT
-# on the dev split (`benchmarks/draft_rank.py --split dev --evidence 1,1.25 --guess
-# 0.152,0.4`, RESULTS.md): at 0.15 a line the model is sure of waited behind the top line's
-# long tail (median rank 69.5 -> 48.5 at 0.4).
+# flat line's first fill (~0.015) and a sure one's (up to 0.95): below what a sure line is
+# worth, such a line is drafted only once the lines above it fall to the guess. Chosen with
+# EVIDENCE_WEIGHT on the dev split (`benchmarks/draft_rank.py --split dev --evidence 1,1.25
+# --guess 0.152,0.4`, RESULTS.md: median rank 69.5 at 0.152, 48.5 at 0.4).
 GUESS = {"substitution": 0.6 * 0.2 / 8, "edit": 0.35 * 0.2 / 10, "repair": 0.4,
          "widen": 0.1 * 0.2 / 8, "sample": 0.05 * 0.2 / 2}
 # A repair draft's score is log prior + EVIDENCE_WEIGHT * the model's evidence (nats): the
@@ -119,16 +119,17 @@ class _Line:
             return first
         return self.steps[0].stage if self.steps else None
 
-    def head(self, skip_samples: bool, first: str = "substitution"
+    def head(self, skip_samples: bool, first: str, guesses: Mapping[str, float]
              ) -> tuple[float, bool] | None:
         """The value of the line's best draft (weight excluded), and whether it is still to
-        be drafted (an estimate); `first`: the stage an unplanned line starts with."""
+        be drafted (an estimate from `guesses`); `first`: the stage an unplanned line starts
+        with."""
         drafted = -self.pending[0][0] if self.pending else None
         stage = self.next_stage(first)
         guess = None
         # Planning costs nothing but a list of steps: an unplanned line is never held back.
         if stage is not None and not (skip_samples and stage == "sample" and self.plan is None):
-            guess = GUESS[stage]
+            guess = guesses[stage]
         if guess is not None and (drafted is None or guess > drafted):
             return guess, True
         return None if drafted is None else (drafted, False)
@@ -158,11 +159,14 @@ class Explorer:
         # The stage unplanned lines start with: every line has the drafter's stages, so the
         # first line planned tells.
         self.first_stage = "substitution"
+        # What an undrafted stage is assumed to be worth (a benchmark may try others).
+        self.guess = dict(GUESS)
         self._line_of: dict[str, _Line] = {}
         self._tie = itertools.count()
 
     def __bool__(self) -> bool:
-        return any(line.head(False, self.first_stage) is not None for line in self.lines)
+        return any(line.head(False, self.first_stage, self.guess) is not None
+                   for line in self.lines)
 
     def add(self, weight: float, steps: Callable[[], list[Step]], depth: int,
             cost: float = 1.0) -> None:
@@ -201,7 +205,7 @@ class Explorer:
     def _best(self, skip_samples: bool) -> tuple[_Line, bool] | None:
         best, best_value, to_draft = None, 0.0, False
         for line in self.lines:
-            head = line.head(skip_samples, self.first_stage)
+            head = line.head(skip_samples, self.first_stage, self.guess)
             if head is not None and line.weight * head[0] / line.cost > best_value:
                 best, best_value, to_draft = line, line.weight * head[0] / line.cost, head[1]
         return None if best is None else (best, to_draft)
