@@ -202,20 +202,26 @@ def rank_candidates(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int
     return [base[(o, c)] - s for o, c, s in zip(originals, ocentres, scores, strict=True)]
 
 
+@dataclass(frozen=True)
+class EditEvidence:
+    """What one pass of the repair head over the original says about an edit.
+
+    `disbelief`: how much of the original's "wrongness" the edit removes (see `quick_scores`).
+    `belief`: how much likelier the LM head finds what the edit writes than what it replaces,
+    at the replaced tokens: the sum over them of log P(new token) - log P(original token),
+    read where the original is (the head learned the clean token at corrupted positions).
+    Only for an edit that replaces tokens one for one (`a < b` -> `a <= b`, one name for
+    another of as many tokens); 0 otherwise: no evidence either way."""
+    disbelief: float
+    belief: float
+
+
 @torch.no_grad()
-def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, str]],
-                 lines: int = QUICK_LINES, mean: bool = False) -> list[float]:
-    """One pass per site instead of one per candidate: how much of the original's "wrongness"
-    each edit (start, end, replacement) removes, read from a single pass of the repair head
-    over the lines around it, as the buggy code is: the sum over the original tokens the edit
-    replaces of -log P(not corrupted) (for a pure insertion after a line break, -log P(no
-    statement missing) there). Edits that replace the tokens the model disbelieves come first;
-    what a candidate writes is not read (a per-candidate pass, `rank_candidates`, reads it at
-    ~100x the cost). With `mean`, log(1 + the mean odds of corruption of the tokens replaced)
-    instead of the sum: evidence that the bug lies in the span, which a rewrite of a whole
-    line does not gain by replacing more tokens."""
+def edit_evidence(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, str]],
+                  lines: int = QUICK_LINES, mean: bool = False) -> list[EditEvidence]:
+    """`quick_scores` with each edit's `belief` beside it, from the same pass per site."""
     tok = lm.tokenizer
-    out: list[float] = [0.0] * len(edits)
+    out = [EditEvidence(0.0, 0.0)] * len(edits)
     windows: dict[tuple[int, int], list[int]] = {}
     for i, (start, end, _) in enumerate(edits):
         windows.setdefault(_lines_around(source, start, end, lines), []).append(i)
@@ -229,11 +235,13 @@ def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, s
         site = next((k for k, (_, e) in enumerate(offsets) if e > centre), len(ids) - 1)
         lo = max(0, min(site - size // 2, len(ids) - size))
         window = torch.tensor(ids[lo:lo + size], device=lm.device)[None]
-        _, logits = lm.net.repair_hidden(window)
+        hidden, logits = lm.net.repair_hidden(window)
         # Per token: the odds of corruption (`mean`), or -log P(not corrupted).
         bad = (logits[0, :, 0].float().exp() if mean else F.softplus(logits[0, :, 0].float())
                ).tolist()
         gone = F.softplus(logits[0, :, 1].float()).tolist()
+        # The LM head's distribution only where an edit replaces tokens one for one.
+        swaps: dict[int, tuple[int, list[int]]] = {}  # edit -> (first position, new tokens)
         for i in members:
             start, end, fill = edits[i]
             changed = tok.encode(text[:start - a] + fill + text[end - a:])
@@ -248,12 +256,41 @@ def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, s
             first, last = p - lo, len(ids) - q - lo
             span = slice(max(0, first), max(0, min(len(bad), last)))
             if last > first and mean:
-                out[i] = math.log1p(sum(bad[span]) / max(1, len(bad[span])))
+                disbelief = math.log1p(sum(bad[span]) / max(1, len(bad[span])))
             elif last > first:
-                out[i] = sum(bad[span])
+                disbelief = sum(bad[span])
             elif 0 < first <= len(gone):  # an insertion: after the token before it
-                out[i] = gone[first - 1]
+                disbelief = gone[first - 1]
+            else:
+                disbelief = 0.0
+            out[i] = EditEvidence(disbelief, 0.0)
+            if len(changed) == len(ids) and last > first and first >= 0 and last <= len(bad):
+                swaps[i] = (first, changed[p:len(changed) - q])
+        if swaps:
+            at = sorted({f + k for f, new in swaps.values() for k in range(len(new))})
+            logp = torch.log_softmax(lm.net.lm_head(hidden[0, at]).float(), -1)
+            row = {position: n for n, position in enumerate(at)}
+            for i, (first, new) in swaps.items():
+                rows = [row[first + k] for k in range(len(new))]
+                was = ids[lo + first:lo + first + len(new)]
+                belief = float((logp[rows, new] - logp[rows, was]).sum())
+                out[i] = EditEvidence(out[i].disbelief, belief)
     return out
+
+
+def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, str]],
+                 lines: int = QUICK_LINES, mean: bool = False) -> list[float]:
+    """One pass per site instead of one per candidate: how much of the original's "wrongness"
+    each edit (start, end, replacement) removes, read from a single pass of the repair head
+    over the lines around it, as the buggy code is: the sum over the original tokens the edit
+    replaces of -log P(not corrupted) (for a pure insertion after a line break, -log P(no
+    statement missing) there). Edits that replace the tokens the model disbelieves come first;
+    what a candidate writes is not read (a per-candidate pass, `rank_candidates`, reads it at
+    ~100x the cost; `edit_evidence` reads it from the same pass where tokens are replaced one
+    for one). With `mean`, log(1 + the mean odds of corruption of the tokens replaced)
+    instead of the sum: evidence that the bug lies in the span, which a rewrite of a whole
+    line does not gain by replacing more tokens."""
+    return [e.disbelief for e in edit_evidence(lm, source, edits, lines, mean)]
 
 
 def with_prior(scores: Sequence[float], weight: float = PRIOR_WEIGHT) -> list[float]:
