@@ -15,7 +15,13 @@ from greenpatch.agent.pipeline.sites import sites_for
 from greenpatch.model.checkpoint import wrap
 from greenpatch.model.errors import ModelError
 from greenpatch.model.network import DiffusionLM, ModelConfig
-from greenpatch.model.repair import line_suspicion, quick_scores, rank_candidates, with_prior
+from greenpatch.model.repair import (
+    edit_evidence,
+    line_suspicion,
+    quick_scores,
+    rank_candidates,
+    with_prior,
+)
 
 from tests.model_support import stdlib_tokenizer
 
@@ -193,3 +199,27 @@ def test_quick_scores_read_the_original_once_per_site() -> None:
     summed, mean = quick_scores(lm, SOURCE, span), quick_scores(lm, SOURCE, span, mean=True)
     assert summed[1] > summed[0] and mean[0] - 0.5 > mean[1] > 0.1
     assert math.isclose(mean[0], summed[0], rel_tol=1e-6)  # one token: the same
+
+
+def test_belief_tells_apart_the_fills_of_one_site() -> None:
+    lm = flagging_model("-")
+    # The LM head, wherever it reads, finds "*" likeliest (the clean token it would name).
+    (star,) = lm.tokenizer.encode("*")
+    head = torch.nn.Linear(lm.config.dim, lm.config.vocab_size)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    head.bias.data[star] = 8.0
+    lm.net.lm_head = head
+    at = SOURCE.index("total - count")
+    minus = SOURCE.index("-", at)
+    edits = [(minus, minus + 1, "+"), (minus, minus + 1, "*"), (minus, minus + 1, "/"),
+             (at, at + len("total - count"), "total"), (minus, minus + 1, "- 1 -")]
+    read = edit_evidence(lm, SOURCE, edits, mean=True)
+    # The disbelief is `quick_scores`'s; the belief picks "*" among the one-token fills and
+    # leaves the site as a whole where it was (beliefs summing to 0).
+    assert [e.disbelief for e in read] == quick_scores(lm, SOURCE, edits, mean=True)
+    beliefs = [e.belief for e in read]
+    assert beliefs[1] > 5 and beliefs[0] == beliefs[2] < 0
+    assert math.isclose(sum(beliefs[:3]), 0.0, abs_tol=1e-5)
+    # Edits that do not replace tokens one for one carry no belief either way.
+    assert beliefs[3] == beliefs[4] == 0.0
