@@ -210,8 +210,9 @@ class EditEvidence:
     `belief`: how much likelier the LM head finds what the edit writes than the other edits
     replacing the same tokens do: log P(its tokens) (summed over the tokens it replaces, read
     where the original is: the head learned the clean token at corrupted positions) less the
-    mean of theirs. Only for an edit that replaces tokens one for one (`a < b` -> `a <= b`,
-    one name for another of as many tokens); 0 otherwise: no evidence either way."""
+    log of the mean of their P. Only for an edit that replaces tokens one for one (`a < b`
+    -> `a <= b`, one name for another of as many tokens); 0 otherwise: no evidence either
+    way."""
     disbelief: float
     belief: float
 
@@ -270,17 +271,18 @@ def edit_evidence(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, 
             at = sorted({f + k for f, new in swaps.values() for k in range(len(new))})
             logp = torch.log_softmax(lm.net.lm_head(hidden[0, at]).float(), -1)
             row = {position: n for n, position in enumerate(at)}
-            # Edits replacing the same tokens are one site's fills: each one's belief is its
-            # log-likelihood against their mean, so the site as a whole gains or loses nothing
-            # beside other sites and edits of other shapes (whose belief is 0).
+            # Edits replacing the same tokens are one site's fills: each one's belief is the log
+            # of its likelihood over their mean likelihood, so the site as a whole (the sum of
+            # exp(belief)) gains or loses nothing beside other sites and edits of other shapes
+            # (whose belief is 0).
             sites: dict[tuple[int, int], dict[int, float]] = {}
             for i, (first, new) in swaps.items():
                 rows = [row[first + k] for k in range(len(new))]
                 sites.setdefault((first, len(new)), {})[i] = float(logp[rows, new].sum())
             for fills in sites.values():
-                mean_logp = sum(fills.values()) / len(fills)
+                mean = torch.tensor(list(fills.values())).logsumexp(0) - math.log(len(fills))
                 for i, logp_new in fills.items():
-                    out[i] = EditEvidence(out[i].disbelief, logp_new - mean_logp)
+                    out[i] = EditEvidence(out[i].disbelief, logp_new - float(mean))
     return out
 
 

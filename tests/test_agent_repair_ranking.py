@@ -216,10 +216,10 @@ def test_belief_tells_apart_the_fills_of_one_site() -> None:
              (at, at + len("total - count"), "total"), (minus, minus + 1, "- 1 -")]
     read = edit_evidence(lm, SOURCE, edits, mean=True)
     # The disbelief is `quick_scores`'s; the belief picks "*" among the one-token fills and
-    # leaves the site as a whole where it was (beliefs summing to 0).
+    # leaves the site as a whole where it was (the mean of exp(belief) is 1).
     assert [e.disbelief for e in read] == quick_scores(lm, SOURCE, edits, mean=True)
     beliefs = [e.belief for e in read]
-    assert beliefs[1] > 5 and beliefs[0] == beliefs[2] < 0
-    assert math.isclose(sum(beliefs[:3]), 0.0, abs_tol=1e-5)
+    assert beliefs[1] > 0.9 and beliefs[0] == beliefs[2] < -5
+    assert math.isclose(sum(math.exp(b) for b in beliefs[:3]), 3.0, rel_tol=1e-5)
     # Edits that do not replace tokens one for one carry no belief either way.
     assert beliefs[3] == beliefs[4] == 0.0
