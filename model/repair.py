@@ -207,12 +207,12 @@ class EditEvidence:
     """What one pass of the repair head over the original says about an edit.
 
     `disbelief`: how much of the original's "wrongness" the edit removes (see `quick_scores`).
-    `belief`: how much likelier the LM head finds what the edit writes than the other edits
-    replacing the same tokens do: log P(its tokens) (summed over the tokens it replaces, read
-    where the original is: the head learned the clean token at corrupted positions) less the
-    log of the mean of their P. Only for an edit that replaces tokens one for one (`a < b`
-    -> `a <= b`, one name for another of as many tokens); 0 otherwise: no evidence either
-    way."""
+    `belief`: how much likelier the LM head finds the first token the edit writes than the
+    other edits replacing tokens from the same position find theirs: log P(its token), read
+    at the first token it replaces (the head learned the clean token at corrupted
+    positions), less the log of the mean of their P, so that the mean of exp(belief) over
+    the position's edits is 1. 0 for an edit that only inserts or only deletes tokens: no
+    evidence either way."""
     disbelief: float
     belief: float
 
@@ -241,8 +241,8 @@ def edit_evidence(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, 
         bad = (logits[0, :, 0].float().exp() if mean else F.softplus(logits[0, :, 0].float())
                ).tolist()
         gone = F.softplus(logits[0, :, 1].float()).tolist()
-        # The LM head's distribution only where an edit replaces tokens one for one.
-        swaps: dict[int, tuple[int, list[int]]] = {}  # edit -> (first position, new tokens)
+        # The LM head's guess of the first token each edit writes, where it replaces one.
+        writes: dict[int, tuple[int, int]] = {}  # edit -> (first position, its first token)
         for i in members:
             start, end, fill = edits[i]
             changed = tok.encode(text[:start - a] + fill + text[end - a:])
@@ -265,20 +265,17 @@ def edit_evidence(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, 
             else:
                 disbelief = 0.0
             out[i] = EditEvidence(disbelief, 0.0)
-            if len(changed) == len(ids) and last > first and first >= 0 and last <= len(bad):
-                swaps[i] = (first, changed[p:len(changed) - q])
-        if swaps:
-            at = sorted({f + k for f, new in swaps.values() for k in range(len(new))})
+            if last > first and 0 <= first < len(bad) and len(changed) - q > p:
+                writes[i] = (first, changed[p])
+        if writes:
+            at = sorted({first for first, _ in writes.values()})
             logp = torch.log_softmax(lm.net.lm_head(hidden[0, at]).float(), -1)
             row = {position: n for n, position in enumerate(at)}
-            # Edits replacing the same tokens are one site's fills: each one's belief is the log
-            # of its likelihood over their mean likelihood, so the site as a whole (the sum of
-            # exp(belief)) gains or loses nothing beside other sites and edits of other shapes
-            # (whose belief is 0).
-            sites: dict[tuple[int, int], dict[int, float]] = {}
-            for i, (first, new) in swaps.items():
-                rows = [row[first + k] for k in range(len(new))]
-                sites.setdefault((first, len(new)), {})[i] = float(logp[rows, new].sum())
+            # Edits replacing tokens from one position are that position's fills: each one's
+            # belief is the log of its token's likelihood over their mean likelihood.
+            sites: dict[int, dict[int, float]] = {}
+            for i, (first, token) in writes.items():
+                sites.setdefault(first, {})[i] = float(logp[row[first], token])
             for fills in sites.values():
                 mean = torch.tensor(list(fills.values())).logsumexp(0) - math.log(len(fills))
                 for i, logp_new in fills.items():

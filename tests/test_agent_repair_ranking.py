@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 from greenpatch.agent.pipeline.draft import Drafter, line_candidates
-from greenpatch.agent.pipeline.explore import Explorer, Step
+from greenpatch.agent.pipeline.explore import Explorer, Step, trusted
 from greenpatch.agent.pipeline.localize import SuspiciousLine, denoiser_disbelief, rank_lines
 from greenpatch.agent.pipeline.sites import sites_for
 from greenpatch.model.checkpoint import wrap
@@ -221,5 +221,10 @@ def test_belief_tells_apart_the_fills_of_one_site() -> None:
     beliefs = [e.belief for e in read]
     assert beliefs[1] > 0.9 and beliefs[0] == beliefs[2] < -5
     assert math.isclose(sum(math.exp(b) for b in beliefs[:3]), 3.0, rel_tol=1e-5)
-    # Edits that do not replace tokens one for one carry no belief either way.
+    # Edits that only delete or only insert tokens carry no belief either way.
     assert beliefs[3] == beliefs[4] == 0.0
+    # In a draft's score, the belief counts as far as it is trusted: a disliked fill loses at
+    # most -log(1 - trust), and the position's fills keep their chance in all.
+    assert trusted(beliefs[0], 0.0) == 0.0 and math.isclose(trusted(beliefs[1], 1.0), beliefs[1])
+    assert -math.log(2) < trusted(beliefs[0], 0.5) < trusted(beliefs[1], 0.5)
+    assert math.isclose(sum(math.exp(trusted(b, 0.5)) for b in beliefs[:3]), 3.0, rel_tol=1e-5)

@@ -34,7 +34,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from greenpatch.agent.config import MODEL_FREE
-from greenpatch.agent.pipeline.explore import BELIEF_WEIGHT, EVIDENCE_WEIGHT, fixed_values
+from greenpatch.agent.pipeline.explore import (
+    BELIEF_TRUST,
+    EVIDENCE_WEIGHT,
+    fixed_values,
+    trusted,
+)
 from greenpatch.agent.pipeline.localize import SuspiciousLine, is_protected
 from greenpatch.agent.pipeline.mutations import edit_fills, substitution_fills, widen_fills
 from greenpatch.agent.pipeline.sites import Site, apply, canvas, dedupe_fills, sites_for
@@ -100,8 +105,8 @@ class Draft:
     parent: str | None = None
     # The parent candidate's other files: a fix of a second bug keeps the fix of the first.
     carried: Mapping[str, str] = field(default_factory=dict)
-    # A repair draft's evidence and belief (nats, `model.repair.EditEvidence`), weighed into
-    # `score` by its drafter's evidence_weight and belief_weight.
+    # A repair draft's evidence and belief (nats, `model.repair.EditEvidence`), in `score`
+    # by its drafter's evidence_weight and belief_trust (`agent.pipeline.explore.trusted`).
     evidence: float = 0.0
     belief: float = 0.0
 
@@ -170,7 +175,7 @@ class Drafter:
         self.seed = seed
         # How much a repair draft's score moves with the model's evidence (see the constant).
         self.evidence_weight = EVIDENCE_WEIGHT
-        self.belief_weight = BELIEF_WEIGHT
+        self.belief_trust = BELIEF_TRUST
         self.busy = 0.0
         self._ids = itertools.count(1)
         self._emitted: set[tuple] = set()  # (path, text, *carried files)
@@ -279,8 +284,9 @@ class Drafter:
         """The fills (site, fill, log prior) scored by the repair head against the original at
         their site (`edit_evidence`, one pass per site, in nats): log prior plus
         `evidence_weight` times the evidence (how strongly the model disbelieves the tokens
-        each fill replaces) plus `belief_weight` times the belief (how much likelier the LM
-        head finds the tokens it writes); higher is better; each with its evidence and belief.
+        each fill replaces) plus the belief (how much likelier the LM head finds the token it
+        writes) as far as `belief_trust` trusts it; higher is better; each with its evidence
+        and belief.
         Fills that do not parse are dropped first, so the model scores only real
         candidates."""
         assert self.lm is not None
@@ -292,7 +298,7 @@ class Drafter:
                      for site, fill, _ in mine]
             read = edit_evidence(self.lm, sources[path], edits, mean=True)
             out += [(site, fill, prior + self.evidence_weight * e.disbelief
-                     + self.belief_weight * e.belief, e.disbelief, e.belief)
+                     + trusted(e.belief, self.belief_trust), e.disbelief, e.belief)
                     for (site, fill, prior), e in zip(mine, read, strict=True)]
         return out
 
