@@ -272,14 +272,17 @@ def edit_evidence(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, 
             logp = torch.log_softmax(lm.net.lm_head(hidden[0, at]).float(), -1)
             row = {position: n for n, position in enumerate(at)}
             # Edits replacing tokens from one position are that position's fills: each one's
-            # belief is the log of its token's likelihood over their mean likelihood.
+            # belief is the log of its token's share of the likelihood of theirs and the
+            # original token's, times their number.
             sites: dict[int, dict[int, float]] = {}
             for i, (first, token) in writes.items():
                 sites.setdefault(first, {})[i] = float(logp[row[first], token])
-            for fills in sites.values():
-                mean = torch.tensor(list(fills.values())).logsumexp(0) - math.log(len(fills))
+            for first, fills in sites.items():
+                kept = float(logp[row[first], ids[lo + first]])
+                total = torch.tensor([kept, *fills.values()]).logsumexp(0)
                 for i, logp_new in fills.items():
-                    out[i] = EditEvidence(out[i].disbelief, logp_new - float(mean))
+                    out[i] = EditEvidence(out[i].disbelief,
+                                          logp_new - float(total) + math.log(len(fills)))
     return out
 
 
