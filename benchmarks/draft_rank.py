@@ -17,7 +17,7 @@ each mode (`benchmarks/localize_rank.py` measures that alone, on a whole split).
         [--limit 3000] [--modes model-repair,model,edits,mutations] [--examples/--no-examples]
         [--kinds KIND,KIND] [--task ID ...]
         [--model DIR] [--json OUT] [--shard K/N] [--reverse] [--sharpness 1,2,3]
-        [--evidence 1,1.25] [--guess 0.15,0.4] [--trust 0,0.5]
+        [--evidence 1,1.25] [--guess 0.15,0.4]
     .venv/bin/python benchmarks/draft_rank.py --report OUT1 OUT2[:TAG] ... [--modes ...]
         [--limit N]
 """
@@ -47,7 +47,6 @@ from greenpatch.agent.bench.splits import sample  # noqa: E402
 from greenpatch.agent.bench.tasks import build_task_repo, load_tasks  # noqa: E402
 from greenpatch.agent.config import MODEL_FREE, load_settings  # noqa: E402
 from greenpatch.agent.pipeline.draft import Drafter  # noqa: E402
-from greenpatch.agent.pipeline.explore import trusted  # noqa: E402
 from greenpatch.agent.pipeline.harness import target_python  # noqa: E402
 from greenpatch.agent.pipeline.live import FixState  # noqa: E402
 from greenpatch.agent.pipeline.loop import FixLoop, Options  # noqa: E402
@@ -156,25 +155,22 @@ def prepare(case: Case):
 
 def remembered(drafter: Drafter) -> Drafter:
     """`drafter` with its stages remembered: ranking again under other line weights, evidence
-    weights, trusts of its belief or guesses drafts nothing twice, and a draft keeps its id. A
-    stage replays what it drafted the first time (a repair draft's score moved by the change
-    of `drafter.evidence_weight` and `belief_trust` since), so a draft dropped then as a
-    repeat of another line's stays dropped: a later column's order can differ from a fresh
-    run's by those repeats."""
+    weights or guesses drafts nothing twice, and a draft keeps its id. A stage replays what it
+    drafted the first time (a repair draft's score moved by the change of
+    `drafter.evidence_weight` since), so a draft dropped then as a repeat of another line's
+    stays dropped: a later column's order can differ from a fresh run's by those repeats."""
     stage, kept = drafter.stage, {}
 
     def once(sources, sites, name, cond="", parent=None, seed=0, missing=()):
         key = (name, tuple(sites), parent.id if parent else None, seed, cond)
         if key not in kept:
             kept[key] = (stage(sources, sites, name, cond, parent, seed, missing),
-                         drafter.evidence_weight, drafter.belief_trust)  # fmt: skip
-        drafts, weight, trust = kept[key]
+                         drafter.evidence_weight)  # fmt: skip
+        drafts, weight = kept[key]
         change = drafter.evidence_weight - weight
-        if (not change and trust == drafter.belief_trust) or name != "repair":
+        if not change or name != "repair":
             return drafts
-        return [replace(d, score=d.score + change * d.evidence
-                        + trusted(d.belief, drafter.belief_trust) - trusted(d.belief, trust))
-                for d in drafts]  # fmt: skip
+        return [replace(d, score=d.score + change * d.evidence) for d in drafts]
 
     drafter.stage = once
     return drafter
@@ -182,22 +178,18 @@ def remembered(drafter: Drafter) -> Drafter:
 
 @dataclass(frozen=True)
 class Variant:
-    """A column: the line weights' power, the repair evidence's weight, the guess of an
-    undrafted repair line's worth and the trust in the repair belief, each None for the
-    loop's own."""
+    """A column: the line weights' power, the repair evidence's weight and the guess of an
+    undrafted repair line's worth, each None for the loop's own."""
 
     sharpness: float | None = None
     evidence: float | None = None
     guess: float | None = None
-    trust: float | None = None
 
     def column(self, mode: str) -> str:
         name = mode if self.sharpness is None else f"{mode}^{self.sharpness:g}"
         if self.evidence is not None:
             name += f"~e{self.evidence:g}"
-        if self.guess is not None:
-            name += f"~g{self.guess:g}"
-        return name if self.trust is None else f"{name}~t{self.trust:g}"
+        return name if self.guess is None else f"{name}~g{self.guess:g}"
 
 
 def rank(case: Case, prepared, drafter: Drafter, limit: int,
@@ -210,8 +202,6 @@ def rank(case: Case, prepared, drafter: Drafter, limit: int,
         loop.sharpness = variant.sharpness
     if variant.evidence is not None:
         drafter.evidence_weight = variant.evidence
-    if variant.trust is not None:
-        drafter.belief_trust = variant.trust
     localization, explorer = loop.first_round()
     if variant.guess is not None:
         explorer.guess["repair"] = variant.guess
@@ -289,9 +279,6 @@ def main() -> None:
     parser.add_argument("--guess", default="",
                         help="... and per guess of an undrafted repair line's worth (columns "
                              "MODE~gG); default: GUESS")
-    parser.add_argument("--trust", default="",
-                        help="... and per trust in a repair draft's belief (columns "
-                             "MODE~tT); default: BELIEF_TRUST")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--model", type=Path, help="model directory (default: the embedded one)")
     parser.add_argument("--shard", default="1/1",
@@ -306,9 +293,8 @@ def main() -> None:
     def values(text: str) -> list[float | None]:
         return [float(x) for x in text.split(",")] if text else [None]
 
-    variants = [Variant(p, e, g, b) for p in values(args.sharpness)
-                for e in values(args.evidence) for g in values(args.guess)
-                for b in values(args.trust)]  # fmt: skip
+    variants = [Variant(p, e, g) for p in values(args.sharpness) for e in values(args.evidence)
+                for g in values(args.guess)]  # fmt: skip
     columns = [v.column(m) for m in modes for v in variants]
     if args.report:
         # FILE:TAG names the file's columns MODE@TAG, so two runs of one mode compare.

@@ -202,27 +202,20 @@ def rank_candidates(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int
     return [base[(o, c)] - s for o, c, s in zip(originals, ocentres, scores, strict=True)]
 
 
-@dataclass(frozen=True)
-class EditEvidence:
-    """What one pass of the repair head over the original says about an edit.
-
-    `disbelief`: how much of the original's "wrongness" the edit removes (see `quick_scores`).
-    `belief`: how much likelier the LM head finds the first token the edit writes than the
-    other edits replacing tokens from the same position find theirs: log P(its token), read
-    at the first token it replaces (the head learned the clean token at corrupted
-    positions), less the log of the mean of their P, so that the mean of exp(belief) over
-    the position's edits is 1. 0 for an edit that only inserts or only deletes tokens: no
-    evidence either way."""
-    disbelief: float
-    belief: float
-
-
 @torch.no_grad()
-def edit_evidence(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, str]],
-                  lines: int = QUICK_LINES, mean: bool = False) -> list[EditEvidence]:
-    """`quick_scores` with each edit's `belief` beside it, from the same pass per site."""
+def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, str]],
+                 lines: int = QUICK_LINES, mean: bool = False) -> list[float]:
+    """One pass per site instead of one per candidate: how much of the original's "wrongness"
+    each edit (start, end, replacement) removes, read from a single pass of the repair head
+    over the lines around it, as the buggy code is: the sum over the original tokens the edit
+    replaces of -log P(not corrupted) (for a pure insertion after a line break, -log P(no
+    statement missing) there). Edits that replace the tokens the model disbelieves come first;
+    what a candidate writes is not read (a per-candidate pass, `rank_candidates`, reads it at
+    ~100x the cost). With `mean`, log(1 + the mean odds of corruption of the tokens replaced)
+    instead of the sum: evidence that the bug lies in the span, which a rewrite of a whole
+    line does not gain by replacing more tokens."""
     tok = lm.tokenizer
-    out = [EditEvidence(0.0, 0.0)] * len(edits)
+    out: list[float] = [0.0] * len(edits)
     windows: dict[tuple[int, int], list[int]] = {}
     for i, (start, end, _) in enumerate(edits):
         windows.setdefault(_lines_around(source, start, end, lines), []).append(i)
@@ -236,13 +229,11 @@ def edit_evidence(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, 
         site = next((k for k, (_, e) in enumerate(offsets) if e > centre), len(ids) - 1)
         lo = max(0, min(site - size // 2, len(ids) - size))
         window = torch.tensor(ids[lo:lo + size], device=lm.device)[None]
-        hidden, logits = lm.net.repair_hidden(window)
+        _, logits = lm.net.repair_hidden(window)
         # Per token: the odds of corruption (`mean`), or -log P(not corrupted).
         bad = (logits[0, :, 0].float().exp() if mean else F.softplus(logits[0, :, 0].float())
                ).tolist()
         gone = F.softplus(logits[0, :, 1].float()).tolist()
-        # The LM head's guess of the first token each edit writes, where it replaces one.
-        writes: dict[int, tuple[int, int]] = {}  # edit -> (first position, its first token)
         for i in members:
             start, end, fill = edits[i]
             changed = tok.encode(text[:start - a] + fill + text[end - a:])
@@ -257,48 +248,12 @@ def edit_evidence(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, 
             first, last = p - lo, len(ids) - q - lo
             span = slice(max(0, first), max(0, min(len(bad), last)))
             if last > first and mean:
-                disbelief = math.log1p(sum(bad[span]) / max(1, len(bad[span])))
+                out[i] = math.log1p(sum(bad[span]) / max(1, len(bad[span])))
             elif last > first:
-                disbelief = sum(bad[span])
+                out[i] = sum(bad[span])
             elif 0 < first <= len(gone):  # an insertion: after the token before it
-                disbelief = gone[first - 1]
-            else:
-                disbelief = 0.0
-            out[i] = EditEvidence(disbelief, 0.0)
-            if last > first and 0 <= first < len(bad) and len(changed) - q > p:
-                writes[i] = (first, changed[p])
-        if writes:
-            at = sorted({first for first, _ in writes.values()})
-            logp = torch.log_softmax(lm.net.lm_head(hidden[0, at]).float(), -1)
-            row = {position: n for n, position in enumerate(at)}
-            # Edits replacing tokens from one position are that position's fills: each one's
-            # belief is the log of its token's share of the likelihood of theirs and the
-            # original token's, times their number.
-            sites: dict[int, dict[int, float]] = {}
-            for i, (first, token) in writes.items():
-                sites.setdefault(first, {})[i] = float(logp[row[first], token])
-            for first, fills in sites.items():
-                kept = float(logp[row[first], ids[lo + first]])
-                total = torch.tensor([kept, *fills.values()]).logsumexp(0)
-                for i, logp_new in fills.items():
-                    out[i] = EditEvidence(out[i].disbelief,
-                                          logp_new - float(total) + math.log(len(fills)))
+                out[i] = gone[first - 1]
     return out
-
-
-def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, str]],
-                 lines: int = QUICK_LINES, mean: bool = False) -> list[float]:
-    """One pass per site instead of one per candidate: how much of the original's "wrongness"
-    each edit (start, end, replacement) removes, read from a single pass of the repair head
-    over the lines around it, as the buggy code is: the sum over the original tokens the edit
-    replaces of -log P(not corrupted) (for a pure insertion after a line break, -log P(no
-    statement missing) there). Edits that replace the tokens the model disbelieves come first;
-    what a candidate writes is not read (a per-candidate pass, `rank_candidates`, reads it at
-    ~100x the cost; `edit_evidence` reads it from the same pass where tokens are replaced one
-    for one). With `mean`, log(1 + the mean odds of corruption of the tokens replaced)
-    instead of the sum: evidence that the bug lies in the span, which a rewrite of a whole
-    line does not gain by replacing more tokens."""
-    return [e.disbelief for e in edit_evidence(lm, source, edits, lines, mean)]
 
 
 def with_prior(scores: Sequence[float], weight: float = PRIOR_WEIGHT) -> list[float]:

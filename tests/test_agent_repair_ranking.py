@@ -9,19 +9,13 @@ import math
 import pytest
 import torch
 from greenpatch.agent.pipeline.draft import Drafter, line_candidates
-from greenpatch.agent.pipeline.explore import Explorer, Step, trusted
+from greenpatch.agent.pipeline.explore import Explorer, Step
 from greenpatch.agent.pipeline.localize import SuspiciousLine, denoiser_disbelief, rank_lines
 from greenpatch.agent.pipeline.sites import sites_for
 from greenpatch.model.checkpoint import wrap
 from greenpatch.model.errors import ModelError
 from greenpatch.model.network import DiffusionLM, ModelConfig
-from greenpatch.model.repair import (
-    edit_evidence,
-    line_suspicion,
-    quick_scores,
-    rank_candidates,
-    with_prior,
-)
+from greenpatch.model.repair import line_suspicion, quick_scores, rank_candidates, with_prior
 
 from tests.model_support import stdlib_tokenizer
 
@@ -199,32 +193,3 @@ def test_quick_scores_read_the_original_once_per_site() -> None:
     summed, mean = quick_scores(lm, SOURCE, span), quick_scores(lm, SOURCE, span, mean=True)
     assert summed[1] > summed[0] and mean[0] - 0.5 > mean[1] > 0.1
     assert math.isclose(mean[0], summed[0], rel_tol=1e-6)  # one token: the same
-
-
-def test_belief_tells_apart_the_fills_of_one_site() -> None:
-    lm = flagging_model("-")
-    # The LM head, wherever it reads, finds "*" likeliest (the clean token it would name).
-    (star,) = lm.tokenizer.encode("*")
-    head = torch.nn.Linear(lm.config.dim, lm.config.vocab_size)
-    torch.nn.init.zeros_(head.weight)
-    torch.nn.init.zeros_(head.bias)
-    head.bias.data[star] = 8.0
-    lm.net.lm_head = head
-    at = SOURCE.index("total - count")
-    minus = SOURCE.index("-", at)
-    edits = [(minus, minus + 1, "+"), (minus, minus + 1, "*"), (minus, minus + 1, "/"),
-             (at, at + len("total - count"), "total"), (minus, minus + 1, "- 1 -")]
-    read = edit_evidence(lm, SOURCE, edits, mean=True)
-    # The disbelief is `quick_scores`'s; the belief picks "*" among the one-token fills and
-    # leaves the site as a whole where it was (the mean of exp(belief) is 1).
-    assert [e.disbelief for e in read] == quick_scores(lm, SOURCE, edits, mean=True)
-    beliefs = [e.belief for e in read]
-    assert beliefs[1] > 0.9 and beliefs[0] == beliefs[2] < -5
-    assert math.isclose(sum(math.exp(b) for b in beliefs[:3]), 3.0, rel_tol=1e-5)
-    # Edits that only delete or only insert tokens carry no belief either way.
-    assert beliefs[3] == beliefs[4] == 0.0
-    # In a draft's score, the belief counts as far as it is trusted: a disliked fill loses at
-    # most -log(1 - trust), and the position's fills keep their chance in all.
-    assert trusted(beliefs[0], 0.0) == 0.0 and math.isclose(trusted(beliefs[1], 1.0), beliefs[1])
-    assert -math.log(2) < trusted(beliefs[0], 0.5) < trusted(beliefs[1], 0.5)
-    assert math.isclose(sum(math.exp(trusted(b, 0.5)) for b in beliefs[:3]), 3.0, rel_tol=1e-5)

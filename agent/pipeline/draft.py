@@ -34,18 +34,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from greenpatch.agent.config import MODEL_FREE
-from greenpatch.agent.pipeline.explore import (
-    BELIEF_TRUST,
-    EVIDENCE_WEIGHT,
-    fixed_values,
-    trusted,
-)
+from greenpatch.agent.pipeline.explore import EVIDENCE_WEIGHT, fixed_values
 from greenpatch.agent.pipeline.localize import SuspiciousLine, is_protected
 from greenpatch.agent.pipeline.mutations import edit_fills, substitution_fills, widen_fills
 from greenpatch.agent.pipeline.sites import Site, apply, canvas, dedupe_fills, sites_for
 from greenpatch.model.checkpoint import LoadedModel
 from greenpatch.model.errors import ModelError
-from greenpatch.model.repair import edit_evidence, has_repair_head, sample_edits
+from greenpatch.model.repair import has_repair_head, quick_scores, sample_edits
 from greenpatch.model.sampler import Canvas, DecodeStats, infill, remask, score_fills
 
 # Canvases decoded in one batched call; with `samples` each, this bounds the batch size.
@@ -105,10 +100,8 @@ class Draft:
     parent: str | None = None
     # The parent candidate's other files: a fix of a second bug keeps the fix of the first.
     carried: Mapping[str, str] = field(default_factory=dict)
-    # A repair draft's evidence and belief (nats, `model.repair.EditEvidence`), in `score`
-    # by its drafter's evidence_weight and belief_trust (`agent.pipeline.explore.trusted`).
+    # A repair draft's evidence (nats), weighed into `score` by its drafter's evidence_weight.
     evidence: float = 0.0
-    belief: float = 0.0
 
     @property
     def files(self) -> dict[str, str]:
@@ -175,7 +168,6 @@ class Drafter:
         self.seed = seed
         # How much a repair draft's score moves with the model's evidence (see the constant).
         self.evidence_weight = EVIDENCE_WEIGHT
-        self.belief_trust = BELIEF_TRUST
         self.busy = 0.0
         self._ids = itertools.count(1)
         self._emitted: set[tuple] = set()  # (path, text, *carried files)
@@ -200,7 +192,7 @@ class Drafter:
         kept = items if deduped else dedupe_fills(sources, items, lambda item: item[0],
                                                   lambda item: item[1])  # fmt: skip
         inherited = parent.files if parent else {}
-        # A repair stage's items carry the model's evidence and belief after the score.
+        # A repair stage's items carry the model's evidence as a fourth element.
         for site, fill, score, *evidence in kept:
             text = apply(sources[site.path], site, fill)
             carried = {p: t for p, t in inherited.items() if p != site.path}
@@ -280,15 +272,12 @@ class Drafter:
         return items
 
     def _ranked(self, sources: Mapping[str, str], items: list[tuple[Site, str, float]]
-                ) -> list[tuple[Site, str, float, float, float]]:
+                ) -> list[tuple[Site, str, float, float]]:
         """The fills (site, fill, log prior) scored by the repair head against the original at
-        their site (`edit_evidence`, one pass per site, in nats): log prior plus
-        `evidence_weight` times the evidence (how strongly the model disbelieves the tokens
-        each fill replaces) plus the belief (how much likelier the LM head finds the token it
-        writes) as far as `belief_trust` trusts it; higher is better; each with its evidence
-        and belief.
-        Fills that do not parse are dropped first, so the model scores only real
-        candidates."""
+        their site: log prior plus `evidence_weight` times the evidence (`quick_scores`, in
+        nats: how strongly the model disbelieves the tokens each fill replaces; one pass per
+        site); higher is better; each with its evidence. Fills that do not parse are dropped
+        first, so the model scores only real candidates."""
         assert self.lm is not None
         kept = dedupe_fills(sources, items, lambda item: item[0], lambda item: item[1])
         out = []
@@ -296,10 +285,9 @@ class Drafter:
             mine = [item for item in kept if item[0].path == path]
             edits = [(site.start_char, site.end_char, site.lead + fill + site.trail)
                      for site, fill, _ in mine]
-            read = edit_evidence(self.lm, sources[path], edits, mean=True)
-            out += [(site, fill, prior + self.evidence_weight * e.disbelief
-                     + trusted(e.belief, self.belief_trust), e.disbelief, e.belief)
-                    for (site, fill, prior), e in zip(mine, read, strict=True)]
+            evidence = quick_scores(self.lm, sources[path], edits, mean=True)
+            out += [(site, fill, prior + self.evidence_weight * e, e)
+                    for (site, fill, prior), e in zip(mine, evidence, strict=True)]
         return out
 
     def _edited(self, sources: Mapping[str, str], sites: Sequence[Site], seed: int

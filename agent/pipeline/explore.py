@@ -52,13 +52,6 @@ GUESS = {"substitution": 0.6 * 0.2 / 8, "edit": 0.35 * 0.2 / 10, "repair": 0.4,
 # odds. Chosen with GUESS (weight 1.25 and guess 0.4 against 1 and 0.15: the fix earlier on
 # 24 of the 48 dev tasks, later on 4; median rank 69.5 -> 46).
 EVIDENCE_WEIGHT = 1.25
-# ... plus log(1 - BELIEF_TRUST + BELIEF_TRUST * exp(belief)) (`trusted`): the belief says how
-# much likelier the LM head finds the token a draft writes than the other drafts at its
-# position find theirs (`model.repair.EditEvidence`), which tells apart the fills of one site
-# where the evidence cannot (every fill replacing one token has that token's evidence). The
-# head is often wrong: its share is mixed with an even one, so a fill it dislikes loses at
-# most -log(1 - BELIEF_TRUST), and a position's fills keep their chance in all.
-BELIEF_TRUST = 0.0
 # The fix loop weighs a line by its localization score to this power, per the drafter's first
 # stage (1 otherwise). Chosen on the bug benchmark's dev split
 # (`benchmarks/draft_rank.py --split dev --sharpness 1,2,3`; benchmarks/RESULTS.md): sharper
@@ -70,12 +63,6 @@ RANK_DECAY = 0.8
 PROGRESS_BOOST = 8.0
 NEAR_BOOST = 3.0
 NEAR_LINES = 2
-
-
-def trusted(belief: float, trust: float) -> float:
-    """A draft's belief (log of its share of its position's likelihood, mean share 1) as a
-    term of its score, the LM head trusted `trust` of the time (0: an even share)."""
-    return math.log(1 - trust + trust * math.exp(belief))
 
 
 @dataclass
