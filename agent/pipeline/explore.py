@@ -1,18 +1,18 @@
 """Exploration order: which suspicious line's next draft goes to the testers.
 
 Every suspicious line drafts in stages (one-token substitutions, structural edits, model
-samples; or, with a repair model, "repair": substitutions and edits together, each scored by
-the model against the buggy original), each stage a batch of fills for the line's sites, best
-first per site. A draft is worth its chance of being the fix: the line's weight, times the
-stage's prior, times its share of the stage: for the fixed-order stages, shared among the
-stage's sites, times a geometric decay over the fill's rank at its site (`fixed_values`); for
-"repair", that same share as the prior, updated by the model's evidence (`Draft.score` is
+samples; or, with a repair model, "repair": substitutions, edits and widenings together, each
+scored by the model against the buggy original), each stage a batch of fills for the line's
+sites, best first per site. A draft is worth its chance of being the fix: the line's weight,
+times the stage's prior, times its share of the stage: for the fixed-order stages, shared among
+the stage's sites, times a geometric decay over the fill's rank at its site (`fixed_values`);
+for "repair", that same share as the prior, updated by the model's evidence (`Draft.score` is
 the log of both: a fill replacing what the model disbelieves gains, the others lose in
 proportion). The most valuable draft of any line goes next; a stage is drafted only when its
 best draft could be the most valuable. So the top line's first substitutions come first, its
-hundreds of edits interleave with other lines' likelier substitutions, and no line's long
-tail blocks the others; where the model sees nothing wrong, a repair line goes in the
-model-free order.
+hundreds of edits interleave with other lines' likelier substitutions, and no line's long tail
+blocks the others; where the model sees nothing wrong, a repair line goes in the model-free
+order.
 
 Value is per test-second: a line's drafts are divided by what testing one of them is expected
 to cost (`costs`, from the baseline's durations: the targets every candidate runs first, and a
@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 
 # P(the fix is in this stage | the line holds the bug), measured on the bug benchmark's dev split
 # (`benchmarks/draft_rank.py --split dev`).
-# "repair" holds the first two model-free stages; "widen" (the real-bug shapes: 10 of the dev
-# split's 96 single-bug tasks) was not measured there.
-STAGE_PRIOR = {"substitution": 0.6, "edit": 0.35, "repair": 0.95, "widen": 0.1, "sample": 0.05}
+# "widen" (the real-bug shapes: 10 of the dev split's 96 single-bug tasks) was not measured
+# there; "repair" holds the three model-free stages.
+STAGE_PRIOR = {"substitution": 0.6, "edit": 0.35, "repair": 1.05, "widen": 0.1, "sample": 0.05}
 # The value of a stage's best draft, assumed before it is drafted (drafting it tells): for the
 # fixed-order stages, its first fill's share among ~8/10/2 sites; for "repair", between a
 # flat line's first fill (~0.015) and a sure one's (up to 0.95): below what a sure line is
