@@ -120,7 +120,7 @@ def test_denoiser_disbelief_reads_each_function_once() -> None:
 def test_the_repair_stage_ranks_substitutions_and_edits_by_the_model() -> None:
     lm = flagging_model("-")
     drafter = Drafter(lm, [], mode="model-repair")
-    assert drafter.stages == ("repair", "sample")
+    assert drafter.stages == ("repair", "widen", "sample")
     assert Drafter(lm, [], mode="model").stages == ("substitution", "edit", "widen", "sample")
     plain = wrap(DiffusionLM(ModelConfig.tiny(vocab_size=lm.tokenizer.vocab_size)), lm.tokenizer)
     with pytest.raises(ModelError, match="repair head"):
@@ -138,8 +138,7 @@ def test_the_repair_stage_ranks_substitutions_and_edits_by_the_model() -> None:
     assert keeps and min(keeps) > 0 and all(drafts[i].score < 0.1 for i in keeps)
     # The same candidates as the model-free stages, in another order.
     plain = Drafter(None, [], mode="edits")
-    fixed = [d for stage in ("substitution", "edit", "widen")
-             for d in plain.stage(sources, sites, stage)]
+    fixed = plain.stage(sources, sites, "substitution") + plain.stage(sources, sites, "edit")
     assert sorted(d.source for d in drafts) == sorted(d.source for d in fixed)
 
 

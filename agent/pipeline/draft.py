@@ -15,10 +15,10 @@ call (`agent.pipeline.explore`). Modes:
   order (a plain diffusion model's likelihood put the right fix later than the fixed order,
   measured with `benchmarks/draft_rank.py`);
 - `model-repair` (measured by `benchmarks/draft_rank.py`, not yet the default: see the model
-  card): the "repair" stage (every substitution, edit and widening of the line, the fixed
-  order's chance of each as the prior, updated by the model's repair head scoring it against
-  the buggy original at its site, best first; `Draft.score` is the log of that, in nats),
-  then the samples;
+  card): the "repair" stage (every substitution and edit of the line, the fixed order's
+  chance of each as the prior, updated by the model's repair head scoring it against the
+  buggy original at its site, best first; `Draft.score` is the log of that, in nats), then
+  the samples;
 - `model-only`: the samples alone (ablation);
 - `edits`: substitutions and edits, no model (ablation: what the model adds);
 - `mutations`: operator/constant/identifier substitutions only, no model (the mutation-only
@@ -63,7 +63,7 @@ EDITED_LINES = 1
 # candidates, then the model's samples.
 STAGES = {
     "model": ("substitution", "edit", "widen", "sample"),
-    "model-repair": ("repair", "sample"),
+    "model-repair": ("repair", "widen", "sample"),
     "model-only": ("sample",),
     "edits": ("substitution", "edit", "widen"),
     "mutations": ("substitution",),
@@ -230,9 +230,9 @@ class Drafter:
     ) -> list[Draft]:
         """One stage's drafts for `sites`, best first: "substitution" (one-token operator,
         constant and identifier substitutions), "edit" (structural edits; `missing`: names the
-        failures say were not defined, which inserted statements bind), "widen" (the real-bug
-        shapes no inverse operator undoes, in the fixed order), "repair" (all three, ranked
-        by the model's repair head against the original), or "sample" (the model's fills for
+        failures say were not defined, which inserted statements bind), "repair" (both, ranked
+        by the model's repair head against the original), "widen" (the real-bug shapes no
+        inverse operator undoes, in the fixed order), or "sample" (the model's fills for
         the SAMPLED_SITES most suspicious sites, SITES_PER_BATCH in mode `model-only`). With
         `parent`, `sources` hold its version of its files, and every draft keeps its changes
         to the others."""
@@ -247,7 +247,7 @@ class Drafter:
                                  cond)
         elif stage == "repair":  # the fixed order's chances, as the model's prior
             items = []
-            for part in ("substitution", "edit", "widen"):
+            for part in ("substitution", "edit"):
                 mine = self._fixed(sources, sites, part, missing)
                 prior = fixed_values(part, [site for site, _, _ in mine])
                 items += [(site, fill, math.log(p))

@@ -1,18 +1,18 @@
 """Exploration order: which suspicious line's next draft goes to the testers.
 
 Every suspicious line drafts in stages (one-token substitutions, structural edits, model
-samples; or, with a repair model, "repair": substitutions, edits and widenings together, each
-scored by the model against the buggy original), each stage a batch of fills for the line's
-sites, best first per site. A draft is worth its chance of being the fix: the line's weight,
-times the stage's prior, times its share of the stage: for the fixed-order stages, shared among
-the stage's sites, times a geometric decay over the fill's rank at its site (`fixed_values`);
-for "repair", that same share as the prior, updated by the model's evidence (`Draft.score` is
+samples; or, with a repair model, "repair": substitutions and edits together, each scored by
+the model against the buggy original), each stage a batch of fills for the line's sites, best
+first per site. A draft is worth its chance of being the fix: the line's weight, times the
+stage's prior, times its share of the stage: for the fixed-order stages, shared among the
+stage's sites, times a geometric decay over the fill's rank at its site (`fixed_values`); for
+"repair", that same share as the prior, updated by the model's evidence (`Draft.score` is
 the log of both: a fill replacing what the model disbelieves gains, the others lose in
 proportion). The most valuable draft of any line goes next; a stage is drafted only when its
 best draft could be the most valuable. So the top line's first substitutions come first, its
-hundreds of edits interleave with other lines' likelier substitutions, and no line's long tail
-blocks the others; where the model sees nothing wrong, a repair line goes in the model-free
-order.
+hundreds of edits interleave with other lines' likelier substitutions, and no line's long
+tail blocks the others; where the model sees nothing wrong, a repair line goes in the
+model-free order.
 
 Value is per test-second: a line's drafts are divided by what testing one of them is expected
 to cost (`costs`, from the baseline's durations: the targets every candidate runs first, and a
@@ -35,18 +35,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 # P(the fix is in this stage | the line holds the bug), measured on the bug benchmark's dev split
-# (`benchmarks/draft_rank.py --split dev`; "widen": 2 of the 37 fixes `--modes edits` finds in
-# 48 tasks, benchmarks/results/draft-rank/dev48-seed0-run_i-054f309-edits.json).
-# "repair" holds the three model-free stages.
-STAGE_PRIOR = {"substitution": 0.6, "edit": 0.35, "repair": 1.0, "widen": 0.05, "sample": 0.05}
+# (`benchmarks/draft_rank.py --split dev`).
+# "repair" holds the first two model-free stages; "widen" (the real-bug shapes: 10 of the dev
+# split's 96 single-bug tasks) was not measured there.
+STAGE_PRIOR = {"substitution": 0.6, "edit": 0.35, "repair": 0.95, "widen": 0.1, "sample": 0.05}
 # The value of a stage's best draft, assumed before it is drafted (drafting it tells): for the
 # fixed-order stages, its first fill's share among ~8/10/2 sites; for "repair", between a
-# flat line's first fill (~0.015) and a sure one's (up to 1): below what a sure line is
+# flat line's first fill (~0.015) and a sure one's (up to 0.95): below what a sure line is
 # worth, such a line is drafted only once the lines above it fall to the guess. Chosen with
 # EVIDENCE_WEIGHT on the dev split (`benchmarks/draft_rank.py --split dev --evidence 1,1.25
 # --guess 0.152,0.4`, RESULTS.md: median rank 69.5 at 0.152, 48.5 at 0.4).
 GUESS = {"substitution": 0.6 * 0.2 / 8, "edit": 0.35 * 0.2 / 10, "repair": 0.4,
-         "widen": 0.05 * 0.2 / 8, "sample": 0.05 * 0.2 / 2}
+         "widen": 0.1 * 0.2 / 8, "sample": 0.05 * 0.2 / 2}
 # A repair draft's score is log prior + EVIDENCE_WEIGHT * the model's evidence (nats): the
 # evidence, log(1 + mean odds of corruption of the tokens replaced), grows slowly with the
 # odds. Chosen with GUESS (weight 1.25 and guess 0.4 against 1 and 0.15: the fix earlier on
