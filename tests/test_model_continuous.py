@@ -21,6 +21,13 @@ def _canvas(at: int, span: int) -> Canvas:
     return Canvas(CODE[:at], CODE[at + 5:], span)
 
 
+def assert_same(fills: list, alone: list) -> None:
+    """The same fills, scored alike: the running batch and infill's own batch can sum in
+    another order (CPU kernels pick their path by shape), so scores agree to rounding."""
+    assert [c.text for c in fills] == [c.text for c in alone]
+    assert [c.score for c in fills] == pytest.approx([c.score for c in alone], rel=1e-5)
+
+
 def _run(decoder: ContinuousDecoder, joins: dict[int, list[tuple[str, Canvas, int, float]]]
          ) -> tuple[dict[str, list], list[str], list[int]]:
     """Step until done, joining requests before the given step; (fills by key, keys in the
@@ -43,7 +50,7 @@ def test_one_request_decodes_exactly_as_infill_alone(lm) -> None:
     canvas = _canvas(30, 6)
     alone = infill(lm, [canvas], 4, temperature=0.8, seed=3, **OPTIONS)[0]
     fills, _, sizes = _run(ContinuousDecoder(lm, seed=3, **OPTIONS), {0: [("a", canvas, 4, 0.8)]})
-    assert [(c.text, c.score) for c in fills["a"]] == [(c.text, c.score) for c in alone]
+    assert_same(fills["a"], alone)
     assert len(sizes) <= 8  # at most `steps` passes
 
 
@@ -60,7 +67,7 @@ def test_with_the_context_cache_a_request_decodes_as_cached_infill_alone(lm) -> 
         finished, stats = decoder.step()
         computed.append(stats.computed)
         fills.update(finished)
-    assert [(c.text, c.score) for c in fills["a"]] == [(c.text, c.score) for c in alone]
+    assert_same(fills["a"], alone)
     # Pass 0 runs one row for the four identical samples; passes 1-3 are span passes of every
     # live row; pass 4 is full again.
     assert computed[0] == 1 and len(computed) >= 5
