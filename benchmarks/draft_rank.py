@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -239,8 +240,9 @@ def report(rows: list[dict], modes: list[str], limit: int) -> None:
         median = statistics.median(ranks(mode))
         print(f"{mode:12s} found {found}/{len(rows)}; median rank {median:g} (unfound = {unfound})")
     for mode in modes:
-        cells = ", ".join(f"{k} {statistics.median(ranks(mode, k)):g}" for k in kinds)
-        print(f"{mode:12s} median rank by kind: {cells}")
+        cells = ", ".join(f"{k} {statistics.median(ranks(mode, k)):g} ({len(ranks(mode, k))})"
+                          for k in kinds)  # fmt: skip
+        print(f"{mode:12s} median rank by kind (tasks): {cells}")
     first = modes[0]
     for other in modes[1:]:
         ratio = statistics.median(ranks(first)) / statistics.median(ranks(other))
@@ -248,8 +250,12 @@ def report(rows: list[dict], modes: list[str], limit: int) -> None:
                  if statistics.median(ranks(first, k)) > statistics.median(ranks(other, k))]
         earlier = sum(1 for a, b in zip(ranks(first), ranks(other), strict=True) if a < b)
         later = sum(1 for a, b in zip(ranks(first), ranks(other), strict=True) if a > b)
+        neither = Counter(r["kind"] for r in rows
+                          if not r[first].get("rank") and not r[other].get("rank"))
         print(f"{first} / {other}: median rank ratio {ratio:.3f}; earlier on {earlier} tasks, "
-              f"later on {later}; kinds where {first} is worse: {', '.join(worse) or 'none'}")
+              f"later on {later}; kinds where {first} is worse: {', '.join(worse) or 'none'}; "
+              f"found by neither: {neither.total()} "
+              f"({', '.join(f'{k} {n}' for k, n in neither.most_common())})")
     for mode in modes:
         lines = [r[mode].get("line_rank") for r in rows if "line_rank" in r[mode]]
         if lines:

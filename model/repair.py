@@ -167,10 +167,10 @@ def wrongness(lm: LoadedModel, texts: Sequence[str], centres: Sequence[int],
 
 
 @lru_cache(maxsize=4)
-def _newline_ids(tokenizer: CodeTokenizer) -> tuple[int, ...]:
+def _newline_ids(tokenizer: CodeTokenizer) -> frozenset[int]:
     """Tokens holding a line break (byte-level BPE's picture of b"\\n" is U+010A)."""
-    return tuple(i for i in range(tokenizer.vocab_size)
-                 if "\u010a" in (tokenizer.token_text(i) or ""))
+    return frozenset(i for i in range(tokenizer.vocab_size)
+                     if "\u010a" in (tokenizer.token_text(i) or ""))
 
 
 def _newline_table(lm: LoadedModel) -> torch.Tensor:
@@ -209,14 +209,12 @@ def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, s
     each edit (start, end, replacement) removes, read from a single pass of the repair head
     over the lines around it, as the buggy code is: the sum over the original tokens the edit
     replaces of -log P(not corrupted) (for a pure insertion after a line break, -log P(no
-    statement missing) there; inside a line, nothing). Edits that
-    replace the tokens the model disbelieves come first; what a candidate writes is not read
-    (a per-candidate pass, `rank_candidates`, reads it at ~100x the cost). With `mean`,
-    log(1 + the mean odds of corruption of the tokens replaced) instead of the sum: evidence
-    that the bug lies in the span, which a rewrite of a whole line does not gain by replacing
-    more tokens."""
+    statement missing) there; inside a line, nothing). Edits that replace the tokens the model
+    disbelieves come first; what a candidate writes is not read (a per-candidate pass,
+    `rank_candidates`, reads it at ~100x the cost). With `mean`, log(1 + the mean odds of
+    corruption of the tokens replaced) instead of the sum: evidence that the bug lies in the
+    span, which a rewrite of a whole line does not gain by replacing more tokens."""
     tok = lm.tokenizer
-    newlines = set(_newline_ids(tok))
     out: list[float] = [0.0] * len(edits)
     windows: dict[tuple[int, int], list[int]] = {}
     for i, (start, end, _) in enumerate(edits):
@@ -253,7 +251,7 @@ def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, s
                 out[i] = math.log1p(sum(bad[span]) / max(1, len(bad[span])))
             elif last > first:
                 out[i] = sum(bad[span])
-            elif 0 < first <= len(gone) and ids[lo + first - 1] in newlines:
+            elif 0 < first <= len(gone) and ids[lo + first - 1] in _newline_ids(tok):
                 out[i] = gone[first - 1]  # a statement inserted after a line break
             # An insertion inside a line has no evidence either way: reading the two tokens at
             # the cut (which training flags where a corruption removed something) put the fix
