@@ -210,6 +210,19 @@ def test_program_key_sees_decorators_and_dedents() -> None:
     assert program_key(src, delete, "") is not None
 
 
+def test_program_key_of_a_closure_with_nonlocal() -> None:
+    """A closure's `nonlocal` does not compile without its enclosing function: its candidates
+    are checked on the whole file, not all rejected (cachetools' `cached` wrappers)."""
+    src = ("def cached(func):\n    misses = 0\n\n    def wrapper(*args):\n"
+           "        nonlocal misses\n        misses += 0\n        return func(*args)\n\n"
+           "    return wrapper\n")
+    token = next(s for s in sites_for_line("m.py", src, 6) if s.original_text == "0")
+    assert program_key(src, token, "1") is not None
+    assert program_key(src, token, "1 +") is None
+    assert dedupe_fills({"m.py": src}, [(token, "1"), (token, "0")], lambda i: i[0],
+                        lambda i: i[1]) == [(token, "1")]
+
+
 def test_dedupe_fills_keeps_distinct_programs_in_order() -> None:
     n = line_of("return total >=")
     op = next(s for s in sites_for_line("m.py", SRC, n) if s.kind == "operator")

@@ -430,6 +430,10 @@ def program_key(source: str, site: Site, fill: str) -> ProgramKey | None:
         region_column = region[0] - (source.rfind("\n", 0, region[0]) + 1)
         if not before.strip() and column < region_column:
             region = None
+    # A region that does not compile alone (a closure's `nonlocal` names a binding outside
+    # it) would reject every candidate in it: only the whole file can tell.
+    if region is not None and _original_keys(source, site.path, region) is None:
+        region = None
     if region is None:
         key = _ast_key(apply(source, site, fill))
         return None if key is None else (site.path, 0, -1, key)
