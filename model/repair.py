@@ -147,30 +147,23 @@ def wrongness(lm: LoadedModel, texts: Sequence[str], centres: Sequence[int],
         rows.append(ids[lo:lo + window])
     newline = _newline_table(lm)
     out = [0.0] * len(rows)
-    for chunk, logits, (ids, valid) in _batched(lm, rows):
-        logits = logits.float()
-        bad = F.softplus(logits[..., 0]) * valid  # -log(1 - sigmoid(x)) = softplus(x)
-        gone = F.softplus(logits[..., 1]) * (valid & newline[ids])
-        for i, value in zip(chunk, (bad.sum(-1) + gone.sum(-1)).tolist(), strict=True):
-            out[i] = value
-    return out
-
-
-def _batched(lm: LoadedModel, rows: Sequence[list[int]]):
-    """The repair head over token rows, SCORE_BATCH at a time, rows of similar length
-    together (little padding): yields (row indices, logits [B, T, 2], (ids, valid))."""
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     for b in range(0, len(order), SCORE_BATCH):
         chunk = order[b:b + SCORE_BATCH]
         width = max(len(rows[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), lm.tokenizer.pad_id, dtype=torch.long)
+        ids = torch.full((len(chunk), width), tok.pad_id, dtype=torch.long)
         valid = torch.zeros((len(chunk), width), dtype=torch.bool)
         for j, i in enumerate(chunk):
             ids[j, :len(rows[i])] = torch.tensor(rows[i])
             valid[j, :len(rows[i])] = True
         ids, valid = ids.to(lm.device), valid.to(lm.device)
         _, logits = lm.net.repair_hidden(ids, valid.long())
-        yield chunk, logits, (ids, valid)
+        logits = logits.float()
+        bad = F.softplus(logits[..., 0]) * valid  # -log(1 - sigmoid(x)) = softplus(x)
+        gone = F.softplus(logits[..., 1]) * (valid & newline[ids])
+        for i, value in zip(chunk, (bad.sum(-1) + gone.sum(-1)).tolist(), strict=True):
+            out[i] = value
+    return out
 
 
 @lru_cache(maxsize=4)
@@ -209,18 +202,6 @@ def rank_candidates(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int
     return [base[(o, c)] - s for o, c, s in zip(originals, ocentres, scores, strict=True)]
 
 
-def _changed_tokens(ids: Sequence[int], changed: Sequence[int]) -> tuple[int, int, int]:
-    """Where two token sequences differ once their common beginning and end are set aside:
-    (first differing index, end in `ids`, end in `changed`)."""
-    p = 0
-    while p < min(len(ids), len(changed)) and ids[p] == changed[p]:
-        p += 1
-    q = 0
-    while q < min(len(ids), len(changed)) - p and ids[-1 - q] == changed[-1 - q]:
-        q += 1
-    return p, len(ids) - q, len(changed) - q
-
-
 @torch.no_grad()
 def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, str]],
                  lines: int = QUICK_LINES, mean: bool = False) -> list[float]:
@@ -256,8 +237,15 @@ def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, s
         for i in members:
             start, end, fill = edits[i]
             changed = tok.encode(text[:start - a] + fill + text[end - a:])
-            p, q, _ = _changed_tokens(ids, changed)
-            first, last = p - lo, q - lo
+            # The original tokens the edit changes: what differs between the two token
+            # sequences once their common beginning and end are set aside.
+            p = 0
+            while p < min(len(ids), len(changed)) and ids[p] == changed[p]:
+                p += 1
+            q = 0
+            while q < min(len(ids), len(changed)) - p and ids[-1 - q] == changed[-1 - q]:
+                q += 1
+            first, last = p - lo, len(ids) - q - lo
             span = slice(max(0, first), max(0, min(len(bad), last)))
             if last > first and mean:
                 out[i] = math.log1p(sum(bad[span]) / max(1, len(bad[span])))
@@ -269,37 +257,6 @@ def quick_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, s
             # the cut (which training flags where a corruption removed something) put the fix
             # later on 19 of the 48 dev-split tasks, earlier on 2 (`benchmarks/draft_rank.py
             # --split dev`, 51 against 49.5).
-    return out
-
-
-@torch.no_grad()
-def written_scores(lm: LoadedModel, source: str, edits: Sequence[tuple[int, int, str]],
-                   lines: int = QUICK_LINES) -> list[float]:
-    """What each edit (start, end, replacement) writes, as the repair head reads it once
-    written: log(1 + the mean odds of corruption of the tokens it writes), over the lines
-    around it with the fill in place (0 for a deletion). The complement of `quick_scores`,
-    which reads only what an edit replaces: among fills of one span, the one the head finds
-    least corrupted reads as the fix. One row per edit (`wrongness`'s batching)."""
-    tok = lm.tokenizer
-    size = lm.config.max_seq_len
-    rows: list[list[int]] = []
-    spans: list[tuple[int, int]] = []
-    for start, end, fill in edits:
-        a, z = _lines_around(source, start, end, lines)
-        text = source[a:z]
-        ids = tok.encode(text)
-        changed = tok.encode(text[:start - a] + fill + text[end - a:])
-        p, _, stop = _changed_tokens(ids, changed)
-        lo = max(0, min(p - size // 2, len(changed) - size))
-        rows.append(changed[lo:lo + size])
-        spans.append((p - lo, stop - lo))
-    out = [0.0] * len(rows)
-    for chunk, logits, _ in _batched(lm, rows):
-        odds = logits[..., 0].float().exp().tolist()
-        for j, i in enumerate(chunk):
-            first, last = spans[i]
-            if last > first:
-                out[i] = math.log1p(sum(odds[j][first:last]) / (last - first))
     return out
 
 

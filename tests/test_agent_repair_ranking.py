@@ -15,13 +15,7 @@ from greenpatch.agent.pipeline.sites import sites_for
 from greenpatch.model.checkpoint import wrap
 from greenpatch.model.errors import ModelError
 from greenpatch.model.network import DiffusionLM, ModelConfig
-from greenpatch.model.repair import (
-    line_suspicion,
-    quick_scores,
-    rank_candidates,
-    with_prior,
-    written_scores,
-)
+from greenpatch.model.repair import line_suspicion, quick_scores, rank_candidates, with_prior
 
 from tests.model_support import stdlib_tokenizer
 
@@ -205,36 +199,3 @@ def test_quick_scores_read_the_original_once_per_site() -> None:
     inserted = quick_scores(lm, SOURCE, [(minus, minus, "+ 1 "), (end, end, " + 1"),
                                          (end + 1, end + 1, "    share += 1\n")], mean=True)
     assert inserted[:2] == [0.0, 0.0] and 0 < inserted[2] < 0.01
-
-
-def test_written_scores_read_what_an_edit_writes() -> None:
-    lm = flagging_model("-")
-    calls = count_passes(lm)
-    at = SOURCE.index("total - count")
-    minus = SOURCE.index("-", at)
-    edits = [(minus, minus + 1, "+"), (at, at + 5, "count -"), (minus, minus + 1, "- 1 -"),
-             (SOURCE.index("    share ="), SOURCE.index("    return share"), "")]
-    written = written_scores(lm, SOURCE, edits)
-    assert len(calls) == 1  # one batch, a row per edit
-    # Writing `+` writes nothing flagged; a fill writing a `-` is read as corrupted (odds
-    # e^6), the mean over what it writes diluted by its unflagged tokens.
-    assert written[0] < 0.01 and 3 < written[1] < written[2]
-    assert written[3] == 0.0  # a deletion writes nothing
-    assert written_scores(lm, SOURCE, edits[:1]) == written[:1]  # batching changes nothing
-
-
-def test_the_repair_stage_rereads_its_best_fills_once_written() -> None:
-    # The flag on `+`: among the fills replacing line 4's `-`, one writing `+` is read as
-    # corrupted and gives its slot to the next; the slots keep their scores.
-    lm = flagging_model("+")
-    sources = {"m.py": SOURCE}
-    sites = sites_for(sources, [SuspiciousLine("m.py", 4, 1.0, 1.0, False, 0.0)])
-    blind = Drafter(lm, [], mode="model-repair")
-    blind.written_weight = 0.0
-    reading = Drafter(lm, [], mode="model-repair")
-    before, after = blind.stage(sources, sites, "repair"), reading.stage(sources, sites, "repair")
-    assert [d.score for d in before] == [d.score for d in after]
-    assert sorted(d.source for d in before) == sorted(d.source for d in after)
-    plus = [i for i, d in enumerate(before) if "total + count" in d.source]
-    moved = [i for i, d in enumerate(after) if "total + count" in d.source]
-    assert plus and moved and moved[0] > plus[0]

@@ -17,9 +17,8 @@ call (`agent.pipeline.explore`). Modes:
 - `model-repair` (measured by `benchmarks/draft_rank.py`, not yet the default: see the model
   card): the "repair" stage (every substitution and edit of the line, the fixed order's
   chance of each as the prior, updated by the model's repair head scoring it against the
-  buggy original at its site, best first; `Draft.score` is the log of that, in nats; the
-  best WRITTEN_TOP then reordered by what the head reads in what they write), then the
-  samples;
+  buggy original at its site, best first; `Draft.score` is the log of that, in nats), then
+  the samples;
 - `model-only`: the samples alone (ablation);
 - `edits`: substitutions and edits, no model (ablation: what the model adds);
 - `mutations`: operator/constant/identifier substitutions only, no model (the mutation-only
@@ -41,7 +40,7 @@ from greenpatch.agent.pipeline.mutations import edit_fills, substitution_fills, 
 from greenpatch.agent.pipeline.sites import Site, apply, canvas, dedupe_fills, sites_for
 from greenpatch.model.checkpoint import LoadedModel
 from greenpatch.model.errors import ModelError
-from greenpatch.model.repair import has_repair_head, quick_scores, sample_edits, written_scores
+from greenpatch.model.repair import has_repair_head, quick_scores, sample_edits
 from greenpatch.model.sampler import Canvas, DecodeStats, infill, remask, score_fills
 
 # Canvases decoded in one batched call; with `samples` each, this bounds the batch size.
@@ -60,12 +59,6 @@ SAMPLED_SITES = 2
 # Suspicious lines per "sample" stage that sampling that edits re-masks (with a repair head):
 # the stage is drafted for one suspicious line at a time.
 EDITED_LINES = 1
-# A repair stage's best fills are read again once written (`written_scores`, one row each):
-# the WRITTEN_TOP best reordered by their score less WRITTEN_WEIGHT times what the head
-# disbelieves in what they write, taking the scores of the slots they move to. Chosen on the
-# dev split (`benchmarks/draft_rank.py --split dev`, RESULTS.md): median rank 50 -> 41.5.
-WRITTEN_TOP = 64
-WRITTEN_WEIGHT = 0.5
 # Most bugs are one token: the cheap substitutions go first, then the edits that multiply the
 # candidates, then the model's samples.
 STAGES = {
@@ -175,7 +168,6 @@ class Drafter:
         self.seed = seed
         # How much a repair draft's score moves with the model's evidence (see the constant).
         self.evidence_weight = EVIDENCE_WEIGHT
-        self.written_weight = WRITTEN_WEIGHT
         self.busy = 0.0
         self._ids = itertools.count(1)
         self._emitted: set[tuple] = set()  # (path, text, *carried files)
@@ -294,30 +286,8 @@ class Drafter:
             edits = [(site.start_char, site.end_char, site.lead + fill + site.trail)
                      for site, fill, _ in mine]
             evidence = quick_scores(self.lm, sources[path], edits, mean=True)
-            out += self._reread(sources[path], [
-                (site, fill, prior + self.evidence_weight * e, e)
-                for (site, fill, prior), e in zip(mine, evidence, strict=True)])
-        return out
-
-    def _reread(self, source: str, items: list[tuple[Site, str, float, float]]
-                ) -> list[tuple[Site, str, float, float]]:
-        """The WRITTEN_TOP best of one file's scored fills reordered by what they write
-        (`written_scores`); the scores stay with the slots, so the line's values are as they
-        were and only which fill holds each changes."""
-        if not self.written_weight or not items:
-            return items
-        assert self.lm is not None
-        top = sorted(range(len(items)), key=lambda i: -items[i][2])[:WRITTEN_TOP]
-        written = written_scores(self.lm, source, [
-            (site.start_char, site.end_char, site.lead + fill + site.trail)
-            for site, fill, *_ in (items[i] for i in top)])
-        keys = {i: items[i][2] - self.written_weight * w
-                for i, w in zip(top, written, strict=True)}
-        moved = sorted(top, key=lambda i: -keys[i])
-        out = list(items)
-        for slot, i in zip(top, moved, strict=True):
-            site, fill, _, evidence = items[i]
-            out[slot] = (site, fill, items[slot][2], evidence)
+            out += [(site, fill, prior + self.evidence_weight * e, e)
+                    for (site, fill, prior), e in zip(mine, evidence, strict=True)]
         return out
 
     def _edited(self, sources: Mapping[str, str], sites: Sequence[Site], seed: int
