@@ -6,7 +6,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from greenpatch.agent.pipeline.explore import Explorer, Step
+from greenpatch.agent.pipeline.explore import SITE_KIND_PRIOR, Explorer, Step, fixed_values
+from greenpatch.agent.pipeline.sites import Site
 
 _ids = itertools.count()
 
@@ -112,6 +113,20 @@ def test_fills_are_worth_their_sites_share_and_their_rank() -> None:
     # then a's sites by rank: every first fill before any second one, no long tail
     assert first[6:19] == [f"a{s}.0" for s in range(13)]
     assert first[19:32] == [f"a{s}.1" for s in range(13)]
+
+
+def test_a_sites_share_is_weighed_by_its_kind() -> None:
+    def site(kind: str, start: int) -> Site:
+        return Site("m.py", start, start + 1, kind, "x", (1,), 1, 1.0)
+
+    operator, name = site("operator", 0), site("token", 2)
+    values = fixed_values("substitution", [operator, name, operator, name])
+    prior = SITE_KIND_PRIOR
+    ratio = prior[("substitution", "operator")] / prior[("substitution", "token")]
+    assert abs(values[0] / values[1] - ratio) < 1e-9 and values[2] < values[0]
+    # A kind without a prior: an even share.
+    assert fixed_values("edit", [site("insert_after", 0), site("whatever", 2)])[1] == (
+        fixed_values("edit", [site("whatever", 0), site("whatever", 2)])[0])
 
 
 def test_empty_batches_are_skipped() -> None:

@@ -5,7 +5,8 @@ samples; or, with a repair model, "repair": substitutions and edits together, ea
 the model against the buggy original), each stage a batch of fills for the line's sites, best
 first per site. A draft is worth its chance of being the fix: the line's weight, times the
 stage's prior, times its share of the stage: for the fixed-order stages, shared among the
-stage's sites, times a geometric decay over the fill's rank at its site (`fixed_values`); for
+stage's sites by their kind (`SITE_KIND_PRIOR`), times a geometric decay over the fill's rank
+at its site (`fixed_values`); for
 "repair", that same share as the prior, updated by the model's evidence (`Draft.score` is
 the log of both: a fill replacing what the model disbelieves gains, the others lose in
 proportion). The most valuable draft of any line goes next; a stage is drafted only when its
@@ -54,11 +55,23 @@ GUESS = {"substitution": 0.6 * 0.2 / 8, "edit": 0.35 * 0.2 / 10, "repair": 0.4,
 EVIDENCE_WEIGHT = 1.25
 # The fix loop weighs a line by its localization score to this power, per the drafter's first
 # stage (1 otherwise). Chosen on the bug benchmark's dev split
-# (`benchmarks/draft_rank.py --split dev --sharpness 1,2,3`; benchmarks/RESULTS.md): sharper
-# weights let the top lines go deeper into their drafts before the next line's.
-LINE_SHARPNESS = {"repair": 3.0}
+# (`benchmarks/draft_rank.py --split dev --sharpness 1,2,3`, then 3,4; benchmarks/RESULTS.md):
+# sharper weights let the top lines go deeper into their drafts before the next line's; 4
+# put the fix earlier than 3 on more dev tasks than later in each of three runs.
+LINE_SHARPNESS = {"repair": 4.0}
 # P(the k-th fill of a site is the fix | the site is) ~ (1 - RANK_DECAY) * RANK_DECAY**k.
 RANK_DECAY = 0.8
+# A site's share of its stage, by (stage, site kind), relative to an even share: fitted on
+# the bug benchmark's dev split (the fix's place among its line's model-free candidates,
+# softmax likelihood; sites of other kinds keep 1). An operator has few fills and a node edit
+# (swapped arguments, a clause dropped, `n + 1` -> `n`) is one fill, where a name has up to
+# MAX_NAMES: per fill, those are likelier.
+SITE_KIND_PRIOR = {
+    ("substitution", "operator"): 6.4, ("substitution", "token"): 0.33,
+    ("edit", "node"): 4.6, ("edit", "line"): 1.2, ("edit", "token"): 0.41,
+    ("edit", "delete"): 0.88, ("edit", "insert_before"): 0.63, ("edit", "insert_after"): 0.5,
+    ("widen", "node"): 1.6, ("widen", "token"): 0.49,
+}
 # A progressing candidate's line, and the lines within NEAR_LINES of it in the same file.
 PROGRESS_BOOST = 8.0
 NEAR_BOOST = 3.0
@@ -77,7 +90,7 @@ class Step:
 def fixed_values(stage: str, sites: Sequence) -> list[float]:
     """The chance of each fill of a fixed-order stage being the fix given its line holds the
     bug, the fills given in that order by their sites: the stage's prior shared among its
-    sites, times a geometric decay over the fill's rank at its site."""
+    sites (weighed by their kind), times a geometric decay over the fill's rank at its site."""
     if not sites:
         return []
     per_site = STAGE_PRIOR[stage] * (1 - RANK_DECAY) / len(set(sites))
@@ -85,7 +98,8 @@ def fixed_values(stage: str, sites: Sequence) -> list[float]:
     values = []
     for site in sites:
         k = seen[site] = seen.get(site, -1) + 1
-        values.append(per_site * RANK_DECAY**k)
+        kind = SITE_KIND_PRIOR.get((stage, getattr(site, "kind", None)), 1.0)
+        values.append(per_site * kind * RANK_DECAY**k)
     return values
 
 
