@@ -3,10 +3,10 @@
 For every task of a split: the model-free candidates of the line(s) where its fix belongs
 (substitutions, edits and widenings, as the `edits` drafter makes them), each valued by the
 fixed order without the prior (`fixed_values` divided by it). A multiplier per (stage, site
-kind) is fitted by maximum likelihood of the reference fix under a softmax over its line's
-log values, with an L2 pull towards 1; printed with where the fix comes among its line's
-candidates without the prior and with the fitted one (4-fold cross-validation over the
-lines, so a line never ranks under multipliers fitted on it).
+kind: `prior_key`) is fitted by maximum likelihood of the reference fix under a softmax over
+its line's log values, with an L2 pull towards 1; printed with where the fix comes among its
+line's candidates without the prior and with the fitted one (4-fold cross-validation over
+the lines, so a line never ranks under multipliers fitted on it).
 
     .venv/bin/python benchmarks/site_prior.py [--split dev] [--l2 0.05]
 """
@@ -30,7 +30,11 @@ from draft_rank import is_fix  # noqa: E402
 from greenpatch.agent.bench.libraries import get_library, pristine_repo  # noqa: E402
 from greenpatch.agent.bench.tasks import build_task_repo, load_tasks  # noqa: E402
 from greenpatch.agent.pipeline.draft import Drafter  # noqa: E402
-from greenpatch.agent.pipeline.explore import SITE_KIND_PRIOR, fixed_values  # noqa: E402
+from greenpatch.agent.pipeline.explore import (  # noqa: E402
+    SITE_KIND_PRIOR,
+    fixed_values,
+    prior_key,
+)
 from greenpatch.agent.pipeline.localize import SuspiciousLine  # noqa: E402
 from greenpatch.agent.pipeline.sites import sites_for  # noqa: E402
 
@@ -56,7 +60,7 @@ def line_candidates(task, work: Path) -> list[list[tuple[tuple[str, str], float,
             drafts = drafter.stage(sources, sites, stage)
             values = fixed_values(stage, [d.site for d in drafts])
             for d, value in zip(drafts, values, strict=True):
-                key = (stage, d.site.kind)
+                key = prior_key(stage, d.site)
                 items.append((key, value / SITE_KIND_PRIOR.get(key, 1.0), is_fix(d.source, want)))
         out.append(items)
     return out

@@ -6,7 +6,13 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from greenpatch.agent.pipeline.explore import SITE_KIND_PRIOR, Explorer, Step, fixed_values
+from greenpatch.agent.pipeline.explore import (
+    SITE_KIND_PRIOR,
+    Explorer,
+    Step,
+    fixed_values,
+    prior_key,
+)
 from greenpatch.agent.pipeline.sites import Site
 
 _ids = itertools.count()
@@ -122,8 +128,13 @@ def test_a_sites_share_is_weighed_by_its_kind() -> None:
     operator, name = site("operator", 0), site("token", 2)
     values = fixed_values("substitution", [operator, name, operator, name])
     prior = SITE_KIND_PRIOR
-    ratio = prior[("substitution", "operator")] / prior[("substitution", "token")]
+    ratio = prior[("substitution", "operator")] / prior[("substitution", "name")]
     assert abs(values[0] / values[1] - ratio) < 1e-9 and values[2] < values[0]
+    # A token site by what it holds: a constant has a handful of fills, a name many.
+    number = Site("m.py", 4, 5, "token", "1", (1,), 1, 1.0)
+    assert prior_key("edit", number) == ("edit", "constant")
+    assert prior_key("edit", name) == ("edit", "name")
+    assert prior_key("edit", Site("m.py", 4, 7, "token", "'a'", (1,), 1, 1.0))[1] == "token"
     # A kind without a prior: an even share.
     assert fixed_values("edit", [site("insert_after", 0), site("whatever", 2)])[1] == (
         fixed_values("edit", [site("whatever", 0), site("whatever", 2)])[0])

@@ -61,16 +61,18 @@ EVIDENCE_WEIGHT = 1.25
 LINE_SHARPNESS = {"repair": 4.0}
 # P(the k-th fill of a site is the fix | the site is) ~ (1 - RANK_DECAY) * RANK_DECAY**k.
 RANK_DECAY = 0.8
-# A site's share of its stage, by (stage, site kind), relative to an even share: fitted on
-# the bug benchmark's dev split (the fix's place among its line's model-free candidates,
-# softmax likelihood; sites of other kinds keep 1). An operator has few fills and a node edit
+# A site's share of its stage, by (stage, site kind; a token site by what it holds:
+# `prior_key`), relative to an even share: fitted on the bug benchmark's dev split by
+# `benchmarks/site_prior.py` (the fix's place among its line's model-free candidates, softmax
+# likelihood; keys it did not meet keep 1). An operator has few fills and a node edit
 # (swapped arguments, a clause dropped, `n + 1` -> `n`) is one fill, where a name has up to
 # MAX_NAMES: per fill, those are likelier.
 SITE_KIND_PRIOR = {
-    ("substitution", "operator"): 6.4, ("substitution", "token"): 0.33,
-    ("edit", "node"): 4.6, ("edit", "line"): 1.2, ("edit", "token"): 0.41,
-    ("edit", "delete"): 0.88, ("edit", "insert_before"): 0.63, ("edit", "insert_after"): 0.5,
-    ("widen", "node"): 1.6, ("widen", "token"): 0.49,
+    ("substitution", "operator"): 6.7, ("substitution", "constant"): 1.2,
+    ("substitution", "name"): 0.28,
+    ("edit", "node"): 4.7, ("edit", "line"): 1.2, ("edit", "token"): 0.94, ("edit", "name"): 0.42,
+    ("edit", "delete"): 0.89, ("edit", "insert_before"): 0.65, ("edit", "insert_after"): 0.52,
+    ("widen", "node"): 1.6, ("widen", "token"): 0.8, ("widen", "name"): 0.53,
 }
 # A progressing candidate's line, and the lines within NEAR_LINES of it in the same file.
 PROGRESS_BOOST = 8.0
@@ -98,9 +100,22 @@ def fixed_values(stage: str, sites: Sequence) -> list[float]:
     values = []
     for site in sites:
         k = seen[site] = seen.get(site, -1) + 1
-        kind = SITE_KIND_PRIOR.get((stage, getattr(site, "kind", None)), 1.0)
-        values.append(per_site * kind * RANK_DECAY**k)
+        values.append(per_site * SITE_KIND_PRIOR.get(prior_key(stage, site), 1.0)
+                      * RANK_DECAY**k)  # fmt: skip
     return values
+
+
+def prior_key(stage: str, site) -> tuple[str, str | None]:
+    """The key of a site's kind in SITE_KIND_PRIOR: a token is a "constant" (a number,
+    True, False or None: a handful of fills), a "name" (up to MAX_NAMES) or another "token"."""
+    kind = getattr(site, "kind", None)
+    if kind == "token":
+        text = site.original_text
+        if text[:1].isdigit() or text in ("True", "False", "None"):
+            kind = "constant"
+        elif text.isidentifier():
+            kind = "name"
+    return stage, kind
 
 
 def _values(stage: str, drafts: list) -> list[float]:
