@@ -158,9 +158,10 @@ def test_a_fix_that_leaves_the_bugs_other_failing_test_red_is_not_taken(run_agen
 
 def test_a_fix_is_kept_when_the_other_failing_test_cannot_pass(run_agent,
                                                                tmp_path: Path) -> None:
-    # The other test wants a float no candidate returns: the ticket's fix is still delivered,
-    # and the report says what still fails.
-    report = clamp_fix(run_agent, tmp_path, extra=" and isinstance(clamp(15, 0, 10), float)")
+    # The other test asks for the impossible (10, and not 10): the ticket's fix is still
+    # delivered, and the report says what still fails. (Not a float: the drafter reaches
+    # `min(x, hi / 1)`, which returns one.)
+    report = clamp_fix(run_agent, tmp_path, extra=" and clamp(15, 0, 10) != 10")
     assert report["failing_after"] == ["tests/test_clampit.py::test_above_the_range_is_the_top"]
     assert report["seconds"] < 60
 
