@@ -2,7 +2,7 @@
 
 For every task of a split: the model-free candidates of the line(s) where its fix belongs
 (substitutions, edits and widenings, as the `edits` drafter makes them), each valued by the
-fixed order without the prior (`fixed_values` divided by it). A multiplier per (stage, site
+fixed order without the prior (`fixed_values` with no kinds). A multiplier per (stage, site
 kind: `prior_key`) is fitted by maximum likelihood of the reference fix under a softmax over
 its line's log values, with an L2 pull towards 1; printed with where the fix comes among its
 line's candidates without the prior and with the fitted one (4-fold cross-validation over
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import statistics
 import sys
 import tempfile
@@ -26,15 +27,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from draft_rank import is_fix  # noqa: E402
-from greenpatch.agent.bench.libraries import get_library, pristine_repo  # noqa: E402
-from greenpatch.agent.bench.tasks import build_task_repo, load_tasks  # noqa: E402
+from draft_rank import is_fix, task_case  # noqa: E402
+from greenpatch.agent.bench.tasks import load_tasks  # noqa: E402
 from greenpatch.agent.pipeline.draft import Drafter  # noqa: E402
-from greenpatch.agent.pipeline.explore import (  # noqa: E402
-    SITE_KIND_PRIOR,
-    fixed_values,
-    prior_key,
-)
+from greenpatch.agent.pipeline.explore import fixed_values, prior_key  # noqa: E402
 from greenpatch.agent.pipeline.localize import SuspiciousLine  # noqa: E402
 from greenpatch.agent.pipeline.sites import sites_for  # noqa: E402
 
@@ -42,28 +38,26 @@ STAGES = ("substitution", "edit", "widen")
 
 
 def line_candidates(task, work: Path) -> list[list[tuple[tuple[str, str], float, bool]]]:
-    """Per line where the task's fix belongs: its candidates as ((stage, site kind), value
-    without the prior, is the fix)."""
-    repo = build_task_repo(task, work / task.id)
-    source = (repo / task.file).read_text()
-    want = (pristine_repo(get_library(task.library)) / task.file).read_text()
-    sources = {task.file: source}
-    # A deleted statement is put back after the line before it (or before the line after).
-    lines = ((task.start_line - 1, task.start_line) if task.kind == "deleted_statement"
-             else (task.start_line,))  # fmt: skip
-    out = []
-    for line in lines:
-        sites = sites_for(sources, [SuspiciousLine(task.file, line, 1.0, 0.0, False, 0.0)])
-        drafter = Drafter(None, [], mode="edits")
-        items = []
-        for stage in STAGES:
-            drafts = drafter.stage(sources, sites, stage)
-            values = fixed_values(stage, [d.site for d in drafts])
-            for d, value in zip(drafts, values, strict=True):
-                key = prior_key(stage, d.site)
-                items.append((key, value / SITE_KIND_PRIOR.get(key, 1.0), is_fix(d.source, want)))
-        out.append(items)
-    return out
+    """Per line where the task's fix belongs (`draft_rank.task_case`): its candidates as
+    ((stage, site kind), value without the prior, is the fix)."""
+    case = task_case(task, work)
+    try:
+        (path, want), = case.fixed.items()
+        sources = {path: (case.repo / path).read_text()}
+        out = []
+        for line in case.lines:
+            sites = sites_for(sources, [SuspiciousLine(path, line, 1.0, 0.0, False, 0.0)])
+            drafter = Drafter(None, [], mode="edits")
+            items = []
+            for stage in STAGES:
+                drafts = drafter.stage(sources, sites, stage)
+                values = fixed_values(stage, [d.site for d in drafts], kinds={})
+                items += [(prior_key(stage, d.site), value, is_fix(d.source, want))
+                          for d, value in zip(drafts, values, strict=True)]  # fmt: skip
+            out.append(items)
+        return out
+    finally:
+        shutil.rmtree(case.repo, ignore_errors=True)
 
 
 def fit(lines: list, keys: list, l2: float, steps: int = 2000, rate: float = 0.1) -> np.ndarray:
@@ -87,8 +81,12 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gp-prior-"))
     raw = []
-    for task in (t for t in load_tasks() if t.split == args.split):
-        raw += [items for items in line_candidates(task, work) if any(f for _, _, f in items)]
+    try:
+        for task in (t for t in load_tasks() if t.split == args.split):
+            raw += [items for items in line_candidates(task, work)
+                    if any(f for _, _, f in items)]  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     keys = sorted({key for items in raw for key, _, _ in items})
     lines = [(np.array([[key == k for k in keys] for key, _, _ in items], dtype=float),
               np.log([value for _, value, _ in items]),

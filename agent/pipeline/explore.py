@@ -89,10 +89,12 @@ class Step:
     make: Callable[[], list]
 
 
-def fixed_values(stage: str, sites: Sequence) -> list[float]:
+def fixed_values(stage: str, sites: Sequence,
+                 kinds: Mapping[tuple[str, str | None], float] = SITE_KIND_PRIOR) -> list[float]:
     """The chance of each fill of a fixed-order stage being the fix given its line holds the
     bug, the fills given in that order by their sites: the stage's prior shared among its
-    sites (weighed by their kind), times a geometric decay over the fill's rank at its site."""
+    sites (weighed by their kind: `kinds`, keyed by `prior_key`), times a geometric decay
+    over the fill's rank at its site."""
     if not sites:
         return []
     per_site = STAGE_PRIOR[stage] * (1 - RANK_DECAY) / len(set(sites))
@@ -100,7 +102,7 @@ def fixed_values(stage: str, sites: Sequence) -> list[float]:
     values = []
     for site in sites:
         k = seen[site] = seen.get(site, -1) + 1
-        values.append(per_site * SITE_KIND_PRIOR.get(prior_key(stage, site), 1.0)
+        values.append(per_site * kinds.get(prior_key(stage, site), 1.0)
                       * RANK_DECAY**k)  # fmt: skip
     return values
 
